@@ -1,0 +1,1 @@
+//! Baselines and helpers shared by the benchmarks.

@@ -1,0 +1,1 @@
+//! Cairn client: routes reads and writes to replicas by consistent hashing and verifies every byte it reads (to come).

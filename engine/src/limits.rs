@@ -1,0 +1,63 @@
+//! Every bound the engine enforces, in one place, with units in the names.
+//!
+//! Exceeding one of these is a typed error, never a crash. The relations between them are
+//! checked at compile time at the bottom of this file.
+
+/// Bytes in a record header. Fixed so that a reader can find a record's payload without parsing.
+pub const RECORD_HEADER_BYTES: u64 = 64;
+
+/// Bytes in a segment file header; records start right after it.
+pub const SEGMENT_HEADER_BYTES: u64 = 64;
+
+/// Payload bytes covered by one CRC32 in a record's chunk checksum table. A range read checks
+/// only the chunks it touches, so reading 4 KiB of a 64 GiB blob does not checksum 64 GiB.
+pub const CRC_CHUNK_BYTES: u64 = 64 * 1024;
+
+/// Largest blob the engine stores: 1 TiB. Blobs this size live in a dedicated segment.
+pub const BLOB_BYTES_MAX: u64 = 1 << 40;
+
+/// Smallest configurable shared segment: big enough for a header and a few small records.
+pub const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
+
+/// Largest configurable shared segment. Offsets inside a shared segment are stored as `u32` in
+/// the index (that is what keeps an index entry at 16 bytes), so a segment is at most 4 GiB.
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+
+/// Default capacity of a shared segment.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+
+/// A streaming writer keeps at most this many bytes in memory. A blob that ends within it is
+/// stored like `put`; a longer one spills to its own dedicated segment as it arrives.
+pub const STREAM_BUFFER_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
+/// A streaming writer buffers at most this many bytes of its chunk checksum table before it
+/// spills them to a side file, so its memory does not grow with the blob (a 64 GiB blob has a
+/// 4 MiB table).
+pub const STREAM_TABLE_BUFFER_BYTES_MAX: u64 = 64 * 1024;
+
+/// Number of independently locked shards of the in-memory index.
+pub const INDEX_SHARD_COUNT: usize = 64;
+
+/// Bytes of one hint file entry (see FORMAT.md).
+pub const HINT_ENTRY_BYTES: u64 = 56;
+
+/// Bytes of a hint file header (see FORMAT.md).
+pub const HINT_HEADER_BYTES: u64 = 32;
+
+/// Longest fsync interval accepted for `SyncMode::Interval`: one minute.
+pub const SYNC_INTERVAL_MS_MAX: u64 = 60_000;
+
+/// How many times a read retries after the segment it was pointed at was compacted away
+/// underneath it. Each retry re-reads the index, which compaction updates before it removes a
+/// segment, so one retry is normally enough.
+pub const READ_RETRY_COUNT_MAX: u32 = 8;
+
+const _: () = assert!(SEGMENT_BYTES_MIN >= SEGMENT_HEADER_BYTES + 16 * RECORD_HEADER_BYTES);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT >= SEGMENT_BYTES_MIN);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+const _: () = assert!(STREAM_BUFFER_BYTES_MAX <= BLOB_BYTES_MAX);
+const _: () = assert!(STREAM_TABLE_BUFFER_BYTES_MAX.is_multiple_of(4));
+const _: () = assert!(INDEX_SHARD_COUNT.is_power_of_two() && INDEX_SHARD_COUNT <= 256);
+const _: () = assert!(CRC_CHUNK_BYTES.is_power_of_two());
+// A 1 TiB blob's checksum table must itself be addressable in memory on 64-bit targets.
+const _: () = assert!((BLOB_BYTES_MAX / CRC_CHUNK_BYTES) * 4 < (1 << 32));

@@ -1,0 +1,61 @@
+//! The I/O seam: everything the engine does to files goes through `Storage`.
+//!
+//! Three implementations: `RealStorage` (std files, memmap2 for reads), `MemStorage` (in memory,
+//! tracking which bytes are durable so a test can simulate power loss with `crash`) and
+//! `FaultyStorage` (wraps another and fails fsyncs, fills the disk or fails writes on demand).
+
+mod faulty;
+mod mem;
+mod real;
+
+pub use faulty::{Faults, FaultyStorage};
+pub use mem::MemStorage;
+pub use real::RealStorage;
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A file system, as the engine uses it.
+pub trait Storage: Send + Sync + fmt::Debug {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the entries of `dir`.
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Creates a new empty file; fails if it exists.
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+    /// Atomically replaces `to` with `from`. Durable once the directory of `to` is synced.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the entries of `dir` (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on `path` for this process; `None` if another holds it. The lock
+    /// lasts as long as the returned guard.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>>;
+}
+
+/// An open file.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    fn len(&self) -> io::Result<u64>;
+    /// Truncates or extends (with zeros).
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Fills `buf` from `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Makes the file's data (and its size) durable: fdatasync.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Maps the file's current length for reading.
+    fn map(&self) -> io::Result<Arc<dyn Mapping>>;
+}
+
+/// A read-only view of a file. Bytes written to the file after the mapping was made are visible
+/// through it. The engine only ever reads a range after it was fully written, and never writes a
+/// range again while a mapping of it lives.
+pub trait Mapping: Send + Sync + fmt::Debug {
+    fn len(&self) -> u64;
+    /// `len` bytes from `start`; panics if the range is outside the mapping.
+    fn bytes(&self, start: u64, len: u64) -> &[u8];
+}

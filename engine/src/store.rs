@@ -1,0 +1,1264 @@
+//! `Store`: the engine's front door. Opening and recovery, the write path (append to the open
+//! shared segment under one lock, then a shared fsync), reads, deletes, sealing with hint files,
+//! compaction and scrubbing.
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{CorruptionKind, Error, ReadOnlyReason, Result};
+use crate::format::{
+    self, FormatError, HintEntry, RecordHeader, RecordKind, SegmentHeader, SegmentKind,
+};
+use crate::index::{Index, Location};
+use crate::limits::{
+    BLOB_BYTES_MAX, READ_RETRY_COUNT_MAX, RECORD_HEADER_BYTES, SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, STREAM_BUFFER_BYTES_MAX,
+    SYNC_INTERVAL_MS_MAX,
+};
+use crate::segment::{Segment, SyncFailed};
+use crate::storage::{RealStorage, Storage, StorageFile};
+use crate::{Blob, BlobWriter, Hash};
+
+/// When writes become durable. See the crate documentation for the exact contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Every write returns only once durable; concurrent writers share fsyncs.
+    Always,
+    /// A background thread fsyncs the open segment every `period_ms`.
+    Interval { period_ms: u64 },
+    /// fsync only when sealing a segment, writing a dedicated segment, or closing.
+    Never,
+}
+
+/// How a store is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Capacity of each shared segment file. Records larger than a quarter of it go to a
+    /// dedicated segment of their own.
+    pub segment_bytes: u64,
+    /// The most bytes of segment files the store may hold; a write that would go over fails
+    /// with `StoreFull` before writing.
+    pub capacity_bytes: u64,
+    pub sync: SyncMode,
+    /// `compact` rewrites a sealed segment when its live bytes are below this fraction of the
+    /// bytes written to it.
+    pub compact_live_ratio_below: f64,
+    /// A streaming writer holds up to this many bytes in memory before it spills to a dedicated
+    /// segment; at most `STREAM_BUFFER_BYTES_MAX`.
+    pub stream_buffer_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            capacity_bytes: u64::MAX,
+            sync: SyncMode::Always,
+            compact_live_ratio_below: 0.5,
+            stream_buffer_bytes: STREAM_BUFFER_BYTES_MAX,
+        }
+    }
+}
+
+impl Config {
+    fn validate(&self) -> Result<()> {
+        let bad = |field, problem| Err(Error::InvalidConfig { field, problem });
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return bad(
+                "segment_bytes",
+                "must be between SEGMENT_BYTES_MIN and SEGMENT_BYTES_MAX",
+            );
+        }
+        if self.stream_buffer_bytes > STREAM_BUFFER_BYTES_MAX {
+            return bad(
+                "stream_buffer_bytes",
+                "must be at most STREAM_BUFFER_BYTES_MAX",
+            );
+        }
+        if !(0.0..=1.0).contains(&self.compact_live_ratio_below) {
+            return bad("compact_live_ratio_below", "must be between 0 and 1");
+        }
+        if let SyncMode::Interval { period_ms } = self.sync
+            && !(1..=SYNC_INTERVAL_MS_MAX).contains(&period_ms)
+        {
+            return bad(
+                "sync.period_ms",
+                "must be between 1 and SYNC_INTERVAL_MS_MAX",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A segment file that recovery could not use; it is left in place, untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableSegment {
+    pub path: PathBuf,
+    pub problem: FormatError,
+}
+
+/// What opening the store found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    pub segments_opened: u64,
+    pub hint_files_used: u64,
+    /// Segments read record by record (no hint file, or a bad one).
+    pub segments_scanned: u64,
+    pub hint_files_written: u64,
+    /// Torn or corrupt tails cut off: (segment id, offset of the first bad byte, problem).
+    pub torn_tails: Vec<(u32, u64, FormatError)>,
+    pub unreadable_segments: Vec<UnreadableSegment>,
+    /// Leftovers of writes that never committed (streams, hint files being written).
+    pub temp_files_removed: u64,
+    pub blobs_indexed: u64,
+}
+
+/// What `stat` knows about a hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobStat {
+    Present {
+        bytes: u64,
+    },
+    Absent,
+    /// Found corrupt; not served until a good copy is put again.
+    Quarantined,
+}
+
+/// Figures for monitoring.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Stats {
+    pub blob_count: u64,
+    /// Bytes on disk (headers, payloads, checksum tables) of the records readers can reach.
+    pub live_bytes: u64,
+    /// Bytes on disk of records that are deleted, superseded or tombstones: what compaction can
+    /// reclaim.
+    pub dead_bytes: u64,
+    pub segment_count: u64,
+    pub capacity_bytes: u64,
+    /// Bytes of segment files (shared segments count at their preallocated size).
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+    /// Estimated heap bytes of the in-memory index.
+    pub index_heap_bytes: u64,
+    pub quarantined_count: u64,
+    pub fsync_count: u64,
+    pub read_only: Option<ReadOnlyReason>,
+}
+
+/// What `compact` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactionReport {
+    pub segments_removed: u64,
+    pub blobs_moved: u64,
+    pub tombstones_kept: u64,
+    pub tombstones_dropped: u64,
+    pub bytes_reclaimed: u64,
+}
+
+/// What `scrub` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScrubReport {
+    pub blobs_checked: u64,
+    pub bytes_checked: u64,
+    /// Blobs found corrupt, now quarantined.
+    pub corrupt: Vec<Hash>,
+}
+
+/// A content-addressed blob store in one directory. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Active {
+    segment: Option<Arc<Segment>>,
+    /// Where the next record goes.
+    end: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) segment_dir: PathBuf,
+    pub(crate) temp_dir: PathBuf,
+    pub(crate) config: Config,
+    index: Index,
+    segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    /// The append lock: one writer at a time places and writes its record, so records land in
+    /// order with no holes (recovery stops at the first bad record; a hole would hide acknowledged
+    /// records behind it).
+    active: Mutex<Active>,
+    pub(crate) next_seq: AtomicU64,
+    pub(crate) next_segment_id: AtomicU32,
+    used_bytes: AtomicU64,
+    read_only: Mutex<Option<ReadOnlyReason>>,
+    is_read_only: AtomicBool,
+    quarantined: Mutex<HashSet<Hash>>,
+    compaction: Mutex<()>,
+    pub(crate) fsync_count: Arc<AtomicU64>,
+    recovery: RecoveryReport,
+    _stop_syncer: Option<mpsc::Sender<()>>,
+    _lock: Box<dyn Any + Send + Sync>,
+}
+
+fn segment_file_name(id: u32) -> String {
+    format!("{id:010}.seg")
+}
+
+fn hint_file_name(id: u32) -> String {
+    format!("{id:010}.hint")
+}
+
+fn parse_id(name: &str, suffix: &str) -> Option<u32> {
+    let stem = name.strip_suffix(suffix)?;
+    if stem.len() != 10 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
+        Store::open_with(Arc::new(RealStorage), dir.as_ref(), config)
+    }
+
+    /// Opens the store in `dir` on the given storage (tests use `MemStorage`, `FaultyStorage`).
+    pub fn open_with(storage: Arc<dyn Storage>, dir: &Path, config: Config) -> Result<Store> {
+        config.validate()?;
+        let segment_dir = dir.join("segments");
+        let temp_dir = dir.join("tmp");
+        for d in [&segment_dir, &temp_dir] {
+            storage
+                .create_dir_all(d)
+                .map_err(|e| Error::io("create directory", d, e))?;
+        }
+        let lock_path = dir.join("LOCK");
+        let lock = storage
+            .try_lock(&lock_path)
+            .map_err(|e| Error::io("lock", &lock_path, e))?
+            .ok_or(Error::Locked { path: lock_path })?;
+        let mut report = RecoveryReport::default();
+        let names = storage
+            .list_dir(&temp_dir)
+            .map_err(|e| Error::io("list", &temp_dir, e))?;
+        for name in &names {
+            let path = temp_dir.join(name);
+            storage
+                .remove(&path)
+                .map_err(|e| Error::io("remove", &path, e))?;
+            report.temp_files_removed += 1;
+        }
+        if !names.is_empty() {
+            storage
+                .sync_dir(&temp_dir)
+                .map_err(|e| Error::io("sync directory", &temp_dir, e))?;
+        }
+        let inner = Inner {
+            storage,
+            segment_dir,
+            temp_dir,
+            config,
+            index: Index::new(),
+            segments: RwLock::new(BTreeMap::new()),
+            active: Mutex::new(Active {
+                segment: None,
+                end: 0,
+            }),
+            next_seq: AtomicU64::new(1),
+            next_segment_id: AtomicU32::new(1),
+            used_bytes: AtomicU64::new(0),
+            read_only: Mutex::new(None),
+            is_read_only: AtomicBool::new(false),
+            quarantined: Mutex::new(HashSet::new()),
+            compaction: Mutex::new(()),
+            fsync_count: Arc::new(AtomicU64::new(0)),
+            recovery: RecoveryReport::default(),
+            _stop_syncer: None,
+            _lock: lock,
+        };
+        let mut inner = inner;
+        inner.recover(&mut report)?;
+        inner.recovery = report;
+        if let SyncMode::Interval { period_ms } = inner.config.sync {
+            let (tx, rx) = mpsc::channel::<()>();
+            inner._stop_syncer = Some(tx);
+            let inner = Arc::new(inner);
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("cairn-sync".into())
+                .spawn(move || {
+                    while let Err(mpsc::RecvTimeoutError::Timeout) =
+                        rx.recv_timeout(Duration::from_millis(period_ms))
+                    {
+                        let Some(inner) = weak.upgrade() else { return };
+                        // A failure turns the store read-only; writers see it on their next call.
+                        let _ = inner.sync_active();
+                    }
+                })
+                .map_err(|e| Error::io("spawn sync thread", PathBuf::new(), e))?;
+            return Ok(Store { inner });
+        }
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// What opening the store found and did.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Stores `bytes` and returns their hash. Storing a blob that is already present writes
+    /// nothing.
+    pub fn put(&self, bytes: &[u8]) -> Result<Hash> {
+        let hash = Hash::of(bytes);
+        self.inner.put_hashed(hash, bytes)?;
+        Ok(hash)
+    }
+
+    /// A streaming writer for a blob of any size, holding at most `STREAM_BUFFER_BYTES_MAX` in
+    /// memory.
+    pub fn writer(&self) -> BlobWriter {
+        BlobWriter::new(self.clone())
+    }
+
+    /// The whole blob, checked against its checksums; `None` if absent.
+    pub fn get(&self, hash: &Hash) -> Result<Option<Blob>> {
+        self.inner.read(hash, None)
+    }
+
+    /// `length_bytes` bytes of the blob from `offset`, checking only the chunks they touch.
+    pub fn read_range(&self, hash: &Hash, offset: u64, length_bytes: u64) -> Result<Option<Blob>> {
+        self.inner.read(hash, Some((offset, length_bytes)))
+    }
+
+    pub fn stat(&self, hash: &Hash) -> Result<BlobStat> {
+        self.inner.stat(hash)
+    }
+
+    /// Deletes a blob; returns whether it was there. Durable on return under `SyncMode::Always`.
+    pub fn delete(&self, hash: &Hash) -> Result<bool> {
+        self.inner.delete(hash)
+    }
+
+    /// Up to `limit` stored hashes in `[start, end)` (`end` `None`: to the last hash), ascending.
+    /// Page through a range by starting the next call just after the last hash returned.
+    pub fn list(&self, start: &Hash, end: Option<&Hash>, limit: usize) -> Vec<Hash> {
+        self.inner.list(start, end, limit)
+    }
+
+    /// Recomputes the blob's BLAKE3. `Ok(Some(bytes))` if intact, `Ok(None)` if absent; a
+    /// corrupt blob is quarantined and reported as `Err(Corrupted)`.
+    pub fn verify(&self, hash: &Hash) -> Result<Option<u64>> {
+        self.inner.verify(hash)
+    }
+
+    /// Verifies every blob; corrupt ones are quarantined and listed.
+    pub fn scrub(&self) -> Result<ScrubReport> {
+        self.inner.scrub()
+    }
+
+    /// Rewrites sealed segments whose live ratio is under the configured threshold, then
+    /// removes them. Safe to run alongside reads and writes.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.inner.compact()
+    }
+
+    /// Makes every write that returned before this call durable.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.sync_active()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.is_read_only.load(Ordering::Relaxed) {
+            // Closing: make what was written durable. Nobody is left to hear about a failure,
+            // and recovery handles whatever did not reach the disk.
+            let _ = self.sync_active();
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn segment(&self, id: u32) -> Option<Arc<Segment>> {
+        self.segments.read().get(&id).cloned()
+    }
+
+    fn name_of(&self, loc: Location) -> Option<Hash> {
+        self.segment(loc.segment_id)?.name_at(u64::from(loc.offset))
+    }
+
+    fn seq_at(&self, loc: Location) -> Option<u64> {
+        Some(
+            self.segment(loc.segment_id)?
+                .header_at(u64::from(loc.offset))
+                .ok()?
+                .seq,
+        )
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.is_read_only.load(Ordering::Acquire) {
+            let reason = self.read_only.lock().clone().expect("set before the flag");
+            return Err(Error::ReadOnly(reason));
+        }
+        Ok(())
+    }
+
+    /// Turns the store read-only after a failed fsync and returns the error to report.
+    pub(crate) fn fsync_failed(&self, path: &Path, e: std::io::Error) -> Error {
+        let mut reason = self.read_only.lock();
+        let r = reason
+            .get_or_insert(ReadOnlyReason::FsyncFailed {
+                path: path.to_path_buf(),
+                kind: e.kind(),
+            })
+            .clone();
+        self.is_read_only.store(true, Ordering::Release);
+        Error::ReadOnly(r)
+    }
+
+    pub(crate) fn reserve_bytes(&self, bytes: u64) -> Result<()> {
+        let capacity = self.config.capacity_bytes;
+        self.used_bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(bytes).filter(|&u| u <= capacity)
+            })
+            .map(|_| ())
+            .map_err(|used| Error::StoreFull {
+                needed_bytes: bytes,
+                free_bytes: capacity.saturating_sub(used),
+            })
+    }
+
+    pub(crate) fn release_bytes(&self, bytes: u64) {
+        let _ = self
+            .used_bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                Some(u.saturating_sub(bytes))
+            });
+    }
+
+    /// Records bigger than this go to a dedicated segment.
+    pub(crate) fn shared_record_bytes_max(&self) -> u64 {
+        (self.config.segment_bytes - SEGMENT_HEADER_BYTES) / 4
+    }
+
+    fn durable(&self, seg: &Segment) -> Result<()> {
+        match self.config.sync {
+            SyncMode::Always => seg
+                .sync_written()
+                .map_err(|SyncFailed(e)| self.fsync_failed(&seg.path, e)),
+            SyncMode::Interval { .. } | SyncMode::Never => Ok(()),
+        }
+    }
+
+    pub(crate) fn sync_active(&self) -> Result<()> {
+        let seg = self.active.lock().segment.clone();
+        match seg {
+            Some(seg) => seg
+                .sync_written()
+                .map_err(|SyncFailed(e)| self.fsync_failed(&seg.path, e)),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn contains(&self, hash: &Hash) -> bool {
+        self.index.get(hash, &|loc| self.name_of(loc)).is_some()
+    }
+
+    pub(crate) fn put_hashed(&self, hash: Hash, bytes: &[u8]) -> Result<()> {
+        let len = bytes.len() as u64;
+        if len > BLOB_BYTES_MAX {
+            return Err(Error::BlobTooLarge {
+                bytes: len,
+                max_bytes: BLOB_BYTES_MAX,
+            });
+        }
+        if self.contains(&hash) {
+            return Ok(());
+        }
+        self.check_writable()?;
+        if format::record_bytes(len) > self.shared_record_bytes_max() {
+            let mut file = crate::writer::DedicatedFile::create(self)?;
+            let written = file.append(self, bytes);
+            return match written {
+                Ok(()) => file.finish(self, hash),
+                Err(e) => {
+                    file.discard(self);
+                    Err(e)
+                }
+            };
+        }
+        let (seg, loc, seq) = self.append(RecordKind::Blob, &hash, bytes, None)?;
+        seg.note_record(seq, format::record_bytes(len));
+        self.durable(&seg)?;
+        self.publish(hash, &seg, loc);
+        Ok(())
+    }
+
+    /// Makes a durable blob record visible to readers.
+    pub(crate) fn publish(&self, hash: Hash, seg: &Segment, loc: Location) {
+        let previous = self
+            .index
+            .update(&hash, &|l| self.name_of(l), |cur| cur.or(Some(loc)));
+        if previous.is_some() {
+            // A concurrent put of the same blob won; this copy is dead weight for compaction.
+            let header = seg
+                .header_at(u64::from(loc.offset))
+                .expect("we just wrote it");
+            sub_saturating(&seg.live_bytes, format::record_bytes(header.payload_bytes));
+        } else {
+            let mut q = self.quarantined.lock();
+            if !q.is_empty() {
+                q.remove(&hash);
+            }
+        }
+    }
+
+    /// Appends a record to the open shared segment (opening a new one if it is full), under the
+    /// append lock. `seq` is `None` for new records, the original for records compaction moves.
+    fn append(
+        &self,
+        kind: RecordKind,
+        hash: &Hash,
+        payload: &[u8],
+        seq: Option<u64>,
+    ) -> Result<(Arc<Segment>, Location, u64)> {
+        let record_bytes = format::record_bytes(payload.len() as u64);
+        assert!(
+            record_bytes <= self.shared_record_bytes_max(),
+            "record too big for a shared segment"
+        );
+        let mut active = self.active.lock();
+        self.check_writable()?;
+        let mut full = None;
+        let needs_new = match &active.segment {
+            None => true,
+            Some(seg) => active.end + record_bytes > seg.file_bytes,
+        };
+        if needs_new {
+            let new = self.create_shared_segment()?;
+            full = active.segment.replace(new);
+            active.end = SEGMENT_HEADER_BYTES;
+        }
+        let seg = active.segment.clone().expect("set above");
+        let offset = active.end;
+        let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::Relaxed));
+        write_record(seg.file.as_ref(), offset, kind, hash, seq, payload)
+            .map_err(|e| Error::io("write record to", &seg.path, e))?;
+        active.end = offset + record_bytes;
+        seg.written_end.store(active.end, Ordering::Release);
+        seg.min_seq.fetch_min(seq, Ordering::Relaxed);
+        drop(active);
+        if let Some(full) = full {
+            self.seal(&full)?;
+        }
+        let loc = Location {
+            segment_id: seg.id,
+            offset: u32::try_from(offset).expect("segments are at most 4 GiB"),
+        };
+        Ok((seg, loc, seq))
+    }
+
+    fn create_shared_segment(&self) -> Result<Arc<Segment>> {
+        let bytes = self.config.segment_bytes;
+        self.reserve_bytes(bytes)?;
+        let id = self.next_segment_id.fetch_add(1, Ordering::Relaxed);
+        let path = self.segment_dir.join(segment_file_name(id));
+        let created = (|| {
+            let file = self
+                .storage
+                .create(&path)
+                .map_err(|e| Error::io("create", &path, e))?;
+            let header = SegmentHeader {
+                kind: SegmentKind::Shared,
+                segment_id: id,
+                capacity_bytes: bytes,
+            };
+            file.set_len(bytes)
+                .map_err(|e| Error::io("size", &path, e))?;
+            file.write_at(&format::encode_segment_header(&header), 0)
+                .map_err(|e| Error::io("write header of", &path, e))?;
+            file.sync_data().map_err(|e| self.fsync_failed(&path, e))?;
+            self.storage
+                .sync_dir(&self.segment_dir)
+                .map_err(|e| self.fsync_failed(&self.segment_dir, e))?;
+            let map = file.map().map_err(|e| Error::io("map", &path, e))?;
+            Ok(Arc::new(Segment::new(
+                id,
+                path.clone(),
+                file,
+                map,
+                SEGMENT_HEADER_BYTES,
+                false,
+                self.fsync_count.clone(),
+            )))
+        })();
+        match created {
+            Ok(seg) => {
+                self.segments.write().insert(id, seg.clone());
+                Ok(seg)
+            }
+            Err(e) => {
+                let _ = self.storage.remove(&path);
+                self.release_bytes(bytes);
+                Err(e)
+            }
+        }
+    }
+
+    /// Seals a full shared segment: fsync it, then write its hint file (temp name, fsync,
+    /// rename, fsync the directory).
+    fn seal(&self, seg: &Segment) -> Result<()> {
+        seg.sync_written()
+            .map_err(|SyncFailed(e)| self.fsync_failed(&seg.path, e))?;
+        let end = seg.written_end.load(Ordering::Acquire);
+        let scan = format::scan_records(seg.map.bytes(0, end), SEGMENT_HEADER_BYTES, false);
+        assert_eq!(
+            scan.valid_end, end,
+            "segment {} does not scan to its written end",
+            seg.id
+        );
+        let entries: Vec<HintEntry> = scan.records.iter().map(HintEntry::from_scanned).collect();
+        self.write_hint(seg.id, &entries)?;
+        seg.sealed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn write_hint(&self, id: u32, entries: &[HintEntry]) -> Result<()> {
+        let bytes = format::encode_hint_file(id, entries);
+        let temp = self.temp_dir.join(hint_file_name(id));
+        let path = self.segment_dir.join(hint_file_name(id));
+        let file = self
+            .storage
+            .create(&temp)
+            .map_err(|e| Error::io("create", &temp, e))?;
+        file.write_at(&bytes, 0)
+            .map_err(|e| Error::io("write", &temp, e))?;
+        file.sync_data().map_err(|e| self.fsync_failed(&temp, e))?;
+        self.storage
+            .rename(&temp, &path)
+            .map_err(|e| Error::io("rename", &temp, e))?;
+        self.storage
+            .sync_dir(&self.segment_dir)
+            .map_err(|e| self.fsync_failed(&self.segment_dir, e))
+    }
+
+    /// Registers a finished dedicated segment and counts its record.
+    pub(crate) fn add_segment(&self, seg: Arc<Segment>) {
+        self.segments.write().insert(seg.id, seg);
+    }
+
+    fn read(&self, hash: &Hash, range: Option<(u64, u64)>) -> Result<Option<Blob>> {
+        for _ in 0..READ_RETRY_COUNT_MAX {
+            let Some(loc) = self.index.get(hash, &|l| self.name_of(l)) else {
+                if self.quarantined.lock().contains(hash) {
+                    return Err(Error::Quarantined { hash: *hash });
+                }
+                return Ok(None);
+            };
+            // Compaction may have moved the blob and removed the segment since; look again.
+            let Some(seg) = self.segment(loc.segment_id) else {
+                continue;
+            };
+            return match seg.read_blob(u64::from(loc.offset), hash, range) {
+                Ok(blob) => Ok(Some(blob)),
+                Err(e @ Error::Corrupted { .. }) => {
+                    self.quarantine(hash, loc);
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        panic!("the index entry of {hash} keeps pointing at segments that are gone");
+    }
+
+    fn stat(&self, hash: &Hash) -> Result<BlobStat> {
+        for _ in 0..READ_RETRY_COUNT_MAX {
+            let Some(loc) = self.index.get(hash, &|l| self.name_of(l)) else {
+                if self.quarantined.lock().contains(hash) {
+                    return Ok(BlobStat::Quarantined);
+                }
+                return Ok(BlobStat::Absent);
+            };
+            let Some(seg) = self.segment(loc.segment_id) else {
+                continue;
+            };
+            return match seg.header_at(u64::from(loc.offset)) {
+                Ok(h) if h.hash == *hash && h.kind == RecordKind::Blob => Ok(BlobStat::Present {
+                    bytes: h.payload_bytes,
+                }),
+                Ok(_) => {
+                    self.quarantine(hash, loc);
+                    Err(Error::Corrupted {
+                        segment: seg.id,
+                        offset: u64::from(loc.offset),
+                        kind: CorruptionKind::HashNameMismatch,
+                    })
+                }
+                Err(e) => {
+                    self.quarantine(hash, loc);
+                    Err(e)
+                }
+            };
+        }
+        panic!("the index entry of {hash} keeps pointing at segments that are gone");
+    }
+
+    fn verify(&self, hash: &Hash) -> Result<Option<u64>> {
+        let Some(blob) = self.read(hash, None)? else {
+            return Ok(None);
+        };
+        let actual = Hash::of(&blob);
+        if actual == *hash {
+            return Ok(Some(blob.len() as u64));
+        }
+        let Some(loc) = self.index.get(hash, &|l| self.name_of(l)) else {
+            return Ok(None); // deleted meanwhile
+        };
+        self.quarantine(hash, loc);
+        Err(Error::Corrupted {
+            segment: loc.segment_id,
+            offset: u64::from(loc.offset),
+            kind: CorruptionKind::ContentHash,
+        })
+    }
+
+    fn scrub(&self) -> Result<ScrubReport> {
+        let mut report = ScrubReport::default();
+        let entries = self.index.entries_in(0, u64::MAX, &|l| self.name_of(l));
+        for (hash, _) in entries {
+            match self.verify(&hash) {
+                Ok(Some(bytes)) => {
+                    report.blobs_checked += 1;
+                    report.bytes_checked += bytes;
+                }
+                Ok(None) => {}
+                Err(Error::Corrupted { .. }) => {
+                    report.blobs_checked += 1;
+                    report.corrupt.push(hash);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        report.corrupt.sort();
+        Ok(report)
+    }
+
+    /// Stops serving a corrupt copy: drop it from the index and record the quarantine on disk
+    /// (best effort: a read-only store keeps it in memory only).
+    fn quarantine(&self, hash: &Hash, loc: Location) {
+        let previous = self.index.update(hash, &|l| self.name_of(l), |cur| {
+            if cur == Some(loc) { None } else { cur }
+        });
+        if previous != Some(loc) {
+            return; // already moved, deleted or quarantined by someone else
+        }
+        self.account_dead(loc);
+        self.quarantined.lock().insert(*hash);
+        if self.check_writable().is_ok()
+            && let Ok((seg, _, seq)) = self.append(RecordKind::Quarantine, hash, &[], None)
+        {
+            seg.note_record(seq, 0);
+            let _ = self.durable(&seg);
+        }
+    }
+
+    fn account_dead(&self, loc: Location) {
+        if let Some(seg) = self.segment(loc.segment_id)
+            && let Ok(h) = seg.header_at(u64::from(loc.offset))
+        {
+            sub_saturating(&seg.live_bytes, format::record_bytes(h.payload_bytes));
+        }
+    }
+
+    fn delete(&self, hash: &Hash) -> Result<bool> {
+        self.check_writable()?;
+        let quarantined = self.quarantined.lock().contains(hash);
+        if !quarantined && !self.contains(hash) {
+            return Ok(false);
+        }
+        let (seg, _, seq) = self.append(RecordKind::Tombstone, hash, &[], None)?;
+        seg.note_record(seq, 0);
+        self.durable(&seg)?;
+        // The tombstone's sequence number is higher than any record of this hash, so whatever
+        // the index points at now (perhaps moved by compaction meanwhile) is dead.
+        if let Some(loc) = self.index.update(hash, &|l| self.name_of(l), |_| None) {
+            self.account_dead(loc);
+        }
+        self.quarantined.lock().remove(hash);
+        Ok(true)
+    }
+
+    fn list(&self, start: &Hash, end: Option<&Hash>, limit: usize) -> Vec<Hash> {
+        let prefix_end = end.map_or(u64::MAX, Hash::prefix_u64);
+        let mut hashes: Vec<Hash> = self
+            .index
+            .entries_in(start.prefix_u64(), prefix_end, &|l| self.name_of(l))
+            .into_iter()
+            .map(|(h, _)| h)
+            .filter(|h| h >= start && end.is_none_or(|e| h < e))
+            .collect();
+        hashes.sort_unstable();
+        hashes.truncate(limit);
+        hashes
+    }
+
+    fn stats(&self) -> Stats {
+        let segments = self.segments.read();
+        let live_bytes: u64 = segments
+            .values()
+            .map(|s| s.live_bytes.load(Ordering::Relaxed))
+            .sum();
+        let written: u64 = segments.values().map(|s| s.written_bytes()).sum();
+        let used_bytes = self.used_bytes.load(Ordering::Relaxed);
+        Stats {
+            blob_count: self.index.len(),
+            live_bytes,
+            dead_bytes: written.saturating_sub(live_bytes),
+            segment_count: segments.len() as u64,
+            capacity_bytes: self.config.capacity_bytes,
+            used_bytes,
+            free_bytes: self.config.capacity_bytes.saturating_sub(used_bytes),
+            index_heap_bytes: self.index.heap_bytes(),
+            quarantined_count: self.quarantined.lock().len() as u64,
+            fsync_count: self.fsync_count.load(Ordering::Relaxed),
+            read_only: self.read_only.lock().clone(),
+        }
+    }
+
+    fn compact(&self) -> Result<CompactionReport> {
+        let _one_at_a_time = self.compaction.lock();
+        self.check_writable()?;
+        let threshold = self.config.compact_live_ratio_below;
+        let victims: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .values()
+            .filter(|s| s.sealed.load(Ordering::Acquire))
+            .filter(|s| {
+                let written = s.written_bytes().max(1) as f64;
+                (s.live_bytes.load(Ordering::Relaxed) as f64) < threshold * written
+                    || s.live_bytes.load(Ordering::Relaxed) == 0
+            })
+            .cloned()
+            .collect();
+        let mut report = CompactionReport::default();
+        for victim in victims {
+            self.compact_one(&victim, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    fn compact_one(&self, victim: &Arc<Segment>, report: &mut CompactionReport) -> Result<()> {
+        let end = victim.written_end.load(Ordering::Acquire);
+        let scan = format::scan_records(victim.map.bytes(0, end), SEGMENT_HEADER_BYTES, false);
+        for record in &scan.records {
+            let RecordHeader {
+                kind,
+                hash,
+                seq,
+                payload_bytes,
+                ..
+            } = record.header;
+            match kind {
+                RecordKind::Blob => {
+                    let here = Location {
+                        segment_id: victim.id,
+                        offset: record.offset as u32,
+                    };
+                    if self.index.get(&hash, &|l| self.name_of(l)) != Some(here) {
+                        continue; // dead
+                    }
+                    // Check before copying, so that compaction never spreads a bad copy.
+                    let blob = match victim.read_blob(record.offset, &hash, None) {
+                        Ok(blob) => blob,
+                        Err(_) => {
+                            self.quarantine(&hash, here);
+                            continue;
+                        }
+                    };
+                    let (seg, loc, _) = self.append(RecordKind::Blob, &hash, &blob, Some(seq))?;
+                    let record_bytes = format::record_bytes(payload_bytes);
+                    seg.note_record(seq, record_bytes);
+                    let previous = self.index.update(&hash, &|l| self.name_of(l), |cur| {
+                        if cur == Some(here) { Some(loc) } else { cur }
+                    });
+                    if previous == Some(here) {
+                        sub_saturating(&victim.live_bytes, record_bytes);
+                        report.blobs_moved += 1;
+                    } else {
+                        // Deleted or quarantined while we copied: the copy is dead. Its old
+                        // sequence number keeps the segment's minimum low enough that the
+                        // tombstone that killed it outlives it.
+                        sub_saturating(&seg.live_bytes, record_bytes);
+                    }
+                }
+                RecordKind::Tombstone | RecordKind::Quarantine => {
+                    let oldest_elsewhere = self
+                        .segments
+                        .read()
+                        .values()
+                        .filter(|s| s.id != victim.id)
+                        .map(|s| s.min_seq.load(Ordering::Relaxed))
+                        .min()
+                        .unwrap_or(u64::MAX);
+                    if oldest_elsewhere > seq {
+                        report.tombstones_dropped += 1;
+                    } else {
+                        let (seg, _, _) = self.append(kind, &hash, &[], Some(seq))?;
+                        seg.note_record(seq, 0);
+                        report.tombstones_kept += 1;
+                    }
+                }
+            }
+        }
+        // The copies must be durable before the originals go.
+        self.sync_active()?;
+        self.segments.write().remove(&victim.id);
+        self.storage
+            .remove(&victim.path)
+            .map_err(|e| Error::io("remove", &victim.path, e))?;
+        let hint = self.segment_dir.join(hint_file_name(victim.id));
+        match self.storage.remove(&hint) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &hint, e)),
+        }
+        self.storage
+            .sync_dir(&self.segment_dir)
+            .map_err(|e| self.fsync_failed(&self.segment_dir, e))?;
+        self.release_bytes(victim.file_bytes);
+        report.segments_removed += 1;
+        report.bytes_reclaimed += victim.file_bytes;
+        Ok(())
+    }
+
+    /// Rebuilds the index from the segment files. See ARCHITECTURE.md, "Recovery".
+    fn recover(&mut self, report: &mut RecoveryReport) -> Result<()> {
+        let dir = self.segment_dir.clone();
+        let names = self
+            .storage
+            .list_dir(&dir)
+            .map_err(|e| Error::io("list", &dir, e))?;
+        let mut segment_ids: Vec<u32> = names.iter().filter_map(|n| parse_id(n, ".seg")).collect();
+        segment_ids.sort_unstable();
+        let hint_ids: HashSet<u32> = names.iter().filter_map(|n| parse_id(n, ".hint")).collect();
+        let max_id = segment_ids
+            .iter()
+            .chain(hint_ids.iter())
+            .copied()
+            .max()
+            .unwrap_or(0);
+        self.next_segment_id.store(max_id + 1, Ordering::Relaxed);
+        for &id in hint_ids
+            .iter()
+            .filter(|id| segment_ids.binary_search(id).is_err())
+        {
+            // A hint whose segment compaction removed.
+            let path = dir.join(hint_file_name(id));
+            self.storage
+                .remove(&path)
+                .map_err(|e| Error::io("remove", &path, e))?;
+        }
+
+        let mut loaded: Vec<(Arc<Segment>, Vec<HintEntry>)> = Vec::new();
+        let mut unsealed: Vec<usize> = Vec::new();
+        for &id in &segment_ids {
+            let path = dir.join(segment_file_name(id));
+            let file = self
+                .storage
+                .open(&path)
+                .map_err(|e| Error::io("open", &path, e))?;
+            let file_bytes = file.len().map_err(|e| Error::io("size of", &path, e))?;
+            let header = read_segment_header(file.as_ref(), file_bytes, id);
+            let header = match header {
+                Ok(h) => h,
+                Err(problem) => {
+                    if never_written(file.as_ref(), file_bytes) {
+                        // A crash while the segment was being created, before it held anything.
+                        self.storage
+                            .remove(&path)
+                            .map_err(|e| Error::io("remove", &path, e))?;
+                    } else {
+                        report
+                            .unreadable_segments
+                            .push(UnreadableSegment { path, problem });
+                    }
+                    continue;
+                }
+            };
+            let map = file.map().map_err(|e| Error::io("map", &path, e))?;
+            report.segments_opened += 1;
+            self.used_bytes.fetch_add(file_bytes, Ordering::Relaxed);
+            let bytes = map.bytes(0, file_bytes);
+            let (entries, written_end, sealed) = match header.kind {
+                SegmentKind::Dedicated => {
+                    let scan = format::scan_records(bytes, SEGMENT_HEADER_BYTES, false);
+                    if scan.records.len() != 1 || scan.valid_end != file_bytes {
+                        let problem = scan.stopped_by.unwrap_or(FormatError::BadLength);
+                        report
+                            .unreadable_segments
+                            .push(UnreadableSegment { path, problem });
+                        continue;
+                    }
+                    let entry = HintEntry::from_scanned(&scan.records[0]);
+                    (vec![entry], file_bytes, true)
+                }
+                SegmentKind::Shared => {
+                    let hint = hint_ids
+                        .contains(&id)
+                        .then(|| self.read_hint(id, file_bytes))
+                        .transpose()?
+                        .flatten();
+                    match hint {
+                        Some(entries) => {
+                            report.hint_files_used += 1;
+                            let end = entries
+                                .iter()
+                                .map(|e| {
+                                    u64::from(e.offset) + format::record_bytes(e.payload_bytes)
+                                })
+                                .max()
+                                .unwrap_or(SEGMENT_HEADER_BYTES);
+                            (entries, end, true)
+                        }
+                        None => {
+                            report.segments_scanned += 1;
+                            let scan = format::scan_records(bytes, SEGMENT_HEADER_BYTES, true);
+                            if let Some(problem) =
+                                scan.stopped_by.filter(|p| *p != FormatError::Zeroed)
+                            {
+                                report.torn_tails.push((id, scan.valid_end, problem));
+                            }
+                            let entries =
+                                scan.records.iter().map(HintEntry::from_scanned).collect();
+                            unsealed.push(loaded.len());
+                            (entries, scan.valid_end, false)
+                        }
+                    }
+                }
+            };
+            let seg = Segment::new(
+                id,
+                path,
+                file,
+                map,
+                written_end,
+                sealed,
+                self.fsync_count.clone(),
+            );
+            loaded.push((Arc::new(seg), entries));
+        }
+
+        // The newest unsealed shared segment stays open for appends, with anything after its
+        // last good record cleared; any other unsealed one (a crash while sealing) is sealed now.
+        if let Some(&last) = unsealed.last() {
+            let (seg, entries) = &mut loaded[last];
+            let end = seg.written_end.load(Ordering::Relaxed);
+            let (file, path) = (seg.file.clone(), seg.path.clone());
+            let cleared = (|| {
+                file.set_len(end)?;
+                file.set_len(seg.file_bytes)?;
+                Ok::<_, std::io::Error>(())
+            })();
+            cleared.map_err(|e| Error::io("clear the tail of", &path, e))?;
+            file.sync_data().map_err(|e| self.fsync_failed(&path, e))?;
+            let map = file.map().map_err(|e| Error::io("map", &path, e))?;
+            let fresh = Segment::new(
+                seg.id,
+                path,
+                file,
+                map,
+                end,
+                false,
+                self.fsync_count.clone(),
+            );
+            *seg = Arc::new(fresh);
+            let _ = entries;
+            *self.active.get_mut() = Active {
+                segment: Some(seg.clone()),
+                end,
+            };
+        }
+        for &i in unsealed.iter().rev().skip(1) {
+            let (seg, entries) = &loaded[i];
+            self.write_hint(seg.id, entries)?;
+            seg.sealed.store(true, Ordering::Release);
+            report.hint_files_written += 1;
+        }
+
+        for (seg, _) in &loaded {
+            self.segments.get_mut().insert(seg.id, seg.clone());
+        }
+        let mut max_seq = 0;
+        let mut tombstones: HashMap<Hash, (u64, RecordKind)> = HashMap::new();
+        for (seg, entries) in &loaded {
+            for e in entries {
+                max_seq = max_seq.max(e.seq);
+                seg.min_seq.fetch_min(e.seq, Ordering::Relaxed);
+                if e.kind != RecordKind::Blob {
+                    let newest = tombstones.entry(e.hash).or_insert((e.seq, e.kind));
+                    if e.seq > newest.0 {
+                        *newest = (e.seq, e.kind);
+                    }
+                    continue;
+                }
+                let loc = Location {
+                    segment_id: seg.id,
+                    offset: e.offset,
+                };
+                let mut replaced = None;
+                let mut won = true;
+                self.index
+                    .update(&e.hash, &|l| self.name_of(l), |cur| match cur {
+                        None => Some(loc),
+                        Some(old) if self.seq_at(old).is_none_or(|s| e.seq > s) => {
+                            replaced = Some(old);
+                            Some(loc)
+                        }
+                        Some(old) => {
+                            won = false;
+                            Some(old)
+                        }
+                    });
+                if won {
+                    seg.live_bytes
+                        .fetch_add(format::record_bytes(e.payload_bytes), Ordering::Relaxed);
+                    if let Some(old) = replaced {
+                        self.account_dead(old);
+                    }
+                }
+            }
+        }
+        let mut quarantined = HashSet::new();
+        for (hash, (seq, kind)) in tombstones {
+            let mut removed = None;
+            let name_of = |l: Location| {
+                let seg = self.segments.read().get(&l.segment_id).cloned();
+                seg?.name_at(u64::from(l.offset))
+            };
+            self.index.update(&hash, &name_of, |cur| match cur {
+                Some(loc) if self.seq_at(loc).is_none_or(|s| s < seq) => {
+                    removed = Some(loc);
+                    None
+                }
+                other => other,
+            });
+            if let Some(loc) = removed {
+                let seg = self.segments.read().get(&loc.segment_id).cloned();
+                if let Some(seg) = seg
+                    && let Ok(h) = seg.header_at(u64::from(loc.offset))
+                {
+                    sub_saturating(&seg.live_bytes, format::record_bytes(h.payload_bytes));
+                }
+            }
+            if kind == RecordKind::Quarantine && self.index.get(&hash, &name_of).is_none() {
+                quarantined.insert(hash);
+            }
+        }
+        *self.quarantined.get_mut() = quarantined;
+        self.next_seq.store(max_seq + 1, Ordering::Relaxed);
+        report.blobs_indexed = self.index.len();
+        Ok(())
+    }
+
+    /// The entries of a hint file, or `None` if it is unusable (then the segment is scanned).
+    fn read_hint(&self, id: u32, segment_bytes: u64) -> Result<Option<Vec<HintEntry>>> {
+        let path = self.segment_dir.join(hint_file_name(id));
+        let file = self
+            .storage
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let len = file.len().map_err(|e| Error::io("size of", &path, e))?;
+        let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        if file.read_at(&mut bytes, 0).is_err() {
+            return Ok(None);
+        }
+        Ok(format::decode_hint_file(&bytes, id, segment_bytes).ok())
+    }
+}
+
+fn read_segment_header(
+    file: &dyn StorageFile,
+    file_bytes: u64,
+    id: u32,
+) -> Result<SegmentHeader, FormatError> {
+    if file_bytes < SEGMENT_HEADER_BYTES {
+        return Err(FormatError::Truncated);
+    }
+    let mut b = [0u8; SEGMENT_HEADER_BYTES as usize];
+    file.read_at(&mut b, 0)
+        .map_err(|_| FormatError::Truncated)?;
+    let header = format::decode_segment_header(&b)?;
+    let size_ok = match header.kind {
+        SegmentKind::Shared => {
+            header.capacity_bytes == file_bytes && file_bytes <= SEGMENT_BYTES_MAX
+        }
+        SegmentKind::Dedicated => header.capacity_bytes == file_bytes,
+    };
+    if header.segment_id != id || !size_ok {
+        return Err(FormatError::BadLength);
+    }
+    Ok(header)
+}
+
+/// Whether a segment file whose header is unreadable never held anything: empty, or zeros
+/// where its header and first record would be.
+fn never_written(file: &dyn StorageFile, file_bytes: u64) -> bool {
+    let probe = file_bytes.min(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES);
+    let mut b = vec![0u8; probe as usize];
+    file.read_at(&mut b, 0).is_ok() && b.iter().all(|&x| x == 0)
+}
+
+/// Writes one record at `offset`: header, payload, checksum table.
+fn write_record(
+    file: &dyn StorageFile,
+    offset: u64,
+    kind: RecordKind,
+    hash: &Hash,
+    seq: u64,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    /// Payloads up to this size are copied into one buffer and written with one call.
+    const SINGLE_WRITE_BYTES_MAX: usize = 256 * 1024;
+    if kind == RecordKind::Blob && payload.len() <= SINGLE_WRITE_BYTES_MAX {
+        let mut record = Vec::new();
+        format::encode_blob_record(*hash, seq, payload, &mut record);
+        return file.write_at(&record, offset);
+    }
+    let table = format::chunk_table(payload);
+    let header = RecordHeader {
+        kind,
+        hash: *hash,
+        payload_bytes: payload.len() as u64,
+        seq,
+        table_crc: crc32fast::hash(&table),
+    };
+    file.write_at(&format::encode_record_header(&header), offset)?;
+    file.write_at(payload, offset + RECORD_HEADER_BYTES)?;
+    file.write_at(&table, offset + RECORD_HEADER_BYTES + payload.len() as u64)
+}
+
+pub(crate) fn sub_saturating(counter: &AtomicU64, n: u64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
+}

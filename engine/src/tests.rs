@@ -1,0 +1,587 @@
+//! Behaviour tests of the whole store on the in-memory and fault-injecting backends.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::storage::{FaultyStorage, MemStorage, Storage};
+use crate::*;
+
+const DIR: &str = "/store";
+
+fn small_config() -> Config {
+    Config {
+        segment_bytes: 16 * 1024,
+        stream_buffer_bytes: 8 * 1024,
+        ..Config::default()
+    }
+}
+
+fn open(storage: &MemStorage, config: Config) -> Store {
+    Store::open_with(Arc::new(storage.clone()), Path::new(DIR), config).expect("open")
+}
+
+fn blob(seed: u32, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out.push(x as u8);
+    }
+    out
+}
+
+#[test]
+fn put_get_stat_delete_and_dedup() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    let data = blob(1, 1000);
+    let h = store.put(&data).unwrap();
+    assert_eq!(h, Hash::of(&data));
+    assert_eq!(&*store.get(&h).unwrap().unwrap(), &data[..]);
+    assert_eq!(store.stat(&h).unwrap(), BlobStat::Present { bytes: 1000 });
+    let written = store.stats().live_bytes + store.stats().dead_bytes;
+    assert_eq!(store.put(&data).unwrap(), h, "dedup returns the same hash");
+    assert_eq!(
+        store.stats().live_bytes + store.stats().dead_bytes,
+        written,
+        "dedup writes nothing"
+    );
+    assert_eq!(
+        &*store.read_range(&h, 10, 5).unwrap().unwrap(),
+        &data[10..15]
+    );
+    assert!(matches!(
+        store.read_range(&h, 999, 2),
+        Err(Error::RangeOutOfBounds { .. })
+    ));
+    let empty = store.put(b"").unwrap();
+    assert_eq!(store.get(&empty).unwrap().unwrap().len(), 0);
+    assert!(store.delete(&h).unwrap());
+    assert!(!store.delete(&h).unwrap());
+    assert!(store.get(&h).unwrap().is_none());
+    assert_eq!(store.stat(&h).unwrap(), BlobStat::Absent);
+    assert_eq!(store.stats().blob_count, 1);
+}
+
+#[test]
+fn blob_handle_outlives_store_and_crosses_threads() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    let data = blob(2, 3000);
+    let h = store.put(&data).unwrap();
+    let handle = store.get(&h).unwrap().unwrap();
+    drop(store);
+    let copy = handle.clone();
+    let joined = std::thread::spawn(move || copy.to_vec()).join().unwrap();
+    assert_eq!(joined, data);
+}
+
+#[test]
+fn blobs_larger_than_a_segment_and_streams() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    // put() of a blob four times the segment size goes to a dedicated segment.
+    let big = blob(3, 64 * 1024 + 17);
+    let h = store.put(&big).unwrap();
+    assert_eq!(&*store.get(&h).unwrap().unwrap(), &big[..]);
+    // A streamed blob that spills past the stream buffer, written in odd-sized pieces, large
+    // enough that its checksum table spills to a side file too (over 64 KiB of table).
+    let huge = blob(4, 17 * 1024 * 1024 + 3);
+    let mut w = store.writer();
+    for piece in huge.chunks(777_777) {
+        w.write(piece).unwrap();
+    }
+    let hh = w.commit(Some(&Hash::of(&huge))).unwrap();
+    assert_eq!(&*store.get(&hh).unwrap().unwrap(), &huge[..]);
+    assert_eq!(
+        &*store.read_range(&hh, 5_000_000, 100).unwrap().unwrap(),
+        &huge[5_000_000..5_000_100]
+    );
+    // A small stream is stored like put.
+    let mut w = store.writer();
+    w.write(b"hello ").unwrap();
+    w.write(b"world").unwrap();
+    assert_eq!(w.commit(None).unwrap(), Hash::of(b"hello world"));
+    drop(store);
+    let store = open(&mem, small_config());
+    assert_eq!(&*store.get(&h).unwrap().unwrap(), &big[..]);
+    assert_eq!(&*store.get(&hh).unwrap().unwrap(), &huge[..]);
+    assert!(
+        mem.paths().iter().all(|p| !p.starts_with("/store/tmp")),
+        "no temp files left"
+    );
+}
+
+#[test]
+fn stream_with_wrong_hash_or_abort_leaves_nothing() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    let before = store.stats();
+    for len in [100usize, 50_000] {
+        let data = blob(5, len);
+        let mut w = store.writer();
+        w.write(&data).unwrap();
+        let wrong = Hash::of(b"something else");
+        match w.commit(Some(&wrong)) {
+            Err(Error::HashMismatch { expected, actual }) => {
+                assert_eq!(expected, wrong);
+                assert_eq!(actual, Hash::of(&data));
+            }
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+        assert!(store.get(&Hash::of(&data)).unwrap().is_none());
+        let mut w = store.writer();
+        w.write(&data).unwrap();
+        w.abort();
+        assert!(store.get(&Hash::of(&data)).unwrap().is_none());
+    }
+    let after = store.stats();
+    assert_eq!(after.blob_count, before.blob_count);
+    assert_eq!(
+        after.used_bytes, before.used_bytes,
+        "reservations given back"
+    );
+    assert!(mem.paths().iter().all(|p| !p.starts_with("/store/tmp")));
+}
+
+#[test]
+fn reopen_uses_hints_and_keeps_everything() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    let mut hashes = Vec::new();
+    for i in 0..200 {
+        hashes.push(store.put(&blob(i, 300 + i as usize)).unwrap());
+    }
+    for h in &hashes[..50] {
+        store.delete(h).unwrap();
+    }
+    let stats = store.stats();
+    drop(store);
+    let store = open(&mem, small_config());
+    let report = store.recovery_report().clone();
+    assert!(report.hint_files_used >= 5, "{report:?}");
+    assert_eq!(
+        report.segments_scanned, 1,
+        "only the open segment is scanned: {report:?}"
+    );
+    assert!(report.torn_tails.is_empty());
+    for (i, h) in hashes.iter().enumerate() {
+        let got = store.get(h).unwrap();
+        if i < 50 {
+            assert!(got.is_none());
+        } else {
+            assert_eq!(&*got.unwrap(), &blob(i as u32, 300 + i)[..]);
+        }
+    }
+    let again = store.stats();
+    assert_eq!(again.blob_count, stats.blob_count);
+    assert_eq!(again.live_bytes, stats.live_bytes);
+    assert_eq!(again.dead_bytes, stats.dead_bytes);
+}
+
+#[test]
+fn list_by_range_is_sorted_and_paged() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    let mut all: Vec<Hash> = (0..100).map(|i| store.put(&blob(i, 10)).unwrap()).collect();
+    all.sort();
+    assert_eq!(store.list(&Hash::MIN, None, usize::MAX), all);
+    let mut paged = Vec::new();
+    let mut start = Hash::MIN;
+    loop {
+        let page = store.list(&start, None, 7);
+        let Some(last) = page.last() else { break };
+        let mut next = *last.as_bytes();
+        for b in next.iter_mut().rev() {
+            *b = b.wrapping_add(1);
+            if *b != 0 {
+                break;
+            }
+        }
+        start = Hash::from_bytes(next);
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    let (lo, hi) = (all[20], all[40]);
+    assert_eq!(store.list(&lo, Some(&hi), usize::MAX), all[20..40].to_vec());
+}
+
+#[test]
+fn compaction_reclaims_space_and_keeps_readers_valid() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    let hashes: Vec<Hash> = (0..300)
+        .map(|i| store.put(&blob(i, 500)).unwrap())
+        .collect();
+    let kept_handle = store.get(&hashes[0]).unwrap().unwrap();
+    for h in hashes
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .chain(std::iter::once(&hashes[0]))
+    {
+        store.delete(h).unwrap();
+    }
+    let before = store.stats();
+    let report = store.compact().unwrap();
+    let after = store.stats();
+    assert!(report.segments_removed > 0, "{report:?}");
+    assert!(after.used_bytes < before.used_bytes);
+    assert!(after.dead_bytes < before.dead_bytes);
+    assert_eq!(after.blob_count, before.blob_count);
+    assert_eq!(
+        &*kept_handle,
+        &blob(0, 500)[..],
+        "a handle into a removed segment stays valid"
+    );
+    for (i, h) in hashes.iter().enumerate() {
+        let live = i != 0 && i % 2 == 0;
+        assert_eq!(store.get(h).unwrap().is_some(), live, "blob {i}");
+    }
+    drop(store);
+    let store = open(&mem, small_config());
+    for (i, h) in hashes.iter().enumerate() {
+        let live = i != 0 && i % 2 == 0;
+        assert_eq!(
+            store.get(h).unwrap().is_some(),
+            live,
+            "blob {i} after reopen"
+        );
+    }
+}
+
+#[test]
+fn compaction_runs_alongside_writers_and_readers() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let h = store.put(&blob(i, 400)).unwrap();
+                if i % 3 != 0 {
+                    store.delete(&h).unwrap();
+                }
+                i += 1;
+            }
+            i
+        })
+    };
+    for _ in 0..30 {
+        store.compact().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    store.compact().unwrap();
+    let check = |store: &Store| {
+        for i in 0..written {
+            let h = Hash::of(&blob(i, 400));
+            let want = i % 3 == 0 || (i > 0 && (0..i).any(|_| false));
+            assert_eq!(store.get(&h).unwrap().is_some(), want, "blob {i}");
+        }
+    };
+    check(&store);
+    drop(store);
+    check(&open(&mem, small_config()));
+}
+
+#[test]
+fn concurrent_writers_share_fsyncs() {
+    // A disk whose fsync takes 1 ms, like a slow disk: writers arriving meanwhile must queue
+    // behind it and share the next one.
+    let faulty = FaultyStorage::new(Arc::new(MemStorage::new()));
+    faulty.faults().sync_delay_us.store(1000, Ordering::Relaxed);
+    let config = Config {
+        segment_bytes: 1 << 20,
+        ..Config::default()
+    };
+    let store = Store::open_with(Arc::new(faulty), Path::new(DIR), config).unwrap();
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    store.put(&blob(t * 1000 + i, 100)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.blob_count, 800);
+    // Every put returned durable; with sharing there are fewer fsyncs than puts. (Without it,
+    // there would be one per put plus segment creation.)
+    assert!(stats.fsync_count < 400, "fsyncs: {}", stats.fsync_count);
+}
+
+#[test]
+fn failed_fsync_turns_the_store_read_only() {
+    let mem = MemStorage::new();
+    let faulty = FaultyStorage::new(Arc::new(mem.clone()));
+    let faults = faulty.faults().clone();
+    let store = Store::open_with(Arc::new(faulty), Path::new(DIR), small_config()).unwrap();
+    let kept = store.put(b"before").unwrap();
+    faults.fail_sync.store(true, Ordering::SeqCst);
+    let err = store.put(b"during").unwrap_err();
+    assert!(
+        matches!(err, Error::ReadOnly(ReadOnlyReason::FsyncFailed { .. })),
+        "{err:?}"
+    );
+    assert!(
+        store.get(&Hash::of(b"during")).unwrap().is_none(),
+        "not acknowledged, not visible"
+    );
+    // The fault is gone, but the store does not pretend the lost write is safe.
+    faults.fail_sync.store(false, Ordering::SeqCst);
+    assert!(matches!(store.put(b"after"), Err(Error::ReadOnly(_))));
+    assert!(matches!(store.delete(&kept), Err(Error::ReadOnly(_))));
+    assert_eq!(&*store.get(&kept).unwrap().unwrap(), b"before");
+    assert!(store.stats().read_only.is_some());
+    drop(store);
+    let store = open(&mem, small_config());
+    assert_eq!(&*store.get(&kept).unwrap().unwrap(), b"before");
+    store.put(b"after").unwrap();
+}
+
+#[test]
+fn disk_full_mid_write_leaves_a_usable_store() {
+    let mem = MemStorage::new();
+    let faulty = FaultyStorage::new(Arc::new(mem.clone()));
+    let faults = faulty.faults().clone();
+    let store = Store::open_with(Arc::new(faulty), Path::new(DIR), small_config()).unwrap();
+    let kept: Vec<Hash> = (0..20).map(|i| store.put(&blob(i, 700)).unwrap()).collect();
+    faults.space_left_bytes.store(300, Ordering::SeqCst);
+    let err = store.put(&blob(100, 700)).unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+    let big = blob(101, 200_000);
+    assert!(matches!(store.put(&big), Err(Error::DiskFull { .. })));
+    let mut w = store.writer();
+    assert!(w.write(&big).is_err());
+    assert!(matches!(w.commit(None), Err(Error::WriterFailed)));
+    for (i, h) in kept.iter().enumerate() {
+        assert_eq!(&*store.get(h).unwrap().unwrap(), &blob(i as u32, 700)[..]);
+    }
+    // Space comes back: the store carries on where it was, over the torn bytes.
+    faults.space_left_bytes.store(u64::MAX, Ordering::SeqCst);
+    let h = store.put(&blob(100, 700)).unwrap();
+    drop(store);
+    let store = open(&mem, small_config());
+    assert!(
+        store.recovery_report().torn_tails.is_empty(),
+        "{:?}",
+        store.recovery_report()
+    );
+    assert!(store.get(&h).unwrap().is_some());
+    for h in &kept {
+        assert!(store.get(h).unwrap().is_some());
+    }
+}
+
+#[test]
+fn store_full_fails_before_writing() {
+    let mem = MemStorage::new();
+    let config = Config {
+        capacity_bytes: 40 * 1024,
+        ..small_config()
+    };
+    let store = open(&mem, config);
+    let mut stored = 0;
+    let err = loop {
+        match store.put(&blob(stored, 1000)) {
+            Ok(_) => stored += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::StoreFull { .. }), "{err:?}");
+    assert!(stored > 10);
+    let stats = store.stats();
+    assert!(stats.used_bytes <= stats.capacity_bytes);
+    assert!(matches!(
+        store.put(&blob(999, 100_000)),
+        Err(Error::StoreFull { .. })
+    ));
+    for i in 0..stored {
+        assert!(store.get(&Hash::of(&blob(i, 1000))).unwrap().is_some());
+    }
+}
+
+#[test]
+fn corruption_is_caught_quarantined_and_repairable() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    let data = blob(7, 5000);
+    let h = store.put(&data).unwrap();
+    let other = store.put(&blob(8, 5000)).unwrap();
+    drop(store);
+    // Flip a payload byte of the first record of the first segment.
+    let seg = mem
+        .paths()
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let offset = limits::SEGMENT_HEADER_BYTES + limits::RECORD_HEADER_BYTES + 100;
+    mem.corrupt(&seg, offset, &[data[100] ^ 0xff]).unwrap();
+    let store = open(&mem, small_config());
+    let report = store.scrub().unwrap();
+    assert_eq!(report.corrupt, vec![h]);
+    assert_eq!(report.blobs_checked, 2);
+    assert!(matches!(store.get(&h), Err(Error::Quarantined { .. })));
+    assert_eq!(store.stat(&h).unwrap(), BlobStat::Quarantined);
+    assert!(store.get(&other).unwrap().is_some());
+    drop(store);
+    // The quarantine survives a restart, and a good copy repairs it.
+    let store = open(&mem, small_config());
+    assert_eq!(store.stat(&h).unwrap(), BlobStat::Quarantined);
+    store.put(&data).unwrap();
+    assert_eq!(&*store.get(&h).unwrap().unwrap(), &data[..]);
+    drop(store);
+    let store = open(&mem, small_config());
+    assert_eq!(&*store.get(&h).unwrap().unwrap(), &data[..]);
+}
+
+#[test]
+fn a_read_that_hits_bad_bytes_fails_and_quarantines() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    let data = blob(9, 2000);
+    let h = store.put(&data).unwrap();
+    let seg = mem
+        .paths()
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    mem.corrupt(
+        &seg,
+        limits::SEGMENT_HEADER_BYTES + limits::RECORD_HEADER_BYTES + 5,
+        &[data[5] ^ 1],
+    )
+    .unwrap();
+    assert!(matches!(store.get(&h), Err(Error::Corrupted { .. })));
+    assert!(matches!(store.get(&h), Err(Error::Quarantined { .. })));
+}
+
+#[test]
+fn torn_tail_is_cut_and_reported() {
+    let mem = MemStorage::new();
+    let store = open(
+        &mem,
+        Config {
+            sync: SyncMode::Never,
+            ..small_config()
+        },
+    );
+    let h = store.put(&blob(1, 100)).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    // Garbage where the next record would go.
+    let seg = mem
+        .paths()
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let end = limits::SEGMENT_HEADER_BYTES + format::record_bytes(100);
+    mem.corrupt(&seg, end, b"CRec garbage that is not a record")
+        .unwrap();
+    let store = open(&mem, small_config());
+    assert_eq!(store.recovery_report().torn_tails.len(), 1);
+    assert!(store.get(&h).unwrap().is_some());
+    let h2 = store.put(&blob(2, 100)).unwrap();
+    drop(store);
+    let store = open(&mem, small_config());
+    assert!(store.recovery_report().torn_tails.is_empty());
+    assert!(store.get(&h).unwrap().is_some() && store.get(&h2).unwrap().is_some());
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    let second = Store::open_with(Arc::new(mem.clone()), Path::new(DIR), small_config());
+    assert!(matches!(second, Err(Error::Locked { .. })));
+    drop(store);
+    open(&mem, small_config());
+}
+
+#[test]
+fn bad_config_is_refused() {
+    let mem = MemStorage::new();
+    for config in [
+        Config {
+            segment_bytes: 10,
+            ..Config::default()
+        },
+        Config {
+            compact_live_ratio_below: 2.0,
+            ..Config::default()
+        },
+        Config {
+            sync: SyncMode::Interval { period_ms: 0 },
+            ..Config::default()
+        },
+        Config {
+            stream_buffer_bytes: u64::MAX,
+            ..Config::default()
+        },
+    ] {
+        let r = Store::open_with(Arc::new(mem.clone()), Path::new(DIR), config);
+        assert!(matches!(r, Err(Error::InvalidConfig { .. })));
+    }
+}
+
+#[test]
+fn interval_mode_syncs_in_the_background() {
+    let mem = MemStorage::new();
+    let store = open(
+        &mem,
+        Config {
+            sync: SyncMode::Interval { period_ms: 5 },
+            ..small_config()
+        },
+    );
+    let h = store.put(b"soon durable").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Wait until a crash at this instant always keeps the blob.
+    loop {
+        let survived = (0..20).all(|seed| {
+            let after = mem.crash(seed);
+            Store::open_with(Arc::new(after), Path::new(DIR), small_config())
+                .is_ok_and(|s| s.get(&h).is_ok_and(|b| b.is_some()))
+        });
+        if survived {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background sync never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn real_files_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    let small = store.put(b"on a real disk").unwrap();
+    let big = blob(11, 100_000);
+    let hb = store.put(&big).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    assert_eq!(&*store.get(&small).unwrap().unwrap(), b"on a real disk");
+    assert_eq!(&*store.get(&hb).unwrap().unwrap(), &big[..]);
+    let storage: &dyn Storage = &storage::RealStorage;
+    assert!(
+        storage
+            .list_dir(&dir.path().join("segments"))
+            .unwrap()
+            .len()
+            >= 2
+    );
+}

@@ -1,0 +1,353 @@
+//! Streaming writes: `BlobWriter` for blobs of any size in bounded memory, and `DedicatedFile`,
+//! the segment of its own that a large blob is written into under a temporary name.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::Hash;
+use crate::error::{Error, Result};
+use crate::format::{self, RecordHeader, RecordKind, SegmentHeader, SegmentKind};
+use crate::index::Location;
+use crate::limits::{
+    BLOB_BYTES_MAX, CRC_CHUNK_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    STREAM_TABLE_BUFFER_BYTES_MAX,
+};
+use crate::segment::Segment;
+use crate::storage::StorageFile;
+use crate::store::{Inner, Store};
+
+/// Where a dedicated segment's payload starts.
+const PAYLOAD_OFFSET: u64 = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES;
+
+/// A dedicated segment being written in the temporary directory. Its checksum table is built as
+/// the payload arrives; past `STREAM_TABLE_BUFFER_BYTES_MAX` it spills to a side file, so memory
+/// stays bounded whatever the blob's size.
+pub(crate) struct DedicatedFile {
+    id: u32,
+    temp_path: PathBuf,
+    file: Arc<dyn StorageFile>,
+    payload_bytes: u64,
+    reserved_bytes: u64,
+    chunk_crc: crc32fast::Hasher,
+    table: Vec<u8>,
+    table_crc: crc32fast::Hasher,
+    side: Option<(PathBuf, Arc<dyn StorageFile>)>,
+    side_bytes: u64,
+}
+
+impl DedicatedFile {
+    pub(crate) fn create(inner: &Inner) -> Result<DedicatedFile> {
+        inner.check_writable()?;
+        inner.reserve_bytes(PAYLOAD_OFFSET)?;
+        let id = inner
+            .next_segment_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp_path = inner.temp_dir.join(format!("{id:010}.seg"));
+        let file = match inner.storage.create(&temp_path) {
+            Ok(f) => f,
+            Err(e) => {
+                inner.release_bytes(PAYLOAD_OFFSET);
+                return Err(Error::io("create", &temp_path, e));
+            }
+        };
+        Ok(DedicatedFile {
+            id,
+            temp_path,
+            file,
+            payload_bytes: 0,
+            reserved_bytes: PAYLOAD_OFFSET,
+            chunk_crc: crc32fast::Hasher::new(),
+            table: Vec::new(),
+            table_crc: crc32fast::Hasher::new(),
+            side: None,
+            side_bytes: 0,
+        })
+    }
+
+    pub(crate) fn append(&mut self, inner: &Inner, mut data: &[u8]) -> Result<()> {
+        inner.reserve_bytes(data.len() as u64)?;
+        self.reserved_bytes += data.len() as u64;
+        self.file
+            .write_at(data, PAYLOAD_OFFSET + self.payload_bytes)
+            .map_err(|e| Error::io("write", &self.temp_path, e))?;
+        while !data.is_empty() {
+            let filled = self.payload_bytes % CRC_CHUNK_BYTES;
+            let take = data.len().min((CRC_CHUNK_BYTES - filled) as usize);
+            self.chunk_crc.update(&data[..take]);
+            self.payload_bytes += take as u64;
+            data = &data[take..];
+            if self.payload_bytes.is_multiple_of(CRC_CHUNK_BYTES) {
+                self.end_chunk(inner)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn end_chunk(&mut self, inner: &Inner) -> Result<()> {
+        let crc = std::mem::replace(&mut self.chunk_crc, crc32fast::Hasher::new()).finalize();
+        self.table.extend_from_slice(&crc.to_le_bytes());
+        self.table_crc.update(&crc.to_le_bytes());
+        if self.table.len() as u64 >= STREAM_TABLE_BUFFER_BYTES_MAX {
+            if self.side.is_none() {
+                let path = inner.temp_dir.join(format!("{:010}.table", self.id));
+                let file = inner
+                    .storage
+                    .create(&path)
+                    .map_err(|e| Error::io("create", &path, e))?;
+                self.side = Some((path, file));
+            }
+            let (path, file) = self.side.as_ref().expect("set above");
+            file.write_at(&self.table, self.side_bytes)
+                .map_err(|e| Error::io("write", path, e))?;
+            self.side_bytes += self.table.len() as u64;
+            self.table.clear();
+        }
+        Ok(())
+    }
+
+    /// Completes the segment and makes the blob durable and visible: table, record header and
+    /// segment header written, fsync, rename into the segment directory, fsync the directory.
+    pub(crate) fn finish(mut self, inner: &Inner, hash: Hash) -> Result<()> {
+        let result = self.finish_inner(inner, hash);
+        if result.is_err() || self.file_is_temp() {
+            self.discard(inner);
+        }
+        result
+    }
+
+    fn file_is_temp(&self) -> bool {
+        // Set to an empty path once renamed into place.
+        !self.temp_path.as_os_str().is_empty()
+    }
+
+    fn finish_inner(&mut self, inner: &Inner, hash: Hash) -> Result<()> {
+        if inner.contains(&hash) {
+            return Ok(()); // stored meanwhile; this copy is discarded
+        }
+        inner.check_writable()?;
+        if !self.payload_bytes.is_multiple_of(CRC_CHUNK_BYTES) {
+            self.end_chunk(inner)?;
+        }
+        let table_bytes = format::table_bytes(self.payload_bytes);
+        inner.reserve_bytes(table_bytes)?;
+        self.reserved_bytes += table_bytes;
+        let mut at = PAYLOAD_OFFSET + self.payload_bytes;
+        if let Some((path, side)) = &self.side {
+            let mut piece = vec![0u8; STREAM_TABLE_BUFFER_BYTES_MAX as usize];
+            let mut copied = 0;
+            while copied < self.side_bytes {
+                let n = piece.len().min((self.side_bytes - copied) as usize);
+                side.read_at(&mut piece[..n], copied)
+                    .map_err(|e| Error::io("read", path, e))?;
+                self.file
+                    .write_at(&piece[..n], at)
+                    .map_err(|e| Error::io("write", &self.temp_path, e))?;
+                copied += n as u64;
+                at += n as u64;
+            }
+        }
+        self.file
+            .write_at(&self.table, at)
+            .map_err(|e| Error::io("write", &self.temp_path, e))?;
+        let file_bytes = at + self.table.len() as u64;
+        debug_assert_eq!(
+            file_bytes,
+            SEGMENT_HEADER_BYTES + format::record_bytes(self.payload_bytes)
+        );
+        let seq = inner
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let table_crc = std::mem::replace(&mut self.table_crc, crc32fast::Hasher::new()).finalize();
+        let header = RecordHeader {
+            kind: RecordKind::Blob,
+            hash,
+            payload_bytes: self.payload_bytes,
+            seq,
+            table_crc,
+        };
+        let segment_header = SegmentHeader {
+            kind: SegmentKind::Dedicated,
+            segment_id: self.id,
+            capacity_bytes: file_bytes,
+        };
+        let write = |bytes: &[u8], offset| {
+            self.file
+                .write_at(bytes, offset)
+                .map_err(|e| Error::io("write", &self.temp_path, e))
+        };
+        write(&format::encode_record_header(&header), SEGMENT_HEADER_BYTES)?;
+        write(&format::encode_segment_header(&segment_header), 0)?;
+        self.file
+            .sync_data()
+            .map_err(|e| inner.fsync_failed(&self.temp_path, e))?;
+        let path = inner.segment_dir.join(format!("{:010}.seg", self.id));
+        inner
+            .storage
+            .rename(&self.temp_path, &path)
+            .map_err(|e| Error::io("rename", &self.temp_path, e))?;
+        self.temp_path = PathBuf::new();
+        inner
+            .storage
+            .sync_dir(&inner.segment_dir)
+            .map_err(|e| inner.fsync_failed(&inner.segment_dir, e))?;
+        let map = self.file.map().map_err(|e| Error::io("map", &path, e))?;
+        let seg = Arc::new(Segment::new(
+            self.id,
+            path,
+            self.file.clone(),
+            map,
+            file_bytes,
+            true,
+            inner.fsync_count.clone(),
+        ));
+        seg.note_record(seq, format::record_bytes(self.payload_bytes));
+        inner.add_segment(seg.clone());
+        // The reservation now belongs to the segment.
+        self.reserved_bytes = 0;
+        inner.publish(
+            hash,
+            &seg,
+            Location {
+                segment_id: self.id,
+                offset: SEGMENT_HEADER_BYTES as u32,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes what was written and gives back the reserved space.
+    pub(crate) fn discard(&mut self, inner: &Inner) {
+        if self.file_is_temp() {
+            let _ = inner.storage.remove(&self.temp_path);
+            self.temp_path = PathBuf::new();
+        }
+        if let Some((path, _)) = self.side.take() {
+            let _ = inner.storage.remove(&path);
+        }
+        inner.release_bytes(std::mem::take(&mut self.reserved_bytes));
+    }
+}
+
+/// Writes one blob as a stream of chunks. Up to `STREAM_BUFFER_BYTES_MAX` bytes are held in
+/// memory; a longer blob spills into a dedicated segment as it arrives. Nothing is visible until
+/// `commit`; dropping the writer without committing aborts it.
+pub struct BlobWriter {
+    store: Store,
+    hasher: blake3::Hasher,
+    buffer: Vec<u8>,
+    spill: Option<DedicatedFile>,
+    bytes_written: u64,
+    failed: bool,
+}
+
+impl BlobWriter {
+    pub(crate) fn new(store: Store) -> BlobWriter {
+        BlobWriter {
+            store,
+            hasher: blake3::Hasher::new(),
+            buffer: Vec::new(),
+            spill: None,
+            bytes_written: 0,
+            failed: false,
+        }
+    }
+
+    /// Bytes accepted so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    /// Adds the next chunk. After an error the writer holds nothing and only `abort` remains.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        if self.failed {
+            return Err(Error::WriterFailed);
+        }
+        let result = self.write_inner(data);
+        if result.is_err() {
+            self.fail();
+        }
+        result
+    }
+
+    fn write_inner(&mut self, data: &[u8]) -> Result<()> {
+        let total = self.bytes_written + data.len() as u64;
+        if total > BLOB_BYTES_MAX {
+            return Err(Error::BlobTooLarge {
+                bytes: total,
+                max_bytes: BLOB_BYTES_MAX,
+            });
+        }
+        let inner = &self.store.inner;
+        if self.spill.is_none() && total > inner.config.stream_buffer_bytes {
+            let mut file = DedicatedFile::create(inner)?;
+            let buffered = std::mem::take(&mut self.buffer);
+            let appended = file.append(inner, &buffered);
+            self.spill = Some(file);
+            appended?;
+        }
+        match &mut self.spill {
+            Some(file) => file.append(inner, data)?,
+            None => self.buffer.extend_from_slice(data),
+        }
+        self.hasher.update(data);
+        self.bytes_written = total;
+        Ok(())
+    }
+
+    fn fail(&mut self) {
+        self.failed = true;
+        self.buffer = Vec::new();
+        if let Some(mut file) = self.spill.take() {
+            file.discard(&self.store.inner);
+        }
+    }
+
+    /// Stores the blob and returns its hash. With `expected`, a blob that hashes otherwise is
+    /// not stored and the call fails with `HashMismatch`.
+    pub fn commit(mut self, expected: Option<&Hash>) -> Result<Hash> {
+        if self.failed {
+            return Err(Error::WriterFailed);
+        }
+        let hash = Hash::from(self.hasher.finalize());
+        if let Some(expected) = expected
+            && *expected != hash
+        {
+            self.fail();
+            return Err(Error::HashMismatch {
+                expected: *expected,
+                actual: hash,
+            });
+        }
+        let inner = self.store.inner.clone();
+        match self.spill.take() {
+            Some(file) => file.finish(&inner, hash)?,
+            None => inner.put_hashed(hash, &std::mem::take(&mut self.buffer))?,
+        }
+        Ok(hash)
+    }
+
+    /// Drops everything written; nothing becomes visible.
+    pub fn abort(mut self) {
+        self.fail();
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if let Some(mut file) = self.spill.take() {
+            file.discard(&self.store.inner);
+        }
+    }
+}
+
+impl io::Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        BlobWriter::write(self, buf).map_err(io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
