@@ -40,6 +40,8 @@ pub enum FormatError {
         chunk_index: u64,
     },
     EntriesChecksum,
+    /// A blob record's payload does not hash to the name in its header.
+    ContentHash,
 }
 
 /// A segment is either shared by many small records or dedicated to one large blob.
@@ -272,10 +274,21 @@ pub struct Scan {
     pub stopped_by: Option<FormatError>,
 }
 
-/// Scans records from `start` until the bytes end or stop making sense. With `verify_payload`
-/// every payload chunk is checked too (recovery does this for the unsealed tail, where a torn
-/// write can leave a valid header in front of a payload that never reached the disk).
-pub fn scan_records(bytes: &[u8], start: u64, verify_payload: bool) -> Scan {
+/// How much of each record `scan_records` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ScanCheck {
+    /// Header CRC and checksum-table CRC: enough for records this process wrote and synced.
+    Headers,
+    /// Also every payload chunk's CRC: a torn write can leave a good header in front of a
+    /// payload that never reached the disk.
+    Payload,
+    /// Also that each blob's payload hashes to the name in its header, so that no record is
+    /// accepted whose bytes are not what it claims, whatever bytes the tail holds.
+    Content,
+}
+
+/// Scans records from `start` until the bytes end or stop making sense.
+pub fn scan_records(bytes: &[u8], start: u64, check: ScanCheck) -> Scan {
     let mut records = Vec::new();
     let mut offset = start;
     let len = bytes.len() as u64;
@@ -298,11 +311,17 @@ pub fn scan_records(bytes: &[u8], start: u64, verify_payload: bool) -> Scan {
         if crc32fast::hash(table) != header.table_crc {
             break Some(FormatError::TableChecksum);
         }
-        if verify_payload
+        if check >= ScanCheck::Payload
             && let Err(e) =
                 verify_payload_range(payload, table, header.table_crc, 0, header.payload_bytes)
         {
             break Some(e);
+        }
+        if check >= ScanCheck::Content
+            && header.kind == RecordKind::Blob
+            && Hash::of(payload) != header.hash
+        {
+            break Some(FormatError::ContentHash);
         }
         records.push(ScannedRecord { offset, header });
         offset = end;
@@ -460,7 +479,7 @@ mod tests {
         let mut rec = Vec::new();
         encode_blob_record(hash, 42, &payload, &mut rec);
         assert_eq!(rec.len() as u64, record_bytes(payload.len() as u64));
-        let scan = scan_records(&rec, 0, true);
+        let scan = scan_records(&rec, 0, ScanCheck::Content);
         assert_eq!(scan.records.len(), 1);
         assert_eq!(scan.valid_end, rec.len() as u64);
         assert_eq!(scan.records[0].header.hash, hash);
@@ -469,7 +488,7 @@ mod tests {
         for pos in [0usize, 9, 45, 63, 64, 70_000, rec.len() - 1] {
             let mut bad = rec.clone();
             bad[pos] ^= 0x10;
-            let scan = scan_records(&bad, 0, true);
+            let scan = scan_records(&bad, 0, ScanCheck::Content);
             assert!(scan.records.is_empty(), "flip at {pos} not caught");
             assert!(scan.stopped_by.is_some());
         }
@@ -502,7 +521,7 @@ mod tests {
         let mut rec = Vec::new();
         encode_blob_record(Hash::of(b""), 1, b"", &mut rec);
         assert_eq!(rec.len() as u64, RECORD_HEADER_BYTES);
-        let scan = scan_records(&rec, 0, true);
+        let scan = scan_records(&rec, 0, ScanCheck::Content);
         assert_eq!(scan.records.len(), 1);
         assert_eq!(scan.records[0].header.payload_bytes, 0);
     }

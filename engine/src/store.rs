@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{CorruptionKind, Error, ReadOnlyReason, Result};
 use crate::format::{
-    self, FormatError, HintEntry, RecordHeader, RecordKind, SegmentHeader, SegmentKind,
+    self, FormatError, HintEntry, RecordHeader, RecordKind, ScanCheck, SegmentHeader, SegmentKind,
 };
 use crate::index::{Index, Location};
 use crate::limits::{
@@ -561,15 +561,18 @@ impl Inner {
         let seg = active.segment.clone().expect("set above");
         let offset = active.end;
         let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::Relaxed));
-        write_record(seg.file.as_ref(), offset, kind, hash, seq, payload)
-            .map_err(|e| Error::io("write record to", &seg.path, e))?;
-        active.end = offset + record_bytes;
-        seg.written_end.store(active.end, Ordering::Release);
-        seg.min_seq.fetch_min(seq, Ordering::Relaxed);
+        let written = write_record(seg.file.as_ref(), offset, kind, hash, seq, payload);
+        if written.is_ok() {
+            active.end = offset + record_bytes;
+            seg.written_end.store(active.end, Ordering::Release);
+            seg.min_seq.fetch_min(seq, Ordering::Relaxed);
+        }
+        // On failure the append point stays put: the next record overwrites the torn bytes.
         drop(active);
         if let Some(full) = full {
             self.seal(&full)?;
         }
+        written.map_err(|e| Error::io("write record to", &seg.path, e))?;
         let loc = Location {
             segment_id: seg.id,
             offset: u32::try_from(offset).expect("segments are at most 4 GiB"),
@@ -630,7 +633,11 @@ impl Inner {
         seg.sync_written()
             .map_err(|SyncFailed(e)| self.fsync_failed(&seg.path, e))?;
         let end = seg.written_end.load(Ordering::Acquire);
-        let scan = format::scan_records(seg.map.bytes(0, end), SEGMENT_HEADER_BYTES, false);
+        let scan = format::scan_records(
+            seg.map.bytes(0, end),
+            SEGMENT_HEADER_BYTES,
+            ScanCheck::Headers,
+        );
         assert_eq!(
             scan.valid_end, end,
             "segment {} does not scan to its written end",
@@ -869,7 +876,11 @@ impl Inner {
 
     fn compact_one(&self, victim: &Arc<Segment>, report: &mut CompactionReport) -> Result<()> {
         let end = victim.written_end.load(Ordering::Acquire);
-        let scan = format::scan_records(victim.map.bytes(0, end), SEGMENT_HEADER_BYTES, false);
+        let scan = format::scan_records(
+            victim.map.bytes(0, end),
+            SEGMENT_HEADER_BYTES,
+            ScanCheck::Headers,
+        );
         for record in &scan.records {
             let RecordHeader {
                 kind,
@@ -1011,7 +1022,8 @@ impl Inner {
             let bytes = map.bytes(0, file_bytes);
             let (entries, written_end, sealed) = match header.kind {
                 SegmentKind::Dedicated => {
-                    let scan = format::scan_records(bytes, SEGMENT_HEADER_BYTES, false);
+                    let scan =
+                        format::scan_records(bytes, SEGMENT_HEADER_BYTES, ScanCheck::Headers);
                     if scan.records.len() != 1 || scan.valid_end != file_bytes {
                         let problem = scan.stopped_by.unwrap_or(FormatError::BadLength);
                         report
@@ -1042,7 +1054,11 @@ impl Inner {
                         }
                         None => {
                             report.segments_scanned += 1;
-                            let scan = format::scan_records(bytes, SEGMENT_HEADER_BYTES, true);
+                            let scan = format::scan_records(
+                                bytes,
+                                SEGMENT_HEADER_BYTES,
+                                ScanCheck::Content,
+                            );
                             if let Some(problem) =
                                 scan.stopped_by.filter(|p| *p != FormatError::Zeroed)
                             {

@@ -38,7 +38,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
 /// An open file.
 pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// The file's size in bytes.
     fn len(&self) -> io::Result<u64>;
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Truncates or extends (with zeros).
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`.
@@ -55,7 +59,11 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
 /// through it. The engine only ever reads a range after it was fully written, and never writes a
 /// range again while a mapping of it lives.
 pub trait Mapping: Send + Sync + fmt::Debug {
+    /// Bytes mapped.
     fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// `len` bytes from `start`; panics if the range is outside the mapping.
     fn bytes(&self, start: u64, len: u64) -> &[u8];
 }
