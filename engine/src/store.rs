@@ -159,6 +159,8 @@ pub struct Stats {
 #[non_exhaustive]
 pub struct CompactionReport {
     pub segments_removed: u64,
+    /// Segments left in place because a record in them is damaged.
+    pub segments_skipped_damaged: u64,
     pub blobs_moved: u64,
     pub tombstones_kept: u64,
     pub tombstones_dropped: u64,
@@ -881,6 +883,12 @@ impl Inner {
             SEGMENT_HEADER_BYTES,
             ScanCheck::Headers,
         );
+        if scan.valid_end != end {
+            // Damaged in the middle: records past the damage cannot be found by scanning, and
+            // removing the segment would lose them. Leave it for scrub and repair.
+            report.segments_skipped_damaged += 1;
+            return Ok(());
+        }
         for record in &scan.records {
             let RecordHeader {
                 kind,

@@ -588,3 +588,30 @@ fn real_files_round_trip() {
             >= 2
     );
 }
+
+#[test]
+fn compaction_leaves_a_damaged_segment_in_place() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    let hashes: Vec<Hash> = (0..100)
+        .map(|i| store.put(&blob(i, 500)).unwrap())
+        .collect();
+    for h in hashes.iter().skip(1) {
+        store.delete(h).unwrap();
+    }
+    // Damage the first record's header in the first (sealed) segment: a scan stops there.
+    let seg = mem
+        .paths()
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    mem.corrupt(&seg, limits::SEGMENT_HEADER_BYTES + 1, b"X")
+        .unwrap();
+    let report = store.compact().unwrap();
+    assert_eq!(report.segments_skipped_damaged, 1, "{report:?}");
+    assert!(mem.paths().contains(&seg), "the damaged segment is kept");
+    assert!(matches!(
+        store.get(&hashes[0]),
+        Err(Error::Corrupted { .. })
+    ));
+}
