@@ -96,6 +96,17 @@ impl Index {
         self.shards[shard_of(hash)].read().find(hash, name_of).1
     }
 
+    /// The entry in the primary slot of `hash`'s 8-byte prefix, without reading any header: the
+    /// read path's fast lookup. It may belong to another hash with the same prefix, so the
+    /// caller must check the name in the record header (and fall back to `get`).
+    pub(crate) fn get_by_prefix(&self, hash: &Hash) -> Option<Location> {
+        self.shards[shard_of(hash)]
+            .read()
+            .map
+            .get(&hash.prefix_u64())
+            .copied()
+    }
+
     /// Atomically replaces the entry of `hash` with `f(current)`; returns the previous entry.
     pub(crate) fn update(
         &self,

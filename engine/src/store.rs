@@ -676,6 +676,24 @@ impl Inner {
     }
 
     fn read(&self, hash: &Hash, range: Option<(u64, u64)>) -> Result<Option<Blob>> {
+        // Fast path: one index probe, one header decode. An empty primary slot means absent (the
+        // index never keeps an overflow entry behind an empty primary slot). Anything unusual (a
+        // prefix shared with another hash, a segment compacted away) takes the full path below.
+        match self.index.get_by_prefix(hash) {
+            None => {
+                if self.quarantined.lock().contains(hash) {
+                    return Err(Error::Quarantined { hash: *hash });
+                }
+                return Ok(None);
+            }
+            Some(loc) => {
+                if let Some(seg) = self.segment(loc.segment_id)
+                    && let Ok(blob) = seg.read_blob(u64::from(loc.offset), hash, range)
+                {
+                    return Ok(Some(blob));
+                }
+            }
+        }
         for _ in 0..READ_RETRY_COUNT_MAX {
             let Some(loc) = self.index.get(hash, &|l| self.name_of(l)) else {
                 if self.quarantined.lock().contains(hash) {
