@@ -33,6 +33,22 @@ fn blob(seed: u32, len: usize) -> Vec<u8> {
     out
 }
 
+/// The path of the oldest segment file.
+fn first_segment(mem: &MemStorage) -> std::path::PathBuf {
+    let mut segments = mem
+        .paths()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"));
+    segments.next().expect("a segment file")
+}
+
+/// Puts `count` distinct blobs of `len` bytes (contents `blob(0..count, len)`).
+fn put_many(store: &Store, count: u32, len: usize) -> Vec<Hash> {
+    (0..count)
+        .map(|i| store.put(&blob(i, len)).unwrap())
+        .collect()
+}
+
 #[test]
 fn put_get_stat_delete_and_dedup() {
     let mem = MemStorage::new();
@@ -186,7 +202,7 @@ fn reopen_uses_hints_and_keeps_everything() {
 fn list_by_range_is_sorted_and_paged() {
     let mem = MemStorage::new();
     let store = open(&mem, small_config());
-    let mut all: Vec<Hash> = (0..100).map(|i| store.put(&blob(i, 10)).unwrap()).collect();
+    let mut all = put_many(&store, 100, 10);
     all.sort();
     assert_eq!(store.list(&Hash::MIN, None, usize::MAX), all);
     let mut paged = Vec::new();
@@ -213,9 +229,7 @@ fn list_by_range_is_sorted_and_paged() {
 fn compaction_reclaims_space_and_keeps_readers_valid() {
     let mem = MemStorage::new();
     let store = open(&mem, small_config());
-    let hashes: Vec<Hash> = (0..300)
-        .map(|i| store.put(&blob(i, 500)).unwrap())
-        .collect();
+    let hashes = put_many(&store, 300, 500);
     let kept_handle = store.get(&hashes[0]).unwrap().unwrap();
     for h in hashes
         .iter()
@@ -359,7 +373,7 @@ fn disk_full_mid_write_leaves_a_usable_store() {
     let faulty = FaultyStorage::new(Arc::new(mem.clone()));
     let faults = faulty.faults().clone();
     let store = Store::open_with(Arc::new(faulty), Path::new(DIR), small_config()).unwrap();
-    let kept: Vec<Hash> = (0..20).map(|i| store.put(&blob(i, 700)).unwrap()).collect();
+    let kept = put_many(&store, 20, 700);
     faults.space_left_bytes.store(300, Ordering::SeqCst);
     let err = store.put(&blob(100, 700)).unwrap_err();
     assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
@@ -424,11 +438,7 @@ fn corruption_is_caught_quarantined_and_repairable() {
     let other = store.put(&blob(8, 5000)).unwrap();
     drop(store);
     // Flip a payload byte of the first record of the first segment.
-    let seg = mem
-        .paths()
-        .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "seg"))
-        .unwrap();
+    let seg = first_segment(&mem);
     let offset = limits::SEGMENT_HEADER_BYTES + limits::RECORD_HEADER_BYTES + 100;
     mem.corrupt(&seg, offset, &[data[100] ^ 0xff]).unwrap();
     let store = open(&mem, small_config());
@@ -455,11 +465,7 @@ fn a_read_that_hits_bad_bytes_fails_and_quarantines() {
     let store = open(&mem, small_config());
     let data = blob(9, 2000);
     let h = store.put(&data).unwrap();
-    let seg = mem
-        .paths()
-        .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "seg"))
-        .unwrap();
+    let seg = first_segment(&mem);
     mem.corrupt(
         &seg,
         limits::SEGMENT_HEADER_BYTES + limits::RECORD_HEADER_BYTES + 5,
@@ -484,11 +490,7 @@ fn torn_tail_is_cut_and_reported() {
     store.sync().unwrap();
     drop(store);
     // Garbage where the next record would go.
-    let seg = mem
-        .paths()
-        .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "seg"))
-        .unwrap();
+    let seg = first_segment(&mem);
     let end = limits::SEGMENT_HEADER_BYTES + format::record_bytes(100);
     mem.corrupt(&seg, end, b"CRec garbage that is not a record")
         .unwrap();
@@ -593,18 +595,12 @@ fn real_files_round_trip() {
 fn compaction_leaves_a_damaged_segment_in_place() {
     let mem = MemStorage::new();
     let store = open(&mem, small_config());
-    let hashes: Vec<Hash> = (0..100)
-        .map(|i| store.put(&blob(i, 500)).unwrap())
-        .collect();
+    let hashes = put_many(&store, 100, 500);
     for h in hashes.iter().skip(1) {
         store.delete(h).unwrap();
     }
     // Damage the first record's header in the first (sealed) segment: a scan stops there.
-    let seg = mem
-        .paths()
-        .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "seg"))
-        .unwrap();
+    let seg = first_segment(&mem);
     mem.corrupt(&seg, limits::SEGMENT_HEADER_BYTES + 1, b"X")
         .unwrap();
     let report = store.compact().unwrap();
