@@ -73,6 +73,8 @@ pub enum Error {
     },
     #[error("the store is read-only: {0}")]
     ReadOnly(ReadOnlyReason),
+    #[error("no {what} are left; the store takes no more writes")]
+    IdsExhausted { what: &'static str },
     #[error("an earlier write to this streaming writer failed; nothing was stored")]
     WriterFailed,
     #[error("{path} is locked by another process")]

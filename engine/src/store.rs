@@ -436,6 +436,25 @@ impl Inner {
         Error::ReadOnly(r)
     }
 
+    /// The next sequence number. Sequence numbers never wrap: damaged or hostile files can hold
+    /// the largest one, and then the store takes no more writes.
+    pub(crate) fn allocate_seq(&self) -> Result<u64> {
+        self.next_seq
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_add(1))
+            .map_err(|_| Error::IdsExhausted {
+                what: "record sequence numbers",
+            })
+    }
+
+    /// The next segment id; never wraps (see `allocate_seq`).
+    pub(crate) fn allocate_segment_id(&self) -> Result<u32> {
+        self.next_segment_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_add(1))
+            .map_err(|_| Error::IdsExhausted {
+                what: "segment ids",
+            })
+    }
+
     pub(crate) fn reserve_bytes(&self, bytes: u64) -> Result<()> {
         let capacity = self.config.capacity_bytes;
         self.used_bytes
@@ -562,7 +581,10 @@ impl Inner {
         }
         let seg = active.segment.clone().expect("set above");
         let offset = active.end;
-        let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::Relaxed));
+        let seq = match seq {
+            Some(seq) => seq,
+            None => self.allocate_seq()?,
+        };
         let written = write_record(seg.file.as_ref(), offset, kind, hash, seq, payload);
         if written.is_ok() {
             active.end = offset + record_bytes;
@@ -585,7 +607,13 @@ impl Inner {
     fn create_shared_segment(&self) -> Result<Arc<Segment>> {
         let bytes = self.config.segment_bytes;
         self.reserve_bytes(bytes)?;
-        let id = self.next_segment_id.fetch_add(1, Ordering::Relaxed);
+        let id = match self.allocate_segment_id() {
+            Ok(id) => id,
+            Err(e) => {
+                self.release_bytes(bytes);
+                return Err(e);
+            }
+        };
         let path = self.segment_dir.join(segment_file_name(id));
         let created = (|| {
             let file = self
@@ -1004,7 +1032,8 @@ impl Inner {
             .copied()
             .max()
             .unwrap_or(0);
-        self.next_segment_id.store(max_id + 1, Ordering::Relaxed);
+        self.next_segment_id
+            .store(max_id.saturating_add(1), Ordering::Relaxed);
         for &id in hint_ids
             .iter()
             .filter(|id| segment_ids.binary_search(id).is_err())
@@ -1217,7 +1246,8 @@ impl Inner {
             }
         }
         *self.quarantined.get_mut() = quarantined;
-        self.next_seq.store(max_seq + 1, Ordering::Relaxed);
+        self.next_seq
+            .store(max_seq.saturating_add(1), Ordering::Relaxed);
         report.blobs_indexed = self.index.len();
         Ok(())
     }

@@ -611,3 +611,32 @@ fn compaction_leaves_a_damaged_segment_in_place() {
         Err(Error::Corrupted { .. })
     ));
 }
+
+#[test]
+fn a_record_with_the_largest_sequence_number_does_not_overflow() {
+    // A record whose checksums are fine but whose sequence number is the largest possible, as
+    // damaged or hostile files can hold: the store opens, reads, and refuses new writes.
+    let mem = MemStorage::new();
+    drop(open(&mem, small_config()));
+    let data = b"last".to_vec();
+    let mut record = Vec::new();
+    format::encode_blob_record(Hash::of(&data), u64::MAX, &data, &mut record);
+    let seg = std::path::Path::new(DIR).join("segments/0000000001.seg");
+    let file = mem.create(&seg).unwrap();
+    let header = format::SegmentHeader {
+        kind: format::SegmentKind::Shared,
+        segment_id: 1,
+        capacity_bytes: 16 * 1024,
+    };
+    file.set_len(16 * 1024).unwrap();
+    file.write_at(&format::encode_segment_header(&header), 0)
+        .unwrap();
+    file.write_at(&record, limits::SEGMENT_HEADER_BYTES)
+        .unwrap();
+    let store = open(&mem, small_config());
+    assert_eq!(&*store.get(&Hash::of(&data)).unwrap().unwrap(), b"last");
+    assert!(matches!(
+        store.put(b"more"),
+        Err(Error::IdsExhausted { .. })
+    ));
+}

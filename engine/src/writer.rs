@@ -40,9 +40,13 @@ impl DedicatedFile {
     pub(crate) fn create(inner: &Inner) -> Result<DedicatedFile> {
         inner.check_writable()?;
         inner.reserve_bytes(PAYLOAD_OFFSET)?;
-        let id = inner
-            .next_segment_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = match inner.allocate_segment_id() {
+            Ok(id) => id,
+            Err(e) => {
+                inner.release_bytes(PAYLOAD_OFFSET);
+                return Err(e);
+            }
+        };
         let temp_path = inner.temp_dir.join(format!("{id:010}.seg"));
         let file = match inner.storage.create(&temp_path) {
             Ok(f) => f,
@@ -155,9 +159,7 @@ impl DedicatedFile {
             file_bytes,
             SEGMENT_HEADER_BYTES + format::record_bytes(self.payload_bytes)
         );
-        let seq = inner
-            .next_seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seq = inner.allocate_seq()?;
         let table_crc = std::mem::replace(&mut self.table_crc, crc32fast::Hasher::new()).finalize();
         let header = RecordHeader {
             kind: RecordKind::Blob,
