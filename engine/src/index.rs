@@ -160,8 +160,11 @@ impl Index {
         for shard in self.shards.iter() {
             let shard = shard.read();
             for (&key, &loc) in &shard.map {
+                // An entry whose record names a hash of another prefix came from a damaged
+                // hint; it is not this record's entry and is skipped.
                 if (prefix_start..=prefix_end).contains(&key)
                     && let Some(name) = name_of(loc)
+                    && name.prefix_u64() == key
                 {
                     out.push((name, loc));
                 }

@@ -810,6 +810,8 @@ impl Inner {
                     report.blobs_checked += 1;
                     report.corrupt.push(hash);
                 }
+                // Quarantined meanwhile, through another entry naming the same blob.
+                Err(Error::Quarantined { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -1071,6 +1073,14 @@ impl Inner {
                     continue;
                 }
             };
+            let file_bytes = if header.capacity_bytes > file_bytes {
+                file.set_len(header.capacity_bytes)
+                    .map_err(|e| Error::io("extend", &path, e))?;
+                file.sync_data().map_err(|e| self.fsync_failed(&path, e))?;
+                header.capacity_bytes
+            } else {
+                file_bytes
+            };
             let map = file.map().map_err(|e| Error::io("map", &path, e))?;
             report.segments_opened += 1;
             self.used_bytes.fetch_add(file_bytes, Ordering::Relaxed);
@@ -1145,24 +1155,21 @@ impl Inner {
             let (seg, entries) = &mut loaded[last];
             let end = seg.written_end.load(Ordering::Relaxed);
             let (file, path) = (seg.file.clone(), seg.path.clone());
-            let cleared = (|| {
-                file.set_len(end)?;
-                file.set_len(seg.file_bytes)?;
-                Ok::<_, std::io::Error>(())
-            })();
-            cleared.map_err(|e| Error::io("clear the tail of", &path, e))?;
-            file.sync_data().map_err(|e| self.fsync_failed(&path, e))?;
-            let map = file.map().map_err(|e| Error::io("map", &path, e))?;
-            let fresh = Segment::new(
-                seg.id,
-                path,
-                file,
-                map,
-                end,
-                false,
-                self.fsync_count.clone(),
-            );
-            *seg = Arc::new(fresh);
+            // Zero whatever a torn write left past the last good record, in place: the file's
+            // size never changes, so a crash in the middle of this leaves a store that the next
+            // open recovers the same way.
+            let tail = seg.map.bytes(end, seg.file_bytes - end);
+            if let Some(dirty_bytes) = dirty_prefix_bytes(tail) {
+                let zeros = vec![0u8; ZERO_WRITE_BYTES_MAX.min(dirty_bytes) as usize];
+                let mut at = end;
+                while at < end + dirty_bytes {
+                    let n = (end + dirty_bytes - at).min(zeros.len() as u64);
+                    file.write_at(&zeros[..n as usize], at)
+                        .map_err(|e| Error::io("clear the tail of", &path, e))?;
+                    at += n;
+                }
+                file.sync_data().map_err(|e| self.fsync_failed(&path, e))?;
+            }
             let _ = entries;
             *self.active.get_mut() = Active {
                 segment: Some(seg.clone()),
@@ -1281,8 +1288,10 @@ fn read_segment_header(
         .map_err(|_| FormatError::Truncated)?;
     let header = format::decode_segment_header(&b)?;
     let size_ok = match header.kind {
+        // A shared segment cut short (by an older build's recovery, or a file system that lost
+        // the size change) is read as if the missing end were zeros: it is extended on open.
         SegmentKind::Shared => {
-            header.capacity_bytes == file_bytes && file_bytes <= SEGMENT_BYTES_MAX
+            header.capacity_bytes >= file_bytes && header.capacity_bytes <= SEGMENT_BYTES_MAX
         }
         SegmentKind::Dedicated => header.capacity_bytes == file_bytes,
     };
@@ -1290,6 +1299,34 @@ fn read_segment_header(
         return Err(FormatError::BadLength);
     }
     Ok(header)
+}
+
+/// Zeros are written over a torn tail in pieces of at most this size.
+const ZERO_WRITE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// The length of the shortest prefix of `tail` after which every byte is zero; `None` if the
+/// whole tail is zero. Checks 4 KiB blocks from the end, eight bytes at a time.
+fn dirty_prefix_bytes(tail: &[u8]) -> Option<u64> {
+    const BLOCK_BYTES: usize = 4096;
+    let is_zero = |block: &[u8]| {
+        let words = block.chunks_exact(8);
+        let rest = words.remainder();
+        rest.iter().all(|&b| b == 0)
+            && words
+                .into_iter()
+                .all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
+    };
+    let mut end = tail.len();
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK_BYTES);
+        let block = &tail[start..end];
+        if !is_zero(block) {
+            let last = block.iter().rposition(|&b| b != 0).expect("not all zero");
+            return Some((start + last + 1) as u64);
+        }
+        end = start;
+    }
+    None
 }
 
 /// Whether a segment file whose header is unreadable never held anything: empty, or zeros
