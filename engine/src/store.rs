@@ -1049,6 +1049,8 @@ impl Inner {
 
         let mut loaded: Vec<(Arc<Segment>, Vec<HintEntry>)> = Vec::new();
         let mut unsealed: Vec<usize> = Vec::new();
+        // Shared segments shorter than their header says: read as they are, never appended to.
+        let mut short: HashSet<u32> = HashSet::new();
         for &id in &segment_ids {
             let path = dir.join(segment_file_name(id));
             let file = self
@@ -1073,14 +1075,9 @@ impl Inner {
                     continue;
                 }
             };
-            let file_bytes = if header.capacity_bytes > file_bytes {
-                file.set_len(header.capacity_bytes)
-                    .map_err(|e| Error::io("extend", &path, e))?;
-                file.sync_data().map_err(|e| self.fsync_failed(&path, e))?;
-                header.capacity_bytes
-            } else {
-                file_bytes
-            };
+            if file_bytes < header.capacity_bytes {
+                short.insert(id);
+            }
             let map = file.map().map_err(|e| Error::io("map", &path, e))?;
             report.segments_opened += 1;
             self.used_bytes.fetch_add(file_bytes, Ordering::Relaxed);
@@ -1150,9 +1147,14 @@ impl Inner {
         }
 
         // The newest unsealed shared segment stays open for appends, with anything after its
-        // last good record cleared; any other unsealed one (a crash while sealing) is sealed now.
-        if let Some(&last) = unsealed.last() {
-            let (seg, entries) = &mut loaded[last];
+        // last good record cleared; any other unsealed one (a crash while sealing, or one cut
+        // short) is sealed now.
+        let reopened = unsealed
+            .last()
+            .copied()
+            .filter(|&i| !short.contains(&loaded[i].0.id));
+        if let Some(last) = reopened {
+            let seg = &loaded[last].0;
             let end = seg.written_end.load(Ordering::Relaxed);
             let (file, path) = (seg.file.clone(), seg.path.clone());
             // Zero whatever a torn write left past the last good record, in place: the file's
@@ -1170,13 +1172,12 @@ impl Inner {
                 }
                 file.sync_data().map_err(|e| self.fsync_failed(&path, e))?;
             }
-            let _ = entries;
             *self.active.get_mut() = Active {
                 segment: Some(seg.clone()),
                 end,
             };
         }
-        for &i in unsealed.iter().rev().skip(1) {
+        for &i in unsealed.iter().filter(|&&i| Some(i) != reopened) {
             let (seg, entries) = &loaded[i];
             self.write_hint(seg.id, entries)?;
             seg.sealed.store(true, Ordering::Release);
@@ -1288,8 +1289,8 @@ fn read_segment_header(
         .map_err(|_| FormatError::Truncated)?;
     let header = format::decode_segment_header(&b)?;
     let size_ok = match header.kind {
-        // A shared segment cut short (by an older build's recovery, or a file system that lost
-        // the size change) is read as if the missing end were zeros: it is extended on open.
+        // A shared segment cut short (a file system that lost a size change) is read as it is
+        // and sealed; appends go to a new segment.
         SegmentKind::Shared => {
             header.capacity_bytes >= file_bytes && header.capacity_bytes <= SEGMENT_BYTES_MAX
         }
