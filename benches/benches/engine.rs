@@ -3,7 +3,8 @@
 //! the disk's raw O_DIRECT write bandwidth for scale. Writes a JSON summary to
 //! `<target>/cairn-bench/engine.json` and prints a table with each goal marked met or not.
 //!
-//! `CAIRN_BENCH_QUICK=1` shrinks every case for a smoke run.
+//! `CAIRN_BENCH_QUICK=1` shrinks every case for a smoke run; `CAIRN_BENCH_ONLY=<text>` runs only
+//! the cases whose group name contains `<text>` (its summary goes to `engine-partial.json`).
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -61,12 +62,17 @@ struct Scale {
     get_blobs: (usize, usize),
     open_blobs: u64,
     baseline_files: u64,
+    /// `CAIRN_BENCH_ONLY`: run only the cases whose criterion group name contains this.
+    only: Option<String>,
 }
 
 impl Scale {
     fn from_env() -> Scale {
         let quick_env = std::env::var("CAIRN_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
         let measuring = std::env::args().any(|a| a == "--bench");
+        let only = std::env::var("CAIRN_BENCH_ONLY")
+            .ok()
+            .filter(|v| !v.is_empty());
         if quick_env || !measuring {
             Scale {
                 quick: true,
@@ -79,6 +85,7 @@ impl Scale {
                 get_blobs: (4096, 16),
                 open_blobs: 100_000,
                 baseline_files: 20_000,
+                only,
             }
         } else {
             Scale {
@@ -94,8 +101,13 @@ impl Scale {
                 // Creating and deleting a million small files takes minutes on a disk mounted
                 // with online discard; the walk is compared per file instead.
                 baseline_files: 100_000,
+                only,
             }
         }
+    }
+
+    fn wants(&self, group: &str) -> bool {
+        self.only.as_ref().is_none_or(|only| group.contains(only))
     }
 
     fn configure(&self, group: &mut BenchmarkGroup<'_, WallTime>, mode: SamplingMode) {
@@ -197,6 +209,12 @@ impl Case {
         self.paired.as_ref().map(PairedRatio::median)
     }
 
+    /// Cairn's MB/s over its batches of the paired phase.
+    fn paired_cairn_mb_per_s(&self) -> Option<f64> {
+        let bytes_per_iter = self.cairn?.bytes_per_iter as f64;
+        Some(bytes_per_iter * 1e9 / self.paired.as_ref()?.cairn_median_ns() / 1e6)
+    }
+
     fn json(&self) -> Value {
         json!({
             "criterion_group": self.group,
@@ -210,7 +228,10 @@ impl Case {
                 "median": p.median(),
                 "min": p.min(),
                 "max": p.max(),
-                "pairs": p.ratios.len(),
+                "pairs": p.pairs.len(),
+                "cairn_median_ns_per_iteration": p.cairn_median_ns(),
+                "baseline_median_ns_per_iteration": p.baseline_median_ns(),
+                "ns_per_iteration_cairn_baseline": p.pairs,
             })),
             "cairn_puts_per_fsync": self.cairn_puts_per_fsync,
             "distinct_blobs_read": self.distinct_blobs_read,
@@ -285,6 +306,18 @@ fn timed_puts(
     })
 }
 
+fn put_group(blob_bytes: usize, writers: usize) -> String {
+    format!("put_{}_x{writers}", size_label(blob_bytes))
+}
+
+fn get_group(blob_bytes: usize) -> String {
+    format!("get_{}", size_label(blob_bytes))
+}
+
+fn open_group(blob_count: u64) -> String {
+    format!("open_{blob_count}")
+}
+
 /// Durable puts. One iteration is one round: each writer puts one fresh blob.
 fn bench_put(
     c: &mut Criterion,
@@ -293,7 +326,7 @@ fn bench_put(
     blob_bytes: usize,
     writers: usize,
 ) -> Case {
-    let group_name = format!("put_{}_x{writers}", size_label(blob_bytes));
+    let group_name = put_group(blob_bytes, writers);
     let mut group = c.benchmark_group(&group_name);
     scale.configure(&mut group, SamplingMode::Flat);
     let elements = writers as u64;
@@ -382,7 +415,7 @@ fn bench_get(
     blob_bytes: usize,
     count: usize,
 ) -> Case {
-    let group_name = format!("get_{}", size_label(blob_bytes));
+    let group_name = get_group(blob_bytes);
     let mut group = c.benchmark_group(&group_name);
     scale.configure(&mut group, SamplingMode::Auto);
     group.throughput(Throughput::ElementsAndBytes {
@@ -668,7 +701,7 @@ fn bench_open(c: &mut Criterion, scale: &Scale, dirs: &Dirs) -> OpenResults {
     };
     drop(store);
 
-    let group_name = format!("open_{n}");
+    let group_name = open_group(n);
     let mut group = c.benchmark_group(&group_name);
     scale.configure(&mut group, SamplingMode::Flat);
     group.throughput(Throughput::Elements(n));
@@ -832,6 +865,9 @@ fn main() {
     disk.measure(&scale, &dirs);
     let mut cases = Vec::new();
     for (blob_bytes, writers) in PUT_CASES {
+        if !scale.wants(&put_group(blob_bytes, writers)) {
+            continue;
+        }
         let next_to_dd = !scale.quick && (blob_bytes, writers) == (MIB, 4);
         if next_to_dd {
             disk.measure(&scale, &dirs);
@@ -842,9 +878,14 @@ fn main() {
         }
     }
     let disk_mb_per_s = disk.median_mb_per_s();
-    cases.push(bench_get(&mut c, &scale, &dirs, 4 * KIB, scale.get_blobs.0));
-    cases.push(bench_get(&mut c, &scale, &dirs, MIB, scale.get_blobs.1));
-    let open = bench_open(&mut c, &scale, &dirs);
+    for (blob_bytes, count) in [(4 * KIB, scale.get_blobs.0), (MIB, scale.get_blobs.1)] {
+        if scale.wants(&get_group(blob_bytes)) {
+            cases.push(bench_get(&mut c, &scale, &dirs, blob_bytes, count));
+        }
+    }
+    let open = scale
+        .wants(&open_group(scale.open_blobs))
+        .then(|| bench_open(&mut c, &scale, &dirs));
     c.final_summary();
 
     let find = |group: &str| cases.iter().find(|c| c.group == group);
@@ -855,12 +896,11 @@ fn main() {
         .and_then(|c| c.cairn)
         .zip(disk_mb_per_s)
         .map(|(side, dd)| side.mb_per_s() / dd);
+    let put_1m_4_paired_fraction_of_dd = put_1m_4
+        .and_then(Case::paired_cairn_mb_per_s)
+        .zip(disk_mb_per_s)
+        .map(|(mb, dd)| mb / dd);
     let get_4k = find("get_4KiB").and_then(Case::paired_ratio);
-    let at_goal_scale = open.blob_count == GOAL_OPEN_BLOBS;
-    let index_per_blob = open.index.measured_per_blob();
-    let index_met = at_goal_scale.then_some(index_per_blob <= GOAL_INDEX_BYTES_PER_BLOB);
-
-    let open_seconds = |s: &OpenedStore| s.median_ms.map(|ms| ms / 1e3);
     let mut goals = vec![
         Goal::new(
             "durable 4 KiB puts, 32 writers: >= 8x baseline",
@@ -883,21 +923,32 @@ fn main() {
             get_4k.map(|r| r >= 10.0),
         ),
     ];
-    for s in &open.stores {
-        let seconds = open_seconds(s);
-        goals.push(Goal::new(
-            &format!("open of 1M blobs ({}): < 1 s [value in s]", s.label),
-            seconds,
-            seconds
-                .filter(|_| at_goal_scale)
-                .map(|t| t < GOAL_OPEN_SECONDS),
-        ));
+    let index_goal = "index heap: <= 48 bytes/blob [value in bytes/blob]";
+    match &open {
+        Some(open) => {
+            let at_goal_scale = open.blob_count == GOAL_OPEN_BLOBS;
+            for s in &open.stores {
+                let seconds = s.median_ms.map(|ms| ms / 1e3);
+                goals.push(Goal::new(
+                    &format!("open of 1M blobs ({}): < 1 s [value in s]", s.label),
+                    seconds,
+                    seconds
+                        .filter(|_| at_goal_scale)
+                        .map(|t| t < GOAL_OPEN_SECONDS),
+                ));
+            }
+            let per_blob = open.index.measured_per_blob();
+            goals.push(Goal::new(
+                index_goal,
+                Some(per_blob),
+                at_goal_scale.then_some(per_blob <= GOAL_INDEX_BYTES_PER_BLOB),
+            ));
+        }
+        None => {
+            goals.push(Goal::new("open of 1M blobs: < 1 s", None, None));
+            goals.push(Goal::new(index_goal, None, None));
+        }
     }
-    goals.push(Goal::new(
-        "index heap: <= 48 bytes/blob [value in bytes/blob]",
-        Some(index_per_blob),
-        index_met,
-    ));
 
     let summary = json!({
         "quick": scale.quick,
@@ -914,8 +965,10 @@ fn main() {
             "ratio_cairn_over_baseline": "Cairn throughput / baseline throughput, from the two \
                                           criterion medians",
             "paired_ratio": "baseline time / Cairn time in alternating pairs of short batches \
-                             run right after criterion; median, min and max over the pairs; \
-                             the goals are judged on the median",
+                             run right after criterion, so that both sides share whatever \
+                             background load and write-back the disk carries; median, min and \
+                             max over the pairs; the ratio goals are judged on the median",
+            "fraction_of_dd": "Cairn's 1 MiB 4-writer MB/s (criterion median) over dd's median",
             "median_ns_per_iteration": "median over the samples of elapsed / iterations",
             "put_iteration": "one round: each writer puts one fresh blob",
             "get_iteration": "one get",
@@ -924,8 +977,9 @@ fn main() {
         "disk_dd_o_direct_write": disk.json(scale.dd_mib),
         "cases": cases.iter().map(Case::json).collect::<Vec<_>>(),
         "put_1MiB_x4_fraction_of_dd": put_1m_4_fraction_of_dd,
-        "open": open.json(),
-        "index_memory": open.index.json(),
+        "put_1MiB_x4_fraction_of_dd_from_paired_phase": put_1m_4_paired_fraction_of_dd,
+        "open": open.as_ref().map(OpenResults::json),
+        "index_memory": open.as_ref().map(|o| o.index.json()),
         "goals": goals.iter().map(Goal::json).collect::<Vec<_>>(),
     });
 
@@ -934,13 +988,19 @@ fn main() {
         &conditions,
         &cases,
         &disk,
-        &open,
-        put_1m_4_fraction_of_dd,
+        open.as_ref(),
+        (put_1m_4_fraction_of_dd, put_1m_4_paired_fraction_of_dd),
         &goals,
     );
     if scale.measuring {
+        // A partial run must not replace the summary of a full one.
+        let name = if scale.only.is_some() {
+            "engine-partial.json"
+        } else {
+            "engine.json"
+        };
         std::fs::create_dir_all(&dirs.out).expect("create output directory");
-        let path = dirs.out.join("engine.json");
+        let path = dirs.out.join(name);
         let text = serde_json::to_string_pretty(&summary).expect("encode summary");
         std::fs::write(&path, text + "\n").expect("write summary");
         println!("summary written to {}", path.display());
@@ -954,8 +1014,8 @@ fn print_table(
     conditions: &Conditions,
     cases: &[Case],
     disk: &DiskBandwidth,
-    open: &OpenResults,
-    fraction_of_dd: Option<f64>,
+    open: Option<&OpenResults>,
+    (fraction_of_dd, paired_fraction_of_dd): (Option<f64>, Option<f64>),
     goals: &[Goal],
 ) {
     println!();
@@ -1013,30 +1073,34 @@ fn print_table(
         ),
     }
     println!(
-        "durable 1 MiB puts x4 as a fraction of dd: {}",
-        fmt_opt(fraction_of_dd, "")
+        "durable 1 MiB puts x4 as a fraction of dd: {} (criterion median; from the paired \
+         phase: {})",
+        fmt_opt(fraction_of_dd, ""),
+        fmt_opt(paired_fraction_of_dd, "")
     );
-    for s in &open.stores {
+    if let Some(open) = open {
+        for s in &open.stores {
+            println!(
+                "open {} blobs of {OPEN_BLOB_BYTES} B ({}, {} hint files used, {} segments \
+                 scanned): {} (baseline walk of {} files: {}; ratio per blob {})",
+                open.blob_count,
+                s.label,
+                s.report.hint_files_used,
+                s.report.segments_scanned,
+                fmt_opt(s.median_ms, " ms"),
+                open.baseline_files,
+                fmt_opt(open.baseline_walk_ms, " ms"),
+                fmt_opt(open.ratio(s.median_ms), "x"),
+            );
+        }
         println!(
-            "open {} blobs of {OPEN_BLOB_BYTES} B ({}, {} hint files used, {} segments scanned): {} \
-             (baseline walk of {} files: {}; ratio {})",
-            open.blob_count,
-            s.label,
-            s.report.hint_files_used,
-            s.report.segments_scanned,
-            fmt_opt(s.median_ms, " ms"),
-            open.baseline_files,
-            fmt_opt(open.baseline_walk_ms, " ms"),
-            fmt_opt(open.ratio(s.median_ms), "x"),
+            "index: heap growth of open {:.1} B/blob (peak during open {:.1} B/blob); \
+             stats().index_heap_bytes {:.1} B/blob",
+            open.index.measured_per_blob(),
+            open.index.peak_extra_bytes as f64 / open.index.blob_count as f64,
+            open.index.estimate_per_blob(),
         );
     }
-    println!(
-        "index: heap growth of open {:.1} B/blob (peak during open {:.1} B/blob); \
-         stats().index_heap_bytes {:.1} B/blob",
-        open.index.measured_per_blob(),
-        open.index.peak_extra_bytes as f64 / open.index.blob_count as f64,
-        open.index.estimate_per_blob(),
-    );
     println!();
     println!(
         "{:<66} {:>10}  result   (ratios: the paired median)",

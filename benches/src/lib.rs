@@ -308,8 +308,8 @@ pub fn median(values: &mut [f64]) -> f64 {
 /// both halves of a pair together, and the median over pairs discards the bursts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairedRatio {
-    /// Per pair: the baseline's time per iteration over Cairn's.
-    pub ratios: Vec<f64>,
+    /// Per pair: Cairn's and the baseline's nanoseconds per iteration.
+    pub pairs: Vec<(f64, f64)>,
 }
 
 impl PairedRatio {
@@ -331,7 +331,7 @@ impl PairedRatio {
             iters_for(baseline_ns_per_iter),
         );
         let per_iter = |elapsed: Duration, iters: u64| elapsed.as_nanos() as f64 / iters as f64;
-        let ratios = (0..pairs)
+        let pairs = (0..pairs)
             .map(|pair| {
                 let (c, b) = if pair % 2 == 0 {
                     let c = cairn(cairn_iters);
@@ -340,25 +340,40 @@ impl PairedRatio {
                     let b = baseline(baseline_iters);
                     (cairn(cairn_iters), b)
                 };
-                per_iter(b, baseline_iters) / per_iter(c, cairn_iters).max(f64::MIN_POSITIVE)
+                (per_iter(c, cairn_iters), per_iter(b, baseline_iters))
             })
             .collect();
-        PairedRatio { ratios }
+        PairedRatio { pairs }
+    }
+
+    /// Per pair: the baseline's time per iteration over Cairn's.
+    pub fn ratios(&self) -> Vec<f64> {
+        self.pairs
+            .iter()
+            .map(|&(cairn, baseline)| baseline / cairn.max(f64::MIN_POSITIVE))
+            .collect()
     }
 
     pub fn median(&self) -> f64 {
-        median(&mut self.ratios.clone())
+        median(&mut self.ratios())
     }
 
     pub fn min(&self) -> f64 {
-        self.ratios.iter().copied().fold(f64::INFINITY, f64::min)
+        self.ratios().into_iter().fold(f64::INFINITY, f64::min)
     }
 
     pub fn max(&self) -> f64 {
-        self.ratios
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max)
+        self.ratios().into_iter().fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// The median over the pairs of Cairn's nanoseconds per iteration.
+    pub fn cairn_median_ns(&self) -> f64 {
+        median(&mut self.pairs.iter().map(|p| p.0).collect::<Vec<_>>())
+    }
+
+    /// The median over the pairs of the baseline's nanoseconds per iteration.
+    pub fn baseline_median_ns(&self) -> f64 {
+        median(&mut self.pairs.iter().map(|p| p.1).collect::<Vec<_>>())
     }
 }
 
@@ -532,10 +547,14 @@ mod tests {
             Duration::from_micros(4),
             3,
         );
-        assert_eq!(paired.ratios, vec![4.0, 4.0, 4.0]);
+        assert_eq!(paired.ratios(), vec![4.0, 4.0, 4.0]);
         assert_eq!(
             (paired.median(), paired.min(), paired.max()),
             (4.0, 4.0, 4.0)
+        );
+        assert_eq!(
+            (paired.cairn_median_ns(), paired.baseline_median_ns()),
+            (100.0, 400.0)
         );
         let calls = calls.into_inner().unwrap();
         assert_eq!(
