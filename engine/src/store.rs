@@ -562,7 +562,8 @@ impl Inner {
         payload: &[u8],
         seq: Option<u64>,
     ) -> Result<(Arc<Segment>, Location, u64)> {
-        let record_bytes = format::record_bytes(payload.len() as u64);
+        let mut record = EncodedRecord::new(kind, hash, payload);
+        let record_bytes = record.record_bytes();
         assert!(
             record_bytes <= self.shared_record_bytes_max(),
             "record too big for a shared segment"
@@ -585,7 +586,7 @@ impl Inner {
             Some(seq) => seq,
             None => self.allocate_seq()?,
         };
-        let written = write_record(seg.file.as_ref(), offset, kind, hash, seq, payload);
+        let written = record.write(seg.file.as_ref(), offset, seq);
         if written.is_ok() {
             active.end = offset + record_bytes;
             seg.written_end.store(active.end, Ordering::Release);
@@ -1338,33 +1339,66 @@ fn never_written(file: &dyn StorageFile, file_bytes: u64) -> bool {
     file.read_at(&mut b, 0).is_ok() && b.iter().all(|&x| x == 0)
 }
 
-/// Writes one record at `offset`: header, payload, checksum table.
-fn write_record(
-    file: &dyn StorageFile,
-    offset: u64,
+/// A record encoded but for its sequence number, so that the checksums and the copy are done
+/// before the append lock is taken and only the 64-byte header is built under it.
+struct EncodedRecord<'a> {
     kind: RecordKind,
-    hash: &Hash,
-    seq: u64,
-    payload: &[u8],
-) -> std::io::Result<()> {
+    hash: Hash,
+    payload: &'a [u8],
+    table: Vec<u8>,
+    table_crc: u32,
+    /// Small records: the whole record in one buffer (header bytes still zero), one write.
+    whole: Option<Vec<u8>>,
+}
+
+impl<'a> EncodedRecord<'a> {
     /// Payloads up to this size are copied into one buffer and written with one call.
     const SINGLE_WRITE_BYTES_MAX: usize = 256 * 1024;
-    if kind == RecordKind::Blob && payload.len() <= SINGLE_WRITE_BYTES_MAX {
-        let mut record = Vec::new();
-        format::encode_blob_record(*hash, seq, payload, &mut record);
-        return file.write_at(&record, offset);
+
+    fn new(kind: RecordKind, hash: &Hash, payload: &'a [u8]) -> EncodedRecord<'a> {
+        let table = format::chunk_table(payload);
+        let table_crc = crc32fast::hash(&table);
+        let whole = (payload.len() <= Self::SINGLE_WRITE_BYTES_MAX).then(|| {
+            let mut buf = Vec::with_capacity(format::record_bytes(payload.len() as u64) as usize);
+            buf.resize(RECORD_HEADER_BYTES as usize, 0);
+            buf.extend_from_slice(payload);
+            buf.extend_from_slice(&table);
+            buf
+        });
+        EncodedRecord {
+            kind,
+            hash: *hash,
+            payload,
+            table,
+            table_crc,
+            whole,
+        }
     }
-    let table = format::chunk_table(payload);
-    let header = RecordHeader {
-        kind,
-        hash: *hash,
-        payload_bytes: payload.len() as u64,
-        seq,
-        table_crc: crc32fast::hash(&table),
-    };
-    file.write_at(&format::encode_record_header(&header), offset)?;
-    file.write_at(payload, offset + RECORD_HEADER_BYTES)?;
-    file.write_at(&table, offset + RECORD_HEADER_BYTES + payload.len() as u64)
+
+    fn record_bytes(&self) -> u64 {
+        format::record_bytes(self.payload.len() as u64)
+    }
+
+    /// Writes the record at `offset` with sequence number `seq`.
+    fn write(&mut self, file: &dyn StorageFile, offset: u64, seq: u64) -> std::io::Result<()> {
+        let header = format::encode_record_header(&RecordHeader {
+            kind: self.kind,
+            hash: self.hash,
+            payload_bytes: self.payload.len() as u64,
+            seq,
+            table_crc: self.table_crc,
+        });
+        if let Some(whole) = &mut self.whole {
+            whole[..RECORD_HEADER_BYTES as usize].copy_from_slice(&header);
+            return file.write_at(whole, offset);
+        }
+        file.write_at(&header, offset)?;
+        file.write_at(self.payload, offset + RECORD_HEADER_BYTES)?;
+        file.write_at(
+            &self.table,
+            offset + RECORD_HEADER_BYTES + self.payload.len() as u64,
+        )
+    }
 }
 
 pub(crate) fn sub_saturating(counter: &AtomicU64, n: u64) {
