@@ -1231,10 +1231,7 @@ impl Inner {
         let mut quarantined = HashSet::new();
         for (hash, (seq, kind)) in tombstones {
             let mut removed = None;
-            let name_of = |l: Location| {
-                let seg = self.segments.read().get(&l.segment_id).cloned();
-                seg?.name_at(u64::from(l.offset))
-            };
+            let name_of = |l: Location| self.name_of(l);
             self.index.update(&hash, &name_of, |cur| match cur {
                 Some(loc) if self.seq_at(loc).is_none_or(|s| s < seq) => {
                     removed = Some(loc);
@@ -1243,12 +1240,7 @@ impl Inner {
                 other => other,
             });
             if let Some(loc) = removed {
-                let seg = self.segments.read().get(&loc.segment_id).cloned();
-                if let Some(seg) = seg
-                    && let Ok(h) = seg.header_at(u64::from(loc.offset))
-                {
-                    sub_saturating(&seg.live_bytes, format::record_bytes(h.payload_bytes));
-                }
+                self.account_dead(loc);
             }
             if kind == RecordKind::Quarantine && self.index.get(&hash, &name_of).is_none() {
                 quarantined.insert(hash);
