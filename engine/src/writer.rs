@@ -260,6 +260,12 @@ impl BlobWriter {
         self.bytes_written
     }
 
+    /// The BLAKE3 hash of the bytes written so far: lets a caller check a claimed name before
+    /// deciding to commit.
+    pub fn hash(&self) -> Hash {
+        Hash::from(self.hasher.finalize())
+    }
+
     /// Adds the next chunk. After an error the writer holds nothing and only `abort` remains.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         if self.failed {

@@ -1,0 +1,874 @@
+//! The async client: routes each request by the placement function, fails over between
+//! replicas, retries within a deadline and verifies what it reads.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_engine::Hash;
+use parking_lot::RwLock;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::ClientError;
+use crate::layout::{Layout, LayoutError, NodeSpec};
+use crate::placement::Placement;
+use crate::pool::{Pool, read_response};
+use crate::tls::{self, Identity};
+use crate::wire::{self, ByteRange, DeleteRole, ErrorCode, Op, PutRole, Request, Response};
+
+/// Default time an operation may take, retries included.
+pub const DEADLINE_MS_DEFAULT: u64 = 30_000;
+
+/// First pause between retry rounds; doubles up to `RETRY_BACKOFF_MS_MAX`.
+pub const RETRY_BACKOFF_MS_MIN: u64 = 20;
+
+/// Longest pause between retry rounds.
+pub const RETRY_BACKOFF_MS_MAX: u64 = 1_000;
+
+/// Size of the reads a put makes from a file or stream.
+pub const UPLOAD_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Largest blob `get` collects into memory; larger blobs are read with `get_to_writer`.
+pub const GET_IN_MEMORY_BYTES_MAX: u64 = 1 << 30;
+
+/// Server name a seed node is reached by when only its address is known. Node certificates
+/// made by `cairn certs` carry it beside their node id.
+pub const SEED_SERVER_NAME: &str = "node.cairn";
+
+/// A layout and the placement computed from it, swapped together when a newer layout arrives.
+pub struct Routing {
+    pub layout: Layout,
+    pub placement: Placement,
+}
+
+impl Routing {
+    pub fn new(layout: Layout) -> Result<Routing, LayoutError> {
+        let placement = Placement::new(&layout)?;
+        Ok(Routing { layout, placement })
+    }
+
+    /// The blob's replicas, in placement order.
+    pub fn replicas(&self, hash: &Hash) -> Vec<&NodeSpec> {
+        self.placement
+            .replicas(hash)
+            .iter()
+            .map(|&i| &self.layout.nodes[usize::from(i)])
+            .collect()
+    }
+}
+
+/// How a client behaves.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// The client's zone: reads prefer replicas there.
+    pub zone: Option<String>,
+    /// Time an operation may take, retries included.
+    pub deadline_ms: u64,
+    /// Local address to bind; port 0 picks one.
+    pub bind: SocketAddr,
+    /// ALPN offered; only tests of version mismatch change it.
+    #[doc(hidden)]
+    pub alpn: Vec<u8>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            zone: None,
+            deadline_ms: DEADLINE_MS_DEFAULT,
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            alpn: wire::ALPN.to_vec(),
+        }
+    }
+}
+
+/// What a put uploads: bytes in memory or a file, both re-readable for retries.
+enum Body<'a> {
+    Bytes(Bytes),
+    File(&'a Path),
+}
+
+/// A connection to a Cairn cluster. Cheap to clone; clones share connections.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), cairn_client::ClientError> {
+/// use cairn_client::{Client, ClientOptions, Identity, Layout};
+/// let layout = Layout::load("cairn-dev/layout.toml".as_ref())?;
+/// let identity = Identity::load(
+///     "cairn-dev/certs/ca.pem".as_ref(),
+///     "cairn-dev/certs/client.pem".as_ref(),
+///     "cairn-dev/certs/client.key".as_ref(),
+/// )?;
+/// let client = Client::connect(layout, &identity, ClientOptions::default()).await?;
+/// let hash = client.put(b"hello".to_vec()).await?;
+/// assert_eq!(client.get(&hash).await?, b"hello");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    routing: RwLock<Arc<Routing>>,
+    pool: Pool,
+    options: ClientOptions,
+}
+
+/// Tracks an operation's deadline and retry pauses.
+struct Attempts {
+    start: Instant,
+    deadline: Duration,
+    count: u32,
+    backoff_ms: u64,
+}
+
+impl Attempts {
+    fn new(deadline_ms: u64) -> Attempts {
+        Attempts {
+            start: Instant::now(),
+            deadline: Duration::from_millis(deadline_ms),
+            count: 0,
+            backoff_ms: RETRY_BACKOFF_MS_MIN,
+        }
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_sub(self.start.elapsed())
+    }
+
+    /// Sleeps before the next round, or gives up with `last` once the deadline is near.
+    async fn pause(&mut self, last: ClientError) -> Result<(), ClientError> {
+        self.count += 1;
+        let pause = Duration::from_millis(self.backoff_ms);
+        if self.remaining() <= pause {
+            return Err(ClientError::Deadline {
+                elapsed_ms: self.start.elapsed().as_millis() as u64,
+                attempts: self.count,
+                last: Box::new(last),
+            });
+        }
+        tokio::time::sleep(pause).await;
+        self.backoff_ms = (self.backoff_ms * 2).min(RETRY_BACKOFF_MS_MAX);
+        Ok(())
+    }
+}
+
+/// What one replica said to a read.
+enum ReadOutcome {
+    Done(u64),
+    Missing,
+}
+
+impl Client {
+    /// Connects to the cluster described by `layout` (connections open lazily).
+    pub async fn connect(
+        layout: Layout,
+        identity: &Identity,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        layout.validate()?;
+        let config = tls::client_config(identity, &options.alpn)?;
+        let endpoint = tls::bind_endpoint(options.bind, None)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                routing: RwLock::new(Arc::new(Routing::new(layout)?)),
+                pool: Pool::new(endpoint, config),
+                options,
+            }),
+        })
+    }
+
+    /// Connects through one node's address, fetching the layout from it.
+    pub async fn connect_seed(
+        seed: SocketAddr,
+        identity: &Identity,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let config = tls::client_config(identity, &options.alpn)?;
+        let endpoint = tls::bind_endpoint(options.bind, None)?;
+        let pool = Pool::new(endpoint, config);
+        let seed_node = NodeSpec {
+            id: SEED_SERVER_NAME.to_string(),
+            addr: seed,
+            zone: String::new(),
+            weight: 1,
+        };
+        let request = Request {
+            layout_version: 0,
+            op: Op::FetchLayout,
+        };
+        let (response, _) = pool.call(&seed_node, &request).await?;
+        let layout = match response {
+            Response::Layout { layout } | Response::StaleLayout { layout } => layout,
+            other => return Err(unexpected(&seed_node.id, &other)),
+        };
+        layout.validate()?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                routing: RwLock::new(Arc::new(Routing::new(layout)?)),
+                pool,
+                options,
+            }),
+        })
+    }
+
+    /// The layout requests are routed by.
+    pub fn layout(&self) -> Layout {
+        self.inner.routing.read().layout.clone()
+    }
+
+    /// The ids of the blob's replicas under the current layout, in placement order.
+    pub fn replicas_of(&self, hash: &Hash) -> Vec<String> {
+        let routing = self.routing();
+        routing
+            .replicas(hash)
+            .iter()
+            .map(|n| n.id.clone())
+            .collect()
+    }
+
+    fn routing(&self) -> Arc<Routing> {
+        self.inner.routing.read().clone()
+    }
+
+    /// Adopts `layout` if it is valid and newer than ours.
+    fn adopt(&self, layout: Layout) -> Result<(), ClientError> {
+        layout.validate()?;
+        let mut routing = self.inner.routing.write();
+        if layout.version > routing.layout.version {
+            tracing::info!(
+                from = routing.layout.version,
+                to = layout.version,
+                "adopting newer layout"
+            );
+            *routing = Arc::new(Routing::new(layout)?);
+        }
+        Ok(())
+    }
+
+    fn request(&self, routing: &Routing, op: Op) -> Request {
+        Request {
+            layout_version: routing.layout.version,
+            op,
+        }
+    }
+
+    /// Stores `bytes`; returns their hash once the write quorum holds them durably.
+    pub async fn put(&self, bytes: impl Into<Bytes>) -> Result<Hash, ClientError> {
+        let bytes = bytes.into();
+        let hash = Hash::of(&bytes);
+        self.put_body(hash, bytes.len() as u64, Body::Bytes(bytes))
+            .await?;
+        Ok(hash)
+    }
+
+    /// Stores a file's contents (read twice: once to hash, once to send).
+    pub async fn put_file(&self, path: &Path) -> Result<Hash, ClientError> {
+        let (hash, len) = hash_file(path).await?;
+        self.put_body(hash, len, Body::File(path)).await?;
+        Ok(hash)
+    }
+
+    /// Stores everything `reader` yields. The bytes are spooled to a temporary file while they
+    /// are hashed, since a blob's hash decides where it goes before the first byte is sent.
+    pub async fn put_stream(
+        &self,
+        mut reader: impl AsyncRead + Unpin,
+    ) -> Result<Hash, ClientError> {
+        let spool = tempfile::NamedTempFile::new()?;
+        let mut file = tokio::fs::File::from_std(spool.reopen()?);
+        let mut buf = vec![0u8; UPLOAD_CHUNK_BYTES];
+        loop {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n]).await?;
+        }
+        file.flush().await?;
+        drop(file);
+        self.put_file(spool.path()).await
+    }
+
+    async fn put_body(&self, hash: Hash, len: u64, body: Body<'_>) -> Result<(), ClientError> {
+        let mut attempts = Attempts::new(self.inner.options.deadline_ms);
+        loop {
+            let routing = self.routing();
+            let mut last = None;
+            let mut stale = false;
+            // The first live replica coordinates; the others are tried in order if it fails.
+            for node in self.live_first(routing.replicas(&hash)) {
+                let request = self.request(
+                    &routing,
+                    Op::Put {
+                        hash: *hash.as_bytes(),
+                        len,
+                        role: PutRole::Coordinate,
+                    },
+                );
+                let attempt = self.put_to(node, &request, &body, attempts.remaining());
+                match attempt.await {
+                    Ok(Response::Stored { .. }) => return Ok(()),
+                    Ok(Response::StaleLayout { layout }) => {
+                        self.adopt(layout)?;
+                        stale = true;
+                        break;
+                    }
+                    Ok(Response::Error { code, message }) => {
+                        let e = remote(node, code, message);
+                        if !e.is_transient() {
+                            return Err(e);
+                        }
+                        last = Some(e);
+                    }
+                    Ok(other) => last = Some(unexpected(&node.id, &other)),
+                    Err(e) if e.is_transient() => last = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            if !stale {
+                attempts
+                    .pause(last.unwrap_or_else(|| no_replicas(&hash)))
+                    .await?;
+            }
+        }
+    }
+
+    async fn put_to(
+        &self,
+        node: &NodeSpec,
+        request: &Request,
+        body: &Body<'_>,
+        time_left: Duration,
+    ) -> Result<Response, ClientError> {
+        let work = async {
+            let (mut send, mut recv) = self.inner.pool.open(node, request).await?;
+            // A node may answer before reading the body (a stale layout, a full disk); its answer
+            // counts more than the write error that stopping our stream causes.
+            let sent = send_body(&mut send, body).await;
+            let _ = send.finish();
+            match read_response(&node.id, &mut recv).await {
+                Ok(response) => Ok(response),
+                Err(e) => Err(sent.err().unwrap_or(e)),
+            }
+        };
+        self.bounded(node, time_left, work).await
+    }
+
+    /// Runs `work` against `node` within `time_left`; a timeout marks the node down.
+    async fn bounded<T>(
+        &self,
+        node: &NodeSpec,
+        time_left: Duration,
+        work: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        match tokio::time::timeout(time_left, work).await {
+            Ok(Err(e)) => {
+                if matches!(e, ClientError::Unreachable { .. }) {
+                    self.inner.pool.mark_down(&node.id).await;
+                }
+                Err(e)
+            }
+            Ok(ok) => ok,
+            Err(_) => {
+                self.inner.pool.mark_down(&node.id).await;
+                Err(ClientError::Unreachable {
+                    node: node.id.clone(),
+                    message: "timed out".into(),
+                })
+            }
+        }
+    }
+
+    /// Live nodes first, in the given order, then those marked down.
+    fn live_first<'a>(&self, nodes: Vec<&'a NodeSpec>) -> Vec<&'a NodeSpec> {
+        let (mut live, down): (Vec<_>, Vec<_>) = nodes
+            .into_iter()
+            .partition(|n| !self.inner.pool.is_down(&n.id));
+        live.extend(down);
+        live
+    }
+
+    /// Replicas ordered for reading: the client's zone first, then by measured round-trip time
+    /// (unmeasured last), then placement order; nodes marked down go last.
+    fn read_order<'a>(&self, nodes: Vec<&'a NodeSpec>) -> Vec<&'a NodeSpec> {
+        let zone = self.inner.options.zone.as_deref();
+        let mut keyed: Vec<_> = nodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let pool = &self.inner.pool;
+                let rtt = pool.rtt(&n.id).unwrap_or(Duration::MAX);
+                (
+                    pool.is_down(&n.id),
+                    Some(n.zone.as_str()) != zone,
+                    rtt,
+                    i,
+                    n,
+                )
+            })
+            .collect();
+        keyed.sort_by_key(|k| (k.0, k.1, k.2, k.3));
+        keyed.into_iter().map(|k| k.4).collect()
+    }
+
+    /// Reads a whole blob into memory, verifying its BLAKE3 hash.
+    pub async fn get(&self, hash: &Hash) -> Result<Vec<u8>, ClientError> {
+        let mut out = Vec::new();
+        self.read(hash, None, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Reads `len` bytes at `offset`. The serving node checks the record checksums of the
+    /// chunks the range covers; QUIC's AEAD protects the bytes in flight.
+    pub async fn get_range(
+        &self,
+        hash: &Hash,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut out = Vec::new();
+        self.read(hash, Some(ByteRange { offset, len }), &mut out)
+            .await?;
+        Ok(out)
+    }
+
+    /// Streams a whole blob into `writer`, returning its length. The hash is checked at the end:
+    /// on `Err(Corrupt)` the writer has received bytes that must be discarded.
+    pub async fn get_to_writer(
+        &self,
+        hash: &Hash,
+        mut writer: impl AsyncWrite + Unpin + Send,
+    ) -> Result<u64, ClientError> {
+        let mut sink = WriterSink {
+            writer: &mut writer,
+            written: 0,
+        };
+        let n = self.read(hash, None, &mut sink).await?;
+        writer.flush().await?;
+        Ok(n)
+    }
+
+    async fn read(
+        &self,
+        hash: &Hash,
+        range: Option<ByteRange>,
+        sink: &mut dyn Sink,
+    ) -> Result<u64, ClientError> {
+        let mut attempts = Attempts::new(self.inner.options.deadline_ms);
+        loop {
+            let routing = self.routing();
+            let mut last = None;
+            let mut missing = Vec::new();
+            let mut stale = false;
+            for node in self.read_order(routing.replicas(hash)) {
+                let request = self.request(
+                    &routing,
+                    Op::Get {
+                        hash: *hash.as_bytes(),
+                        range,
+                    },
+                );
+                sink.reset().await?;
+                let attempt = self.read_from(node, &request, hash, range, &mut *sink);
+                match self.bounded(node, attempts.remaining(), attempt).await {
+                    Ok(Ok(ReadOutcome::Done(n))) => {
+                        if !missing.is_empty() {
+                            self.repair(&routing, node, hash, missing);
+                        }
+                        return Ok(n);
+                    }
+                    Ok(Ok(ReadOutcome::Missing)) => missing.push(node.id.clone()),
+                    Ok(Err(layout)) => {
+                        self.adopt(layout)?;
+                        stale = true;
+                        break;
+                    }
+                    Err(e) if e.is_transient() => last = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            if stale {
+                continue;
+            }
+            let e = match last {
+                Some(e) => e,
+                // Every replica answered and none holds it.
+                None => return Err(ClientError::NotFound { hash: *hash }),
+            };
+            attempts.pause(e).await?;
+        }
+    }
+
+    /// One read from one node. `Ok(Err(layout))` means the node has a newer layout.
+    async fn read_from(
+        &self,
+        node: &NodeSpec,
+        request: &Request,
+        hash: &Hash,
+        range: Option<ByteRange>,
+        sink: &mut dyn Sink,
+    ) -> Result<Result<ReadOutcome, Layout>, ClientError> {
+        let (response, mut recv) = self.inner.pool.call(node, request).await?;
+        let (len, blob_len) = match response {
+            Response::Blob { len, blob_len } => (len, blob_len),
+            Response::StaleLayout { layout } => return Ok(Err(layout)),
+            Response::Error {
+                code: ErrorCode::NotFound,
+                ..
+            } => return Ok(Ok(ReadOutcome::Missing)),
+            Response::Error {
+                code: ErrorCode::RangeOutOfBounds,
+                ..
+            } => {
+                let r = range.unwrap_or(ByteRange { offset: 0, len: 0 });
+                return Err(ClientError::RangeOutOfBounds {
+                    offset: r.offset,
+                    len: r.len,
+                    blob_len: 0,
+                });
+            }
+            Response::Error { code, message } => return Err(remote(node, code, message)),
+            other => return Err(unexpected(&node.id, &other)),
+        };
+        let expected_len = match range {
+            Some(r) => r.len,
+            None => blob_len,
+        };
+        if len != expected_len {
+            return Err(ClientError::Protocol {
+                node: node.id.clone(),
+                message: format!("sent {len} bytes where {expected_len} were asked for"),
+            });
+        }
+        if range.is_none() && len > GET_IN_MEMORY_BYTES_MAX && sink.in_memory() {
+            return Err(ClientError::Protocol {
+                node: node.id.clone(),
+                message: format!(
+                    "blob of {len} bytes is over the in-memory limit; use get_to_writer"
+                ),
+            });
+        }
+        let mut hasher = range.is_none().then(blake3::Hasher::new);
+        let mut received = 0u64;
+        while received < len {
+            let chunk = recv
+                .read_chunk(usize::MAX, true)
+                .await
+                .map_err(|e| ClientError::from_frame(&node.id, wire::read_error(e)))?;
+            let Some(chunk) = chunk else {
+                return Err(ClientError::Unreachable {
+                    node: node.id.clone(),
+                    message: format!("stream ended after {received} of {len} bytes"),
+                });
+            };
+            received += chunk.bytes.len() as u64;
+            if received > len {
+                return Err(ClientError::Protocol {
+                    node: node.id.clone(),
+                    message: format!("sent more than the {len} bytes announced"),
+                });
+            }
+            if let Some(h) = &mut hasher {
+                h.update(&chunk.bytes);
+            }
+            sink.write(&chunk.bytes).await?;
+        }
+        if let Some(h) = hasher {
+            let actual = Hash::from(h.finalize());
+            if actual != *hash {
+                return Err(ClientError::Corrupt {
+                    node: node.id.clone(),
+                    expected: *hash,
+                    actual,
+                });
+            }
+        }
+        Ok(Ok(ReadOutcome::Done(len)))
+    }
+
+    /// Asks `holder` to copy the blob to the replicas that were found without it.
+    fn repair(&self, routing: &Routing, holder: &NodeSpec, hash: &Hash, missing: Vec<String>) {
+        let client = self.clone();
+        let holder = holder.clone();
+        let request = self.request(
+            routing,
+            Op::Repair {
+                hash: *hash.as_bytes(),
+                targets: missing,
+            },
+        );
+        tokio::spawn(async move {
+            if let Err(e) = client.inner.pool.call(&holder, &request).await {
+                tracing::debug!(node = %holder.id, error = %e, "read repair request failed");
+            }
+        });
+    }
+
+    /// The blob's length if some replica holds it, `None` if every replica answered without it.
+    pub async fn head(&self, hash: &Hash) -> Result<Option<u64>, ClientError> {
+        let mut attempts = Attempts::new(self.inner.options.deadline_ms);
+        loop {
+            let routing = self.routing();
+            let mut last = None;
+            let mut stale = false;
+            for node in self.read_order(routing.replicas(hash)) {
+                match self.head_request(&routing, node, hash, &attempts).await {
+                    Ok(Response::Found { blob_len }) => return Ok(Some(blob_len)),
+                    Ok(Response::Error {
+                        code: ErrorCode::NotFound,
+                        ..
+                    }) => {}
+                    Ok(Response::StaleLayout { layout }) => {
+                        self.adopt(layout)?;
+                        stale = true;
+                        break;
+                    }
+                    Ok(Response::Error { code, message }) => {
+                        last = Some(remote(node, code, message))
+                    }
+                    Ok(other) => last = Some(unexpected(&node.id, &other)),
+                    Err(e) if e.is_transient() => last = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            if stale {
+                continue;
+            }
+            match last {
+                None => return Ok(None),
+                Some(e) => attempts.pause(e).await?,
+            }
+        }
+    }
+
+    async fn head_request(
+        &self,
+        routing: &Routing,
+        node: &NodeSpec,
+        hash: &Hash,
+        attempts: &Attempts,
+    ) -> Result<Response, ClientError> {
+        let request = self.request(
+            routing,
+            Op::Head {
+                hash: *hash.as_bytes(),
+            },
+        );
+        let work = async { Ok(self.inner.pool.call(node, &request).await?.0) };
+        self.bounded(node, attempts.remaining(), work).await
+    }
+
+    /// Asks one node, by id, whether it holds the blob: `Some(len)` or `None`. No failover.
+    pub async fn head_on(&self, node_id: &str, hash: &Hash) -> Result<Option<u64>, ClientError> {
+        let routing = self.routing();
+        let node = routing
+            .layout
+            .nodes
+            .iter()
+            .find(|n| n.id == node_id)
+            .ok_or_else(|| ClientError::Unreachable {
+                node: node_id.to_string(),
+                message: "not in the layout".into(),
+            })?;
+        let attempts = Attempts::new(self.inner.options.deadline_ms);
+        match self.head_request(&routing, node, hash, &attempts).await? {
+            Response::Found { blob_len } => Ok(Some(blob_len)),
+            Response::Error {
+                code: ErrorCode::NotFound,
+                ..
+            } => Ok(None),
+            Response::Error { code, message } => Err(remote(node, code, message)),
+            other => Err(unexpected(&node.id, &other)),
+        }
+    }
+
+    /// Deletes a blob from its replicas; returns whether it existed. Acknowledged at write
+    /// quorum; replicas that missed it are told later.
+    pub async fn delete(&self, hash: &Hash) -> Result<bool, ClientError> {
+        let mut attempts = Attempts::new(self.inner.options.deadline_ms);
+        loop {
+            let routing = self.routing();
+            let mut last = None;
+            let mut stale = false;
+            for node in self.live_first(routing.replicas(hash)) {
+                let request = self.request(
+                    &routing,
+                    Op::Delete {
+                        hash: *hash.as_bytes(),
+                        role: DeleteRole::Coordinate,
+                    },
+                );
+                let work = async { Ok(self.inner.pool.call(node, &request).await?.0) };
+                match self.bounded(node, attempts.remaining(), work).await {
+                    Ok(Response::Deleted { existed }) => return Ok(existed),
+                    Ok(Response::StaleLayout { layout }) => {
+                        self.adopt(layout)?;
+                        stale = true;
+                        break;
+                    }
+                    Ok(Response::Error { code, message }) => {
+                        last = Some(remote(node, code, message))
+                    }
+                    Ok(other) => last = Some(unexpected(&node.id, &other)),
+                    Err(e) if e.is_transient() => last = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            if !stale {
+                attempts
+                    .pause(last.unwrap_or_else(|| no_replicas(hash)))
+                    .await?;
+            }
+        }
+    }
+
+    /// Fetches the layout a node holds, adopting it if newer.
+    pub async fn refresh_layout(&self) -> Result<Layout, ClientError> {
+        let routing = self.routing();
+        let mut last = None;
+        for node in self.live_first(routing.layout.nodes.iter().collect()) {
+            let request = self.request(&routing, Op::FetchLayout);
+            match self.inner.pool.call(node, &request).await {
+                Ok((Response::Layout { layout } | Response::StaleLayout { layout }, _)) => {
+                    self.adopt(layout)?;
+                    return Ok(self.layout());
+                }
+                Ok((other, _)) => last = Some(unexpected(&node.id, &other)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Unreachable {
+            node: "-".into(),
+            message: "the layout lists no nodes".into(),
+        }))
+    }
+
+    /// Closes the client's connections.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+}
+
+/// Where read bytes go; `reset` discards what a failed attempt wrote where possible.
+trait Sink: Send {
+    fn write<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
+    fn reset(&mut self)
+    -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>>;
+    fn in_memory(&self) -> bool;
+}
+
+impl Sink for Vec<u8> {
+    fn write<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>> {
+        self.extend_from_slice(bytes);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn reset(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>> {
+        self.clear();
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn in_memory(&self) -> bool {
+        true
+    }
+}
+
+struct WriterSink<'w, W> {
+    writer: &'w mut W,
+    written: u64,
+}
+
+impl<W: AsyncWrite + Unpin + Send> Sink for WriterSink<'_, W> {
+    fn write<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>> {
+        self.written += bytes.len() as u64;
+        Box::pin(self.writer.write_all(bytes))
+    }
+
+    /// A writer cannot take bytes back: once an attempt has written some, a failure is final.
+    fn reset(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>> {
+        let result = match self.written {
+            0 => Ok(()),
+            n => Err(std::io::Error::other(format!(
+                "the read failed after {n} bytes went to the output; not retried"
+            ))),
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn in_memory(&self) -> bool {
+        false
+    }
+}
+
+async fn send_body(send: &mut quinn::SendStream, body: &Body<'_>) -> Result<(), ClientError> {
+    let fail = |e: quinn::WriteError| ClientError::from_frame("-", wire::write_error(e));
+    match body {
+        Body::Bytes(bytes) => send.write_chunk(bytes.clone()).await.map_err(fail),
+        Body::File(path) => {
+            let mut file = tokio::fs::File::open(path).await?;
+            let mut buf = vec![0u8; UPLOAD_CHUNK_BYTES];
+            loop {
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                send.write_all(&buf[..n]).await.map_err(fail)?;
+            }
+        }
+    }
+}
+
+/// Hashes a file with BLAKE3, returning its hash and length.
+pub async fn hash_file(path: &Path) -> Result<(Hash, u64), ClientError> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; UPLOAD_CHUNK_BYTES];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((Hash::from(hasher.finalize()), len));
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+}
+
+fn remote(node: &NodeSpec, code: ErrorCode, message: String) -> ClientError {
+    ClientError::Remote {
+        node: node.id.clone(),
+        code,
+        message,
+    }
+}
+
+fn unexpected(node: &str, response: &Response) -> ClientError {
+    ClientError::Protocol {
+        node: node.to_string(),
+        message: format!("unexpected response {response:?}"),
+    }
+}
+
+fn no_replicas(hash: &Hash) -> ClientError {
+    ClientError::Unreachable {
+        node: "-".into(),
+        message: format!("no replica of {hash} could be tried"),
+    }
+}

@@ -1,0 +1,1029 @@
+//! Placement: the one pure function from a blob's hash and a layout to the ordered list of nodes
+//! that hold the blob. The client and every node call it, so they cannot disagree.
+//!
+//! # What it promises
+//!
+//! - **Zones.** The replicas of every blob lie in `min(replication_factor, zone_count)` distinct
+//!   zones. When there are fewer zones than copies, every zone holds at least one copy and the
+//!   remaining copies go to further distinct nodes.
+//! - **Weights.** A node's share (the fraction of blobs it holds a copy of) is its target share,
+//!   [`target_shares`]: `factor * w / W` where no zone rule binds, otherwise water-filled (zones
+//!   or nodes that would exceed what the zone rule allows are held at that cap, zones that must
+//!   hold a copy of every blob are raised to it, and the rest is shared in proportion to weight).
+//! - **Consistency.** Adding or removing a node moves little more than the unavoidable: the
+//!   copies the changed node gains or loses, plus a small amount from re-fitting the zone
+//!   corrections (see below).
+//! - **Speed.** A lookup is one table read ([`Placement::replicas`]).
+//! - **Determinism.** Everything that decides placement uses integer arithmetic and IEEE-754
+//!   `+ - * /` and `sqrt`, which are exactly rounded on every platform; logarithms and
+//!   exponentials are computed here from those operations, never by the platform's maths library.
+//!   Nodes are processed sorted by id, so the order of `nodes` in the layout does not matter.
+//!
+//! # How
+//!
+//! **Weighted rendezvous ("exponential race").** For a key, every node `i` draws
+//! `E_i = -ln(u_i)`, with `u_i` a 64-bit mix of the key and a seed derived from the node's id, and
+//! finishes at time `E_i / v_i`, where `v_i` is its rate. Nodes are walked in finishing order; a
+//! node is taken if its zone holds no replica yet, until `min(factor, zones)` zones are used; then
+//! the earliest untaken nodes fill the remaining places. The first finisher among a set of nodes
+//! is node `i` with probability `v_i / sum(v)`, independent of when it finishes, so within a zone
+//! the first node is exactly weight-proportional. Each node's draw depends only on the key and its
+//! own id, so adding a node inserts it into each key's order without reordering the others: with
+//! fixed rates, every changed assignment involves the added or removed node.
+//!
+//! **Zone corrections.** Taking the first `k` finishers of a race under-includes the fast ones
+//! (sampling without replacement), so plain rates `v_i = w_i` miss the target shares. Once per
+//! layout, rates are fitted: `v_i = w_i * m`, with one multiplier per zone when zones >= factor
+//! (which keeps the exact proportionality within a zone) and one per node when zones < factor
+//! (where the second and later copies in a zone are chosen by the race too). The inclusion
+//! probability of every zone or node under the race is computed, not sampled: it is an integral
+//! over the finishing time of a Poisson-binomial count of the others that finished earlier,
+//! evaluated with the trapezoid rule in log-time (which converges geometrically for such smooth
+//! integrands), with our own `exp`. Multipliers are updated by the odds ratio of target and
+//! computed inclusion until they agree to 1e-9, then rounded to 32 significant bits. Nodes whose
+//! target is 1 (a zone that must be in every blob, a node that must hold every blob) take rate
+//! `w * 2^200` and always finish first; zones that may hold only the one copy the zone rule
+//! forces take rate `w * 2^-200` and never supply a later copy.
+//!
+//! Re-fitting after a layout change moves the corrections slightly, and that moves some
+//! assignments between old nodes: the price of exact shares.
+//!
+//! **Partition table.** The race over hundreds of nodes takes about a microsecond. The hash
+//! space is split into `PARTITION_COUNT` partitions by the hash's top `PARTITION_BITS` bits, and
+//! each partition's replica list is the race for a key derived from the partition number,
+//! computed once per layout. The partition count is a constant, never derived from the layout:
+//! changing it would re-draw every partition. `2^20` partitions give a node of share `s` about
+//! `s * 2^20` partitions, so the table's own noise is `1 / sqrt(s * 2^20)`: 0.7% for a node
+//! holding 2% of blobs.
+//!
+//! **Order.** The replica list is ordered by the uncorrected race (`E_i / w_i`), so each replica
+//! set's primary (the first) is chosen without regard to the zone corrections.
+//! [`Placement::preference_list`] follows the replicas with the remaining nodes in race order.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use cairn_engine::Hash;
+
+use crate::layout::{Layout, LayoutError};
+
+/// Bits of the hash prefix that pick a partition.
+pub const PARTITION_BITS: u32 = 20;
+/// Partitions in the placement table. Part of the placement function: changing it re-places
+/// every blob.
+pub const PARTITION_COUNT: usize = 1 << PARTITION_BITS;
+
+const _: () = assert!(PARTITION_BITS <= 32);
+
+/// Mixed into node seeds, so placement seeds share nothing with other uses of node ids.
+const NODE_SEED_DOMAIN: &[u8] = b"cairn placement node seed v1\0";
+/// Mixed into partition keys.
+const PARTITION_KEY_DOMAIN: u64 = 0x6361_6972_6e2d_7031;
+
+/// Rate multiplier of nodes that must be in every replica set: ahead of every fitted node.
+const ALWAYS_MULTIPLIER: f64 = f64::from_bits((1023 + 200) << 52);
+/// Rate multiplier of nodes in zones that hold exactly one copy: behind every fitted node.
+const LAST_MULTIPLIER: f64 = f64::from_bits((1023 - 200) << 52);
+/// Bound on fitted multipliers (relative to their weighted mean), far inside the tiers above.
+const FITTED_MULTIPLIER_MAX: f64 = f64::from_bits((1023 + 60) << 52);
+const FITTED_MULTIPLIER_MIN: f64 = f64::from_bits((1023 - 60) << 52);
+/// Fitting stops when every computed inclusion is within this relative error of its target.
+const FIT_ERROR_MAX: f64 = 1e-9;
+/// Fitting rounds at most; typical layouts need a few dozen.
+const FIT_ROUNDS_MAX: usize = 400;
+/// Step of the trapezoid rule in `ln(time)`.
+const GRID_STEP: f64 = 0.25;
+/// Significant bits kept of each fitted multiplier.
+const MULTIPLIER_BITS: u32 = 32;
+
+/// The replica set and preference order of every blob under one layout.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    factor: usize,
+    zone_count: usize,
+    layout_version: u64,
+    /// Per node in canonical (id) order:
+    /// the node's index in `layout.nodes`,
+    layout_index: Vec<u16>,
+    /// its canonical zone index (zones sorted by name),
+    zone_of: Vec<u32>,
+    /// the seed of its draws,
+    seed: Vec<u64>,
+    /// `1 / v_i`: the race's finishing time is `E_i * inv_rate[i]`,
+    inv_rate: Vec<f64>,
+    /// `1 / w_i`: the order of a replica list is by `E_i * inv_weight[i]`.
+    inv_weight: Vec<f64>,
+    /// `factor` layout indices per partition.
+    table: Vec<u16>,
+}
+
+/// Where a node stands before fitting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tier {
+    /// Target 1: in every replica set.
+    Always,
+    /// Rate fitted to its target.
+    Fitted,
+    /// In a zone that holds exactly one copy of every blob: never supplies an extra copy.
+    Last,
+}
+
+/// A layout's nodes in canonical order (sorted by id), with zones numbered in name order.
+struct Canonical {
+    layout_index: Vec<u16>,
+    zone_of: Vec<usize>,
+    zone_count: usize,
+    weight: Vec<u64>,
+    /// Nodes of each zone, ascending.
+    zone_nodes: Vec<Vec<usize>>,
+}
+
+impl Canonical {
+    fn new(layout: &Layout) -> Canonical {
+        let mut order: Vec<usize> = (0..layout.nodes.len()).collect();
+        order.sort_by(|&a, &b| layout.nodes[a].id.cmp(&layout.nodes[b].id));
+        let zones: BTreeMap<&str, usize> = layout
+            .nodes
+            .iter()
+            .map(|n| (n.zone.as_str(), 0))
+            .collect::<BTreeMap<_, _>>()
+            .into_keys()
+            .enumerate()
+            .map(|(index, zone)| (zone, index))
+            .collect();
+        let zone_of: Vec<usize> = order
+            .iter()
+            .map(|&i| zones[layout.nodes[i].zone.as_str()])
+            .collect();
+        let mut zone_nodes = vec![Vec::new(); zones.len()];
+        for (node, &zone) in zone_of.iter().enumerate() {
+            zone_nodes[zone].push(node);
+        }
+        Canonical {
+            layout_index: order
+                .iter()
+                .map(|&i| u16::try_from(i).expect("at most NODES_MAX nodes"))
+                .collect(),
+            weight: order
+                .iter()
+                .map(|&i| u64::from(layout.nodes[i].weight))
+                .collect(),
+            zone_of,
+            zone_count: zones.len(),
+            zone_nodes,
+        }
+    }
+
+    fn zone_weight(&self, zone: usize) -> u64 {
+        self.zone_nodes[zone].iter().map(|&i| self.weight[i]).sum()
+    }
+}
+
+/// Each node's target share: the fraction of blobs it should hold a copy of, indexed like
+/// `layout.nodes`; the shares sum to `replication_factor`.
+///
+/// With at least as many zones as copies, a zone holds at most one copy of a blob, so a zone's
+/// share is at most 1: zone shares are `min(1, c * W_z)` with `c` chosen so they sum to the
+/// factor (zones are capped heaviest first), and a zone's share is split among its nodes in
+/// proportion to weight. With fewer zones than copies, a node holds at most one copy and every
+/// zone at least one: node shares are `min(1, c * w_i)`, except in zones whose total would fall
+/// below 1, which hold exactly 1 split in proportion to weight; `c` makes the shares sum to the
+/// factor. With no cap or floor binding, both reduce to `factor * w_i / W`.
+pub fn target_shares(layout: &Layout) -> Result<Vec<f64>, LayoutError> {
+    layout.validate()?;
+    let canonical = Canonical::new(layout);
+    let (share, _) = water_fill(&canonical, layout.replication_factor);
+    let mut shares = vec![0.0; layout.nodes.len()];
+    for (node, &s) in share.iter().enumerate() {
+        shares[usize::from(canonical.layout_index[node])] = s;
+    }
+    Ok(shares)
+}
+
+/// Target share and tier of each canonical node.
+fn water_fill(canonical: &Canonical, factor: usize) -> (Vec<f64>, Vec<Tier>) {
+    let node_count = canonical.weight.len();
+    let mut share = vec![0.0; node_count];
+    let mut tier = vec![Tier::Fitted; node_count];
+    if canonical.zone_count >= factor {
+        let zone_weight: Vec<u64> = (0..canonical.zone_count)
+            .map(|z| canonical.zone_weight(z))
+            .collect();
+        let mut order: Vec<usize> = (0..canonical.zone_count).collect();
+        order.sort_by(|&a, &b| zone_weight[b].cmp(&zone_weight[a]).then(a.cmp(&b)));
+        let mut factor_left = factor as u64;
+        let mut weight_left: u64 = zone_weight.iter().sum();
+        let mut capped = vec![false; canonical.zone_count];
+        for &zone in &order {
+            // Capped when its proportional part of what is left reaches 1 (exact in integers).
+            if factor_left > 0 && factor_left * zone_weight[zone] >= weight_left {
+                capped[zone] = true;
+                factor_left -= 1;
+                weight_left -= zone_weight[zone];
+            } else {
+                break;
+            }
+        }
+        for zone in 0..canonical.zone_count {
+            let zone_share = if capped[zone] {
+                1.0
+            } else {
+                factor_left as f64 * zone_weight[zone] as f64 / weight_left as f64
+            };
+            for &node in &canonical.zone_nodes[zone] {
+                share[node] = zone_share * canonical.weight[node] as f64 / zone_weight[zone] as f64;
+                if capped[zone] {
+                    tier[node] = Tier::Always;
+                }
+            }
+        }
+        return (share, tier);
+    }
+
+    // Fewer zones than copies. Total of the shares at scale `c`; nondecreasing in `c`.
+    let total_at = |c: f64| -> f64 {
+        (0..canonical.zone_count)
+            .map(|zone| {
+                let sum: f64 = canonical.zone_nodes[zone]
+                    .iter()
+                    .map(|&i| (c * canonical.weight[i] as f64).min(1.0))
+                    .sum();
+                sum.max(1.0)
+            })
+            .sum()
+    };
+    let weight_min = canonical.weight.iter().copied().min().expect("nodes") as f64;
+    let (mut low, mut high) = (0.0, 1.0 / weight_min);
+    for _ in 0..200 {
+        let middle = 0.5 * (low + high);
+        if middle <= low || middle >= high {
+            break;
+        }
+        if total_at(middle) >= factor as f64 {
+            high = middle;
+        } else {
+            low = middle;
+        }
+    }
+    // Classify at the solution (with a margin for rounding), then solve the free part exactly.
+    const MARGIN: f64 = 1e-9;
+    let c = high;
+    let mut fixed_total = 0.0;
+    let mut free_weight = 0.0;
+    for zone in 0..canonical.zone_count {
+        let nodes = &canonical.zone_nodes[zone];
+        let any_capped = nodes
+            .iter()
+            .any(|&i| c * canonical.weight[i] as f64 >= 1.0 - MARGIN);
+        let sum: f64 = nodes
+            .iter()
+            .map(|&i| (c * canonical.weight[i] as f64).min(1.0))
+            .sum();
+        if !any_capped && sum <= 1.0 + MARGIN {
+            let zone_weight = canonical.zone_weight(zone) as f64;
+            for &node in nodes {
+                tier[node] = Tier::Last;
+                share[node] = canonical.weight[node] as f64 / zone_weight;
+            }
+            fixed_total += 1.0;
+            continue;
+        }
+        for &node in nodes {
+            if c * canonical.weight[node] as f64 >= 1.0 - MARGIN {
+                tier[node] = Tier::Always;
+                share[node] = 1.0;
+                fixed_total += 1.0;
+            } else {
+                free_weight += canonical.weight[node] as f64;
+            }
+        }
+    }
+    if free_weight > 0.0 {
+        let scale = (factor as f64 - fixed_total) / free_weight;
+        for node in 0..node_count {
+            if tier[node] == Tier::Fitted {
+                share[node] = scale * canonical.weight[node] as f64;
+            }
+        }
+    }
+    (share, tier)
+}
+
+impl Placement {
+    /// Fits the zone corrections for `layout` and computes the partition table. Takes tens to
+    /// hundreds of milliseconds (more for hundreds of nodes); build once per layout version.
+    pub fn new(layout: &Layout) -> Result<Placement, LayoutError> {
+        layout.validate()?;
+        let canonical = Canonical::new(layout);
+        let factor = layout.replication_factor;
+        let (share, tier) = water_fill(&canonical, factor);
+        let multiplier = fit_multipliers(&canonical, factor, &share, &tier);
+        let seed = canonical
+            .layout_index
+            .iter()
+            .map(|&i| {
+                let id = layout.nodes[usize::from(i)].id.as_bytes();
+                Hash::of(&[NODE_SEED_DOMAIN, id].concat()).prefix_u64()
+            })
+            .collect();
+        let mut placement = Placement {
+            factor,
+            zone_count: canonical.zone_count,
+            layout_version: layout.version,
+            inv_rate: (0..canonical.weight.len())
+                .map(|i| 1.0 / (canonical.weight[i] as f64 * multiplier[i]))
+                .collect(),
+            inv_weight: canonical.weight.iter().map(|&w| 1.0 / w as f64).collect(),
+            zone_of: canonical
+                .zone_of
+                .iter()
+                .map(|&z| u32::try_from(z).expect("zones fit u32"))
+                .collect(),
+            layout_index: canonical.layout_index,
+            seed,
+            table: Vec::new(),
+        };
+        placement.table = placement.build_table();
+        Ok(placement)
+    }
+
+    /// The partition a hash falls in: its top `PARTITION_BITS` bits.
+    pub fn partition_of(hash: &Hash) -> u32 {
+        (hash.prefix_u64() >> (64 - PARTITION_BITS)) as u32
+    }
+
+    /// The nodes holding `hash`, as indices into the layout's `nodes`: `replication_factor`
+    /// distinct nodes, the primary first.
+    pub fn replicas(&self, hash: &Hash) -> &[u16] {
+        let start = Self::partition_of(hash) as usize * self.factor;
+        &self.table[start..start + self.factor]
+    }
+
+    /// Every node in preference order for `hash`: [`Placement::replicas`] first, then the other
+    /// nodes in race order (the fallbacks). Runs the race, so costs about a microsecond per
+    /// hundred nodes.
+    pub fn preference_list(&self, hash: &Hash) -> Vec<u16> {
+        let mut scratch = Scratch::new(self);
+        self.race(partition_key(Self::partition_of(hash)), &mut scratch);
+        let node_count = self.layout_index.len();
+        let mut taken = vec![false; node_count];
+        for &node in &scratch.chosen {
+            taken[node as usize] = true;
+        }
+        let mut rest: Vec<u32> = (0..node_count as u32)
+            .filter(|&i| !taken[i as usize])
+            .collect();
+        rest.sort_by(|&a, &b| compare(scratch.finish(self, a), a, scratch.finish(self, b), b));
+        scratch
+            .chosen
+            .iter()
+            .chain(&rest)
+            .map(|&i| self.layout_index[i as usize])
+            .collect()
+    }
+
+    /// The same list as [`Placement::replicas`], computed by running the race instead of reading
+    /// the table: the baseline the table is measured against, and a check of the table.
+    pub fn replicas_uncached(&self, hash: &Hash) -> Vec<u16> {
+        let mut scratch = Scratch::new(self);
+        self.race(partition_key(Self::partition_of(hash)), &mut scratch);
+        scratch
+            .chosen
+            .iter()
+            .map(|&i| self.layout_index[i as usize])
+            .collect()
+    }
+
+    /// Copies of every blob.
+    pub fn replication_factor(&self) -> usize {
+        self.factor
+    }
+
+    /// Number of nodes in the layout.
+    pub fn node_count(&self) -> usize {
+        self.layout_index.len()
+    }
+
+    /// The version of the layout this placement was built from.
+    pub fn layout_version(&self) -> u64 {
+        self.layout_version
+    }
+
+    /// The whole table: `replication_factor` layout indices per partition, in partition order.
+    /// Two placements with equal tables place every blob identically.
+    pub fn table(&self) -> &[u16] {
+        &self.table
+    }
+
+    fn build_table(&self) -> Vec<u16> {
+        let factor = self.factor;
+        let mut table = vec![0u16; PARTITION_COUNT * factor];
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
+        let partitions_per_thread = PARTITION_COUNT.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (chunk_index, chunk) in table.chunks_mut(partitions_per_thread * factor).enumerate()
+            {
+                scope.spawn(move || {
+                    let first = chunk_index * partitions_per_thread;
+                    let mut scratch = Scratch::new(self);
+                    for (offset, slot) in chunk.chunks_exact_mut(factor).enumerate() {
+                        let partition = u32::try_from(first + offset).expect("partition fits u32");
+                        self.race(partition_key(partition), &mut scratch);
+                        for (out, &node) in slot.iter_mut().zip(&scratch.chosen) {
+                            *out = self.layout_index[node as usize];
+                        }
+                    }
+                });
+            }
+        });
+        table
+    }
+
+    /// Runs the race for `key`, leaving the replica set in `scratch.chosen` (canonical indices,
+    /// in replica order) and every node's draw in `scratch.draw`.
+    fn race(&self, key: u64, scratch: &mut Scratch) {
+        let node_count = self.layout_index.len();
+        let Scratch {
+            draw,
+            zone_best,
+            zone_best_finish,
+            chosen,
+            extras,
+        } = scratch;
+        zone_best_finish.fill(f64::INFINITY);
+        for i in 0..node_count {
+            let e = exponential_draw(key ^ self.seed[i]);
+            draw[i] = e;
+            let finish = e * self.inv_rate[i];
+            let zone = self.zone_of[i] as usize;
+            if finish < zone_best_finish[zone] {
+                zone_best_finish[zone] = finish;
+                zone_best[zone] = i as u32;
+            }
+        }
+        chosen.clear();
+        if self.zone_count >= self.factor {
+            // The first `factor` zones to finish, each represented by its first node.
+            for zone in 0..self.zone_count {
+                insert_smallest(chosen, self.factor, zone_best[zone], |a| {
+                    zone_best_finish[self.zone_of[a as usize] as usize]
+                });
+            }
+        } else {
+            // Every zone's first node, then the earliest of the others.
+            let extra_count = self.factor - self.zone_count;
+            extras.clear();
+            for i in 0..node_count as u32 {
+                if zone_best[self.zone_of[i as usize] as usize] != i {
+                    insert_smallest(extras, extra_count, i, |a| {
+                        draw[a as usize] * self.inv_rate[a as usize]
+                    });
+                }
+            }
+            chosen.extend_from_slice(&zone_best[..self.zone_count]);
+            chosen.extend_from_slice(extras);
+        }
+        debug_assert_eq!(chosen.len(), self.factor);
+        chosen.sort_by(|&a, &b| {
+            compare(
+                draw[a as usize] * self.inv_weight[a as usize],
+                a,
+                draw[b as usize] * self.inv_weight[b as usize],
+                b,
+            )
+        });
+    }
+}
+
+/// Working memory of one race.
+struct Scratch {
+    draw: Vec<f64>,
+    zone_best: Vec<u32>,
+    zone_best_finish: Vec<f64>,
+    chosen: Vec<u32>,
+    extras: Vec<u32>,
+}
+
+impl Scratch {
+    fn new(placement: &Placement) -> Scratch {
+        Scratch {
+            draw: vec![0.0; placement.layout_index.len()],
+            zone_best: vec![0; placement.zone_count],
+            zone_best_finish: vec![0.0; placement.zone_count],
+            chosen: Vec::with_capacity(placement.factor),
+            extras: Vec::with_capacity(placement.factor),
+        }
+    }
+
+    fn finish(&self, placement: &Placement, node: u32) -> f64 {
+        self.draw[node as usize] * placement.inv_rate[node as usize]
+    }
+}
+
+/// Orders by time, then by canonical index (ties are astronomically rare, but must be decided
+/// the same way everywhere).
+fn compare(time_a: f64, a: u32, time_b: f64, b: u32) -> Ordering {
+    time_a.total_cmp(&time_b).then(a.cmp(&b))
+}
+
+/// Inserts `node` into `list`, kept sorted by `(time, index)` and at most `len_max` long.
+fn insert_smallest(list: &mut Vec<u32>, len_max: usize, node: u32, time: impl Fn(u32) -> f64) {
+    let node_time = time(node);
+    if list.len() == len_max {
+        let last = *list.last().expect("len_max >= 1");
+        if compare(node_time, node, time(last), last) != Ordering::Less {
+            return;
+        }
+        list.pop();
+    }
+    let position = list
+        .iter()
+        .position(|&other| compare(node_time, node, time(other), other) == Ordering::Less)
+        .unwrap_or(list.len());
+    list.insert(position, node);
+}
+
+/// The race key of a partition.
+fn partition_key(partition: u32) -> u64 {
+    mix64(u64::from(partition) ^ PARTITION_KEY_DOMAIN)
+}
+
+/// A 64-bit finaliser (MurmurHash3's `fmix64`): a bijection with full avalanche.
+fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    x
+}
+
+/// An exponential(1) draw from 64 random bits: `-ln(u)` with `u` uniform in (0, 1).
+fn exponential_draw(input: u64) -> f64 {
+    let bits = mix64(input);
+    // 53 bits, centred in their interval: u in [2^-54, 1 - 2^-54].
+    let u = ((bits >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
+    -ln(u)
+}
+
+const LN_2_HIGH: f64 = 6.931_471_803_691_238_2e-1;
+const LN_2_LOW: f64 = 1.908_214_929_270_587_7e-10;
+
+/// Natural logarithm of a positive normal `x`, from IEEE basic operations only (relative error
+/// below 1e-15): `x = 2^k * m` with `m` in `[sqrt(1/2), sqrt(2))`, `ln(m) = 2 atanh(s)` with
+/// `s = (m - 1) / (m + 1)`, `|s| < 0.172`, summed as a series to `s^17`.
+fn ln(x: f64) -> f64 {
+    debug_assert!(x.is_normal() && x > 0.0);
+    let bits = x.to_bits();
+    let mut exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mut m = f64::from_bits((bits & ((1 << 52) - 1)) | (1023 << 52));
+    if m > std::f64::consts::SQRT_2 {
+        m *= 0.5;
+        exponent += 1;
+    }
+    let s = (m - 1.0) / (m + 1.0);
+    let z = s * s;
+    let series = 1.0
+        + z * (1.0 / 3.0
+            + z * (1.0 / 5.0
+                + z * (1.0 / 7.0
+                    + z * (1.0 / 9.0
+                        + z * (1.0 / 11.0 + z * (1.0 / 13.0 + z * (1.0 / 15.0 + z / 17.0)))))));
+    let k = exponent as f64;
+    k * LN_2_HIGH + (2.0 * s * series + k * LN_2_LOW)
+}
+
+/// `e^x` from IEEE basic operations only (relative error below 1e-15); 0 below -708.
+fn exp(x: f64) -> f64 {
+    if x < -708.0 {
+        return 0.0;
+    }
+    assert!(x <= 709.0, "exp({x}) overflows");
+    let k = (x * std::f64::consts::LOG2_E).round();
+    let r = (x - k * LN_2_HIGH) - k * LN_2_LOW;
+    // Taylor series of e^r, |r| <= 0.347, to r^13.
+    let mut term = 1.0;
+    let mut sum = 1.0;
+    for n in 1..=13 {
+        term = term * r / f64::from(n);
+        sum += term;
+    }
+    let k = k as i64;
+    // Scale by 2^k in two steps so that 2^k itself stays a normal number.
+    let half = k / 2;
+    sum * f64::from_bits(((1023 + half) as u64) << 52)
+        * f64::from_bits(((1023 + k - half) as u64) << 52)
+}
+
+/// Fits the rate multiplier of every canonical node so that the race's inclusion probabilities
+/// equal the target shares.
+fn fit_multipliers(canonical: &Canonical, factor: usize, share: &[f64], tier: &[Tier]) -> Vec<f64> {
+    let node_count = share.len();
+    let mut multiplier: Vec<f64> = tier
+        .iter()
+        .map(|t| match t {
+            Tier::Always => ALWAYS_MULTIPLIER,
+            Tier::Fitted => 1.0,
+            Tier::Last => LAST_MULTIPLIER,
+        })
+        .collect();
+    if canonical.zone_count >= factor {
+        // One multiplier per zone; a zone's nodes share a tier.
+        let zones: Vec<usize> = (0..canonical.zone_count)
+            .filter(|&z| tier[canonical.zone_nodes[z][0]] == Tier::Fitted)
+            .collect();
+        let always_zones = canonical.zone_count - zones.len();
+        let weight: Vec<f64> = zones
+            .iter()
+            .map(|&z| canonical.zone_weight(z) as f64)
+            .collect();
+        let target: Vec<f64> = zones
+            .iter()
+            .map(|&z| canonical.zone_nodes[z].iter().map(|&i| share[i]).sum())
+            .collect();
+        let fitted = fit(&weight, &target, |rate| {
+            top_k_inclusion(rate, factor - always_zones)
+        });
+        for (&zone, &m) in zones.iter().zip(&fitted) {
+            for &node in &canonical.zone_nodes[zone] {
+                multiplier[node] = m;
+            }
+        }
+    } else {
+        let nodes: Vec<usize> = (0..node_count)
+            .filter(|&i| tier[i] == Tier::Fitted)
+            .collect();
+        let weight: Vec<f64> = nodes.iter().map(|&i| canonical.weight[i] as f64).collect();
+        let target: Vec<f64> = nodes.iter().map(|&i| share[i]).collect();
+        let extra_count = factor - canonical.zone_count;
+        let fitted = fit(&weight, &target, |rate| {
+            let mut full_rate: Vec<f64> = tier
+                .iter()
+                .map(|t| match t {
+                    Tier::Always => f64::INFINITY,
+                    Tier::Fitted => 0.0,
+                    Tier::Last => 0.0,
+                })
+                .collect();
+            for (&node, &r) in nodes.iter().zip(rate) {
+                full_rate[node] = r;
+            }
+            let inclusion = extras_inclusion(canonical, &full_rate, extra_count);
+            nodes.iter().map(|&i| inclusion[i]).collect()
+        });
+        for (&node, &m) in nodes.iter().zip(&fitted) {
+            multiplier[node] = m;
+        }
+    }
+    multiplier
+}
+
+/// Fits multipliers `m` so that `inclusion(weight * m)` equals `target`, by repeated odds-ratio
+/// updates; returns `m` rounded to `MULTIPLIER_BITS` significant bits.
+fn fit(weight: &[f64], target: &[f64], inclusion: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
+    let mut multiplier = vec![1.0; weight.len()];
+    if weight.is_empty() {
+        return multiplier;
+    }
+    let weight_sum: f64 = weight.iter().sum();
+    for _ in 0..FIT_ROUNDS_MAX {
+        let rate: Vec<f64> = weight.iter().zip(&multiplier).map(|(w, m)| w * m).collect();
+        let got = inclusion(&rate);
+        let mut error_max: f64 = 0.0;
+        for ((m, &t), &p) in multiplier.iter_mut().zip(target).zip(&got) {
+            error_max = error_max.max((p / t - 1.0).abs());
+            // Inclusion behaves roughly like a logistic function of ln(rate).
+            let ratio = (t * (1.0 - p)) / (p * (1.0 - t));
+            *m *= ratio.clamp(1.0 / 16.0, 16.0);
+        }
+        // Only ratios of multipliers matter: keep their weighted mean at 1.
+        let mean = weight
+            .iter()
+            .zip(&multiplier)
+            .map(|(w, m)| w * m)
+            .sum::<f64>()
+            / weight_sum;
+        for m in &mut multiplier {
+            *m = (*m / mean).clamp(FITTED_MULTIPLIER_MIN, FITTED_MULTIPLIER_MAX);
+        }
+        if error_max < FIT_ERROR_MAX {
+            break;
+        }
+    }
+    let drop_bits = 52 - (MULTIPLIER_BITS - 1);
+    multiplier
+        .iter()
+        .map(|m| f64::from_bits(m.to_bits() & !((1u64 << drop_bits) - 1)))
+        .collect()
+}
+
+/// Points `t` of the trapezoid rule in `ln(t)` covering every rate in `rate` (positive, finite),
+/// with the rule's weight `t * GRID_STEP` of each.
+fn time_grid(rate: impl Iterator<Item = f64>) -> Vec<(f64, f64)> {
+    let (low, high) = rate
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
+            (lo.min(r), hi.max(r))
+        });
+    if high == 0.0 {
+        return Vec::new();
+    }
+    // Below t = 1e-12 / high every item is almost surely still running, and above 45 / low
+    // almost surely finished; both tails are below 1e-11.
+    let first = ln(1e-12 / high);
+    let last = ln(45.0 / low);
+    let steps = ((last - first) / GRID_STEP) as usize + 1;
+    (0..=steps)
+        .map(|k| {
+            let t = exp(first + k as f64 * GRID_STEP);
+            (t, t * GRID_STEP)
+        })
+        .collect()
+}
+
+/// Multiplies a truncated count distribution by one Bernoulli item: `P(finished) = 1 - q`.
+fn add_item(from: &[f64], q: f64, to: &mut [f64]) {
+    let p = 1.0 - q;
+    to[0] = from[0] * q;
+    for c in 1..to.len() {
+        to[c] = from[c] * q + from[c - 1] * p;
+    }
+}
+
+/// Convolution of two truncated count distributions.
+fn convolve(a: &[f64], b: &[f64], to: &mut [f64]) {
+    for c in 0..to.len() {
+        to[c] = (0..=c).map(|x| a[x] * b[c - x]).sum();
+    }
+}
+
+/// Prefix and suffix products of truncated count distributions of `len` counts: `prefix[j]` is
+/// the distribution over items `< j`, `suffix[j]` over items `>= j`.
+fn prefix_suffix(
+    count: usize,
+    len: usize,
+    item: impl Fn(usize, &[f64], &mut [f64]),
+) -> (Vec<f64>, Vec<f64>) {
+    let mut prefix = vec![0.0; (count + 1) * len];
+    let mut suffix = vec![0.0; (count + 1) * len];
+    prefix[0] = 1.0;
+    suffix[count * len] = 1.0;
+    for j in 0..count {
+        let (done, rest) = prefix.split_at_mut((j + 1) * len);
+        item(j, &done[j * len..], &mut rest[..len]);
+    }
+    for j in (0..count).rev() {
+        let (rest, done) = suffix.split_at_mut((j + 1) * len);
+        item(j, &done[..len], &mut rest[j * len..]);
+    }
+    (prefix, suffix)
+}
+
+/// Probability that each item is among the first `k` to finish when item `j` finishes at an
+/// exponential time of rate `rate[j]`.
+///
+/// `P(j in first k) = integral of rate_j e^(-rate_j t) P(fewer than k others finished by t) dt`.
+fn top_k_inclusion(rate: &[f64], k: usize) -> Vec<f64> {
+    let count = rate.len();
+    if k == 0 {
+        return vec![0.0; count];
+    }
+    if k >= count {
+        return vec![1.0; count];
+    }
+    let mut inclusion = vec![0.0; count];
+    let mut q = vec![0.0; count];
+    for (t, step) in time_grid(rate.iter().copied()) {
+        for (q, &r) in q.iter_mut().zip(rate) {
+            *q = exp(-r * t);
+        }
+        let (prefix, suffix) = prefix_suffix(count, k, |j, from, to| add_item(from, q[j], to));
+        for j in 0..count {
+            let before = &prefix[j * k..(j + 1) * k];
+            let after = &suffix[(j + 1) * k..(j + 2) * k];
+            let mut fewer = 0.0;
+            for a in 0..k {
+                fewer += before[a] * after[..k - a].iter().sum::<f64>();
+            }
+            inclusion[j] += step * rate[j] * t * q[j] * fewer;
+        }
+    }
+    inclusion
+}
+
+/// With fewer zones than copies: the probability that each node is chosen, when every zone's
+/// first finisher is chosen and then the first `extra_count` of the other nodes. `rate[i]` is
+/// infinite for nodes that finish at once and 0 for nodes that finish after every other.
+/// Returned for nodes of finite positive rate only (others 0).
+///
+/// Node `i` finishing at `t` is chosen if no other node of its zone finished before it, or if
+/// fewer than `extra_count` non-first nodes (over all zones, counted from the other nodes)
+/// finished before it.
+fn extras_inclusion(canonical: &Canonical, rate: &[f64], extra_count: usize) -> Vec<f64> {
+    let node_count = rate.len();
+    let zone_count = canonical.zone_count;
+    let len = extra_count + 1; // arrivals 0..=extra_count within a zone
+    let mut inclusion = vec![0.0; node_count];
+    let mut q = vec![0.0; node_count];
+    let mut excess = vec![0.0; zone_count * extra_count];
+    let mut within = vec![0.0; len];
+    for (t, step) in time_grid(rate.iter().copied()) {
+        for (q, &r) in q.iter_mut().zip(rate) {
+            *q = if r.is_infinite() { 0.0 } else { exp(-r * t) };
+        }
+        // Per zone: prefix and suffix arrival distributions over its nodes.
+        let zone_tables: Vec<(Vec<f64>, Vec<f64>)> = canonical
+            .zone_nodes
+            .iter()
+            .map(|nodes| prefix_suffix(nodes.len(), len, |j, f, to| add_item(f, q[nodes[j]], to)))
+            .collect();
+        // Per zone: distribution of its non-first arrivals, `excess = max(0, arrivals - 1)`.
+        for (zone, (prefix, _)) in zone_tables.iter().enumerate() {
+            let n = canonical.zone_nodes[zone].len();
+            let arrivals = &prefix[n * len..(n + 1) * len];
+            let out = &mut excess[zone * extra_count..(zone + 1) * extra_count];
+            out[0] = arrivals[0] + arrivals[1];
+            for e in 1..extra_count {
+                out[e] = arrivals[e + 1];
+            }
+        }
+        let (zone_prefix, zone_suffix) = prefix_suffix(zone_count, extra_count, |z, f, to| {
+            let mut product = vec![0.0; extra_count];
+            convolve(
+                f,
+                &excess[z * extra_count..(z + 1) * extra_count],
+                &mut product,
+            );
+            to.copy_from_slice(&product);
+        });
+        let mut others = vec![0.0; extra_count];
+        for (zone, (prefix, suffix)) in zone_tables.iter().enumerate() {
+            // P(excess of the other zones <= x), for x < extra_count.
+            convolve(
+                &zone_prefix[zone * extra_count..(zone + 1) * extra_count],
+                &zone_suffix[(zone + 1) * extra_count..(zone + 2) * extra_count],
+                &mut others,
+            );
+            let mut at_most = others.clone();
+            for x in 1..extra_count {
+                at_most[x] += at_most[x - 1];
+            }
+            for (j, &node) in canonical.zone_nodes[zone].iter().enumerate() {
+                if !(rate[node].is_finite() && rate[node] > 0.0) {
+                    continue;
+                }
+                convolve(
+                    &prefix[j * len..(j + 1) * len],
+                    &suffix[(j + 1) * len..(j + 2) * len],
+                    &mut within,
+                );
+                // First in its zone, or a non-first with room left among the extras.
+                let mut chosen = within[0];
+                for a in 1..=extra_count {
+                    chosen += within[a] * at_most[extra_count - a];
+                }
+                inclusion[node] += step * rate[node] * t * q[node] * chosen;
+            }
+        }
+    }
+    inclusion
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::NodeSpec;
+
+    fn layout(factor: usize, nodes: &[(&str, u32)]) -> Layout {
+        Layout {
+            version: 1,
+            replication_factor: factor,
+            write_quorum: 1,
+            nodes: nodes
+                .iter()
+                .enumerate()
+                .map(|(i, &(zone, weight))| NodeSpec {
+                    id: format!("n{i}"),
+                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7400 + i as u16)),
+                    zone: zone.into(),
+                    weight,
+                })
+                .collect(),
+        }
+    }
+
+    fn assert_close(got: &[f64], want: &[f64], tolerance: f64) {
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= tolerance, "got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn ln_and_exp_match_the_platform() {
+        let mut x = 1e-300;
+        while x < 1e300 {
+            let relative = (ln(x) - x.ln()).abs() / x.ln().abs().max(1e-300);
+            assert!(
+                relative < 1e-15 || (ln(x) - x.ln()).abs() < 1e-16,
+                "ln({x})"
+            );
+            x *= 1.37;
+        }
+        let mut y = -700.0;
+        while y < 700.0 {
+            assert!((exp(y) / y.exp() - 1.0).abs() < 1e-14, "exp({y})");
+            y += 0.173;
+        }
+        assert_eq!(exp(-800.0), 0.0);
+    }
+
+    #[test]
+    fn targets_without_binding_caps_are_proportional() {
+        let l = layout(2, &[("a", 1), ("b", 2), ("c", 3), ("d", 4)]);
+        assert_close(&target_shares(&l).unwrap(), &[0.2, 0.4, 0.6, 0.8], 1e-12);
+    }
+
+    #[test]
+    fn targets_cap_a_heavy_zone() {
+        // Zone a holds half the weight but may hold one copy of each blob only.
+        let l = layout(3, &[("a", 3), ("a", 3), ("b", 2), ("c", 2), ("d", 2)]);
+        assert_close(
+            &target_shares(&l).unwrap(),
+            &[0.5, 0.5, 2.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0],
+            1e-12,
+        );
+    }
+
+    #[test]
+    fn targets_with_fewer_zones_than_copies() {
+        // One zone: nodes capped at 1, the rest proportional.
+        let l = layout(3, &[("a", 1), ("a", 2), ("a", 3), ("a", 4)]);
+        assert_close(
+            &target_shares(&l).unwrap(),
+            &[1.0 / 3.0, 2.0 / 3.0, 1.0, 1.0],
+            1e-9,
+        );
+        // Zone b is light but must hold a copy of every blob.
+        let l = layout(3, &[("a", 10), ("a", 10), ("a", 10), ("b", 1), ("b", 3)]);
+        assert_close(
+            &target_shares(&l).unwrap(),
+            &[2.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0, 0.25, 0.75],
+            1e-9,
+        );
+    }
+
+    #[test]
+    fn computed_inclusion_sums_to_the_factor() {
+        let p = top_k_inclusion(&[1.0, 2.0, 3.0, 4.0, 5.0], 2);
+        assert!((p.iter().sum::<f64>() - 2.0).abs() < 1e-9, "{p:?}");
+        // Exact for two items of three: P(a in first 2) = 1 - P(a last).
+        let p = top_k_inclusion(&[1.0, 1.0, 2.0], 2);
+        let a_last = (1.0 / 4.0) * (1.0 / 3.0) + (2.0 / 4.0) * (1.0 / 2.0);
+        assert!((p[0] - (1.0 - a_last)).abs() < 1e-9, "{p:?}");
+    }
+
+    #[test]
+    fn fitted_race_hits_its_targets_in_the_model() {
+        let l = layout(3, &[("a", 1), ("a", 2), ("a", 3), ("b", 4), ("b", 2)]);
+        let canonical = Canonical::new(&l);
+        let (share, tier) = water_fill(&canonical, 3);
+        let multiplier = fit_multipliers(&canonical, 3, &share, &tier);
+        let rate: Vec<f64> = (0..5)
+            .map(|i| match tier[i] {
+                Tier::Always => f64::INFINITY,
+                Tier::Last => 0.0,
+                Tier::Fitted => canonical.weight[i] as f64 * multiplier[i],
+            })
+            .collect();
+        let got = extras_inclusion(&canonical, &rate, 1);
+        for i in 0..5 {
+            if tier[i] == Tier::Fitted {
+                assert!((got[i] / share[i] - 1.0).abs() < 1e-6, "{got:?} {share:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn table_matches_the_race() {
+        let l = layout(
+            3,
+            &[("a", 1), ("a", 2), ("b", 3), ("c", 4), ("c", 2), ("d", 1)],
+        );
+        let placement = Placement::new(&l).unwrap();
+        for i in 0..2000u32 {
+            let hash = Hash::of(&i.to_le_bytes());
+            assert_eq!(
+                placement.replicas(&hash),
+                placement.replicas_uncached(&hash)
+            );
+            let preference = placement.preference_list(&hash);
+            assert_eq!(&preference[..3], placement.replicas(&hash));
+            let mut sorted = preference.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..6).collect::<Vec<u16>>());
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! One pooled QUIC connection per node, shared by every request to it (requests are multiplexed
+//! as streams), and the failure memory that keeps requests from waiting on a dead node.
+//!
+//! Used by the client and by nodes talking to each other.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::error::{ClientError, classify_connection_error};
+use crate::layout::NodeSpec;
+use crate::wire::{self, Request, Response};
+
+/// How long a connection attempt may take before the node counts as unreachable.
+pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
+
+/// After a failed connection attempt, requests skip the node for this long before trying again.
+pub const DOWN_BACKOFF_MS: u64 = 500;
+
+#[derive(Default)]
+struct Slot {
+    conn: Option<quinn::Connection>,
+    down_until: Option<Instant>,
+}
+
+/// Connections to nodes, by node id.
+pub struct Pool {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+}
+
+impl Pool {
+    pub fn new(endpoint: quinn::Endpoint, config: quinn::ClientConfig) -> Pool {
+        Pool {
+            endpoint,
+            config,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+        self.slots.lock().entry(id.to_string()).or_default().clone()
+    }
+
+    /// Whether a recent failure marks the node as down (requests should try others first).
+    pub fn is_down(&self, id: &str) -> bool {
+        let slot = self.slot(id);
+        let Ok(slot) = slot.try_lock() else {
+            return false;
+        };
+        slot.conn.is_none() && slot.down_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Smoothed round-trip time of the open connection to the node, if there is one.
+    pub fn rtt(&self, id: &str) -> Option<Duration> {
+        let slot = self.slot(id);
+        let slot = slot.try_lock().ok()?;
+        slot.conn
+            .as_ref()
+            .filter(|c| c.close_reason().is_none())
+            .map(|c| c.rtt())
+    }
+
+    /// The open connection to `node`, connecting if needed. A node that failed recently is
+    /// reported unreachable at once, until `DOWN_BACKOFF_MS` has passed.
+    pub async fn connection(&self, node: &NodeSpec) -> Result<quinn::Connection, ClientError> {
+        let slot = self.slot(&node.id);
+        let mut slot = slot.lock().await;
+        if let Some(conn) = &slot.conn {
+            if conn.close_reason().is_none() {
+                return Ok(conn.clone());
+            }
+            slot.conn = None;
+        }
+        if slot.down_until.is_some_and(|t| Instant::now() < t) {
+            return Err(ClientError::Unreachable {
+                node: node.id.clone(),
+                message: "failed recently; retrying after a pause".into(),
+            });
+        }
+        let result = self.connect(node).await;
+        match &result {
+            Ok(conn) => {
+                slot.conn = Some(conn.clone());
+                slot.down_until = None;
+            }
+            Err(_) => {
+                slot.down_until = Some(Instant::now() + Duration::from_millis(DOWN_BACKOFF_MS))
+            }
+        }
+        result
+    }
+
+    async fn connect(&self, node: &NodeSpec) -> Result<quinn::Connection, ClientError> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.config.clone(), node.addr, &node.id)
+            .map_err(|e| ClientError::Unreachable {
+                node: node.id.clone(),
+                message: e.to_string(),
+            })?;
+        match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connecting).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(classify_connection_error(&node.id, &e)),
+            Err(_) => Err(ClientError::Unreachable {
+                node: node.id.clone(),
+                message: format!("no handshake within {CONNECT_TIMEOUT_MS} ms"),
+            }),
+        }
+    }
+
+    /// Forgets the connection to a node after a transport failure, marking it down.
+    pub async fn mark_down(&self, id: &str) {
+        let slot = self.slot(id);
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.conn.take() {
+            conn.close(wire::CONNECTION_CLOSE_CODE.into(), b"peer failed");
+        }
+        slot.down_until = Some(Instant::now() + Duration::from_millis(DOWN_BACKOFF_MS));
+    }
+
+    /// Opens a stream to `node` and sends `request`'s header, leaving the stream open for a
+    /// body. Transport failures mark the node down.
+    pub async fn open(
+        &self,
+        node: &NodeSpec,
+        request: &Request,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        let conn = self.connection(node).await?;
+        let (mut send, recv) = match conn.open_bi().await {
+            Ok(streams) => streams,
+            Err(e) => {
+                self.mark_down(&node.id).await;
+                return Err(classify_connection_error(&node.id, &e));
+            }
+        };
+        wire::write_frame(&mut send, request, wire::REQUEST_HEADER_BYTES_MAX)
+            .await
+            .map_err(|e| ClientError::from_frame(&node.id, e))?;
+        Ok((send, recv))
+    }
+
+    /// A request without a body: sends it, finishes the stream, reads the response header.
+    pub async fn call(
+        &self,
+        node: &NodeSpec,
+        request: &Request,
+    ) -> Result<(Response, quinn::RecvStream), ClientError> {
+        let (mut send, mut recv) = self.open(node, request).await?;
+        let _ = send.finish();
+        let response = read_response(&node.id, &mut recv).await?;
+        Ok((response, recv))
+    }
+
+    /// Closes every connection and waits for the peers to be told.
+    pub async fn close(&self) {
+        self.endpoint
+            .close(wire::CONNECTION_CLOSE_CODE.into(), b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Reads a response header from a node.
+pub async fn read_response(
+    node: &str,
+    recv: &mut quinn::RecvStream,
+) -> Result<Response, ClientError> {
+    wire::read_frame(recv, wire::RESPONSE_HEADER_BYTES_MAX)
+        .await
+        .map_err(|e| ClientError::from_frame(node, e))
+}

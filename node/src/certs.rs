@@ -1,0 +1,175 @@
+//! `cairn certs`: a certificate authority and node and client certificates for a development or
+//! test cluster. Production clusters bring certificates from their own CA.
+//!
+//! Node certificates name the node id (the TLS server name peers connect with) and
+//! `node.cairn` (used to reach a seed node by address alone), and allow both server and client
+//! use, since nodes call each other. Client certificates allow client use only.
+
+use std::path::{Path, PathBuf};
+
+use cairn_client::SEED_SERVER_NAME;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// Common name of the CAs `cairn certs` makes.
+const CA_COMMON_NAME: &str = "Cairn cluster CA";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    #[error("certificate generation: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A certificate and its private key, PEM-encoded.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A cluster CA able to issue certificates.
+pub struct Authority {
+    pub cert_pem: String,
+    key: KeyPair,
+    params: CertificateParams,
+}
+
+impl Authority {
+    /// The CA's parameters. Rebuilt identically when a CA is loaded from disk, so the issuer
+    /// name and key identifier of new certificates match the CA certificate.
+    fn params() -> Result<CertificateParams, CertError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, CA_COMMON_NAME);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        Ok(params)
+    }
+
+    /// A new self-signed CA.
+    pub fn new() -> Result<Authority, CertError> {
+        let key = KeyPair::generate()?;
+        let params = Authority::params()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Authority {
+            cert_pem: cert.pem(),
+            key,
+            params,
+        })
+    }
+
+    /// The CA kept in `dir` (`ca.pem`, `ca.key`), or a new one written there.
+    pub fn in_dir(dir: &Path) -> Result<Authority, CertError> {
+        let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+        if cert_path.exists() && key_path.exists() {
+            let cert_pem = read(&cert_path)?;
+            let key = KeyPair::from_pem(&read(&key_path)?)?;
+            return Ok(Authority {
+                cert_pem,
+                key,
+                params: Authority::params()?,
+            });
+        }
+        let ca = Authority::new()?;
+        write(&cert_path, &ca.cert_pem)?;
+        write(&key_path, &ca.key.serialize_pem())?;
+        Ok(ca)
+    }
+
+    fn issue(
+        &self,
+        names: Vec<String>,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> Result<Issued, CertError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.clone())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names[0].as_str());
+        params.extended_key_usages = usages;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let issuer = Issuer::new(self.params.clone(), &self.key);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// A node certificate: server and client use, naming the node id and `node.cairn`.
+    pub fn issue_node(&self, id: &str) -> Result<Issued, CertError> {
+        self.issue(
+            vec![id.to_string(), SEED_SERVER_NAME.to_string()],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
+    }
+
+    /// A client certificate: client use only.
+    pub fn issue_client(&self, name: &str) -> Result<Issued, CertError> {
+        self.issue(
+            vec![name.to_string()],
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        )
+    }
+}
+
+fn read(path: &Path) -> Result<String, CertError> {
+    std::fs::read_to_string(path).map_err(|source| CertError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write(path: &Path, text: &str) -> Result<(), CertError> {
+    std::fs::write(path, text).map_err(|source| CertError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `dir/ca.pem` (and `ca.key`) if absent, then `{name}.pem` and `{name}.key` for every
+/// node and client. Returns the files written.
+pub fn generate(
+    dir: &Path,
+    nodes: &[String],
+    clients: &[String],
+) -> Result<Vec<PathBuf>, CertError> {
+    std::fs::create_dir_all(dir).map_err(|source| CertError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let ca = Authority::in_dir(dir)?;
+    let mut written = vec![dir.join("ca.pem")];
+    let issued = nodes
+        .iter()
+        .map(|id| Ok((id, ca.issue_node(id)?)))
+        .chain(
+            clients
+                .iter()
+                .map(|name| Ok((name, ca.issue_client(name)?))),
+        )
+        .collect::<Result<Vec<_>, CertError>>()?;
+    for (name, cert) in issued {
+        let (cert_path, key_path) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        write(&cert_path, &cert.cert_pem)?;
+        write(&key_path, &cert.key_pem)?;
+        written.push(cert_path);
+        written.push(key_path);
+    }
+    Ok(written)
+}

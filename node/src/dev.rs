@@ -1,0 +1,180 @@
+//! Local clusters: the files a cluster needs (certificates, layout, node and client
+//! configurations), and `cairn dev`, which writes them and runs every node in one process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cairn_client::{Layout, NodeSpec};
+
+use crate::certs::{self, CertError};
+use crate::config::{ClientFileConfig, HintSettings, NodeConfig, TlsFiles};
+
+/// Nodes in the default development cluster.
+pub const DEV_NODES: usize = 6;
+/// Zones in the default development cluster.
+pub const DEV_ZONES: usize = 3;
+/// First QUIC port of the default development cluster; node i listens on this plus i.
+pub const DEV_BASE_PORT: u16 = 7401;
+/// Engine segment size for development and test nodes: small, so a local cluster of several
+/// nodes does not preallocate gigabytes.
+pub const DEV_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Name of the client certificate `write_cluster` issues.
+pub const CLIENT_CERT_NAME: &str = "client";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevError {
+    #[error("certificates: {0}")]
+    Certs(#[from] CertError),
+    #[error("layout: {0}")]
+    Layout(#[from] cairn_client::LayoutError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a local cluster looks like.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// (id, address, zone) of each node.
+    pub nodes: Vec<(String, SocketAddr, String)>,
+    pub replication_factor: usize,
+    pub write_quorum: usize,
+    pub segment_bytes: u64,
+    pub hints: HintSettings,
+}
+
+impl ClusterSpec {
+    /// `nodes` nodes named n1, n2, ... spread round-robin over `zones` zones, listening on
+    /// `ip` from `base_port` up; factor 3 (or fewer nodes), write quorum 2 (or the factor).
+    pub fn local(nodes: usize, zones: usize, ip: [u8; 4], base_port: u16) -> ClusterSpec {
+        let zone_names = ["zone-a", "zone-b", "zone-c", "zone-d", "zone-e", "zone-f"];
+        let nodes: Vec<_> = (0..nodes)
+            .map(|i| {
+                let zone = match zone_names.get(i % zones.max(1)) {
+                    Some(z) => z.to_string(),
+                    None => format!("zone-{}", i % zones.max(1)),
+                };
+                let addr = SocketAddr::from((ip, base_port + i as u16));
+                (format!("n{}", i + 1), addr, zone)
+            })
+            .collect();
+        let replication_factor = nodes.len().min(3);
+        ClusterSpec {
+            nodes,
+            replication_factor,
+            write_quorum: replication_factor.min(2),
+            segment_bytes: DEV_SEGMENT_BYTES,
+            hints: HintSettings::default(),
+        }
+    }
+
+    pub fn layout(&self, version: u64) -> Layout {
+        Layout {
+            version,
+            replication_factor: self.replication_factor,
+            write_quorum: self.write_quorum,
+            nodes: self
+                .nodes
+                .iter()
+                .map(|(id, addr, zone)| NodeSpec {
+                    id: id.clone(),
+                    addr: *addr,
+                    zone: zone.clone(),
+                    weight: 100,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Where `write_cluster` put things.
+#[derive(Clone, Debug)]
+pub struct ClusterFiles {
+    pub dir: PathBuf,
+    pub layout: PathBuf,
+    pub node_configs: Vec<PathBuf>,
+    pub client_config: PathBuf,
+    pub certs: PathBuf,
+}
+
+impl ClusterFiles {
+    /// TLS files of the cluster's client certificate.
+    pub fn client_tls(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.certs.join("ca.pem"),
+            cert: self.certs.join(format!("{CLIENT_CERT_NAME}.pem")),
+            key: self.certs.join(format!("{CLIENT_CERT_NAME}.key")),
+        }
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), DevError> {
+    std::fs::write(path, text).map_err(|source| DevError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes a cluster's certificates, layout (version 1) and configurations under `dir`. An
+/// existing `dir/layout.toml` is kept (a restarted cluster keeps its layout and data).
+pub fn write_cluster(dir: &Path, spec: &ClusterSpec) -> Result<ClusterFiles, DevError> {
+    std::fs::create_dir_all(dir).map_err(|source| DevError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let layout_path = dir.join("layout.toml");
+    let certs_dir = dir.join("certs");
+    if !layout_path.exists() {
+        let layout = spec.layout(1);
+        layout.validate()?;
+        write(&layout_path, &layout.to_toml_string())?;
+    }
+    let ids: Vec<String> = spec.nodes.iter().map(|n| n.0.clone()).collect();
+    if !certs_dir.join(format!("{CLIENT_CERT_NAME}.pem")).exists() {
+        certs::generate(&certs_dir, &ids, &[CLIENT_CERT_NAME.to_string()])?;
+    }
+    let mut node_configs = Vec::new();
+    for (id, _, _) in &spec.nodes {
+        let config = NodeConfig {
+            id: id.clone(),
+            data_dir: PathBuf::from("data").join(id),
+            layout: PathBuf::from("layout.toml"),
+            listen: None,
+            segment_bytes: Some(spec.segment_bytes),
+            tls: TlsFiles {
+                ca: PathBuf::from("certs/ca.pem"),
+                cert: PathBuf::from(format!("certs/{id}.pem")),
+                key: PathBuf::from(format!("certs/{id}.key")),
+            },
+            hints: spec.hints.clone(),
+        };
+        let path = dir.join(format!("{id}.toml"));
+        let text = toml::to_string(&config).expect("node configs serialize");
+        write(&path, &text)?;
+        node_configs.push(path);
+    }
+    let client = ClientFileConfig {
+        layout: PathBuf::from("layout.toml"),
+        zone: spec.nodes.first().map(|n| n.2.clone()),
+        tls: TlsFiles {
+            ca: PathBuf::from("certs/ca.pem"),
+            cert: PathBuf::from(format!("certs/{CLIENT_CERT_NAME}.pem")),
+            key: PathBuf::from(format!("certs/{CLIENT_CERT_NAME}.key")),
+        },
+    };
+    let client_config = dir.join("client.toml");
+    write(
+        &client_config,
+        &toml::to_string(&client).expect("client configs serialize"),
+    )?;
+    Ok(ClusterFiles {
+        dir: dir.to_path_buf(),
+        layout: layout_path,
+        node_configs,
+        client_config,
+        certs: certs_dir,
+    })
+}
