@@ -393,7 +393,7 @@ impl Client {
     }
 
     /// Replicas ordered for reading: the client's zone first, then by measured round-trip time
-    /// (unmeasured last), then placement order; nodes marked down go last.
+    /// (unmeasured last), then placement order; nodes that failed last time go last.
     fn read_order<'a>(&self, nodes: Vec<&'a NodeSpec>) -> Vec<&'a NodeSpec> {
         let zone = self.inner.options.zone.as_deref();
         let mut keyed: Vec<_> = nodes

@@ -14,15 +14,30 @@ use crate::layout::NodeSpec;
 use crate::wire::{self, Request, Response};
 
 /// How long a connection attempt may take before the node counts as unreachable.
-pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
+pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
 
-/// After a failed connection attempt, requests skip the node for this long before trying again.
-pub const DOWN_BACKOFF_MS: u64 = 500;
+/// After a failed connection attempt, requests skip the node for this long before trying
+/// again; each further failure doubles the pause, up to `DOWN_BACKOFF_MS_MAX`.
+pub const DOWN_BACKOFF_MS_MIN: u64 = 250;
+
+/// Longest pause before a node that keeps failing is tried again. Bounds how long a node that
+/// came back waits to be used.
+pub const DOWN_BACKOFF_MS_MAX: u64 = 4_000;
 
 #[derive(Default)]
 struct Slot {
     conn: Option<quinn::Connection>,
     down_until: Option<Instant>,
+    failures: u32,
+}
+
+impl Slot {
+    fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+        let shift = (self.failures - 1).min(16);
+        let pause = (DOWN_BACKOFF_MS_MIN << shift).min(DOWN_BACKOFF_MS_MAX);
+        self.down_until = Some(Instant::now() + Duration::from_millis(pause));
+    }
 }
 
 /// Connections to nodes, by node id.
@@ -58,6 +73,16 @@ impl Pool {
         slot.conn.is_none() && slot.down_until.is_some_and(|t| Instant::now() < t)
     }
 
+    /// Whether the last attempt to reach the node failed and none has succeeded since: reads
+    /// try such a node last, so they do not wait on it while other replicas answer.
+    pub fn is_suspect(&self, id: &str) -> bool {
+        let slot = self.slot(id);
+        let Ok(slot) = slot.try_lock() else {
+            return false;
+        };
+        slot.failures > 0
+    }
+
     /// Smoothed round-trip time of the open connection to the node, if there is one.
     pub fn rtt(&self, id: &str) -> Option<Duration> {
         let slot = self.slot(id);
@@ -69,7 +94,7 @@ impl Pool {
     }
 
     /// The open connection to `node`, connecting if needed. A node that failed recently is
-    /// reported unreachable at once, until `DOWN_BACKOFF_MS` has passed.
+    /// reported unreachable at once, until its backoff has passed.
     pub async fn connection(&self, node: &NodeSpec) -> Result<quinn::Connection, ClientError> {
         let slot = self.slot(&node.id);
         let mut slot = slot.lock().await;
@@ -90,10 +115,9 @@ impl Pool {
             Ok(conn) => {
                 slot.conn = Some(conn.clone());
                 slot.down_until = None;
+                slot.failures = 0;
             }
-            Err(_) => {
-                slot.down_until = Some(Instant::now() + Duration::from_millis(DOWN_BACKOFF_MS))
-            }
+            Err(_) => slot.failed(),
         }
         result
     }
@@ -123,7 +147,7 @@ impl Pool {
         if let Some(conn) = slot.conn.take() {
             conn.close(wire::CONNECTION_CLOSE_CODE.into(), b"peer failed");
         }
-        slot.down_until = Some(Instant::now() + Duration::from_millis(DOWN_BACKOFF_MS));
+        slot.failed();
     }
 
     /// Opens a stream to `node` and sends `request`'s header, leaving the stream open for a

@@ -50,6 +50,10 @@ pub const BODY_CHUNK_BYTES_MAX: usize = 256 * 1024;
 /// at most 4 MiB per replica per put.
 pub const FORWARD_QUEUE_CHUNKS: usize = 16;
 
+/// Body bytes a replica link takes while its connection is still opening; a replica slower than
+/// that to connect misses the put (and gets a hint).
+pub const FORWARD_PENDING_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// Hints delivered per round of the delivery loop.
 pub const HINT_DELIVERY_BATCH_MAX: usize = 64;
 
@@ -735,14 +739,40 @@ impl ReplicaLink {
         events: &mpsc::UnboundedSender<(usize, Report)>,
         i: usize,
     ) -> Result<(), String> {
-        let pool = &self.state.pool;
-        let (mut send, mut recv) = pool
-            .open(&self.node, &self.request)
-            .await
-            .map_err(|e| e.to_string())?;
+        // While the connection opens, keep taking the body (up to a bound) so a slow or dead
+        // replica does not hold back the others.
+        let open = self.state.pool.open(&self.node, &self.request);
+        tokio::pin!(open);
+        let mut early = Vec::new();
+        let mut early_bytes = 0usize;
+        let mut feed_open = true;
+        let (mut send, mut recv) = loop {
+            tokio::select! {
+                opened = &mut open => break opened.map_err(|e| e.to_string())?,
+                chunk = feed.recv(), if feed_open => match chunk {
+                    Some(chunk) => {
+                        early_bytes += chunk.len();
+                        if early_bytes > FORWARD_PENDING_BYTES_MAX {
+                            return Err("replica too slow to connect".into());
+                        }
+                        early.push(chunk);
+                    }
+                    None => feed_open = false,
+                },
+            }
+        };
         let stall = Duration::from_millis(BODY_STALL_TIMEOUT_MS);
         let mut sent = 0u64;
-        while let Some(chunk) = feed.recv().await {
+        let mut pieces = early.into_iter();
+        loop {
+            let chunk = match pieces.next() {
+                Some(chunk) => chunk,
+                None if feed_open => match feed.recv().await {
+                    Some(chunk) => chunk,
+                    None => break,
+                },
+                None => break,
+            };
             sent += chunk.len() as u64;
             match tokio::time::timeout(stall, send.write_chunk(chunk)).await {
                 Ok(Ok(())) => {}

@@ -1,0 +1,1029 @@
+//! Cairn's cluster benchmark: puts and gets through `cairn_client::Client` against a local
+//! six-node, three-zone cluster at replication factor 1 and at factor 3, measured in the same
+//! run as raw QUIC between two endpoints with Cairn's own TLS and transport settings. Prints a
+//! table and the goal ratios, and writes `<target>/cairn-bench/cluster.json`.
+//!
+//! Every node, the client and both baseline endpoints run in this one process, on 127.0.0.1,
+//! in one tokio runtime: they share the machine's cores as they would on one host. Each round
+//! measures every case once, baselines first; the figures are medians over rounds, and each
+//! ratio is the median of the per-round ratios, so that both sides of a ratio were measured
+//! seconds apart.
+//!
+//! `CAIRN_BENCH_QUICK=1` shrinks every case for a smoke run (its summary goes to
+//! `cluster-quick.json`, so it never replaces a full run's).
+
+use std::future::Future;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_benches::{
+    blob, load_average, median, stamp, sync_all_file_systems, target_dir, unique_id,
+};
+use cairn_client::{Client, ClientOptions, Hash, Identity, Layout, tls, wire};
+use cairn_node::dev::{ClusterFiles, ClusterSpec, write_cluster};
+use cairn_node::{Node, NodeConfig};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+const BLOB_SIZES: [usize; 3] = [4 * KIB, 64 * KIB, 4 * MIB];
+/// Nodes and zones of each benchmark cluster (n1..n6, two per zone).
+const NODE_COUNT: usize = 6;
+const ZONE_COUNT: usize = 3;
+/// The client's zone: its reads prefer the replica there.
+const CLIENT_ZONE: &str = "zone-a";
+/// Where the search for free UDP ports starts: well away from the development cluster's 7401.
+const PORT_SEARCH_START: u16 = 17401;
+/// Requests in flight in every throughput run, Cairn's and the request/response baseline's.
+const IN_FLIGHT: usize = 32;
+/// The bulk baseline: this many streams at once, each carrying `BULK_STREAM_BYTES`.
+const BULK_STREAMS: usize = 64;
+const BULK_STREAM_BYTES: usize = MIB;
+/// The request/response baseline's answer: a 4 KiB body, as a 4 KiB get returns.
+const RESPONSE_BYTES: usize = 4 * KIB;
+/// The request/response baseline's request: about the size of Cairn's get header.
+const REQUEST_BYTES: usize = 48;
+/// First byte of a baseline stream: what the server does with it.
+const STREAM_SINK: u8 = 0;
+const STREAM_REQUEST: u8 = 1;
+/// Operations per measurement at full scale, per blob size: sequential puts, concurrent puts,
+/// sequential gets, concurrent gets. Each measurement also stops at `Scale::budget`.
+const OP_COUNTS: [(usize, [usize; 4]); 3] = [
+    (4 * KIB, [500, 4000, 1000, 8000]),
+    (64 * KIB, [200, 2000, 500, 4000]),
+    (4 * MIB, [30, 96, 60, 192]),
+];
+/// Process CPU time in `/proc/self/stat` is counted in these (USER_HZ, 100 on Linux).
+const CLOCK_TICKS_PER_S: f64 = 100.0;
+
+/// Goals, judged on the median of the per-round figures.
+const GOAL_PUT_4MIB_FRACTION_OF_RAW_THIRD: f64 = 0.60;
+const GOAL_PUT_4KIB_P50_MS: f64 = 1.5;
+const GOAL_PUT_4KIB_P99_MS: f64 = 5.0;
+const GOAL_GET_4KIB_FRACTION_OF_RAW: f64 = 0.70;
+
+/// How big and how long everything is.
+struct Scale {
+    quick: bool,
+    /// Run by `cargo bench` (not as a test), so the summary is written.
+    measuring: bool,
+    rounds: usize,
+    /// A measurement starts no new operation after this long.
+    budget: Duration,
+    /// Divides every operation count.
+    shrink: usize,
+    /// Bulk baseline: waves of `BULK_STREAMS` streams per measurement.
+    bulk_waves: usize,
+    /// One-stream bulk baseline: MiB sent on a single stream.
+    one_stream_mib: usize,
+    rr_sequential: usize,
+    rr_concurrent: usize,
+}
+
+impl Scale {
+    fn from_env() -> Scale {
+        let quick_env = std::env::var("CAIRN_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let measuring = std::env::args().any(|a| a == "--bench");
+        if quick_env || !measuring {
+            Scale {
+                quick: true,
+                measuring,
+                rounds: 1,
+                budget: Duration::from_millis(500),
+                shrink: 8,
+                bulk_waves: 1,
+                one_stream_mib: 128,
+                rr_sequential: 250,
+                rr_concurrent: 2000,
+            }
+        } else {
+            Scale {
+                quick: false,
+                measuring,
+                rounds: 3,
+                budget: Duration::from_millis(2500),
+                shrink: 1,
+                bulk_waves: 4,
+                one_stream_mib: 1024,
+                rr_sequential: 2000,
+                rr_concurrent: 16_000,
+            }
+        }
+    }
+
+    /// Operations for one measurement: `which` indexes `OP_COUNTS`' arrays.
+    fn op_count(&self, blob_bytes: usize, which: usize) -> usize {
+        let (_, counts) = OP_COUNTS
+            .iter()
+            .find(|(bytes, _)| *bytes == blob_bytes)
+            .expect("every blob size has operation counts");
+        let in_flight = if which.is_multiple_of(2) {
+            1
+        } else {
+            IN_FLIGHT
+        };
+        (counts[which] / self.shrink).max(in_flight).max(4)
+    }
+}
+
+fn size_label(bytes: usize) -> String {
+    if bytes >= MIB {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{} KiB", bytes / KIB)
+    }
+}
+
+fn size_key(bytes: usize) -> String {
+    size_label(bytes).replace(' ', "")
+}
+
+/// One measurement: `ops` operations of `bytes_per_op` bytes each, with `in_flight` at a time.
+struct Sample {
+    ops: usize,
+    bytes_per_op: u64,
+    elapsed: Duration,
+    /// Each operation's latency, sorted.
+    latencies_ns: Vec<u64>,
+    /// Process CPU time (every node, the client, the baseline) during the measurement.
+    cpu_s: Option<f64>,
+}
+
+impl Sample {
+    fn ops_per_s(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn mb_per_s(&self) -> f64 {
+        self.ops as f64 * self.bytes_per_op as f64 / self.elapsed.as_secs_f64() / 1e6
+    }
+
+    /// Nearest-rank percentile `q` (0 < q <= 1) of the latencies, in milliseconds.
+    fn percentile_ms(&self, q: f64) -> f64 {
+        percentile_ms(&self.latencies_ns, q)
+    }
+
+    /// Cores kept busy on average: process CPU seconds over wall-clock seconds.
+    fn cpu_cores(&self) -> Option<f64> {
+        self.cpu_s.map(|s| s / self.elapsed.as_secs_f64())
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "ops": self.ops,
+            "seconds": self.elapsed.as_secs_f64(),
+            "ops_per_s": self.ops_per_s(),
+            "mb_per_s": self.mb_per_s(),
+            "p50_ms": self.percentile_ms(0.50),
+            "p99_ms": self.percentile_ms(0.99),
+            "max_ms": self.percentile_ms(1.0),
+            "cpu_cores": self.cpu_cores(),
+        })
+    }
+}
+
+fn percentile_ms(sorted_ns: &[u64], q: f64) -> f64 {
+    assert!(!sorted_ns.is_empty(), "percentile of no latencies");
+    let rank = ((q * sorted_ns.len() as f64).ceil() as usize).clamp(1, sorted_ns.len());
+    sorted_ns[rank - 1] as f64 / 1e6
+}
+
+/// One case, measured once per round.
+struct Case {
+    key: String,
+    label: String,
+    in_flight: usize,
+    rounds: Vec<Sample>,
+}
+
+impl Case {
+    /// The median over rounds of one figure.
+    fn median_of(&self, figure: impl Fn(&Sample) -> f64) -> f64 {
+        let mut values: Vec<f64> = self.rounds.iter().map(figure).collect();
+        median(&mut values)
+    }
+
+    fn ops_per_s(&self) -> f64 {
+        self.median_of(Sample::ops_per_s)
+    }
+
+    fn mb_per_s(&self) -> f64 {
+        self.median_of(Sample::mb_per_s)
+    }
+
+    fn p50_ms(&self) -> f64 {
+        self.median_of(|s| s.percentile_ms(0.50))
+    }
+
+    fn p99_ms(&self) -> f64 {
+        self.median_of(|s| s.percentile_ms(0.99))
+    }
+
+    fn cpu_cores(&self) -> Option<f64> {
+        let mut values: Vec<f64> = self.rounds.iter().filter_map(Sample::cpu_cores).collect();
+        (!values.is_empty()).then(|| median(&mut values))
+    }
+
+    /// Percentiles over every round's latencies together.
+    fn pooled_ms(&self, q: f64) -> f64 {
+        let mut all: Vec<u64> = self
+            .rounds
+            .iter()
+            .flat_map(|s| s.latencies_ns.iter().copied())
+            .collect();
+        all.sort_unstable();
+        percentile_ms(&all, q)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "key": self.key,
+            "label": self.label,
+            "in_flight": self.in_flight,
+            "bytes_per_op": self.rounds[0].bytes_per_op,
+            "median_of_rounds": {
+                "ops_per_s": self.ops_per_s(),
+                "mb_per_s": self.mb_per_s(),
+                "p50_ms": self.p50_ms(),
+                "p99_ms": self.p99_ms(),
+                "cpu_cores": self.cpu_cores(),
+            },
+            "all_rounds_pooled": {
+                "p50_ms": self.pooled_ms(0.50),
+                "p99_ms": self.pooled_ms(0.99),
+            },
+            "rounds": self.rounds.iter().map(Sample::json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Every case, in the order first measured.
+#[derive(Default)]
+struct Results {
+    cases: Vec<Case>,
+}
+
+impl Results {
+    fn record(&mut self, key: &str, label: &str, in_flight: usize, sample: Sample) {
+        match self.cases.iter_mut().find(|c| c.key == key) {
+            Some(case) => case.rounds.push(sample),
+            None => self.cases.push(Case {
+                key: key.to_string(),
+                label: label.to_string(),
+                in_flight,
+                rounds: vec![sample],
+            }),
+        }
+    }
+
+    fn case(&self, key: &str) -> Option<&Case> {
+        self.cases.iter().find(|c| c.key == key)
+    }
+
+    /// Per round, `numerator`'s figure over `denominator`'s (both measured in that round).
+    fn per_round_ratios(
+        &self,
+        numerator: (&str, fn(&Sample) -> f64),
+        denominator: (&str, fn(&Sample) -> f64),
+    ) -> Vec<f64> {
+        let (Some(n), Some(d)) = (self.case(numerator.0), self.case(denominator.0)) else {
+            return Vec::new();
+        };
+        n.rounds
+            .iter()
+            .zip(&d.rounds)
+            .map(|(a, b)| numerator.1(a) / denominator.1(b))
+            .collect()
+    }
+}
+
+/// CPU seconds this process has used, from `/proc/self/stat` (user plus system).
+fn process_cpu_s() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name, starting with field 3 (state); utime and
+    // stime are fields 14 and 15.
+    let rest = &text[text.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user + system) / CLOCK_TICKS_PER_S)
+}
+
+/// Writes back every dirty page before a measurement, so one case's writeback does not run
+/// during the next.
+async fn settle() {
+    tokio::task::spawn_blocking(sync_all_file_systems)
+        .await
+        .expect("sync task")
+        .expect("sync");
+}
+
+/// Runs `op(0)`, `op(1)`, ... up to `count` operations with `in_flight` running at a time, and
+/// stops starting new ones after `budget`. Every index handed out runs, so the operations done
+/// are `0..ops`.
+async fn measure<F, Fut>(
+    count: usize,
+    in_flight: usize,
+    budget: Duration,
+    bytes_per_op: u64,
+    op: F,
+) -> Sample
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    settle().await;
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = process_cpu_s();
+    let start = Instant::now();
+    let workers: Vec<_> = (0..in_flight.min(count))
+        .map(|_| {
+            let (op, next) = (op.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies_ns = Vec::new();
+                while start.elapsed() < budget {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    let began = Instant::now();
+                    op(i).await;
+                    latencies_ns.push(began.elapsed().as_nanos() as u64);
+                }
+                latencies_ns
+            })
+        })
+        .collect();
+    let mut latencies_ns = Vec::with_capacity(count);
+    for worker in workers {
+        latencies_ns.extend(worker.await.expect("benchmark worker panicked"));
+    }
+    let elapsed = start.elapsed();
+    let cpu_s = process_cpu_s()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    latencies_ns.sort_unstable();
+    Sample {
+        ops: latencies_ns.len(),
+        bytes_per_op,
+        elapsed,
+        latencies_ns,
+        cpu_s,
+    }
+}
+
+/// A base port with `count` consecutive free UDP ports on 127.0.0.1 from it.
+fn free_base_port(count: usize) -> u16 {
+    let mut base = PORT_SEARCH_START;
+    loop {
+        let all_free = (0..count).all(|i| UdpSocket::bind(("127.0.0.1", base + i as u16)).is_ok());
+        if all_free {
+            return base;
+        }
+        base = base
+            .checked_add(100)
+            .filter(|b| usize::from(*b) + count < usize::from(u16::MAX))
+            .expect("a run of free UDP ports");
+    }
+}
+
+/// A running local cluster and a client of it.
+struct Cluster {
+    key: String,
+    label: String,
+    replication_factor: usize,
+    write_quorum: usize,
+    base_port: u16,
+    files: ClusterFiles,
+    nodes: Vec<Node>,
+    client: Client,
+}
+
+impl Cluster {
+    async fn start(
+        dir: &Path,
+        base_port: u16,
+        replication_factor: usize,
+        write_quorum: usize,
+    ) -> Cluster {
+        let mut spec = ClusterSpec::local(NODE_COUNT, ZONE_COUNT, [127, 0, 0, 1], base_port);
+        spec.replication_factor = replication_factor;
+        spec.write_quorum = write_quorum;
+        let files = write_cluster(dir, &spec).expect("write cluster files");
+        let mut nodes = Vec::with_capacity(files.node_configs.len());
+        for path in &files.node_configs {
+            let config = NodeConfig::load(path).expect("load node configuration");
+            nodes.push(Node::start(&config).await.expect("start node"));
+        }
+        let client_tls = files.client_tls();
+        let identity = Identity::load(&client_tls.ca, &client_tls.cert, &client_tls.key)
+            .expect("load client identity");
+        let layout = Layout::load(&files.layout).expect("load layout");
+        let options = ClientOptions {
+            zone: Some(CLIENT_ZONE.to_string()),
+            ..ClientOptions::default()
+        };
+        let client = Client::connect(layout, &identity, options)
+            .await
+            .expect("connect client");
+        Cluster {
+            key: format!("factor{replication_factor}"),
+            label: format!("factor {replication_factor} quorum {write_quorum}"),
+            replication_factor,
+            write_quorum,
+            base_port,
+            files,
+            nodes,
+            client,
+        }
+    }
+
+    /// Opens the client's connections to every node and the nodes' to each other.
+    async fn warm_up(&self, puts: usize) {
+        for i in 0..puts {
+            let mut bytes = blob(4 * KIB, 0xc1u64 << 32 | i as u64);
+            stamp(&mut bytes, unique_id());
+            let hash = self.client.put(bytes).await.expect("warm-up put");
+            self.client.get(&hash).await.expect("warm-up get");
+        }
+    }
+
+    async fn shutdown(self) {
+        self.client.close().await;
+        for node in self.nodes {
+            node.shutdown().await;
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "nodes": NODE_COUNT,
+            "zones": ZONE_COUNT,
+            "replication_factor": self.replication_factor,
+            "write_quorum": self.write_quorum,
+            "base_port": self.base_port,
+            "client_zone": CLIENT_ZONE,
+        })
+    }
+}
+
+/// `count` distinct blobs of `blob_bytes` and their hashes, made before a measurement starts.
+fn fresh_blobs(blob_bytes: usize, count: usize) -> (Arc<Vec<Bytes>>, Arc<Vec<Hash>>) {
+    let base = blob(blob_bytes, blob_bytes as u64);
+    let blobs: Vec<Bytes> = (0..count)
+        .map(|_| {
+            let mut bytes = base.clone();
+            stamp(&mut bytes, unique_id());
+            Bytes::from(bytes)
+        })
+        .collect();
+    let hashes = blobs.iter().map(|b| Hash::of(b)).collect();
+    (Arc::new(blobs), Arc::new(hashes))
+}
+
+/// Puts `count` fresh blobs, `in_flight` at a time; returns the measurement and the hashes of
+/// the blobs stored.
+async fn measure_puts(
+    scale: &Scale,
+    client: &Client,
+    blob_bytes: usize,
+    count: usize,
+    in_flight: usize,
+) -> (Sample, Vec<Hash>) {
+    let (blobs, hashes) = fresh_blobs(blob_bytes, count);
+    let (client, expected) = (client.clone(), hashes.clone());
+    let sample = measure(
+        count,
+        in_flight,
+        scale.budget,
+        blob_bytes as u64,
+        move |i| {
+            let (client, blob, hash) = (client.clone(), blobs[i].clone(), expected[i]);
+            async move {
+                let stored = client.put(blob).await.expect("put");
+                assert_eq!(stored, hash, "put returned another hash");
+            }
+        },
+    )
+    .await;
+    let stored = hashes[..sample.ops].to_vec();
+    (sample, stored)
+}
+
+/// Gets `count` times, cycling through `hashes`, `in_flight` at a time.
+async fn measure_gets(
+    scale: &Scale,
+    client: &Client,
+    blob_bytes: usize,
+    hashes: &[Hash],
+    count: usize,
+    in_flight: usize,
+) -> Sample {
+    assert!(!hashes.is_empty(), "gets need stored blobs");
+    let (client, hashes) = (client.clone(), Arc::new(hashes.to_vec()));
+    measure(
+        count,
+        in_flight,
+        scale.budget,
+        blob_bytes as u64,
+        move |i| {
+            let (client, hash) = (client.clone(), hashes[i % hashes.len()]);
+            async move {
+                let bytes = client.get(&hash).await.expect("get");
+                assert_eq!(bytes.len(), blob_bytes, "get returned a short blob");
+            }
+        },
+    )
+    .await
+}
+
+/// One round of a cluster's cases: for each blob size, sequential then concurrent puts, then
+/// sequential then concurrent gets of the blobs just stored.
+async fn cluster_round(scale: &Scale, cluster: &Cluster, results: &mut Results) {
+    for blob_bytes in BLOB_SIZES {
+        let size = size_label(blob_bytes);
+        let mut stored = Vec::new();
+        for (which, in_flight) in [(0, 1), (1, IN_FLIGHT)] {
+            let count = scale.op_count(blob_bytes, which);
+            let (sample, hashes) =
+                measure_puts(scale, &cluster.client, blob_bytes, count, in_flight).await;
+            stored.extend(hashes);
+            results.record(
+                &format!("{}_put_{}_x{in_flight}", cluster.key, size_key(blob_bytes)),
+                &format!("{} put {size}", cluster.label),
+                in_flight,
+                sample,
+            );
+        }
+        for (which, in_flight) in [(2, 1), (3, IN_FLIGHT)] {
+            let count = scale.op_count(blob_bytes, which);
+            let sample = measure_gets(
+                scale,
+                &cluster.client,
+                blob_bytes,
+                &stored,
+                count,
+                in_flight,
+            )
+            .await;
+            results.record(
+                &format!("{}_get_{}_x{in_flight}", cluster.key, size_key(blob_bytes)),
+                &format!("{} get {size}", cluster.label),
+                in_flight,
+                sample,
+            );
+        }
+    }
+}
+
+/// The baseline: a quinn server and a client connection to it, with Cairn's TLS identities,
+/// transport limits and socket buffers. Each stream's first byte says what the server does:
+/// `STREAM_SINK` reads the stream to its end and finishes its own side; `STREAM_REQUEST`
+/// reads the small request and answers `RESPONSE_BYTES` bytes.
+struct RawQuic {
+    server: quinn::Endpoint,
+    client: quinn::Endpoint,
+    conn: quinn::Connection,
+}
+
+impl RawQuic {
+    async fn start(files: &ClusterFiles) -> RawQuic {
+        let certs = &files.certs;
+        let server_identity = Identity::load(
+            &certs.join("ca.pem"),
+            &certs.join("n1.pem"),
+            &certs.join("n1.key"),
+        )
+        .expect("load n1 identity");
+        let client_tls = files.client_tls();
+        let client_identity = Identity::load(&client_tls.ca, &client_tls.cert, &client_tls.key)
+            .expect("load client identity");
+        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server_config = tls::server_config(&server_identity).expect("server config");
+        let server = tls::bind_endpoint(localhost, Some(server_config)).expect("bind server");
+        let client = tls::bind_endpoint(localhost, None).expect("bind client");
+        let client_config =
+            tls::client_config(&client_identity, wire::ALPN).expect("client config");
+        tokio::spawn(raw_accept_loop(server.clone()));
+        let addr = server.local_addr().expect("server address");
+        let conn = client
+            .connect_with(client_config, addr, "n1")
+            .expect("start handshake")
+            .await
+            .expect("handshake");
+        RawQuic {
+            server,
+            client,
+            conn,
+        }
+    }
+
+    /// `count` streams of `BULK_STREAM_BYTES`, `BULK_STREAMS` at a time.
+    async fn bulk_streams(&self, scale: &Scale) -> Sample {
+        let payload = Bytes::from(blob(BULK_STREAM_BYTES, 0xb0));
+        let conn = self.conn.clone();
+        let count = BULK_STREAMS * scale.bulk_waves;
+        measure(
+            count,
+            BULK_STREAMS,
+            scale.budget,
+            BULK_STREAM_BYTES as u64,
+            move |_| {
+                let (conn, payload) = (conn.clone(), payload.clone());
+                async move { sink(&conn, [payload]).await }
+            },
+        )
+        .await
+    }
+
+    /// One stream carrying `one_stream_mib` MiB, sent 1 MiB at a time.
+    async fn one_stream(&self, scale: &Scale) -> Sample {
+        let payload = Bytes::from(blob(MIB, 0xb1));
+        let conn = self.conn.clone();
+        let chunks = scale.one_stream_mib;
+        let total_bytes = (chunks * MIB) as u64;
+        measure(1, 1, scale.budget, total_bytes, move |_| {
+            let (conn, payload) = (conn.clone(), payload.clone());
+            async move { sink(&conn, std::iter::repeat_n(payload, chunks)).await }
+        })
+        .await
+    }
+
+    /// `count` requests answered with `RESPONSE_BYTES`, each on a new stream, `in_flight` at a
+    /// time.
+    async fn requests(&self, scale: &Scale, count: usize, in_flight: usize) -> Sample {
+        let conn = self.conn.clone();
+        measure(
+            count,
+            in_flight,
+            scale.budget,
+            RESPONSE_BYTES as u64,
+            move |_| {
+                let conn = conn.clone();
+                async move {
+                    let (mut send, mut recv) = conn.open_bi().await.expect("open stream");
+                    let mut request = [0u8; REQUEST_BYTES];
+                    request[0] = STREAM_REQUEST;
+                    send.write_all(&request).await.expect("send request");
+                    let _ = send.finish();
+                    let response = recv
+                        .read_to_end(RESPONSE_BYTES)
+                        .await
+                        .expect("read response");
+                    assert_eq!(response.len(), RESPONSE_BYTES, "short response");
+                }
+            },
+        )
+        .await
+    }
+
+    async fn shutdown(self) {
+        self.conn
+            .close(wire::CONNECTION_CLOSE_CODE.into(), b"benchmark done");
+        self.client.wait_idle().await;
+        self.server
+            .close(wire::CONNECTION_CLOSE_CODE.into(), b"benchmark done");
+    }
+}
+
+/// Sends `chunks` on a new stream and waits for the server to have read them all.
+async fn sink(conn: &quinn::Connection, chunks: impl IntoIterator<Item = Bytes>) {
+    let (mut send, mut recv) = conn.open_bi().await.expect("open stream");
+    send.write_all(&[STREAM_SINK]).await.expect("send kind");
+    for chunk in chunks {
+        send.write_chunk(chunk).await.expect("send chunk");
+    }
+    let _ = send.finish();
+    recv.read_to_end(0).await.expect("server finished");
+}
+
+async fn raw_accept_loop(endpoint: quinn::Endpoint) {
+    let response = Bytes::from(blob(RESPONSE_BYTES, 0xb2));
+    while let Some(incoming) = endpoint.accept().await {
+        let response = response.clone();
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                tokio::spawn(raw_serve(send, recv, response.clone()));
+            }
+        });
+    }
+}
+
+async fn raw_serve(mut send: quinn::SendStream, mut recv: quinn::RecvStream, response: Bytes) {
+    let mut kind = [0u8; 1];
+    if recv.read_exact(&mut kind).await.is_err() {
+        return;
+    }
+    match kind[0] {
+        STREAM_SINK => while let Ok(Some(_)) = recv.read_chunk(usize::MAX, false).await {},
+        STREAM_REQUEST => {
+            if recv.read_to_end(REQUEST_BYTES).await.is_err() {
+                return;
+            }
+            if send.write_chunk(response).await.is_err() {
+                return;
+            }
+        }
+        other => panic!("unknown baseline stream kind {other}"),
+    }
+    let _ = send.finish();
+}
+
+/// One round of the baseline's cases.
+async fn raw_round(scale: &Scale, raw: &RawQuic, results: &mut Results) {
+    let sample = raw.bulk_streams(scale).await;
+    results.record(
+        "raw_bulk_1MiB_streams_x64",
+        &format!("raw QUIC bulk, {BULK_STREAMS} x 1 MiB streams"),
+        BULK_STREAMS,
+        sample,
+    );
+    let sample = raw.one_stream(scale).await;
+    results.record(
+        "raw_bulk_one_stream",
+        &format!("raw QUIC bulk, one {} MiB stream", scale.one_stream_mib),
+        1,
+        sample,
+    );
+    for (count, in_flight) in [(scale.rr_sequential, 1), (scale.rr_concurrent, IN_FLIGHT)] {
+        let sample = raw.requests(scale, count, in_flight).await;
+        results.record(
+            &format!("raw_request_4KiB_x{in_flight}"),
+            "raw QUIC 4 KiB request/response",
+            in_flight,
+            sample,
+        );
+    }
+}
+
+/// A goal the figures are judged against.
+struct Goal {
+    text: String,
+    target: String,
+    value: Option<f64>,
+    /// Per-round values the median came from (empty when the goal is on a single figure).
+    rounds: Vec<f64>,
+    met: Option<bool>,
+}
+
+impl Goal {
+    fn json(&self) -> Value {
+        json!({
+            "goal": self.text,
+            "target": self.target,
+            "value": self.value,
+            "per_round": self.rounds,
+            "met": self.met,
+        })
+    }
+}
+
+fn ratio_goal(text: &str, target: f64, rounds: Vec<f64>) -> Goal {
+    let value = (!rounds.is_empty()).then(|| median(&mut rounds.clone()));
+    Goal {
+        text: text.to_string(),
+        target: format!(">= {target:.2}"),
+        value,
+        rounds,
+        met: value.map(|v| v >= target),
+    }
+}
+
+fn below_goal(text: &str, target: f64, value: Option<f64>) -> Goal {
+    Goal {
+        text: text.to_string(),
+        target: format!("< {target}"),
+        value,
+        rounds: Vec::new(),
+        met: value.map(|v| v < target),
+    }
+}
+
+fn goals(results: &Results) -> Vec<Goal> {
+    let mb = Sample::mb_per_s as fn(&Sample) -> f64;
+    let ops = Sample::ops_per_s as fn(&Sample) -> f64;
+    let put_4m = results.per_round_ratios(
+        (&format!("factor3_put_4MiB_x{IN_FLIGHT}"), mb),
+        ("raw_bulk_1MiB_streams_x64", |s| s.mb_per_s() / 3.0),
+    );
+    let put_4k = results.case("factor3_put_4KiB_x1");
+    let get_4k = results.per_round_ratios(
+        (&format!("factor3_get_4KiB_x{IN_FLIGHT}"), ops),
+        (&format!("raw_request_4KiB_x{IN_FLIGHT}"), ops),
+    );
+    vec![
+        ratio_goal(
+            &format!(
+                "(i) 4 MiB puts, factor 3, {IN_FLIGHT} in flight: MB/s over (raw QUIC \
+                 {BULK_STREAMS}-stream MB/s / 3)"
+            ),
+            GOAL_PUT_4MIB_FRACTION_OF_RAW_THIRD,
+            put_4m,
+        ),
+        below_goal(
+            "(ii) 4 KiB puts, factor 3 quorum 2, sequential: p50 ms",
+            GOAL_PUT_4KIB_P50_MS,
+            put_4k.map(Case::p50_ms),
+        ),
+        below_goal(
+            "(ii) 4 KiB puts, factor 3 quorum 2, sequential: p99 ms",
+            GOAL_PUT_4KIB_P99_MS,
+            put_4k.map(Case::p99_ms),
+        ),
+        ratio_goal(
+            &format!(
+                "(iii) 4 KiB gets, factor 3, {IN_FLIGHT} in flight: ops/s over raw QUIC 4 KiB \
+                 request/response ops/s"
+            ),
+            GOAL_GET_4KIB_FRACTION_OF_RAW,
+            get_4k,
+        ),
+    ]
+}
+
+fn main() {
+    let scale = Scale::from_env();
+    let out = target_dir().join("cairn-bench");
+    // Leftovers of an interrupted run.
+    let scratch = out.join("cluster-tmp");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch).expect("remove old scratch directory");
+    }
+    std::fs::create_dir_all(&scratch).expect("create scratch directory");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let load_at_start = load_average();
+    let started = Instant::now();
+    let (results, clusters) = runtime.block_on(run(&scale, &scratch));
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let load_at_end = load_average();
+    drop(runtime);
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    let goals = goals(&results);
+    print_table(
+        &scale,
+        &results,
+        &goals,
+        (load_at_start, load_at_end),
+        elapsed_s,
+    );
+    if scale.measuring {
+        let summary = json!({
+            "quick": scale.quick,
+            "rounds": scale.rounds,
+            "in_flight": IN_FLIGHT,
+            "cores": std::thread::available_parallelism().map_or(0, usize::from),
+            "seconds": elapsed_s,
+            "load_average_1_5_15_min": {"at_start": load_at_start, "at_end": load_at_end},
+            "clusters": clusters,
+            "units": {
+                "mb_per_s": "10^6 bytes per second",
+                "ops_per_s": "operations completed over the measurement's wall-clock time",
+                "p50_ms, p99_ms": "nearest-rank percentiles of one round's operation latencies",
+                "median_of_rounds": "the median over rounds of each round's figure",
+                "cpu_cores": "process CPU time over wall-clock time: every node, the client \
+                              and the baseline run in this process",
+                "goal ratios": "the median over rounds of the ratio within each round",
+            },
+            "cases": results.cases.iter().map(Case::json).collect::<Vec<_>>(),
+            "goals": goals.iter().map(Goal::json).collect::<Vec<_>>(),
+        });
+        let name = if scale.quick {
+            "cluster-quick.json"
+        } else {
+            "cluster.json"
+        };
+        let path = out.join(name);
+        let text = serde_json::to_string_pretty(&summary).expect("encode summary");
+        std::fs::write(&path, text + "\n").expect("write summary");
+        println!("summary written to {}", path.display());
+    }
+}
+
+/// Starts both clusters and the baseline, runs every round, shuts everything down.
+async fn run(scale: &Scale, scratch: &Path) -> (Results, Value) {
+    let base_port = free_base_port(2 * NODE_COUNT);
+    let dir = |name: &str| -> TempDir {
+        tempfile::Builder::new()
+            .prefix(name)
+            .tempdir_in(scratch)
+            .expect("create cluster directory")
+    };
+    let (dir3, dir1) = (dir("factor3-"), dir("factor1-"));
+    let factor3 = Cluster::start(dir3.path(), base_port, 3, 2).await;
+    let factor1 = Cluster::start(dir1.path(), base_port + NODE_COUNT as u16, 1, 1).await;
+    let raw = RawQuic::start(&factor3.files).await;
+
+    // Connections and handshakes happen here, not in the first measurement.
+    factor3.warm_up(4 * NODE_COUNT).await;
+    factor1.warm_up(4 * NODE_COUNT).await;
+    let _ = raw.requests(scale, 64, IN_FLIGHT).await;
+    let _ = raw.bulk_streams(scale).await;
+
+    let mut results = Results::default();
+    for round in 0..scale.rounds {
+        let began = Instant::now();
+        raw_round(scale, &raw, &mut results).await;
+        cluster_round(scale, &factor3, &mut results).await;
+        cluster_round(scale, &factor1, &mut results).await;
+        eprintln!(
+            "round {} of {} done in {:.1} s",
+            round + 1,
+            scale.rounds,
+            began.elapsed().as_secs_f64()
+        );
+    }
+    let clusters = json!([factor3.json(), factor1.json()]);
+    raw.shutdown().await;
+    factor3.shutdown().await;
+    factor1.shutdown().await;
+    drop((dir3, dir1));
+    (results, clusters)
+}
+
+fn fmt_opt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+fn print_table(
+    scale: &Scale,
+    results: &Results,
+    goals: &[Goal],
+    (load_at_start, load_at_end): (Option<[f64; 3]>, Option<[f64; 3]>),
+    elapsed_s: f64,
+) {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let three = |v: Option<[f64; 3]>| {
+        v.map_or_else(
+            || "n/a".to_string(),
+            |[a, b, c]| format!("{a:.2} {b:.2} {c:.2}"),
+        )
+    };
+    println!();
+    println!(
+        "Cairn cluster vs raw QUIC on 127.0.0.1 ({} run, median of {} round(s), {:.0} s): \
+         {NODE_COUNT} nodes in {ZONE_COUNT} zones, client in {CLIENT_ZONE}, all in one process",
+        if scale.quick { "QUICK" } else { "full" },
+        scale.rounds,
+        elapsed_s,
+    );
+    println!(
+        "load average 1/5/15 min ({cores} cores): at start {}, at end {}",
+        three(load_at_start),
+        three(load_at_end)
+    );
+    println!(
+        "{:<42} {:>9} {:>10} {:>9} {:>9} {:>9} {:>5}  ops/s per round",
+        "case", "in flight", "ops/s", "MB/s", "p50 ms", "p99 ms", "cpu"
+    );
+    for case in &results.cases {
+        let per_round: Vec<String> = case
+            .rounds
+            .iter()
+            .map(|s| format!("{:.0}", s.ops_per_s()))
+            .collect();
+        println!(
+            "{:<42} {:>9} {:>10.0} {:>9.1} {:>9.3} {:>9.3} {:>5}  {}",
+            case.label,
+            case.in_flight,
+            case.ops_per_s(),
+            case.mb_per_s(),
+            case.p50_ms(),
+            case.p99_ms(),
+            fmt_opt(case.cpu_cores(), 2),
+            per_round.join(" "),
+        );
+    }
+    println!("(cpu: cores this process kept busy, of {cores})");
+    println!();
+    println!("{:<92} {:>8} {:>8}  result", "goal", "value", "target");
+    for g in goals {
+        let rounds = if g.rounds.is_empty() {
+            String::new()
+        } else {
+            let r: Vec<String> = g.rounds.iter().map(|v| format!("{v:.2}")).collect();
+            format!("  (per round: {})", r.join(" "))
+        };
+        println!(
+            "{:<92} {:>8} {:>8}  {}{rounds}",
+            g.text,
+            fmt_opt(g.value, 3),
+            g.target,
+            match g.met {
+                Some(true) => "met",
+                Some(false) => "NOT met",
+                None => "n/a",
+            },
+        );
+    }
+}

@@ -1,0 +1,553 @@
+//! Cluster tests: real nodes on their own loopback addresses (127.0.T.x, one T per test so tests
+//! run side by side), each with its own engine directory, talking QUIC with mutual TLS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_client::pool::{Pool, read_response};
+use cairn_client::tls::{self, Identity};
+use cairn_client::wire::{self, ErrorCode, Op, PutRole, Request, Response};
+use cairn_client::{Client, ClientError, ClientOptions, Hash, Layout};
+use cairn_node::config::HintSettings;
+use cairn_node::dev::{self, ClusterFiles, ClusterSpec};
+use cairn_node::{Node, NodeConfig};
+
+/// Engine segments of test nodes: small, so six nodes preallocate little.
+const TEST_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// QUIC port every test node listens on (each node has its own address).
+const TEST_PORT: u16 = 7400;
+/// How long a test waits for hints and repairs to converge.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct TestCluster {
+    _dir: tempfile::TempDir,
+    files: ClusterFiles,
+    configs: Vec<NodeConfig>,
+    nodes: Vec<Option<Node>>,
+}
+
+impl TestCluster {
+    /// Six nodes in three zones (n1,n4 in zone-a; n2,n5 in zone-b; n3,n6 in zone-c), factor 3,
+    /// write quorum 2, on 127.0.`net`.1-6.
+    async fn start(net: u8) -> TestCluster {
+        let mut spec = ClusterSpec::local(6, 3, [127, 0, net, 1], TEST_PORT);
+        for (i, node) in spec.nodes.iter_mut().enumerate() {
+            node.1 = SocketAddr::from(([127, 0, net, i as u8 + 1], TEST_PORT));
+        }
+        spec.segment_bytes = TEST_SEGMENT_BYTES;
+        spec.hints = HintSettings {
+            retry_ms_min: 50,
+            retry_ms_max: 500,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let files = dev::write_cluster(dir.path(), &spec).unwrap();
+        let configs: Vec<NodeConfig> = files
+            .node_configs
+            .iter()
+            .map(|p| NodeConfig::load(p).unwrap())
+            .collect();
+        let mut nodes = Vec::new();
+        for config in &configs {
+            nodes.push(Some(Node::start(config).await.unwrap()));
+        }
+        TestCluster {
+            _dir: dir,
+            files,
+            configs,
+            nodes,
+        }
+    }
+
+    fn identity(&self) -> Identity {
+        let t = self.files.client_tls();
+        Identity::load(&t.ca, &t.cert, &t.key).unwrap()
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::load(&self.files.layout).unwrap()
+    }
+
+    async fn client(&self) -> Client {
+        let options = ClientOptions {
+            zone: Some("zone-a".into()),
+            deadline_ms: 20_000,
+            ..ClientOptions::default()
+        };
+        Client::connect(self.layout(), &self.identity(), options)
+            .await
+            .unwrap()
+    }
+
+    fn index(&self, id: &str) -> usize {
+        self.configs.iter().position(|c| c.id == id).unwrap()
+    }
+
+    fn node(&self, id: &str) -> &Node {
+        self.nodes[self.index(id)].as_ref().expect("node running")
+    }
+
+    async fn kill(&mut self, id: &str) {
+        let i = self.index(id);
+        self.nodes[i].take().expect("node running").shutdown().await;
+    }
+
+    async fn restart(&mut self, id: &str) {
+        let i = self.index(id);
+        assert!(self.nodes[i].is_none());
+        self.nodes[i] = Some(Node::start(&self.configs[i]).await.unwrap());
+    }
+
+    /// A raw connection pool speaking the wire protocol with the client certificate.
+    fn raw_pool(&self) -> Pool {
+        let endpoint = tls::bind_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), None).unwrap();
+        Pool::new(
+            endpoint,
+            tls::client_config(&self.identity(), wire::ALPN).unwrap(),
+        )
+    }
+
+    /// Whether every replica named by the placement holds `hash` with exactly `bytes`.
+    fn fully_replicated(&self, client: &Client, hash: &Hash, bytes: &[u8]) -> bool {
+        client.replicas_of(hash).iter().all(|id| {
+            let i = self.index(id);
+            match &self.nodes[i] {
+                Some(node) => matches!(node.store().get(hash), Ok(Some(b)) if &b[..] == bytes),
+                None => false,
+            }
+        })
+    }
+
+    async fn shutdown(mut self) {
+        for node in self.nodes.iter_mut().filter_map(Option::take) {
+            node.shutdown().await;
+        }
+    }
+}
+
+/// Deterministic blob contents of mixed sizes.
+fn blob(i: usize) -> Vec<u8> {
+    let sizes = [0, 1, 100, 4096, 65_536, 300_000, 1_500_000];
+    let len = sizes[i % sizes.len()] + i;
+    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < CONVERGE_TIMEOUT,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_through_any_node_is_readable_from_every_replica() {
+    let cluster = TestCluster::start(11).await;
+    let client = cluster.client().await;
+    let mut written = Vec::new();
+    for i in 0..28 {
+        let bytes = blob(i);
+        let hash = client.put(bytes.clone()).await.unwrap();
+        assert_eq!(hash, Hash::of(&bytes));
+        written.push((hash, bytes));
+    }
+    // Through a node that is not a replica, and through each replica: coordinated puts.
+    let pool = cluster.raw_pool();
+    let layout = cluster.layout();
+    for (k, node) in layout.nodes.iter().enumerate() {
+        let bytes = blob(1000 + k);
+        let hash = Hash::of(&bytes);
+        let request = Request {
+            layout_version: layout.version,
+            op: Op::Put {
+                hash: *hash.as_bytes(),
+                len: bytes.len() as u64,
+                role: PutRole::Coordinate,
+            },
+        };
+        let (mut send, mut recv) = pool.open(node, &request).await.unwrap();
+        send.write_all(&bytes).await.unwrap();
+        send.finish().unwrap();
+        let response = read_response(&node.id, &mut recv).await.unwrap();
+        assert_eq!(
+            response,
+            Response::Stored {
+                hash: *hash.as_bytes()
+            },
+            "put through {}",
+            node.id
+        );
+        written.push((hash, bytes));
+    }
+    // Acknowledged at quorum 2; the third copy lands right after.
+    wait_until("every replica to hold every blob", || {
+        written
+            .iter()
+            .all(|(h, b)| cluster.fully_replicated(&client, h, b))
+    })
+    .await;
+    for (hash, bytes) in &written {
+        let replicas = client.replicas_of(hash);
+        assert_eq!(replicas.len(), 3);
+        let zones: std::collections::HashSet<_> = replicas
+            .iter()
+            .map(|id| layout.nodes[layout.node_index(id).unwrap()].zone.clone())
+            .collect();
+        assert_eq!(zones.len(), 3, "replicas of {hash} span every zone");
+        assert_eq!(&client.get(hash).await.unwrap(), bytes);
+        assert_eq!(client.head(hash).await.unwrap(), Some(bytes.len() as u64));
+        if bytes.len() > 10 {
+            let range = client.get_range(hash, 3, 7).await.unwrap();
+            assert_eq!(range, bytes[3..10]);
+        }
+        // Nodes that are not replicas hold nothing.
+        for node in &layout.nodes {
+            if !replicas.contains(&node.id) {
+                assert!(cluster.node(&node.id).store().get(hash).unwrap().is_none());
+            }
+        }
+    }
+    // Deletes reach every replica.
+    let (hash, _) = &written[3];
+    assert!(client.delete(hash).await.unwrap());
+    wait_until("the delete to reach every replica", || {
+        client
+            .replicas_of(hash)
+            .iter()
+            .all(|id| cluster.node(id).store().get(hash).unwrap().is_none())
+    })
+    .await;
+    assert!(matches!(
+        client.get(hash).await,
+        Err(ClientError::NotFound { .. })
+    ));
+    client.close().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_survive_a_node_and_a_zone_and_hints_restore_full_replication() {
+    let mut cluster = TestCluster::start(12).await;
+    let client = cluster.client().await;
+    let mut written = Vec::new();
+    let put = async |client: &Client, from: usize, to: usize, written: &mut Vec<_>| {
+        for i in from..to {
+            let bytes = blob(i);
+            let hash = client.put(bytes.clone()).await.unwrap();
+            written.push((hash, bytes));
+        }
+    };
+    put(&client, 0, 20, &mut written).await;
+
+    cluster.kill("n1").await;
+    for (hash, bytes) in &written {
+        assert_eq!(&client.get(hash).await.unwrap(), bytes);
+    }
+    put(&client, 20, 40, &mut written).await;
+
+    // All of zone-a: every blob keeps two replicas, and write quorum 2 is still reachable.
+    cluster.kill("n4").await;
+    for (hash, bytes) in &written {
+        assert_eq!(&client.get(hash).await.unwrap(), bytes);
+    }
+    put(&client, 40, 60, &mut written).await;
+    let hinted: usize = ["n2", "n3", "n5", "n6"]
+        .iter()
+        .map(|id| cluster.node(id).hints_pending())
+        .sum();
+    assert!(hinted > 0, "writes that missed zone-a left hints");
+
+    cluster.restart("n1").await;
+    cluster.restart("n4").await;
+    wait_until(
+        "hints to be delivered and every blob fully replicated",
+        || {
+            let pending: usize = cluster
+                .nodes
+                .iter()
+                .flatten()
+                .map(|n| n.hints_pending())
+                .sum();
+            pending == 0
+                && written
+                    .iter()
+                    .all(|(h, b)| cluster.fully_replicated(&client, h, b))
+        },
+    )
+    .await;
+    client.close().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_without_a_cluster_certificate_or_protocol_are_refused() {
+    let cluster = TestCluster::start(13).await;
+    let layout = cluster.layout();
+    let n1 = layout.nodes[0].clone();
+    let options = ClientOptions {
+        deadline_ms: 3_000,
+        ..ClientOptions::default()
+    };
+
+    // A certificate from another CA.
+    let other = tempfile::tempdir().unwrap();
+    cairn_node::certs::generate(other.path(), &[], &["client".to_string()]).unwrap();
+    let stranger = Identity::load(
+        &other.path().join("ca.pem"),
+        &other.path().join("client.pem"),
+        &other.path().join("client.key"),
+    )
+    .unwrap();
+    let client = Client::connect(layout.clone(), &stranger, options.clone())
+        .await
+        .unwrap();
+    let err = client.put(b"nope".to_vec()).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Refused { .. }),
+        "another CA: {err}"
+    );
+    client.close().await;
+
+    // Another protocol version.
+    let old = ClientOptions {
+        alpn: b"cairn/0".to_vec(),
+        ..options.clone()
+    };
+    let client = Client::connect(layout.clone(), &cluster.identity(), old)
+        .await
+        .unwrap();
+    let err = client.head(&Hash::of(b"x")).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::ProtocolVersion { .. }),
+        "old protocol: {err}"
+    );
+    assert!(err.to_string().contains("cairn/1"), "{err}");
+    client.close().await;
+
+    // No certificate at all: the handshake fails and no request is ever read.
+    let identity = cluster.identity();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(identity.ca[0].clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls_config.alpn_protocols = vec![wire::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls_config).unwrap();
+    let config = quinn::ClientConfig::new(Arc::new(quic));
+    let endpoint = tls::bind_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), None).unwrap();
+    let pool = Pool::new(endpoint, config);
+    let bytes = b"anonymous".to_vec();
+    let hash = Hash::of(&bytes);
+    let request = Request {
+        layout_version: layout.version,
+        op: Op::Put {
+            hash: *hash.as_bytes(),
+            len: bytes.len() as u64,
+            role: PutRole::Coordinate,
+        },
+    };
+    let outcome = async {
+        let (mut send, mut recv) = pool.open(&n1, &request).await?;
+        let _ = send.write_all(&bytes).await;
+        let _ = send.finish();
+        read_response(&n1.id, &mut recv).await
+    }
+    .await;
+    match outcome {
+        Err(ClientError::Refused { reason, .. }) => {
+            assert!(reason.contains("requires a client certificate"), "{reason}")
+        }
+        other => panic!("anonymous peer was not refused: {other:?}"),
+    }
+    for node in cluster.nodes.iter().flatten() {
+        assert!(node.store().get(&hash).unwrap().is_none());
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_typed_errors_and_store_nothing() {
+    let cluster = TestCluster::start(14).await;
+    let layout = cluster.layout();
+    let pool = cluster.raw_pool();
+    let client = cluster.client().await;
+    let nothing_stored = |hash: &Hash| {
+        cluster
+            .nodes
+            .iter()
+            .flatten()
+            .all(|n| n.store().get(hash).unwrap().is_none())
+    };
+    let bytes = blob(5);
+    let hash = Hash::of(&bytes);
+    let coordinator = {
+        let first = &client.replicas_of(&hash)[0];
+        layout.nodes[layout.node_index(first).unwrap()].clone()
+    };
+    let put = |hash: Hash, len: u64| Request {
+        layout_version: layout.version,
+        op: Op::Put {
+            hash: *hash.as_bytes(),
+            len,
+            role: PutRole::Coordinate,
+        },
+    };
+    let error_code = |r: Response| match r {
+        Response::Error { code, message } => (code, message),
+        other => panic!("expected an error, got {other:?}"),
+    };
+
+    // An oversized header: refused by its length prefix, before it is read.
+    let conn = pool.connection(&coordinator).await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&(1_000_000u32).to_le_bytes()).await.unwrap();
+    let _ = send.finish();
+    let (code, _) = error_code(read_response("n", &mut recv).await.unwrap());
+    assert_eq!(code, ErrorCode::HeaderTooLarge);
+
+    // A header that is not a request.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    let _ = send.finish();
+    let (code, _) = error_code(read_response("n", &mut recv).await.unwrap());
+    assert_eq!(code, ErrorCode::BadRequest);
+
+    // A truncated upload.
+    let (mut send, mut recv) = pool
+        .open(&coordinator, &put(hash, bytes.len() as u64))
+        .await
+        .unwrap();
+    send.write_all(&bytes[..bytes.len() / 2]).await.unwrap();
+    send.finish().unwrap();
+    let (code, message) = error_code(read_response("n", &mut recv).await.unwrap());
+    assert_eq!(code, ErrorCode::Truncated, "{message}");
+
+    // A body whose hash differs from the one claimed.
+    let mut wrong = bytes.clone();
+    wrong[0] ^= 1;
+    let (mut send, mut recv) = pool
+        .open(&coordinator, &put(hash, wrong.len() as u64))
+        .await
+        .unwrap();
+    send.write_all(&wrong).await.unwrap();
+    send.finish().unwrap();
+    let (code, message) = error_code(read_response("n", &mut recv).await.unwrap());
+    assert_eq!(code, ErrorCode::HashMismatch, "{message}");
+
+    // A body longer than announced.
+    let (mut send, mut recv) = pool
+        .open(&coordinator, &put(hash, bytes.len() as u64 - 1))
+        .await
+        .unwrap();
+    let _ = send.write_all(&bytes).await;
+    let _ = send.finish();
+    let (code, _) = error_code(read_response("n", &mut recv).await.unwrap());
+    assert_eq!(code, ErrorCode::BadRequest);
+
+    // Give any replica a moment: nothing may appear anywhere.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(nothing_stored(&hash));
+    assert!(nothing_stored(&Hash::of(&wrong)));
+
+    // A malformed hash never becomes a request; a well-formed one not stored is NotFound.
+    assert!("not-a-hash".parse::<Hash>().is_err());
+    assert!("ab".repeat(31).parse::<Hash>().is_err());
+    assert!(matches!(
+        client.get(&hash).await,
+        Err(ClientError::NotFound { .. })
+    ));
+    // A range outside the blob.
+    let stored = client.put(b"short".to_vec()).await.unwrap();
+    let err = client.get_range(&stored, 3, 10).await.unwrap_err();
+    assert!(matches!(err, ClientError::RangeOutOfBounds { .. }), "{err}");
+
+    // The node is still healthy after all of that.
+    let good = client.put(bytes.clone()).await.unwrap();
+    assert_eq!(client.get(&good).await.unwrap(), bytes);
+    client.close().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_client_is_corrected_and_its_request_succeeds() {
+    let cluster = TestCluster::start(15).await;
+    let client = cluster.client().await;
+    assert_eq!(client.layout().version, 1);
+    // Layout 2 weighs the nodes differently, which moves some blobs.
+    let mut newer = cluster.layout();
+    newer.version = 2;
+    for (i, node) in newer.nodes.iter_mut().enumerate() {
+        node.weight = 100 + 50 * i as u32;
+    }
+    for node in cluster.nodes.iter().flatten() {
+        node.apply_layout(newer.clone()).unwrap();
+    }
+    let bytes = blob(9);
+    let hash = client.put(bytes.clone()).await.unwrap();
+    assert_eq!(
+        client.layout().version,
+        2,
+        "the client adopted the newer layout"
+    );
+    assert_eq!(client.get(&hash).await.unwrap(), bytes);
+    // The blob sits where layout 2 places it.
+    let routing = cairn_client::Routing::new(newer.clone()).unwrap();
+    for node in routing.replicas(&hash) {
+        let i = cluster.index(&node.id);
+        let held = || {
+            matches!(
+                cluster.nodes[i].as_ref().unwrap().store().get(&hash),
+                Ok(Some(_))
+            )
+        };
+        wait_until("the new replicas to hold the blob", held).await;
+    }
+    // An older layout is refused by a node.
+    assert!(cluster.node("n1").apply_layout(cluster.layout()).is_err());
+    client.close().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_found_without_a_blob_is_repaired_by_a_read() {
+    let cluster = TestCluster::start(16).await;
+    let client = cluster.client().await;
+    let bytes = blob(4);
+    let hash = client.put(bytes.clone()).await.unwrap();
+    wait_until("full replication", || {
+        cluster.fully_replicated(&client, &hash, &bytes)
+    })
+    .await;
+    // The replica the client reads first (its own zone) loses its copy.
+    let replicas = client.replicas_of(&hash);
+    let layout = cluster.layout();
+    let first = replicas
+        .iter()
+        .find(|id| layout.nodes[layout.node_index(id).unwrap()].zone == "zone-a")
+        .unwrap()
+        .clone();
+    assert!(cluster.node(&first).store().delete(&hash).unwrap());
+    assert_eq!(client.get(&hash).await.unwrap(), bytes);
+    wait_until("read repair to restore the copy", || {
+        cluster.fully_replicated(&client, &hash, &bytes)
+    })
+    .await;
+    client.close().await;
+    cluster.shutdown().await;
+}
