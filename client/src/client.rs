@@ -452,6 +452,29 @@ impl Client {
         Ok(n)
     }
 
+    /// A reader over a whole blob, for callers that consume a stream. Bytes arrive as they are
+    /// received; the hash is checked at the end, and a mismatch (or any failure after bytes were
+    /// handed out) surfaces as an `io::Error` instead of the end of the stream, so a consumer that
+    /// reads to the end never mistakes a bad blob for a good one.
+    pub fn get_stream(&self, hash: &Hash) -> BlobStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_PIECES);
+        let client = self.clone();
+        let hash = *hash;
+        tokio::spawn(async move {
+            let mut sink = ChannelSink {
+                tx: tx.clone(),
+                written: 0,
+            };
+            if let Err(e) = client.read(&hash, None, &mut sink).await {
+                let _ = tx.send(Err(std::io::Error::other(e))).await;
+            }
+        });
+        BlobStream {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+
     async fn read(
         &self,
         hash: &Hash,
@@ -807,6 +830,76 @@ impl<W: AsyncWrite + Unpin + Send> Sink for WriterSink<'_, W> {
             0 => Ok(()),
             n => Err(std::io::Error::other(format!(
                 "the read failed after {n} bytes went to the output; not retried"
+            ))),
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn in_memory(&self) -> bool {
+        false
+    }
+}
+
+/// Pieces a `BlobStream` buffers ahead of its reader.
+pub const STREAM_QUEUE_PIECES: usize = 16;
+
+/// A blob being read as a stream; see [`Client::get_stream`].
+pub struct BlobStream {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl AsyncRead for BlobStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        loop {
+            if !self.current.is_empty() {
+                let n = self.current.len().min(buf.remaining());
+                let piece = self.current.split_to(n);
+                buf.put_slice(&piece);
+                return Poll::Ready(Ok(()));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(bytes))) => self.current = bytes,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+struct ChannelSink {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    written: u64,
+}
+
+impl Sink for ChannelSink {
+    fn write<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>> {
+        self.written += bytes.len() as u64;
+        let piece = Bytes::copy_from_slice(bytes);
+        Box::pin(async move {
+            self.tx
+                .send(Ok(piece))
+                .await
+                .map_err(|_| std::io::Error::other("the stream's reader went away"))
+        })
+    }
+
+    fn reset(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>> {
+        let result = match self.written {
+            0 => Ok(()),
+            n => Err(std::io::Error::other(format!(
+                "the read failed after {n} bytes were streamed; not retried"
             ))),
         };
         Box::pin(std::future::ready(result))

@@ -206,6 +206,12 @@ async fn a_put_through_any_node_is_readable_from_every_replica() {
             .collect();
         assert_eq!(zones.len(), 3, "replicas of {hash} span every zone");
         assert_eq!(&client.get(hash).await.unwrap(), bytes);
+        let mut streamed = Vec::new();
+        let mut reader = client.get_stream(hash);
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut streamed)
+            .await
+            .unwrap();
+        assert_eq!(&streamed, bytes);
         assert_eq!(client.head(hash).await.unwrap(), Some(bytes.len() as u64));
         if bytes.len() > 10 {
             let range = client.get_range(hash, 3, 7).await.unwrap();
