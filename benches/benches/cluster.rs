@@ -10,7 +10,9 @@
 //! seconds apart.
 //!
 //! `CAIRN_BENCH_QUICK=1` shrinks every case for a smoke run (its summary goes to
-//! `cluster-quick.json`, so it never replaces a full run's).
+//! `cluster-quick.json`, so it never replaces a full run's); `CAIRN_BENCH_ONLY=<text>` measures
+//! only the cases whose key (as in the summary, e.g. `factor3_put_4MiB_x32`) contains `<text>`,
+//! and writes `cluster-partial.json`.
 
 use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
@@ -58,6 +60,10 @@ const OP_COUNTS: [(usize, [usize; 4]); 3] = [
     (64 * KIB, [200, 2000, 500, 4000]),
     (4 * MIB, [30, 96, 60, 192]),
 ];
+/// Time a client operation may take, retries included: a failing cluster shows up as failed
+/// operations (or a failed warm-up) instead of stalling the run.
+const DEADLINE_MS: u64 = 10_000;
+
 /// Process CPU time in `/proc/self/stat` is counted in these (USER_HZ, 100 on Linux).
 const CLOCK_TICKS_PER_S: f64 = 100.0;
 
@@ -83,12 +89,17 @@ struct Scale {
     one_stream_mib: usize,
     rr_sequential: usize,
     rr_concurrent: usize,
+    /// `CAIRN_BENCH_ONLY`: measure only the cases whose key contains this.
+    only: Option<String>,
 }
 
 impl Scale {
     fn from_env() -> Scale {
         let quick_env = std::env::var("CAIRN_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
         let measuring = std::env::args().any(|a| a == "--bench");
+        let only = std::env::var("CAIRN_BENCH_ONLY")
+            .ok()
+            .filter(|v| !v.is_empty());
         if quick_env || !measuring {
             Scale {
                 quick: true,
@@ -100,6 +111,7 @@ impl Scale {
                 one_stream_mib: 128,
                 rr_sequential: 250,
                 rr_concurrent: 2000,
+                only,
             }
         } else {
             Scale {
@@ -112,8 +124,16 @@ impl Scale {
                 one_stream_mib: 1024,
                 rr_sequential: 2000,
                 rr_concurrent: 16_000,
+                only,
             }
         }
+    }
+
+    /// Whether the case named `key` is measured.
+    fn wants(&self, key: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| key.contains(only.as_str()))
     }
 
     /// Operations for one measurement: `which` indexes `OP_COUNTS`' arrays.
@@ -143,13 +163,18 @@ fn size_key(bytes: usize) -> String {
     size_label(bytes).replace(' ', "")
 }
 
-/// One measurement: `ops` operations of `bytes_per_op` bytes each, with `in_flight` at a time.
+/// One measurement: `ops` operations of `bytes_per_op` bytes each succeeded.
 struct Sample {
     ops: usize,
     bytes_per_op: u64,
     elapsed: Duration,
-    /// Each operation's latency, sorted.
+    /// Each successful operation's latency, sorted.
     latencies_ns: Vec<u64>,
+    /// The indices of the operations that succeeded, in no particular order.
+    succeeded: Vec<usize>,
+    /// Operations that returned an error, and the first error.
+    failures: usize,
+    first_failure: Option<String>,
     /// Process CPU time (every node, the client, the baseline) during the measurement.
     cpu_s: Option<f64>,
 }
@@ -183,12 +208,17 @@ impl Sample {
             "p99_ms": self.percentile_ms(0.99),
             "max_ms": self.percentile_ms(1.0),
             "cpu_cores": self.cpu_cores(),
+            "failures": self.failures,
+            "first_failure": self.first_failure,
         })
     }
 }
 
+/// Nearest-rank percentile `q` of sorted latencies, in milliseconds; NaN if there are none.
 fn percentile_ms(sorted_ns: &[u64], q: f64) -> f64 {
-    assert!(!sorted_ns.is_empty(), "percentile of no latencies");
+    if sorted_ns.is_empty() {
+        return f64::NAN;
+    }
     let rank = ((q * sorted_ns.len() as f64).ceil() as usize).clamp(1, sorted_ns.len());
     sorted_ns[rank - 1] as f64 / 1e6
 }
@@ -229,6 +259,10 @@ impl Case {
         (!values.is_empty()).then(|| median(&mut values))
     }
 
+    fn failures(&self) -> usize {
+        self.rounds.iter().map(|s| s.failures).sum()
+    }
+
     /// Percentiles over every round's latencies together.
     fn pooled_ms(&self, q: f64) -> f64 {
         let mut all: Vec<u64> = self
@@ -253,6 +287,7 @@ impl Case {
                 "p99_ms": self.p99_ms(),
                 "cpu_cores": self.cpu_cores(),
             },
+            "failures": self.failures(),
             "all_rounds_pooled": {
                 "p50_ms": self.pooled_ms(0.50),
                 "p99_ms": self.pooled_ms(0.99),
@@ -266,6 +301,8 @@ impl Case {
 #[derive(Default)]
 struct Results {
     cases: Vec<Case>,
+    /// Clusters whose cases were skipped, and why.
+    not_measured: Vec<String>,
 }
 
 impl Results {
@@ -324,8 +361,7 @@ async fn settle() {
 }
 
 /// Runs `op(0)`, `op(1)`, ... up to `count` operations with `in_flight` running at a time, and
-/// stops starting new ones after `budget`. Every index handed out runs, so the operations done
-/// are `0..ops`.
+/// stops starting new ones after `budget`. An operation that fails is counted, not retried.
 async fn measure<F, Fut>(
     count: usize,
     in_flight: usize,
@@ -335,7 +371,7 @@ async fn measure<F, Fut>(
 ) -> Sample
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
     settle().await;
     let op = Arc::new(op);
@@ -346,34 +382,44 @@ where
         .map(|_| {
             let (op, next) = (op.clone(), next.clone());
             tokio::spawn(async move {
-                let mut latencies_ns = Vec::new();
+                let mut done = Vec::new();
+                let mut failures = Vec::new();
                 while start.elapsed() < budget {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= count {
                         break;
                     }
                     let began = Instant::now();
-                    op(i).await;
-                    latencies_ns.push(began.elapsed().as_nanos() as u64);
+                    match op(i).await {
+                        Ok(()) => done.push((i, began.elapsed().as_nanos() as u64)),
+                        Err(e) => failures.push(e),
+                    }
                 }
-                latencies_ns
+                (done, failures)
             })
         })
         .collect();
-    let mut latencies_ns = Vec::with_capacity(count);
+    let mut done = Vec::with_capacity(count);
+    let mut failures = Vec::new();
     for worker in workers {
-        latencies_ns.extend(worker.await.expect("benchmark worker panicked"));
+        let (d, f) = worker.await.expect("benchmark worker panicked");
+        done.extend(d);
+        failures.extend(f);
     }
     let elapsed = start.elapsed();
     let cpu_s = process_cpu_s()
         .zip(cpu_before)
         .map(|(after, before)| after - before);
+    let mut latencies_ns: Vec<u64> = done.iter().map(|&(_, ns)| ns).collect();
     latencies_ns.sort_unstable();
     Sample {
-        ops: latencies_ns.len(),
+        ops: done.len(),
         bytes_per_op,
         elapsed,
         latencies_ns,
+        succeeded: done.into_iter().map(|(i, _)| i).collect(),
+        failures: failures.len(),
+        first_failure: failures.into_iter().next(),
         cpu_s,
     }
 }
@@ -403,6 +449,8 @@ struct Cluster {
     files: ClusterFiles,
     nodes: Vec<Node>,
     client: Client,
+    /// Why the warm-up failed, if it did; the cluster's cases are then skipped.
+    error: Option<String>,
 }
 
 impl Cluster {
@@ -427,6 +475,7 @@ impl Cluster {
         let layout = Layout::load(&files.layout).expect("load layout");
         let options = ClientOptions {
             zone: Some(CLIENT_ZONE.to_string()),
+            deadline_ms: DEADLINE_MS,
             ..ClientOptions::default()
         };
         let client = Client::connect(layout, &identity, options)
@@ -441,16 +490,27 @@ impl Cluster {
             files,
             nodes,
             client,
+            error: None,
         }
     }
 
-    /// Opens the client's connections to every node and the nodes' to each other.
-    async fn warm_up(&self, puts: usize) {
+    /// Opens the client's connections to every node and the nodes' to each other. A cluster
+    /// that cannot store and read back small blobs is marked with the error.
+    async fn warm_up(&mut self, puts: usize) {
         for i in 0..puts {
             let mut bytes = blob(4 * KIB, 0xc1u64 << 32 | i as u64);
             stamp(&mut bytes, unique_id());
-            let hash = self.client.put(bytes).await.expect("warm-up put");
-            self.client.get(&hash).await.expect("warm-up get");
+            let round_trip = async {
+                let hash = self.client.put(bytes).await?;
+                self.client.get(&hash).await
+            };
+            let failed = match round_trip.await {
+                Ok(_) => continue,
+                Err(e) => e.to_string(),
+            };
+            eprintln!("{}: warm-up put and get failed: {failed}", self.label);
+            self.error = Some(failed);
+            return;
         }
     }
 
@@ -469,6 +529,7 @@ impl Cluster {
             "write_quorum": self.write_quorum,
             "base_port": self.base_port,
             "client_zone": CLIENT_ZONE,
+            "not_measured_because": self.error,
         })
     }
 }
@@ -506,13 +567,14 @@ async fn measure_puts(
         move |i| {
             let (client, blob, hash) = (client.clone(), blobs[i].clone(), expected[i]);
             async move {
-                let stored = client.put(blob).await.expect("put");
+                let stored = client.put(blob).await.map_err(|e| e.to_string())?;
                 assert_eq!(stored, hash, "put returned another hash");
+                Ok(())
             }
         },
     )
     .await;
-    let stored = hashes[..sample.ops].to_vec();
+    let stored = sample.succeeded.iter().map(|&i| hashes[i]).collect();
     (sample, stored)
 }
 
@@ -535,8 +597,9 @@ async fn measure_gets(
         move |i| {
             let (client, hash) = (client.clone(), hashes[i % hashes.len()]);
             async move {
-                let bytes = client.get(&hash).await.expect("get");
+                let bytes = client.get(&hash).await.map_err(|e| e.to_string())?;
                 assert_eq!(bytes.len(), blob_bytes, "get returned a short blob");
+                Ok(())
             }
         },
     )
@@ -546,22 +609,46 @@ async fn measure_gets(
 /// One round of a cluster's cases: for each blob size, sequential then concurrent puts, then
 /// sequential then concurrent gets of the blobs just stored.
 async fn cluster_round(scale: &Scale, cluster: &Cluster, results: &mut Results) {
+    if cluster.error.is_some() {
+        return;
+    }
     for blob_bytes in BLOB_SIZES {
         let size = size_label(blob_bytes);
+        let key = |op: &str, in_flight: usize| {
+            format!("{}_{op}_{}_x{in_flight}", cluster.key, size_key(blob_bytes))
+        };
         let mut stored = Vec::new();
         for (which, in_flight) in [(0, 1), (1, IN_FLIGHT)] {
+            if !scale.wants(&key("put", in_flight)) {
+                continue;
+            }
             let count = scale.op_count(blob_bytes, which);
             let (sample, hashes) =
                 measure_puts(scale, &cluster.client, blob_bytes, count, in_flight).await;
             stored.extend(hashes);
             results.record(
-                &format!("{}_put_{}_x{in_flight}", cluster.key, size_key(blob_bytes)),
+                &key("put", in_flight),
                 &format!("{} put {size}", cluster.label),
                 in_flight,
                 sample,
             );
         }
-        for (which, in_flight) in [(2, 1), (3, IN_FLIGHT)] {
+        let gets = [(2, 1), (3, IN_FLIGHT)]
+            .map(|(which, in_flight)| (which, in_flight, scale.wants(&key("get", in_flight))));
+        if stored.is_empty() && gets.iter().any(|g| g.2) {
+            // Only the gets are measured: store something for them to read.
+            let count = scale.op_count(blob_bytes, 1);
+            let (_, hashes) =
+                measure_puts(scale, &cluster.client, blob_bytes, count, IN_FLIGHT).await;
+            stored = hashes;
+        }
+        if stored.is_empty() {
+            continue;
+        }
+        for (which, in_flight, wanted) in gets {
+            if !wanted {
+                continue;
+            }
             let count = scale.op_count(blob_bytes, which);
             let sample = measure_gets(
                 scale,
@@ -573,7 +660,7 @@ async fn cluster_round(scale: &Scale, cluster: &Cluster, results: &mut Results) 
             )
             .await;
             results.record(
-                &format!("{}_get_{}_x{in_flight}", cluster.key, size_key(blob_bytes)),
+                &key("get", in_flight),
                 &format!("{} get {size}", cluster.label),
                 in_flight,
                 sample,
@@ -636,7 +723,10 @@ impl RawQuic {
             BULK_STREAM_BYTES as u64,
             move |_| {
                 let (conn, payload) = (conn.clone(), payload.clone());
-                async move { sink(&conn, [payload]).await }
+                async move {
+                    sink(&conn, [payload]).await;
+                    Ok(())
+                }
             },
         )
         .await
@@ -650,7 +740,10 @@ impl RawQuic {
         let total_bytes = (chunks * MIB) as u64;
         measure(1, 1, scale.budget, total_bytes, move |_| {
             let (conn, payload) = (conn.clone(), payload.clone());
-            async move { sink(&conn, std::iter::repeat_n(payload, chunks)).await }
+            async move {
+                sink(&conn, std::iter::repeat_n(payload, chunks)).await;
+                Ok(())
+            }
         })
         .await
     }
@@ -677,6 +770,7 @@ impl RawQuic {
                         .await
                         .expect("read response");
                     assert_eq!(response.len(), RESPONSE_BYTES, "short response");
+                    Ok(())
                 }
             },
         )
@@ -738,28 +832,32 @@ async fn raw_serve(mut send: quinn::SendStream, mut recv: quinn::RecvStream, res
 
 /// One round of the baseline's cases.
 async fn raw_round(scale: &Scale, raw: &RawQuic, results: &mut Results) {
-    let sample = raw.bulk_streams(scale).await;
-    results.record(
-        "raw_bulk_1MiB_streams_x64",
-        &format!("raw QUIC bulk, {BULK_STREAMS} x 1 MiB streams"),
-        BULK_STREAMS,
-        sample,
-    );
-    let sample = raw.one_stream(scale).await;
-    results.record(
-        "raw_bulk_one_stream",
-        &format!("raw QUIC bulk, one {} MiB stream", scale.one_stream_mib),
-        1,
-        sample,
-    );
-    for (count, in_flight) in [(scale.rr_sequential, 1), (scale.rr_concurrent, IN_FLIGHT)] {
-        let sample = raw.requests(scale, count, in_flight).await;
+    let key = format!("raw_bulk_1MiB_streams_x{BULK_STREAMS}");
+    if scale.wants(&key) {
+        let sample = raw.bulk_streams(scale).await;
         results.record(
-            &format!("raw_request_4KiB_x{in_flight}"),
-            "raw QUIC 4 KiB request/response",
-            in_flight,
+            &key,
+            &format!("raw QUIC bulk, {BULK_STREAMS} x 1 MiB streams"),
+            BULK_STREAMS,
             sample,
         );
+    }
+    if scale.wants("raw_bulk_one_stream") {
+        let sample = raw.one_stream(scale).await;
+        results.record(
+            "raw_bulk_one_stream",
+            &format!("raw QUIC bulk, one {} MiB stream", scale.one_stream_mib),
+            1,
+            sample,
+        );
+    }
+    for (count, in_flight) in [(scale.rr_sequential, 1), (scale.rr_concurrent, IN_FLIGHT)] {
+        let key = format!("raw_request_4KiB_x{in_flight}");
+        if !scale.wants(&key) {
+            continue;
+        }
+        let sample = raw.requests(scale, count, in_flight).await;
+        results.record(&key, "raw QUIC 4 KiB request/response", in_flight, sample);
     }
 }
 
@@ -811,7 +909,9 @@ fn goals(results: &Results) -> Vec<Goal> {
     let ops = Sample::ops_per_s as fn(&Sample) -> f64;
     let put_4m = results.per_round_ratios(
         (&format!("factor3_put_4MiB_x{IN_FLIGHT}"), mb),
-        ("raw_bulk_1MiB_streams_x64", |s| s.mb_per_s() / 3.0),
+        (&format!("raw_bulk_1MiB_streams_x{BULK_STREAMS}"), |s| {
+            s.mb_per_s() / 3.0
+        }),
     );
     let put_4k = results.case("factor3_put_4KiB_x1");
     let get_4k = results.per_round_ratios(
@@ -896,9 +996,13 @@ fn main() {
                 "goal ratios": "the median over rounds of the ratio within each round",
             },
             "cases": results.cases.iter().map(Case::json).collect::<Vec<_>>(),
+            "not_measured": results.not_measured,
             "goals": goals.iter().map(Goal::json).collect::<Vec<_>>(),
         });
-        let name = if scale.quick {
+        // A partial or quick run must not replace the summary of a full one.
+        let name = if scale.only.is_some() {
+            "cluster-partial.json"
+        } else if scale.quick {
             "cluster-quick.json"
         } else {
             "cluster.json"
@@ -920,8 +1024,8 @@ async fn run(scale: &Scale, scratch: &Path) -> (Results, Value) {
             .expect("create cluster directory")
     };
     let (dir3, dir1) = (dir("factor3-"), dir("factor1-"));
-    let factor3 = Cluster::start(dir3.path(), base_port, 3, 2).await;
-    let factor1 = Cluster::start(dir1.path(), base_port + NODE_COUNT as u16, 1, 1).await;
+    let mut factor3 = Cluster::start(dir3.path(), base_port, 3, 2).await;
+    let mut factor1 = Cluster::start(dir1.path(), base_port + NODE_COUNT as u16, 1, 1).await;
     let raw = RawQuic::start(&factor3.files).await;
 
     // Connections and handshakes happen here, not in the first measurement.
@@ -944,11 +1048,25 @@ async fn run(scale: &Scale, scratch: &Path) -> (Results, Value) {
         );
     }
     let clusters = json!([factor3.json(), factor1.json()]);
+    let not_measured = [&factor3, &factor1]
+        .iter()
+        .filter_map(|c| Some(format!("{}: not measured: {}", c.label, c.error.as_ref()?)))
+        .collect();
     raw.shutdown().await;
     factor3.shutdown().await;
     factor1.shutdown().await;
     drop((dir3, dir1));
+    results.not_measured = not_measured;
     (results, clusters)
+}
+
+/// Operations per second: whole numbers, with decimals only for slow cases.
+fn fmt_rate(ops_per_s: f64) -> String {
+    if ops_per_s < 100.0 {
+        format!("{ops_per_s:.1}")
+    } else {
+        format!("{ops_per_s:.0}")
+    }
 }
 
 fn fmt_opt(value: Option<f64>, decimals: usize) -> String {
@@ -983,26 +1101,35 @@ fn print_table(
         three(load_at_end)
     );
     println!(
-        "{:<42} {:>9} {:>10} {:>9} {:>9} {:>9} {:>5}  ops/s per round",
-        "case", "in flight", "ops/s", "MB/s", "p50 ms", "p99 ms", "cpu"
+        "{:<42} {:>9} {:>10} {:>9} {:>9} {:>9} {:>5} {:>6}  ops/s per round",
+        "case", "in flight", "ops/s", "MB/s", "p50 ms", "p99 ms", "cpu", "failed"
     );
     for case in &results.cases {
         let per_round: Vec<String> = case
             .rounds
             .iter()
-            .map(|s| format!("{:.0}", s.ops_per_s()))
+            .map(|s| fmt_rate(s.ops_per_s()))
             .collect();
         println!(
-            "{:<42} {:>9} {:>10.0} {:>9.1} {:>9.3} {:>9.3} {:>5}  {}",
+            "{:<42} {:>9} {:>10} {:>9.1} {:>9.3} {:>9.3} {:>5} {:>6}  {}",
             case.label,
             case.in_flight,
-            case.ops_per_s(),
+            fmt_rate(case.ops_per_s()),
             case.mb_per_s(),
             case.p50_ms(),
             case.p99_ms(),
             fmt_opt(case.cpu_cores(), 2),
+            case.failures(),
             per_round.join(" "),
         );
+    }
+    for case in &results.cases {
+        if let Some(first) = case.rounds.iter().find_map(|s| s.first_failure.as_ref()) {
+            println!("{}: {} failed; first: {first}", case.label, case.failures());
+        }
+    }
+    for line in &results.not_measured {
+        println!("{line}");
     }
     println!("(cpu: cores this process kept busy, of {cores})");
     println!();

@@ -10,9 +10,10 @@
 //!   [`target_shares`]: `factor * w / W` where no zone rule binds, otherwise water-filled (zones
 //!   or nodes that would exceed what the zone rule allows are held at that cap, zones that must
 //!   hold a copy of every blob are raised to it, and the rest is shared in proportion to weight).
-//! - **Consistency.** Adding or removing a node moves little more than the unavoidable: the
-//!   copies the changed node gains or loses, plus a small amount from re-fitting the zone
-//!   corrections (see below).
+//! - **Consistency.** Adding or removing a node moves the copies that node gains or loses, plus
+//!   what re-fitting the zone corrections moves between old nodes (below): in tests, 1.0 to 1.4
+//!   times the minimum typically, at most 1.74 (four zones, factor 3); about 1.0 with factor 1
+//!   or with as many zones as copies.
 //! - **Speed.** A lookup is one table read ([`Placement::replicas`]).
 //! - **Determinism.** Everything that decides placement uses integer arithmetic and IEEE-754
 //!   `+ - * /` and `sqrt`, which are exactly rounded on every platform; logarithms and
@@ -46,7 +47,10 @@
 //! forces take rate `w * 2^-200` and never supply a later copy.
 //!
 //! Re-fitting after a layout change moves the corrections slightly, and that moves some
-//! assignments between old nodes: the price of exact shares.
+//! assignments between old nodes: the price of exact shares. The extra is about `e_t - e_p`
+//! times the minimum, where `e_t` and `e_p` are how strongly a zone's target share and its
+//! uncorrected inclusion respond to its weight; it does not shrink as the cluster grows. Without
+//! corrections the race moves exactly the minimum but misses target shares by up to 35%.
 //!
 //! **Partition table.** The race over hundreds of nodes takes about a microsecond. The hash
 //! space is split into `PARTITION_COUNT` partitions by the hash's top `PARTITION_BITS` bits, and
@@ -91,6 +95,8 @@ const FITTED_MULTIPLIER_MIN: f64 = f64::from_bits((1023 - 60) << 52);
 const FIT_ERROR_MAX: f64 = 1e-9;
 /// Fitting rounds at most; typical layouts need a few dozen.
 const FIT_ROUNDS_MAX: usize = 400;
+/// Most halvings of the fitting step.
+const FIT_HALVINGS_MAX: u32 = 12;
 /// Step of the trapezoid rule in `ln(time)`.
 const GRID_STEP: f64 = 0.25;
 /// Significant bits kept of each fitted multiplier.
@@ -105,16 +111,25 @@ pub struct Placement {
     /// Per node in canonical (id) order:
     /// the node's index in `layout.nodes`,
     layout_index: Vec<u16>,
-    /// its canonical zone index (zones sorted by name),
-    zone_of: Vec<u32>,
     /// the seed of its draws,
     seed: Vec<u64>,
     /// `1 / v_i`: the race's finishing time is `E_i * inv_rate[i]`,
     inv_rate: Vec<f64>,
+    /// what the race's pass reads of every node, packed together.
+    race_nodes: Vec<RaceNode>,
     /// `1 / w_i`: the order of a replica list is by `E_i * inv_weight[i]`.
     inv_weight: Vec<f64>,
     /// `factor` layout indices per partition.
     table: Vec<u16>,
+}
+
+/// What the race's pass reads of a node.
+#[derive(Clone, Copy, Debug)]
+struct RaceNode {
+    seed: u64,
+    /// `1 / v_i` shrunk by a relative 1e-12, for lower bounds that rounding cannot break.
+    inv_rate_lower: f64,
+    zone: u32,
 }
 
 /// Where a node stands before fitting.
@@ -310,15 +325,15 @@ fn water_fill(canonical: &Canonical, factor: usize) -> (Vec<f64>, Vec<Tier>) {
 }
 
 impl Placement {
-    /// Fits the zone corrections for `layout` and computes the partition table. Takes tens to
-    /// hundreds of milliseconds (more for hundreds of nodes); build once per layout version.
+    /// Fits the zone corrections for `layout` and computes the partition table: about 0.2 s for
+    /// 6 nodes, 0.6 s for 64 and 1.3 s for 300 on two cores. Build once per layout version.
     pub fn new(layout: &Layout) -> Result<Placement, LayoutError> {
         layout.validate()?;
         let canonical = Canonical::new(layout);
         let factor = layout.replication_factor;
         let (share, tier) = water_fill(&canonical, factor);
         let multiplier = fit_multipliers(&canonical, factor, &share, &tier);
-        let seed = canonical
+        let seed: Vec<u64> = canonical
             .layout_index
             .iter()
             .map(|&i| {
@@ -330,15 +345,17 @@ impl Placement {
             factor,
             zone_count: canonical.zone_count,
             layout_version: layout.version,
+            race_nodes: (0..canonical.weight.len())
+                .map(|i| RaceNode {
+                    seed: seed[i],
+                    inv_rate_lower: (1.0 - 1e-12) / (canonical.weight[i] as f64 * multiplier[i]),
+                    zone: u32::try_from(canonical.zone_of[i]).expect("zones fit u32"),
+                })
+                .collect(),
             inv_rate: (0..canonical.weight.len())
                 .map(|i| 1.0 / (canonical.weight[i] as f64 * multiplier[i]))
                 .collect(),
             inv_weight: canonical.weight.iter().map(|&w| 1.0 / w as f64).collect(),
-            zone_of: canonical
-                .zone_of
-                .iter()
-                .map(|&z| u32::try_from(z).expect("zones fit u32"))
-                .collect(),
             layout_index: canonical.layout_index,
             seed,
             table: Vec::new(),
@@ -360,11 +377,13 @@ impl Placement {
     }
 
     /// Every node in preference order for `hash`: [`Placement::replicas`] first, then the other
-    /// nodes in race order (the fallbacks). Runs the race, so costs about a microsecond per
-    /// hundred nodes.
+    /// nodes in race order (the fallbacks). Runs the race over every node, so costs
+    /// microseconds.
     pub fn preference_list(&self, hash: &Hash) -> Vec<u16> {
+        let key = partition_key(Self::partition_of(hash));
         let mut scratch = Scratch::new(self);
-        self.race(partition_key(Self::partition_of(hash)), &mut scratch);
+        self.race(key, &mut scratch);
+        let draw = self.all_draws(key);
         let node_count = self.layout_index.len();
         let mut taken = vec![false; node_count];
         for &node in &scratch.chosen {
@@ -373,7 +392,7 @@ impl Placement {
         let mut rest: Vec<u32> = (0..node_count as u32)
             .filter(|&i| !taken[i as usize])
             .collect();
-        rest.sort_by(|&a, &b| compare(scratch.finish(self, a), a, scratch.finish(self, b), b));
+        rest.sort_by_cached_key(|&i| FinishKey(draw[i as usize] * self.inv_rate[i as usize], i));
         scratch
             .chosen
             .iter()
@@ -442,58 +461,102 @@ impl Placement {
     }
 
     /// Runs the race for `key`, leaving the replica set in `scratch.chosen` (canonical indices,
-    /// in replica order) and every node's draw in `scratch.draw`.
+    /// in replica order).
+    ///
+    /// Exact, but skips the logarithm for nodes that cannot matter: `-ln(u) >= 1 - u`, so a
+    /// node whose lower bound `(1 - u) / v` is above both its zone's best time so far and the
+    /// time that currently decides the last place cannot change the result. Those times only
+    /// fall as the pass goes on, so the skip is safe; typically only a few dozen nodes of
+    /// hundreds need the logarithm.
     fn race(&self, key: u64, scratch: &mut Scratch) {
-        let node_count = self.layout_index.len();
         let Scratch {
             draw,
             zone_best,
             zone_best_finish,
+            top,
             chosen,
-            extras,
         } = scratch;
         zone_best_finish.fill(f64::INFINITY);
-        for i in 0..node_count {
-            let e = exponential_draw(key ^ self.seed[i]);
+        top.clear();
+        let spread = self.zone_count >= self.factor;
+        // Zone-spread layouts: the `factor` zones with the earliest first finisher.
+        // Otherwise: the `factor - zone_count` earliest nodes that are not their zone's first.
+        let top_len = if spread {
+            self.factor
+        } else {
+            self.factor - self.zone_count
+        };
+        // The time that decides the last place, once every place is held.
+        let mut cutoff = f64::INFINITY;
+        for (i, node) in self.race_nodes.iter().enumerate() {
+            let bits = mix64(key ^ node.seed);
+            let zone = node.zone as usize;
+            let current = zone_best_finish[zone];
+            let bound = if spread {
+                current.min(cutoff)
+            } else {
+                current.max(cutoff)
+            };
+            if one_minus_unit(bits) * node.inv_rate_lower > bound {
+                continue;
+            }
+            let e = exponential_of_bits(bits);
             draw[i] = e;
             let finish = e * self.inv_rate[i];
-            let zone = self.zone_of[i] as usize;
-            if finish < zone_best_finish[zone] {
-                zone_best_finish[zone] = finish;
-                zone_best[zone] = i as u32;
+            let index = i as u32;
+            // Nodes come in ascending index, so on equal times the earlier one stays first.
+            if spread {
+                if finish < current {
+                    zone_best_finish[zone] = finish;
+                    zone_best[zone] = index;
+                    if let Some(position) = top.iter().position(|&z| z as usize == zone) {
+                        top.remove(position);
+                    }
+                    let zone_key = |z: u32| (zone_best_finish[z as usize], zone_best[z as usize]);
+                    insert_smallest(top, top_len, zone as u32, zone_key);
+                    if top.len() == top_len {
+                        cutoff = zone_best_finish[top[top_len - 1] as usize];
+                    }
+                }
+            } else {
+                let node_key = |n: u32| (draw[n as usize] * self.inv_rate[n as usize], n);
+                if finish < current {
+                    let displaced = zone_best[zone];
+                    zone_best_finish[zone] = finish;
+                    zone_best[zone] = index;
+                    if current.is_finite() {
+                        insert_smallest(top, top_len, displaced, node_key);
+                    }
+                } else {
+                    insert_smallest(top, top_len, index, node_key);
+                }
+                if top.len() == top_len {
+                    cutoff = node_key(top[top_len - 1]).0;
+                }
             }
         }
         chosen.clear();
-        if self.zone_count >= self.factor {
-            // The first `factor` zones to finish, each represented by its first node.
-            for zone in 0..self.zone_count {
-                insert_smallest(chosen, self.factor, zone_best[zone], |a| {
-                    zone_best_finish[self.zone_of[a as usize] as usize]
-                });
-            }
+        if spread {
+            chosen.extend(top.iter().map(|&z| zone_best[z as usize]));
         } else {
-            // Every zone's first node, then the earliest of the others.
-            let extra_count = self.factor - self.zone_count;
-            extras.clear();
-            for i in 0..node_count as u32 {
-                if zone_best[self.zone_of[i as usize] as usize] != i {
-                    insert_smallest(extras, extra_count, i, |a| {
-                        draw[a as usize] * self.inv_rate[a as usize]
-                    });
-                }
-            }
             chosen.extend_from_slice(&zone_best[..self.zone_count]);
-            chosen.extend_from_slice(extras);
+            chosen.extend_from_slice(top);
         }
-        debug_assert_eq!(chosen.len(), self.factor);
+        assert_eq!(chosen.len(), self.factor, "every race fills every place");
         chosen.sort_by(|&a, &b| {
             compare(
-                draw[a as usize] * self.inv_weight[a as usize],
-                a,
-                draw[b as usize] * self.inv_weight[b as usize],
-                b,
+                (draw[a as usize] * self.inv_weight[a as usize], a),
+                (draw[b as usize] * self.inv_weight[b as usize], b),
             )
         });
+    }
+
+    /// Every node's exponential draw for `key`.
+    fn all_draws(&self, key: u64) -> Vec<f64> {
+        self.seed
+            .iter()
+            .map(|&seed| exponential_of_bits(mix64(key ^ seed)))
+            .collect()
     }
 }
 
@@ -502,8 +565,9 @@ struct Scratch {
     draw: Vec<f64>,
     zone_best: Vec<u32>,
     zone_best_finish: Vec<f64>,
+    /// Zones (zone-spread layouts) or extra nodes (otherwise) holding the last places so far.
+    top: Vec<u32>,
     chosen: Vec<u32>,
-    extras: Vec<u32>,
 }
 
 impl Scratch {
@@ -512,37 +576,56 @@ impl Scratch {
             draw: vec![0.0; placement.layout_index.len()],
             zone_best: vec![0; placement.zone_count],
             zone_best_finish: vec![0.0; placement.zone_count],
+            top: Vec::with_capacity(placement.factor + 1),
             chosen: Vec::with_capacity(placement.factor),
-            extras: Vec::with_capacity(placement.factor),
         }
     }
+}
 
-    fn finish(&self, placement: &Placement, node: u32) -> f64 {
-        self.draw[node as usize] * placement.inv_rate[node as usize]
+/// A finishing time and canonical index, ordered as `compare` orders them.
+#[derive(Clone, Copy, PartialEq)]
+struct FinishKey(f64, u32);
+
+impl Eq for FinishKey {}
+
+impl PartialOrd for FinishKey {
+    fn partial_cmp(&self, other: &FinishKey) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
-/// Orders by time, then by canonical index (ties are astronomically rare, but must be decided
-/// the same way everywhere).
-fn compare(time_a: f64, a: u32, time_b: f64, b: u32) -> Ordering {
-    time_a.total_cmp(&time_b).then(a.cmp(&b))
+impl Ord for FinishKey {
+    fn cmp(&self, other: &FinishKey) -> Ordering {
+        compare((self.0, self.1), (other.0, other.1))
+    }
 }
 
-/// Inserts `node` into `list`, kept sorted by `(time, index)` and at most `len_max` long.
-fn insert_smallest(list: &mut Vec<u32>, len_max: usize, node: u32, time: impl Fn(u32) -> f64) {
-    let node_time = time(node);
+/// Orders by time, then by canonical index (equal times are astronomically rare, but must be
+/// decided the same way everywhere).
+fn compare(a: (f64, u32), b: (f64, u32)) -> Ordering {
+    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+}
+
+/// Inserts `item` into `list`, kept sorted by `key` and at most `len_max` long.
+fn insert_smallest(
+    list: &mut Vec<u32>,
+    len_max: usize,
+    item: u32,
+    key: impl Fn(u32) -> (f64, u32),
+) {
+    let item_key = key(item);
     if list.len() == len_max {
         let last = *list.last().expect("len_max >= 1");
-        if compare(node_time, node, time(last), last) != Ordering::Less {
+        if compare(item_key, key(last)) != Ordering::Less {
             return;
         }
         list.pop();
     }
     let position = list
         .iter()
-        .position(|&other| compare(node_time, node, time(other), other) == Ordering::Less)
+        .position(|&other| compare(item_key, key(other)) == Ordering::Less)
         .unwrap_or(list.len());
-    list.insert(position, node);
+    list.insert(position, item);
 }
 
 /// The race key of a partition.
@@ -560,22 +643,65 @@ fn mix64(mut x: u64) -> u64 {
     x
 }
 
-/// An exponential(1) draw from 64 random bits: `-ln(u)` with `u` uniform in (0, 1).
-fn exponential_draw(input: u64) -> f64 {
-    let bits = mix64(input);
-    // 53 bits, centred in their interval: u in [2^-54, 1 - 2^-54].
-    let u = ((bits >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
-    -ln(u)
+/// The uniform draw of 64 random bits: 53 bits, centred in their interval, so `u` lies in
+/// `[2^-54, 1 - 2^-54]`.
+fn unit(bits: u64) -> f64 {
+    ((bits >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
 }
 
-const LN_2_HIGH: f64 = 6.931_471_803_691_238_2e-1;
-const LN_2_LOW: f64 = 1.908_214_929_270_587_7e-10;
+/// `1 - unit(bits)`, exactly.
+fn one_minus_unit(bits: u64) -> f64 {
+    (((!bits) >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+}
+
+/// An exponential(1) draw from 64 random bits: `-ln(u)` with `u = unit(bits)`.
+///
+/// The logarithm is table-driven: `u = 2^k * m` with `m` in `[1, 2)`, `m` near the centre `c` of
+/// one of `LN_TABLE_LEN` intervals, `ln(m) = ln(c) + ln(1 + r)` with `r = m / c - 1`,
+/// `|r| < 2^-8`, and `ln(1 + r)` by its series to `r^6` (relative error below 1e-16). No
+/// branches, no division: a few nanoseconds.
+fn exponential_of_bits(bits: u64) -> f64 {
+    let u = unit(bits);
+    let u_bits = u.to_bits();
+    let exponent = ((u_bits >> 52) & 0x7ff) as i64 - 1023;
+    let m = f64::from_bits((u_bits & ((1 << 52) - 1)) | (1023 << 52));
+    let index = ((u_bits >> (52 - LN_TABLE_BITS)) & (LN_TABLE_LEN as u64 - 1)) as usize;
+    let (inv_centre, ln_centre) = LN_TABLE[index];
+    let r = m * inv_centre - 1.0;
+    let series = r
+        * (1.0
+            + r * (-1.0 / 2.0
+                + r * (1.0 / 3.0 + r * (-1.0 / 4.0 + r * (1.0 / 5.0 + r * (-1.0 / 6.0))))));
+    let k = exponent as f64;
+    -(k * LN_2_HIGH + (ln_centre + series + k * LN_2_LOW))
+}
+
+/// Bits of the mantissa that pick an interval of the logarithm table.
+const LN_TABLE_BITS: u32 = 7;
+const LN_TABLE_LEN: usize = 1 << LN_TABLE_BITS;
+/// `(1 / c, ln(c))` for the centre `c = 1 + (j + 1/2) / LN_TABLE_LEN` of interval `j`, computed
+/// at compile time by `ln` (IEEE arithmetic, the same on every platform).
+static LN_TABLE: [(f64, f64); LN_TABLE_LEN] = {
+    let mut table = [(0.0, 0.0); LN_TABLE_LEN];
+    let mut j = 0;
+    while j < LN_TABLE_LEN {
+        let centre = 1.0 + (j as f64 + 0.5) / LN_TABLE_LEN as f64;
+        table[j] = (1.0 / centre, ln(centre));
+        j += 1;
+    }
+    table
+};
+
+/// `ln(2)` split in two (fdlibm's constants): the high part has trailing zero bits, so
+/// `k * LN_2_HIGH` is exact for the exponents `k` used here.
+const LN_2_HIGH: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+const LN_2_LOW: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 
 /// Natural logarithm of a positive normal `x`, from IEEE basic operations only (relative error
 /// below 1e-15): `x = 2^k * m` with `m` in `[sqrt(1/2), sqrt(2))`, `ln(m) = 2 atanh(s)` with
 /// `s = (m - 1) / (m + 1)`, `|s| < 0.172`, summed as a series to `s^17`.
-fn ln(x: f64) -> f64 {
-    debug_assert!(x.is_normal() && x > 0.0);
+const fn ln(x: f64) -> f64 {
+    assert!(x.is_normal() && x > 0.0);
     let bits = x.to_bits();
     let mut exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
     let mut m = f64::from_bits((bits & ((1 << 52) - 1)) | (1023 << 52));
@@ -680,35 +806,54 @@ fn fit_multipliers(canonical: &Canonical, factor: usize, share: &[f64], tier: &[
     multiplier
 }
 
-/// Fits multipliers `m` so that `inclusion(weight * m)` equals `target`, by repeated odds-ratio
-/// updates; returns `m` rounded to `MULTIPLIER_BITS` significant bits.
+/// Fits multipliers `m` so that `inclusion(weight * m)` equals `target`; returns `m` rounded to
+/// `MULTIPLIER_BITS` significant bits.
+///
+/// Each round multiplies `m` by the odds ratio of target and computed inclusion (inclusion is
+/// roughly logistic in `ln(rate)`), damped to its `2^-halvings` power; a round that makes the
+/// worst error grow is undone and the damping doubled. Items competing for few places (such as
+/// five zones of six) are strongly coupled, and undamped steps would overshoot.
 fn fit(weight: &[f64], target: &[f64], inclusion: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
     let mut multiplier = vec![1.0; weight.len()];
     if weight.is_empty() {
         return multiplier;
     }
     let weight_sum: f64 = weight.iter().sum();
-    for _ in 0..FIT_ROUNDS_MAX {
-        let rate: Vec<f64> = weight.iter().zip(&multiplier).map(|(w, m)| w * m).collect();
+    let error_of = |multiplier: &[f64]| {
+        let rate: Vec<f64> = weight.iter().zip(multiplier).map(|(w, m)| w * m).collect();
         let got = inclusion(&rate);
-        let mut error_max: f64 = 0.0;
-        for ((m, &t), &p) in multiplier.iter_mut().zip(target).zip(&got) {
-            error_max = error_max.max((p / t - 1.0).abs());
-            // Inclusion behaves roughly like a logistic function of ln(rate).
-            let ratio = (t * (1.0 - p)) / (p * (1.0 - t));
-            *m *= ratio.clamp(1.0 / 16.0, 16.0);
+        let error = got
+            .iter()
+            .zip(target)
+            .map(|(p, t)| (p / t - 1.0).abs())
+            .fold(0.0, f64::max);
+        (got, error)
+    };
+    let (mut got, mut error) = error_of(&multiplier);
+    let mut halvings = 0;
+    for _ in 0..FIT_ROUNDS_MAX {
+        if error < FIT_ERROR_MAX {
+            break;
+        }
+        let mut next = multiplier.clone();
+        for ((m, &t), &p) in next.iter_mut().zip(target).zip(&got) {
+            let mut ratio = ((t * (1.0 - p)) / (p * (1.0 - t))).clamp(1.0 / 16.0, 16.0);
+            for _ in 0..halvings {
+                ratio = ratio.sqrt();
+            }
+            *m *= ratio;
         }
         // Only ratios of multipliers matter: keep their weighted mean at 1.
-        let mean = weight
-            .iter()
-            .zip(&multiplier)
-            .map(|(w, m)| w * m)
-            .sum::<f64>()
-            / weight_sum;
-        for m in &mut multiplier {
+        let mean = weight.iter().zip(&next).map(|(w, m)| w * m).sum::<f64>() / weight_sum;
+        for m in &mut next {
             *m = (*m / mean).clamp(FITTED_MULTIPLIER_MIN, FITTED_MULTIPLIER_MAX);
         }
-        if error_max < FIT_ERROR_MAX {
+        let (next_got, next_error) = error_of(&next);
+        if next_error < error {
+            (multiplier, got, error) = (next, next_got, next_error);
+        } else if halvings < FIT_HALVINGS_MAX {
+            halvings += 1;
+        } else {
             break;
         }
     }
@@ -807,7 +952,7 @@ fn top_k_inclusion(rate: &[f64], k: usize) -> Vec<f64> {
             for a in 0..k {
                 fewer += before[a] * after[..k - a].iter().sum::<f64>();
             }
-            inclusion[j] += step * rate[j] * t * q[j] * fewer;
+            inclusion[j] += step * rate[j] * q[j] * fewer;
         }
     }
     inclusion
@@ -845,9 +990,7 @@ fn extras_inclusion(canonical: &Canonical, rate: &[f64], extra_count: usize) -> 
             let arrivals = &prefix[n * len..(n + 1) * len];
             let out = &mut excess[zone * extra_count..(zone + 1) * extra_count];
             out[0] = arrivals[0] + arrivals[1];
-            for e in 1..extra_count {
-                out[e] = arrivals[e + 1];
-            }
+            out[1..].copy_from_slice(&arrivals[2..=extra_count]);
         }
         let (zone_prefix, zone_suffix) = prefix_suffix(zone_count, extra_count, |z, f, to| {
             let mut product = vec![0.0; extra_count];
@@ -884,7 +1027,7 @@ fn extras_inclusion(canonical: &Canonical, rate: &[f64], extra_count: usize) -> 
                 for a in 1..=extra_count {
                     chosen += within[a] * at_most[extra_count - a];
                 }
-                inclusion[node] += step * rate[node] * t * q[node] * chosen;
+                inclusion[node] += step * rate[node] * q[node] * chosen;
             }
         }
     }
@@ -941,6 +1084,20 @@ mod tests {
     }
 
     #[test]
+    fn draws_are_minus_ln() {
+        for i in 0..100_000u64 {
+            let bits = mix64(i);
+            let u = ((bits >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
+            let want = -u.ln();
+            let got = exponential_of_bits(bits);
+            assert!(
+                (got - want).abs() <= 1e-15 + 1e-14 * want,
+                "{u}: {got} {want}"
+            );
+        }
+    }
+
+    #[test]
     fn targets_without_binding_caps_are_proportional() {
         let l = layout(2, &[("a", 1), ("b", 2), ("c", 3), ("d", 4)]);
         assert_close(&target_shares(&l).unwrap(), &[0.2, 0.4, 0.6, 0.8], 1e-12);
@@ -981,7 +1138,7 @@ mod tests {
         assert!((p.iter().sum::<f64>() - 2.0).abs() < 1e-9, "{p:?}");
         // Exact for two items of three: P(a in first 2) = 1 - P(a last).
         let p = top_k_inclusion(&[1.0, 1.0, 2.0], 2);
-        let a_last = (1.0 / 4.0) * (1.0 / 3.0) + (2.0 / 4.0) * (1.0 / 2.0);
+        let a_last = (1.0 / 4.0) * (2.0 / 3.0) + (2.0 / 4.0) * (1.0 / 2.0);
         assert!((p[0] - (1.0 - a_last)).abs() < 1e-9, "{p:?}");
     }
 
@@ -1002,6 +1159,69 @@ mod tests {
         for i in 0..5 {
             if tier[i] == Tier::Fitted {
                 assert!((got[i] / share[i] - 1.0).abs() < 1e-6, "{got:?} {share:?}");
+            }
+        }
+    }
+
+    /// The race as the module documentation defines it: walk all nodes in finishing order.
+    fn naive_race(placement: &Placement, key: u64) -> Vec<u32> {
+        let draw = placement.all_draws(key);
+        let finish = |i: u32| (draw[i as usize] * placement.inv_rate[i as usize], i);
+        let mut order: Vec<u32> = (0..placement.node_count() as u32).collect();
+        order.sort_by(|&a, &b| compare(finish(a), finish(b)));
+        let spread_zones = placement.factor.min(placement.zone_count);
+        let mut used = vec![false; placement.zone_count];
+        let mut chosen = Vec::new();
+        for &node in &order {
+            let zone = placement.race_nodes[node as usize].zone as usize;
+            if chosen.len() < spread_zones && !used[zone] {
+                used[zone] = true;
+                chosen.push(node);
+            }
+        }
+        for &node in &order {
+            if chosen.len() < placement.factor && !chosen.contains(&node) {
+                chosen.push(node);
+            }
+        }
+        chosen.sort_by(|&a, &b| {
+            let key = |i: u32| (draw[i as usize] * placement.inv_weight[i as usize], i);
+            compare(key(a), key(b))
+        });
+        chosen
+    }
+
+    #[test]
+    fn pruned_race_equals_the_naive_race() {
+        let layouts = [
+            layout(
+                3,
+                &[("a", 1), ("a", 2), ("b", 3), ("c", 4), ("c", 2), ("d", 1)],
+            ),
+            layout(3, &[("a", 1), ("a", 2), ("a", 3), ("a", 4)]),
+            layout(3, &[("a", 10), ("a", 10), ("a", 10), ("b", 1), ("b", 3)]),
+            layout(
+                5,
+                &[
+                    ("a", 1),
+                    ("b", 2),
+                    ("a", 3),
+                    ("b", 4),
+                    ("a", 5),
+                    ("b", 6),
+                    ("c", 1),
+                ],
+            ),
+            layout(2, &[("a", 3), ("a", 3), ("b", 2), ("c", 2), ("d", 2)]),
+            layout(1, &[("a", 1), ("b", 400), ("c", 7)]),
+        ];
+        for l in &layouts {
+            let placement = Placement::new(l).unwrap();
+            let mut scratch = Scratch::new(&placement);
+            for partition in 0..20_000 {
+                let key = partition_key(partition);
+                placement.race(key, &mut scratch);
+                assert_eq!(scratch.chosen, naive_race(&placement, key), "{l:?}");
             }
         }
     }

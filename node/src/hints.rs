@@ -431,10 +431,12 @@ mod tests {
             let id = log.add(hint((i % 200) as u8, "x"), 0).unwrap();
             log.delivered(id).unwrap();
         }
+        // Without a rewrite the log would hold every Add and Done record: about 57 bytes per
+        // delivered hint, 233 KB here. A rewrite halfway leaves about half of that.
         let size = std::fs::metadata(dir.path().join("hints.log"))
             .unwrap()
             .len();
-        assert!(size < 100 * 1024, "log not rewritten: {size} bytes");
+        assert!(size < 150_000, "log not rewritten: {size} bytes");
         drop(log);
         let mut log = HintLog::open(dir.path(), 10, 100).unwrap();
         let due = log.queue().take_due(0, 10);

@@ -79,7 +79,7 @@ impl WriteQuorum {
                 self.phase = Phase::Committing;
                 Step::Commit
             }
-            Phase::Preparing if self.replicas - self.failed < self.quorum => {
+            Phase::Preparing if self.replicas.saturating_sub(self.failed) < self.quorum => {
                 self.phase = Phase::Done;
                 Step::Abort
             }
@@ -87,7 +87,7 @@ impl WriteQuorum {
                 self.phase = Phase::Done;
                 Step::Acknowledge
             }
-            Phase::Committing if self.replicas - self.failed < self.quorum => {
+            Phase::Committing if self.replicas.saturating_sub(self.failed) < self.quorum => {
                 self.phase = Phase::Done;
                 Step::Fail
             }

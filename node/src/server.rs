@@ -626,6 +626,7 @@ async fn coordinate_put(
     drop(events);
     const LOCAL: usize = usize::MAX;
     let mut local_events = None;
+    let mut links_open = !remotes.is_empty();
     loop {
         match step {
             Step::Wait => {}
@@ -657,26 +658,34 @@ async fn coordinate_put(
             }
             Step::Acknowledge => break,
         }
-        // Wait for the next report: a replica's, or our own commit's.
+        // Wait for the next report: a replica's, or our own commit's. Every link reports its
+        // own failure before it ends, so a closed channel only means no link is left.
         let next = tokio::select! {
-            event = reports.recv() => event,
+            event = reports.recv(), if links_open => match event {
+                Some(event) => event,
+                None => {
+                    links_open = false;
+                    continue;
+                }
+            },
             result = async { local_events.as_mut().expect("guarded").await }, if local_events.is_some() => {
                 local_events = None;
-                Some((LOCAL, match result {
+                (LOCAL, match result {
                     Ok(Ok(_)) => Report::Stored,
                     Ok(Err(e)) => {
                         local_error = Some(e.to_string());
                         Report::Failed
                     }
                     Err(_) => Report::Failed,
-                }))
+                })
+            }
+            else => {
+                // Nothing left to hear from, and no verdict: the quorum cannot be reached.
+                step = Step::Fail;
+                continue;
             }
         };
-        let Some((i, report)) = next else {
-            // Every replica link has ended; those that never reported count as failed.
-            step = quorum.report(Report::Failed);
-            continue;
-        };
+        let (i, report) = next;
         if report == Report::Failed && i != LOCAL {
             failed.push(remotes[i].id.clone());
         }

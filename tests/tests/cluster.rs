@@ -31,7 +31,13 @@ impl TestCluster {
     /// Six nodes in three zones (n1,n4 in zone-a; n2,n5 in zone-b; n3,n6 in zone-c), factor 3,
     /// write quorum 2, on 127.0.`net`.1-6.
     async fn start(net: u8) -> TestCluster {
+        TestCluster::start_with(net, 3, 2).await
+    }
+
+    async fn start_with(net: u8, factor: usize, quorum: usize) -> TestCluster {
         let mut spec = ClusterSpec::local(6, 3, [127, 0, net, 1], TEST_PORT);
+        spec.replication_factor = factor;
+        spec.write_quorum = quorum;
         for (i, node) in spec.nodes.iter_mut().enumerate() {
             node.1 = SocketAddr::from(([127, 0, net, i as u8 + 1], TEST_PORT));
         }
@@ -556,4 +562,22 @@ async fn a_replica_found_without_a_blob_is_repaired_by_a_read() {
     .await;
     client.close().await;
     cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn factor_one_and_full_quorum_clusters_store_and_serve() {
+    for (net, factor, quorum) in [(17, 1, 1), (18, 3, 3)] {
+        let cluster = TestCluster::start_with(net, factor, quorum).await;
+        let client = cluster.client().await;
+        for i in 0..8 {
+            let bytes = blob(i);
+            let hash = client.put(bytes.clone()).await.unwrap();
+            assert_eq!(client.replicas_of(&hash).len(), factor);
+            // Write quorum = factor: every replica holds it when the put returns.
+            assert!(cluster.fully_replicated(&client, &hash, &bytes));
+            assert_eq!(client.get(&hash).await.unwrap(), bytes);
+        }
+        client.close().await;
+        cluster.shutdown().await;
+    }
 }
