@@ -260,6 +260,16 @@ impl BlobWriter {
         self.bytes_written
     }
 
+    /// Prepares for a blob of `bytes` bytes (an announced length): the in-memory buffer is
+    /// allocated once, up to the stream buffer limit, instead of growing by doubling. Only a
+    /// hint; writing more or less is fine.
+    pub fn reserve(&mut self, bytes: u64) {
+        if self.spill.is_none() {
+            let cap = bytes.min(self.store.inner.config.stream_buffer_bytes) as usize;
+            self.buffer.reserve(cap.saturating_sub(self.buffer.len()));
+        }
+    }
+
     /// The BLAKE3 hash of the bytes written so far: lets a caller check a claimed name before
     /// deciding to commit.
     pub fn hash(&self) -> Hash {

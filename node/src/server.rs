@@ -561,7 +561,11 @@ async fn coordinate_put(
         decisions.push(Some(decide));
     }
 
-    let mut writer: Option<BlobWriter> = local.then(|| state.store.writer());
+    let mut writer: Option<BlobWriter> = local.then(|| {
+        let mut w = state.store.writer();
+        w.reserve(len);
+        w
+    });
     let mut local_error: Option<String> = None;
     let mut hasher = (!local).then(blake3::Hasher::new);
     let mut body = BodyReader::new(&mut recv, len);
@@ -835,6 +839,9 @@ async fn replica_put(
     mut recv: quinn::RecvStream,
 ) {
     let mut writer = Some(state.store.writer());
+    if let Some(w) = &mut writer {
+        w.reserve(len);
+    }
     let mut write_error = None;
     let mut body = BodyReader::new(&mut recv, len);
     loop {
