@@ -495,7 +495,7 @@ impl Client {
                         range,
                     },
                 );
-                sink.reset().await?;
+                sink.restart()?;
                 let attempt = self.read_from(node, &request, hash, range, &mut *sink);
                 match self.bounded(node, attempts.remaining(), attempt).await {
                     Ok(Ok(ReadOutcome::Done(n))) => {
@@ -776,15 +776,26 @@ impl Client {
     }
 }
 
-/// Where read bytes go; `reset` discards what a failed attempt wrote where possible.
+/// Where read bytes go.
 trait Sink: Send {
     fn write<'a>(
         &'a mut self,
         bytes: &'a [u8],
     ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
-    fn reset(&mut self)
-    -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>>;
+    /// Prepares for another attempt: discards what a failed attempt wrote, or, for an output
+    /// that cannot take bytes back, refuses once any were handed out.
+    fn restart(&mut self) -> std::io::Result<()>;
     fn in_memory(&self) -> bool;
+}
+
+/// `restart` for outputs that cannot take bytes back.
+fn restart_unless_written(written: u64) -> std::io::Result<()> {
+    match written {
+        0 => Ok(()),
+        n => Err(std::io::Error::other(format!(
+            "the read failed after {n} bytes were handed to the output; not retried"
+        ))),
+    }
 }
 
 impl Sink for Vec<u8> {
@@ -796,11 +807,9 @@ impl Sink for Vec<u8> {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn reset(
-        &mut self,
-    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>> {
+    fn restart(&mut self) -> std::io::Result<()> {
         self.clear();
-        Box::pin(std::future::ready(Ok(())))
+        Ok(())
     }
 
     fn in_memory(&self) -> bool {
@@ -822,17 +831,8 @@ impl<W: AsyncWrite + Unpin + Send> Sink for WriterSink<'_, W> {
         Box::pin(self.writer.write_all(bytes))
     }
 
-    /// A writer cannot take bytes back: once an attempt has written some, a failure is final.
-    fn reset(
-        &mut self,
-    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>> {
-        let result = match self.written {
-            0 => Ok(()),
-            n => Err(std::io::Error::other(format!(
-                "the read failed after {n} bytes went to the output; not retried"
-            ))),
-        };
-        Box::pin(std::future::ready(result))
+    fn restart(&mut self) -> std::io::Result<()> {
+        restart_unless_written(self.written)
     }
 
     fn in_memory(&self) -> bool {
@@ -893,16 +893,8 @@ impl Sink for ChannelSink {
         })
     }
 
-    fn reset(
-        &mut self,
-    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>> {
-        let result = match self.written {
-            0 => Ok(()),
-            n => Err(std::io::Error::other(format!(
-                "the read failed after {n} bytes were streamed; not retried"
-            ))),
-        };
-        Box::pin(std::future::ready(result))
+    fn restart(&mut self) -> std::io::Result<()> {
+        restart_unless_written(self.written)
     }
 
     fn in_memory(&self) -> bool {
