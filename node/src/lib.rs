@@ -5,6 +5,8 @@
 //! - [`server`]: the running node and its request handlers.
 //! - [`quorum`]: the write-quorum state machine a coordinator follows.
 //! - [`hints`]: hinted handoff, a queue state machine over a durable log.
+//! - [`membership`]: failure detection from heartbeats, a plain state machine.
+//! - [`heal`]: anti-entropy, hand-off, tombstone purge and scrub pacing, a plain state machine.
 //! - [`config`]: node and client configuration files.
 //! - [`certs`]: a development CA and certificates.
 //! - [`dev`]: the files of a local cluster.
@@ -12,7 +14,9 @@
 pub mod certs;
 pub mod config;
 pub mod dev;
+pub mod heal;
 pub mod hints;
+pub mod membership;
 pub mod quorum;
 pub mod server;
 
