@@ -1156,10 +1156,10 @@ impl Healer {
                         let ours = catalog.entry(&theirs.hash);
                         match (compare(ours.as_ref(), Some(theirs)), theirs.kind) {
                             (Verdict::Theirs, EntryKind::Live) => wanted.push(theirs.hash),
-                            (Verdict::Theirs, EntryKind::Tombstone) => {
-                                if self.tombstone_needed(now_ms, ours.as_ref(), theirs) {
-                                    out.push(Action::ApplyTombstone { entry: *theirs })
-                                }
+                            (Verdict::Theirs, EntryKind::Tombstone)
+                                if self.tombstone_needed(now_ms, ours.as_ref(), theirs) =>
+                            {
+                                out.push(Action::ApplyTombstone { entry: *theirs })
                             }
                             _ => {}
                         }
@@ -1320,7 +1320,7 @@ impl Healer {
             }
             self.handoff_cursor = Some(entry.hash);
             let owners = self.owners(&entry.hash);
-            if in_layout && owners.iter().any(|o| *o == self.self_id) {
+            if in_layout && owners.contains(&self.self_id) {
                 continue;
             }
             let old_tombstone = entry.kind == EntryKind::Tombstone
@@ -1412,7 +1412,7 @@ impl Healer {
                 continue;
             }
             let owners = self.owners(&entry.hash);
-            if !owners.iter().any(|o| *o == self.self_id) {
+            if !owners.contains(&self.self_id) {
                 continue; // misplaced: hand-off deals with it
             }
             let seen_by_all = owners.iter().filter(|o| **o != self.self_id).all(|o| {
@@ -1545,11 +1545,10 @@ impl MemoryCatalog {
         prefix: u32,
     ) -> impl Iterator<Item = (&BlobHash, &(Entry, u64))> {
         let (start, end) = prefix_bounds(prefix_bits.min(32), prefix);
-        let range = match end {
+        match end {
             Some(end) => self.entries.range(start..end),
             None => self.entries.range(start..),
-        };
-        range
+        }
     }
 }
 
