@@ -37,16 +37,62 @@ pub const GET_IN_MEMORY_BYTES_MAX: u64 = 1 << 30;
 /// made by `cairn certs` carry it beside their node id.
 pub const SEED_SERVER_NAME: &str = "node.cairn";
 
-/// A layout and the placement computed from it, swapped together when a newer layout arrives.
+/// A layout and the placement computed from it, swapped together when a newer layout arrives;
+/// with the layout before it, whose replicas reads fall back to while data moves.
 pub struct Routing {
     pub layout: Layout,
-    pub placement: Placement,
+    pub placement: Arc<Placement>,
+    pub previous: Option<Arc<Routing>>,
 }
 
 impl Routing {
     pub fn new(layout: Layout) -> Result<Routing, LayoutError> {
-        let placement = Placement::new(&layout)?;
-        Ok(Routing { layout, placement })
+        let placement = Arc::new(Placement::new(&layout)?);
+        Ok(Routing {
+            layout,
+            placement,
+            previous: None,
+        })
+    }
+
+    /// The routing of `layout`, which follows `self`; `previous_layout` is the layout before
+    /// `layout` if known (else `self`'s is taken).
+    pub fn successor(
+        self: &Arc<Routing>,
+        layout: Layout,
+        previous_layout: Option<Layout>,
+    ) -> Result<Routing, LayoutError> {
+        let previous = match previous_layout {
+            Some(p) if p.version == self.layout.version => self.without_previous(),
+            Some(p) if p.version < layout.version => Arc::new(Routing::new(p)?),
+            _ => self.without_previous(),
+        };
+        let mut next = Routing::new(layout)?;
+        next.previous = Some(previous);
+        Ok(next)
+    }
+
+    fn without_previous(&self) -> Arc<Routing> {
+        Arc::new(Routing {
+            layout: self.layout.clone(),
+            placement: self.placement.clone(),
+            previous: None,
+        })
+    }
+
+    /// Where to read a blob: its replicas, then those of the previous layout that are not
+    /// replicas now (they may still hold it while data moves).
+    pub fn read_candidates(&self, hash: &Hash) -> (Vec<&NodeSpec>, Vec<&NodeSpec>) {
+        let current = self.replicas(hash);
+        let fallback = match &self.previous {
+            Some(p) => p
+                .replicas(hash)
+                .into_iter()
+                .filter(|n| !current.iter().any(|c| c.id == n.id))
+                .collect(),
+            None => Vec::new(),
+        };
+        (current, fallback)
     }
 
     /// The blob's replicas, in placement order.
@@ -201,14 +247,19 @@ impl Client {
             op: Op::FetchLayout,
         };
         let (response, _) = pool.call(&seed_node, &request).await?;
-        let layout = match response {
-            Response::Layout { layout } | Response::StaleLayout { layout } => layout,
+        let (layout, previous) = match response {
+            Response::Layout { layout, previous } => (layout, previous),
+            Response::StaleLayout { layout } => (layout, None),
             other => return Err(unexpected(&seed_node.id, &other)),
         };
         layout.validate()?;
+        let mut routing = Routing::new(layout)?;
+        if let Some(p) = previous.filter(|p| p.validate().is_ok()) {
+            routing.previous = Some(Arc::new(Routing::new(p)?));
+        }
         Ok(Client {
             inner: Arc::new(Inner {
-                routing: RwLock::new(Arc::new(Routing::new(layout)?)),
+                routing: RwLock::new(Arc::new(routing)),
                 pool,
                 options,
             }),
@@ -236,6 +287,10 @@ impl Client {
 
     /// Adopts `layout` if it is valid and newer than ours.
     fn adopt(&self, layout: Layout) -> Result<(), ClientError> {
+        self.adopt_with(layout, None)
+    }
+
+    fn adopt_with(&self, layout: Layout, previous: Option<Layout>) -> Result<(), ClientError> {
         layout.validate()?;
         let mut routing = self.inner.routing.write();
         if layout.version > routing.layout.version {
@@ -244,7 +299,8 @@ impl Client {
                 to = layout.version,
                 "adopting newer layout"
             );
-            *routing = Arc::new(Routing::new(layout)?);
+            let next = routing.successor(layout, previous)?;
+            *routing = Arc::new(next);
         }
         Ok(())
     }
@@ -307,6 +363,7 @@ impl Client {
                         hash: *hash.as_bytes(),
                         len,
                         role: PutRole::Coordinate,
+                        version: 0,
                     },
                 );
                 let attempt = self.put_to(node, &request, &body, attempts.remaining());
@@ -487,7 +544,10 @@ impl Client {
             let mut last = None;
             let mut missing = Vec::new();
             let mut stale = false;
-            for node in self.read_order(routing.replicas(hash)) {
+            let (current, fallback) = routing.read_candidates(hash);
+            let owners = current.len();
+            let order = self.read_order(current).into_iter();
+            for (i, node) in order.chain(self.read_order(fallback)).enumerate() {
                 let request = self.request(
                     &routing,
                     Op::Get {
@@ -504,7 +564,8 @@ impl Client {
                         }
                         return Ok(n);
                     }
-                    Ok(Ok(ReadOutcome::Missing)) => missing.push(node.id.clone()),
+                    Ok(Ok(ReadOutcome::Missing)) if i < owners => missing.push(node.id.clone()),
+                    Ok(Ok(ReadOutcome::Missing)) => {}
                     Ok(Err(layout)) => {
                         self.adopt(layout)?;
                         stale = true;
@@ -638,7 +699,9 @@ impl Client {
             let routing = self.routing();
             let mut last = None;
             let mut stale = false;
-            for node in self.read_order(routing.replicas(hash)) {
+            let (current, fallback) = routing.read_candidates(hash);
+            let order = self.read_order(current).into_iter();
+            for node in order.chain(self.read_order(fallback)) {
                 match self.head_request(&routing, node, hash, &attempts).await {
                     Ok(Response::Found { blob_len }) => return Ok(Some(blob_len)),
                     Ok(Response::Error {
@@ -723,6 +786,7 @@ impl Client {
                     Op::Delete {
                         hash: *hash.as_bytes(),
                         role: DeleteRole::Coordinate,
+                        version: 0,
                     },
                 );
                 let work = async { Ok(self.inner.pool.call(node, &request).await?.0) };
@@ -756,7 +820,11 @@ impl Client {
         for node in self.live_first(routing.layout.nodes.iter().collect()) {
             let request = self.request(&routing, Op::FetchLayout);
             match self.inner.pool.call(node, &request).await {
-                Ok((Response::Layout { layout } | Response::StaleLayout { layout }, _)) => {
+                Ok((Response::Layout { layout, previous }, _)) => {
+                    self.adopt_with(layout, previous)?;
+                    return Ok(self.layout());
+                }
+                Ok((Response::StaleLayout { layout }, _)) => {
                     self.adopt(layout)?;
                     return Ok(self.layout());
                 }

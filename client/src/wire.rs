@@ -30,6 +30,10 @@ pub const RESPONSE_HEADER_BYTES_MAX: usize = 1024 * 1024;
 /// Largest error message sent over the wire; longer ones are cut.
 pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
 
+/// Largest node-protocol message (`Op::Peer` and its answer): an anti-entropy page of entries,
+/// or a whole layout.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// Most node ids a `Repair` request may name.
 pub const REPAIR_TARGETS_MAX: usize = 16;
 
@@ -82,6 +86,9 @@ pub enum Op {
         hash: WireHash,
         len: u64,
         role: PutRole,
+        /// The put's version: milliseconds on the coordinator's clock (clients send 0; the
+        /// coordinator sets it). Orders the put against deletes of the same hash.
+        version: u64,
     },
     /// Read a blob or a range of it.
     Get {
@@ -89,13 +96,23 @@ pub enum Op {
         range: Option<ByteRange>,
     },
     /// Does this node hold the blob, and how long is it?
-    Head {
-        hash: WireHash,
-    },
+    Head { hash: WireHash },
     Delete {
         hash: WireHash,
         role: DeleteRole,
+        /// The tombstone's version, like a put's.
+        version: u64,
     },
+    /// Node to node: store this copy (from anti-entropy or hand-off) durably with its version;
+    /// `len` bytes follow.
+    Store {
+        hash: WireHash,
+        len: u64,
+        version: u64,
+    },
+    /// Node to node, and the `cairn` command to a node: a message of the node protocol
+    /// (heartbeats, anti-entropy, status, layout changes); `len` postcard bytes follow.
+    Peer { len: u32 },
     /// Send me your layout.
     FetchLayout,
     /// You hold this blob; copy it to these nodes, which were found without it (read repair).
@@ -138,6 +155,13 @@ pub enum Response {
     },
     Layout {
         layout: Layout,
+        /// The layout before it, while data may still sit where it placed it: reads fall back
+        /// to its replicas.
+        previous: Option<Layout>,
+    },
+    /// The answer to `Peer`: `len` postcard bytes follow.
+    Peer {
+        len: u32,
     },
     /// Read repair accepted; copies are made in the background.
     RepairQueued,
@@ -314,6 +338,7 @@ mod tests {
                 hash: [9; 32],
                 len: 1 << 40,
                 role: PutRole::Replica,
+                version: 1 << 41,
             },
         };
         let frame = encode_frame(&req, REQUEST_HEADER_BYTES_MAX).unwrap();

@@ -73,6 +73,10 @@ pub struct NodeConfig {
     pub tls: TlsFiles,
     #[serde(default)]
     pub hints: HintSettings,
+    #[serde(default)]
+    pub failure_detector: crate::membership::FailureDetectorSettings,
+    #[serde(default)]
+    pub heal: crate::heal::HealSettings,
 }
 
 /// What the CLI needs to reach a cluster.

@@ -44,6 +44,8 @@ pub struct ClusterSpec {
     pub write_quorum: usize,
     pub segment_bytes: u64,
     pub hints: HintSettings,
+    pub failure_detector: crate::membership::FailureDetectorSettings,
+    pub heal: crate::heal::HealSettings,
 }
 
 impl ClusterSpec {
@@ -68,6 +70,8 @@ impl ClusterSpec {
             write_quorum: replication_factor.min(2),
             segment_bytes: DEV_SEGMENT_BYTES,
             hints: HintSettings::default(),
+            failure_detector: Default::default(),
+            heal: Default::default(),
         }
     }
 
@@ -150,6 +154,8 @@ pub fn write_cluster(dir: &Path, spec: &ClusterSpec) -> Result<ClusterFiles, Dev
                 key: PathBuf::from(format!("certs/{id}.key")),
             },
             hints: spec.hints.clone(),
+            failure_detector: spec.failure_detector.clone(),
+            heal: spec.heal.clone(),
         };
         let path = dir.join(format!("{id}.toml"));
         let text = toml::to_string(&config).expect("node configs serialize");

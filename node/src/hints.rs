@@ -2,23 +2,17 @@
 //! delete) up to date once it is reachable again.
 //!
 //! `HintQueue` is the plain state machine (which hints are due, backoff after failures; time is
-//! passed in). `HintLog` makes it durable: an append-only file of checksummed records, replayed
-//! at start, rewritten when most of it is delivered.
-//!
-//! ```text
-//! record: [u32 LE payload length][u32 LE CRC32 of payload][payload: postcard HintRecord]
-//! ```
-//! A torn or corrupt record ends the replay; the file is cut there (only a record whose append
-//! was never acknowledged can be torn, since each append is fsynced before it counts).
+//! passed in). `HintLog` makes it durable: a [`RecordLog`] of `HintRecord`s, replayed at start,
+//! rewritten when most of it is delivered.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use cairn_engine::Hash;
 use serde::{Deserialize, Serialize};
+
+use crate::recordlog::{LogError, RecordLog};
 
 /// Largest hint record accepted when replaying (a hash, an id and a node id).
 pub const HINT_RECORD_BYTES_MAX: usize = 1024;
@@ -164,19 +158,15 @@ impl HintQueue {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HintError {
-    #[error("hint log {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("hint log: {0}")]
+    Io(#[from] LogError),
     #[error("{pending} hints pending, the limit")]
     Full { pending: usize },
 }
 
 /// The durable hint log and its queue.
 pub struct HintLog {
-    path: PathBuf,
-    file: File,
+    log: RecordLog,
     queue: HintQueue,
     next_id: u64,
     dead_records: usize,
@@ -185,34 +175,32 @@ pub struct HintLog {
 impl HintLog {
     /// Opens (creating) `dir/hints.log` and replays it.
     pub fn open(dir: &Path, retry_ms_min: u64, retry_ms_max: u64) -> Result<HintLog, HintError> {
-        let path = dir.join("hints.log");
-        let io = |source| HintError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(io)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
         let mut queue = HintQueue::new(retry_ms_min, retry_ms_max);
-        let (valid_end, next_id, dead_records) = replay(&bytes, &mut queue);
-        if valid_end < bytes.len() {
-            tracing::warn!(
-                path = %path.display(),
-                dropped_bytes = bytes.len() - valid_end,
-                "hint log ends in a torn record; cutting it"
-            );
-            file.set_len(valid_end as u64).map_err(io)?;
-            file.sync_all().map_err(io)?;
-        }
+        let mut next_id = 0;
+        let mut records = 0;
+        let log = RecordLog::open(&dir.join("hints.log"), HINT_RECORD_BYTES_MAX, |record| {
+            records += 1;
+            match record {
+                HintRecord::Add {
+                    id,
+                    hash,
+                    target,
+                    kind,
+                } => {
+                    let hint = Hint {
+                        hash: Hash::from_bytes(hash),
+                        target,
+                        kind,
+                    };
+                    queue.insert(id, hint, 0);
+                    next_id = u64::max(next_id, id + 1);
+                }
+                HintRecord::Done { id } => queue.delivered(id),
+            }
+        })?;
+        let dead_records = records - queue.len();
         Ok(HintLog {
-            path,
-            file,
+            log,
             queue,
             next_id,
             dead_records,
@@ -235,12 +223,7 @@ impl HintLog {
             });
         }
         let id = self.next_id;
-        self.append(&HintRecord::Add {
-            id,
-            hash: *hint.hash.as_bytes(),
-            target: hint.target.clone(),
-            kind: hint.kind,
-        })?;
+        self.log.append(&[add_record(id, &hint)])?;
         self.next_id += 1;
         self.queue.insert(id, hint, now_ms);
         Ok(id)
@@ -248,107 +231,25 @@ impl HintLog {
 
     /// Records a delivery; rewrites the log once it is mostly delivered records.
     pub fn delivered(&mut self, id: u64) -> Result<(), HintError> {
-        self.append(&HintRecord::Done { id })?;
+        self.log.append(&[HintRecord::Done { id }])?;
         self.queue.delivered(id);
         self.dead_records += 2;
         if self.dead_records > HINT_LOG_DEAD_RECORDS_MAX && self.dead_records > self.queue.len() {
-            self.rewrite()?;
+            self.log
+                .rewrite(self.queue.live().map(|(id, hint)| add_record(id, hint)))?;
+            self.dead_records = 0;
         }
-        Ok(())
-    }
-
-    fn append(&mut self, record: &HintRecord) -> Result<(), HintError> {
-        let bytes = encode(record);
-        let io = |source| HintError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        self.file.write_all(&bytes).map_err(io)?;
-        self.file.sync_data().map_err(io)
-    }
-
-    /// Writes the live hints to a new file and renames it over the log.
-    fn rewrite(&mut self) -> Result<(), HintError> {
-        let tmp = self.path.with_extension("log.tmp");
-        let io = |source| HintError::Io {
-            path: tmp.clone(),
-            source,
-        };
-        let mut out = Vec::new();
-        for (id, hint) in self.queue.live() {
-            out.extend(encode(&HintRecord::Add {
-                id,
-                hash: *hint.hash.as_bytes(),
-                target: hint.target.clone(),
-                kind: hint.kind,
-            }));
-        }
-        let mut file = File::create(&tmp).map_err(io)?;
-        file.write_all(&out).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        }
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(io)?;
-        self.dead_records = 0;
         Ok(())
     }
 }
 
-fn encode(record: &HintRecord) -> Vec<u8> {
-    let payload = postcard::to_allocvec(record).expect("hint records serialize");
-    let mut out = Vec::with_capacity(8 + payload.len());
-    out.extend((payload.len() as u32).to_le_bytes());
-    out.extend(crc32fast::hash(&payload).to_le_bytes());
-    out.extend(payload);
-    out
-}
-
-/// Replays records into `queue`; returns where the valid records end, the next free id and the
-/// number of records no longer needed.
-fn replay(bytes: &[u8], queue: &mut HintQueue) -> (usize, u64, usize) {
-    let mut at = 0;
-    let mut next_id = 0;
-    let mut records = 0;
-    while bytes.len() - at >= 8 {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        if len > HINT_RECORD_BYTES_MAX || bytes.len() - at - 8 < len {
-            break;
-        }
-        let payload = &bytes[at + 8..at + 8 + len];
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        let Ok(record) = postcard::from_bytes::<HintRecord>(payload) else {
-            break;
-        };
-        match record {
-            HintRecord::Add {
-                id,
-                hash,
-                target,
-                kind,
-            } => {
-                let hint = Hint {
-                    hash: Hash::from_bytes(hash),
-                    target,
-                    kind,
-                };
-                queue.insert(id, hint, 0);
-                next_id = next_id.max(id + 1);
-            }
-            HintRecord::Done { id } => queue.delivered(id),
-        }
-        records += 1;
-        at += 8 + len;
+fn add_record(id: u64, hint: &Hint) -> HintRecord {
+    HintRecord::Add {
+        id,
+        hash: *hint.hash.as_bytes(),
+        target: hint.target.clone(),
+        kind: hint.kind,
     }
-    let dead = records - queue.len();
-    (at, next_id, dead)
 }
 
 /// Milliseconds since `start`, the clock the hint queue runs on.
@@ -362,6 +263,8 @@ pub const HINT_TICK: Duration = Duration::from_millis(100);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn hint(n: u8, target: &str) -> Hint {
         Hint {

@@ -11,14 +11,19 @@
 //! - [`certs`]: a development CA and certificates.
 //! - [`dev`]: the files of a local cluster.
 
+pub mod catalog;
 pub mod certs;
 pub mod config;
 pub mod dev;
 pub mod heal;
+pub mod healing;
 pub mod hints;
 pub mod membership;
+pub mod peer;
 pub mod quorum;
+pub mod recordlog;
 pub mod server;
+pub mod versions;
 
 pub use config::{ClientFileConfig, NodeConfig};
 pub use server::{Node, NodeError};

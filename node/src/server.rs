@@ -21,9 +21,15 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::catalog::NodeCatalog;
 use crate::config::NodeConfig;
+use crate::heal::{Catalog, Entry, Healer, Scrubber};
+use crate::healing::{self, Healing, wall_ms};
 use crate::hints::{self, Hint, HintKind, HintLog};
+use crate::membership::Membership;
+use crate::peer::PeerMsg;
 use crate::quorum::{Report, Step, WriteQuorum};
+use crate::versions::VersionTable;
 
 /// Requests a node handles at once; beyond it, requests are answered `Busy`.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
@@ -71,6 +77,10 @@ pub enum NodeError {
     Engine(#[from] EngineError),
     #[error("hint log: {0}")]
     Hints(#[from] hints::HintError),
+    #[error("version table: {0}")]
+    Versions(#[from] crate::recordlog::LogError),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -86,17 +96,33 @@ pub enum NodeError {
 }
 
 pub(crate) struct State {
-    id: String,
-    store: Store,
+    pub(crate) id: String,
+    pub(crate) store: Store,
     routing: RwLock<Arc<Routing>>,
-    pool: Pool,
-    hints: Mutex<HintLog>,
-    hint_wake: Notify,
+    pub(crate) pool: Pool,
+    pub(crate) hints: Mutex<HintLog>,
+    pub(crate) hint_wake: Notify,
     clock: Instant,
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     requests: Arc<Semaphore>,
     connections: Arc<Semaphore>,
+    pub(crate) versions: Arc<VersionTable>,
+    pub(crate) catalog: NodeCatalog,
+    pub(crate) healing: Healing,
+    /// Taken while a hash's version and bytes change together (a commit, a tombstone), so a
+    /// put and a delete of one hash on one node are ordered; striped by the hash's first byte.
+    entry_locks: Vec<Mutex<()>>,
 }
+
+/// How long `shutdown` waits for connections to close cleanly.
+pub const SHUTDOWN_IDLE_WAIT_MS: u64 = 3_000;
+
+/// How long `shutdown` waits for the node's tasks to let go of it: steps of this many ms.
+pub const SHUTDOWN_WAIT_STEP_MS: u64 = 20;
+pub const SHUTDOWN_WAIT_STEPS: u32 = 250;
+
+/// Stripes of the per-hash commit lock.
+pub const ENTRY_LOCK_STRIPES: usize = 256;
 
 /// A running node. Dropping it without `shutdown` leaves its tasks running.
 pub struct Node {
@@ -140,6 +166,15 @@ impl Node {
             config.hints.retry_ms_min,
             config.hints.retry_ms_max,
         )?;
+        config
+            .failure_detector
+            .validate()
+            .and_then(|()| config.heal.validate())
+            .map_err(NodeError::Config)?;
+        let versions = Arc::new(VersionTable::open(&config.data_dir)?);
+        let previous = Layout::load(&config.data_dir.join("layout.previous.toml"))
+            .ok()
+            .filter(|p| p.version < layout.version);
         let server = tls::server_config(&identity)?;
         let endpoint =
             tls::bind_endpoint(listen, Some(server)).map_err(|source| NodeError::Bind {
@@ -159,10 +194,48 @@ impl Node {
             hints_pending = hint_log.pending(),
             "node serving"
         );
+        let mut routing = Routing::new(layout)?;
+        if let Some(p) = previous {
+            routing.previous = Some(Arc::new(Routing::new(p)?));
+        }
+        let routing = Arc::new(routing);
+        let now = wall_ms();
+        let mut membership = Membership::new(config.failure_detector.clone(), now);
+        membership.set_peers(
+            peer_ids(&routing, &config.id).iter().map(|s| s.as_str()),
+            routing.layout.version,
+        );
+        let mut healer = Healer::new(&config.id, config.heal.clone(), routing.clone(), now);
+        let last_alive = healing::load_last_alive_ms(&config.data_dir);
+        if last_alive.is_some_and(|t| now.saturating_sub(t) > config.heal.tombstone_grace_ms) {
+            tracing::warn!(
+                "this node was out of contact for longer than the tombstone grace period; \
+                 it will not hand off copies it holds (deletes it missed may be purged)"
+            );
+            healer.set_handoff_enabled(false);
+        }
+        let scrubber = Scrubber::new(
+            &config.heal,
+            healing::load_scrub_cursor(&config.data_dir),
+            now,
+        );
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let catalog =
+            NodeCatalog::new(&config.id, store.clone(), versions.clone(), routing.clone());
         let state = Arc::new(State {
             id: config.id.clone(),
             store,
-            routing: RwLock::new(Arc::new(Routing::new(layout)?)),
+            versions,
+            catalog,
+            healing: Healing {
+                membership: parking_lot::Mutex::new(membership),
+                healer: parking_lot::Mutex::new(healer),
+                scrubber: parking_lot::Mutex::new(scrubber),
+                events,
+                corrupt_found: Default::default(),
+            },
+            entry_locks: (0..ENTRY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            routing: RwLock::new(routing),
             pool,
             hints: Mutex::new(hint_log),
             hint_wake: Notify::new(),
@@ -174,6 +247,7 @@ impl Node {
         let tasks = vec![
             tokio::spawn(accept_loop(state.clone(), endpoint.clone())),
             tokio::spawn(hint_loop(state.clone())),
+            tokio::spawn(healing::heal_loop(state.clone(), events_rx)),
         ];
         Ok(Node {
             state,
@@ -204,7 +278,17 @@ impl Node {
     /// invalid layout, or one without this node, is refused.
     pub fn apply_layout(&self, layout: Layout) -> Result<(), NodeError> {
         layout.validate()?;
-        self.state.adopt(layout)
+        self.state.adopt(layout, None)
+    }
+
+    /// What `cairn status` shows of this node.
+    pub fn status(&self) -> crate::peer::NodeStatus {
+        healing::status(&self.state)
+    }
+
+    /// Versioned entries (recent puts and tombstones) this node holds.
+    pub fn versions_held(&self) -> usize {
+        self.state.versions.len()
     }
 
     /// Hints this node still has to deliver.
@@ -219,9 +303,18 @@ impl Node {
         }
         self.endpoint
             .close(wire::CONNECTION_CLOSE_CODE.into(), b"node shutting down");
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
+        let idle = Duration::from_millis(SHUTDOWN_IDLE_WAIT_MS);
+        let _ = tokio::time::timeout(idle, self.endpoint.wait_idle()).await;
         let store = self.state.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.sync()).await;
+        // Tasks still holding the node (a heartbeat, a copy) end once the endpoint is closed;
+        // wait for them so the socket is free for a restart.
+        for _ in 0..SHUTDOWN_WAIT_STEPS {
+            if Arc::strong_count(&self.state) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(SHUTDOWN_WAIT_STEP_MS)).await;
+        }
     }
 }
 
@@ -235,23 +328,35 @@ fn load_layout(config: &NodeConfig) -> Result<Layout, NodeError> {
     }
 }
 
+/// The ids of the layout's nodes, and of the previous layout's, but `me`.
+fn peer_ids(routing: &Routing, me: &str) -> Vec<String> {
+    let mut ids: Vec<String> = routing.layout.nodes.iter().map(|n| n.id.clone()).collect();
+    if let Some(p) = &routing.previous {
+        ids.extend(p.layout.nodes.iter().map(|n| n.id.clone()));
+    }
+    ids.sort();
+    ids.dedup();
+    ids.retain(|id| id != me);
+    ids
+}
+
 impl State {
-    fn routing(&self) -> Arc<Routing> {
+    pub(crate) fn routing(&self) -> Arc<Routing> {
         self.routing.read().clone()
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn entry_lock(&self, hash: &[u8; 32]) -> &Mutex<()> {
+        &self.entry_locks[hash[0] as usize % ENTRY_LOCK_STRIPES]
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
         hints::elapsed_ms(self.clock)
     }
 
-    /// Adopts a newer layout, keeping it durably for restarts first.
-    fn adopt(&self, layout: Layout) -> Result<(), NodeError> {
-        if layout.nodes.iter().all(|n| n.id != self.id) {
-            return Err(NodeError::NotInLayout {
-                id: self.id.clone(),
-                version: layout.version,
-            });
-        }
+    /// Adopts a newer layout, keeping it (and the one it replaces) durably for restarts first.
+    /// A layout without this node is adopted too: the node then hands off what it holds.
+    pub(crate) fn adopt(&self, layout: Layout, previous: Option<Layout>) -> Result<(), NodeError> {
+        layout.validate()?;
         let mut routing = self.routing.write();
         if layout.version <= routing.layout.version {
             return Err(NodeError::LayoutNotNewer {
@@ -264,10 +369,31 @@ impl State {
             to = layout.version,
             "adopting layout"
         );
+        let next = Arc::new(routing.successor(layout, previous)?);
+        if let Some(p) = &next.previous {
+            let path = self.data_dir.join("layout.previous.toml");
+            write_durably(&path, p.layout.to_toml_string().as_bytes())
+                .map_err(|source| NodeError::Io { path, source })?;
+        }
         let path = self.data_dir.join("layout.toml");
-        write_durably(&path, layout.to_toml_string().as_bytes())
+        write_durably(&path, next.layout.to_toml_string().as_bytes())
             .map_err(|source| NodeError::Io { path, source })?;
-        *routing = Arc::new(Routing::new(layout)?);
+        *routing = next.clone();
+        drop(routing);
+        let now = wall_ms();
+        self.catalog.set_routing(next.clone());
+        self.healing.healer.lock().set_routing(now, next.clone());
+        self.healing.membership.lock().set_peers(
+            peer_ids(&next, &self.id).iter().map(|s| s.as_str()),
+            next.layout.version,
+        );
+        if next.layout.node_index(&self.id).is_none() {
+            tracing::warn!(
+                version = next.layout.version,
+                "this node left the layout; handing off what it holds"
+            );
+        }
+        self.healing.wake();
         Ok(())
     }
 
@@ -384,7 +510,12 @@ async fn handle_stream(
         return respond(&mut send, &Response::StaleLayout { layout }).await;
     }
     match request.op {
-        Op::Put { hash, len, role } => {
+        Op::Put {
+            hash,
+            len,
+            role,
+            version,
+        } => {
             let hash = Hash::from_bytes(hash);
             if len > cairn_engine::limits::BLOB_BYTES_MAX {
                 let _ = recv.stop(wire::STREAM_ABORT_CODE.into());
@@ -396,7 +527,7 @@ async fn handle_stream(
                 PutRole::Coordinate => {
                     coordinate_put(&state, &routing, hash, len, send, recv).await
                 }
-                PutRole::Replica => replica_put(&state, hash, len, send, recv).await,
+                PutRole::Replica => replica_put(&state, hash, len, version, send, recv).await,
             }
         }
         Op::Get { hash, range } => get(&state, Hash::from_bytes(hash), range, send).await,
@@ -409,12 +540,16 @@ async fn handle_stream(
             };
             respond(&mut send, &response).await
         }
-        Op::Delete { hash, role } => {
+        Op::Delete {
+            hash,
+            role,
+            version,
+        } => {
             let hash = Hash::from_bytes(hash);
             match role {
                 DeleteRole::Coordinate => coordinate_delete(&state, &routing, hash, send).await,
                 DeleteRole::Replica => {
-                    let response = match local_delete(&state, hash).await {
+                    let response = match local_delete(&state, hash, version).await {
                         Ok(existed) => Response::Deleted { existed },
                         Err((code, message)) => Response::error(code, message),
                     };
@@ -424,8 +559,22 @@ async fn handle_stream(
         }
         Op::FetchLayout => {
             let layout = routing.layout.clone();
-            respond(&mut send, &Response::Layout { layout }).await
+            let previous = routing.previous.as_ref().map(|p| p.layout.clone());
+            respond(&mut send, &Response::Layout { layout, previous }).await
         }
+        Op::Store { hash, len, version } => {
+            if len > cairn_engine::limits::BLOB_BYTES_MAX {
+                let _ = recv.stop(wire::STREAM_ABORT_CODE.into());
+                return fail(
+                    &mut send,
+                    ErrorCode::BlobTooLarge,
+                    "copy over the blob limit",
+                )
+                .await;
+            }
+            store_copy(&state, Hash::from_bytes(hash), len, version, send, recv).await
+        }
+        Op::Peer { len } => peer_request(&state, len, send, recv).await,
         Op::Repair { hash, targets } => {
             let response = repair(&state, &routing, Hash::from_bytes(hash), targets);
             respond(&mut send, &response).await
@@ -535,6 +684,7 @@ async fn coordinate_put(
     let remotes: Vec<NodeSpec> = replicas.into_iter().filter(|n| n.id != state.id).collect();
     let total = remotes.len() + usize::from(local);
     let mut quorum = WriteQuorum::new(total, routing.layout.write_quorum);
+    let version = wall_ms();
 
     let (events, mut reports) = mpsc::unbounded_channel::<(usize, Report)>();
     let mut feeds = Vec::with_capacity(remotes.len());
@@ -548,6 +698,7 @@ async fn coordinate_put(
                 hash: *hash.as_bytes(),
                 len,
                 role: PutRole::Replica,
+                version,
             },
         };
         let link = ReplicaLink {
@@ -640,8 +791,9 @@ async fn coordinate_put(
                 }
                 if let Some(w) = writer.take() {
                     let (tx, rx) = oneshot::channel();
+                    let s = state.clone();
                     tokio::task::spawn_blocking(move || {
-                        let _ = tx.send(w.commit(Some(&hash)));
+                        let _ = tx.send(commit_copy(&s, w, hash, version, true));
                     });
                     local_events = Some(rx);
                 }
@@ -676,8 +828,8 @@ async fn coordinate_put(
                 local_events = None;
                 (LOCAL, match result {
                     Ok(Ok(_)) => Report::Stored,
-                    Ok(Err(e)) => {
-                        local_error = Some(e.to_string());
+                    Ok(Err((_, e))) => {
+                        local_error = Some(e);
                         Report::Failed
                     }
                     Err(_) => Report::Failed,
@@ -829,44 +981,82 @@ impl ReplicaLink {
     }
 }
 
-/// A put from a coordinator: receive, check the hash, say `Prepared`, then commit or abort as
-/// told.
-async fn replica_put(
+/// Receives a body of `len` bytes into a writer and checks its hash.
+async fn receive(
     state: &State,
     hash: Hash,
     len: u64,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-) {
+    recv: &mut quinn::RecvStream,
+) -> Result<BlobWriter, (ErrorCode, String)> {
     let mut writer = Some(state.store.writer());
     if let Some(w) = &mut writer {
         w.reserve(len);
     }
     let mut write_error = None;
-    let mut body = BodyReader::new(&mut recv, len);
-    loop {
-        match body.next().await {
-            Ok(Some(chunk)) => {
-                if let Some(w) = &mut writer
-                    && let Err(e) = w.write(&chunk)
-                {
-                    write_error = Some(e);
-                    writer = None;
-                }
-            }
-            Ok(None) => break,
-            Err((code, message)) => return fail(&mut send, code, message).await,
+    let mut body = BodyReader::new(recv, len);
+    while let Some(chunk) = body.next().await? {
+        if let Some(w) = &mut writer
+            && let Err(e) = w.write(&chunk)
+        {
+            write_error = Some(e);
+            writer = None;
         }
     }
     let Some(writer) = writer else {
         let e = write_error.expect("a failed writer has an error");
-        return fail(&mut send, engine_code(&e), e.to_string()).await;
+        return Err((engine_code(&e), e.to_string()));
     };
     let actual = writer.hash();
     if actual != hash {
-        let message = format!("body hashes to {actual}, not {hash}");
-        return fail(&mut send, ErrorCode::HashMismatch, message).await;
+        return Err((
+            ErrorCode::HashMismatch,
+            format!("body hashes to {actual}, not {hash}"),
+        ));
     }
+    Ok(writer)
+}
+
+/// Makes a received blob durable and visible with its version, unless a newer tombstone of
+/// the hash stands here (then the copy is superseded and dropped). `fresh`: a client's put,
+/// which must stand over any tombstone here.
+pub(crate) fn commit_copy(
+    state: &State,
+    writer: BlobWriter,
+    hash: Hash,
+    version: u64,
+    fresh: bool,
+) -> Result<(), (ErrorCode, String)> {
+    let _guard = state.entry_lock(hash.as_bytes()).lock();
+    let Some(version) = healing::put_version(state, hash.as_bytes(), version, fresh) else {
+        return Ok(());
+    };
+    if version > 0 {
+        state
+            .versions
+            .record(&[Entry::live(*hash.as_bytes(), version, 0)], wall_ms())
+            .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    }
+    writer
+        .commit(Some(&hash))
+        .map_err(|e| (engine_code(&e), e.to_string()))?;
+    state.catalog.touch();
+    Ok(())
+}
+
+/// A put from a coordinator: receive, check the hash, say `Prepared`, then commit or abort as
+/// told.
+async fn replica_put(
+    state: &Arc<State>,
+    hash: Hash,
+    len: u64,
+    version: u64,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let writer = match receive(state, hash, len, &mut recv).await {
+        Ok(writer) => writer,
+        Err((code, message)) => return fail(&mut send, code, message).await,
+    };
     if wire::write_frame(
         &mut send,
         &Response::Prepared,
@@ -886,22 +1076,102 @@ async fn replica_put(
         // Abort, or the coordinator went away: nothing becomes visible.
         return;
     }
-    let committed = tokio::task::spawn_blocking(move || writer.commit(Some(&hash))).await;
-    let response = match committed {
-        Ok(Ok(_)) => Response::Stored {
-            hash: *hash.as_bytes(),
-        },
-        Ok(Err(e)) => Response::error(engine_code(&e), e.to_string()),
-        Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
-    };
-    respond(&mut send, &response).await;
+    let s = state.clone();
+    let committed =
+        tokio::task::spawn_blocking(move || commit_copy(&s, writer, hash, version, true)).await;
+    respond(&mut send, &stored_or_error(hash, committed)).await;
 }
 
-async fn local_delete(state: &State, hash: Hash) -> Result<bool, (ErrorCode, String)> {
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.delete(&hash)).await {
+fn stored_or_error(
+    hash: Hash,
+    committed: Result<Result<(), (ErrorCode, String)>, tokio::task::JoinError>,
+) -> Response {
+    match committed {
+        Ok(Ok(())) => Response::Stored {
+            hash: *hash.as_bytes(),
+        },
+        Ok(Err((code, message))) => Response::error(code, message),
+        Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+/// A copy from a peer's healer (anti-entropy, hand-off): receive, check, store durably.
+async fn store_copy(
+    state: &Arc<State>,
+    hash: Hash,
+    len: u64,
+    version: u64,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let writer = match receive(state, hash, len, &mut recv).await {
+        Ok(writer) => writer,
+        Err((code, message)) => return fail(&mut send, code, message).await,
+    };
+    let s = state.clone();
+    let committed =
+        tokio::task::spawn_blocking(move || commit_copy(&s, writer, hash, version, false)).await;
+    respond(&mut send, &stored_or_error(hash, committed)).await;
+}
+
+/// A node-protocol message: read it, answer it.
+async fn peer_request(
+    state: &Arc<State>,
+    len: u32,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let len = len as usize;
+    if len > wire::PEER_MESSAGE_BYTES_MAX {
+        let _ = recv.stop(wire::STREAM_ABORT_CODE.into());
+        let message = format!(
+            "message over the {}-byte limit",
+            wire::PEER_MESSAGE_BYTES_MAX
+        );
+        return fail(&mut send, ErrorCode::HeaderTooLarge, message).await;
+    }
+    let mut buf = vec![0u8; len];
+    let read = tokio::time::timeout(
+        Duration::from_millis(BODY_STALL_TIMEOUT_MS),
+        recv.read_exact(&mut buf),
+    )
+    .await;
+    if !matches!(read, Ok(Ok(()))) {
+        return fail(&mut send, ErrorCode::Truncated, "node message cut short").await;
+    }
+    let msg: PeerMsg = match wire::decode_frame(&buf) {
+        Ok(msg) => msg,
+        Err(e) => return fail(&mut send, ErrorCode::BadRequest, e.to_string()).await,
+    };
+    let reply = healing::answer(state, msg).await;
+    let body = match postcard::to_allocvec(&reply) {
+        Ok(body) if body.len() <= wire::PEER_MESSAGE_BYTES_MAX => body,
+        _ => return fail(&mut send, ErrorCode::Internal, "reply too large").await,
+    };
+    let header = Response::Peer {
+        len: body.len() as u32,
+    };
+    if wire::write_frame(&mut send, &header, wire::RESPONSE_HEADER_BYTES_MAX)
+        .await
+        .is_ok()
+    {
+        let _ = send.write_all(&body).await;
+    }
+    let _ = send.finish();
+}
+
+/// Deletes a hash here: records its tombstone (if it stands over what is here) and drops the
+/// bytes.
+async fn local_delete(
+    state: &Arc<State>,
+    hash: Hash,
+    version: u64,
+) -> Result<bool, (ErrorCode, String)> {
+    let s = state.clone();
+    let tombstone = Entry::tombstone(*hash.as_bytes(), version);
+    match tokio::task::spawn_blocking(move || healing::apply_tombstone(&s, tombstone)).await {
         Ok(Ok(existed)) => Ok(existed),
-        Ok(Err(e)) => Err((engine_code(&e), e.to_string())),
+        Ok(Err(e)) => Err((ErrorCode::Internal, e)),
         Err(e) => Err((ErrorCode::Internal, e.to_string())),
     }
 }
@@ -914,6 +1184,7 @@ async fn coordinate_delete(
     mut send: quinn::SendStream,
 ) {
     let replicas: Vec<NodeSpec> = routing.replicas(&hash).into_iter().cloned().collect();
+    let version = wall_ms();
     let mut tasks = Vec::new();
     for node in replicas.iter().filter(|n| n.id != state.id).cloned() {
         let state = state.clone();
@@ -922,6 +1193,7 @@ async fn coordinate_delete(
             op: Op::Delete {
                 hash: *hash.as_bytes(),
                 role: DeleteRole::Replica,
+                version,
             },
         };
         tasks.push(tokio::spawn(async move {
@@ -936,7 +1208,10 @@ async fn coordinate_delete(
     }
     let mut outcomes = Vec::new();
     if replicas.iter().any(|n| n.id == state.id) {
-        outcomes.push((state.id.clone(), local_delete(state, hash).await.ok()));
+        outcomes.push((
+            state.id.clone(),
+            local_delete(state, hash, version).await.ok(),
+        ));
     }
     for task in tasks {
         if let Ok(outcome) = task.await {
@@ -1019,10 +1294,17 @@ async fn deliver(state: &State, hint: &Hint) -> Result<(), String> {
         return Ok(());
     };
     let op = match hint.kind {
-        HintKind::Delete => Op::Delete {
-            hash: *hint.hash.as_bytes(),
-            role: DeleteRole::Replica,
-        },
+        HintKind::Delete => {
+            let Some(tombstone) = state.versions.tombstone(hint.hash.as_bytes()) else {
+                // Superseded by a later put, or purged: nothing left to pass on.
+                return Ok(());
+            };
+            Op::Delete {
+                hash: *hint.hash.as_bytes(),
+                role: DeleteRole::Replica,
+                version: tombstone.version,
+            }
+        }
         HintKind::Put => {
             let Some(blob) = state.store.get(&hint.hash).map_err(|e| e.to_string())? else {
                 tracing::warn!(hash = %hint.hash, "no local copy left to hand off");
@@ -1056,6 +1338,10 @@ async fn push_blob(
             hash: *hash.as_bytes(),
             len: blob.len() as u64,
             role: PutRole::Replica,
+            version: state
+                .catalog
+                .entry(hash.as_bytes())
+                .map_or(0, |e| e.version),
         },
     };
     let work = async {

@@ -101,7 +101,7 @@ impl TestCluster {
     async fn restart(&mut self, id: &str) {
         let i = self.index(id);
         assert!(self.nodes[i].is_none());
-        self.nodes[i] = Some(Node::start(&self.configs[i]).await.unwrap());
+        self.nodes[i] = Some(start_node(&self.configs[i]).await);
     }
 
     /// A raw connection pool speaking the wire protocol with the client certificate.
@@ -180,6 +180,7 @@ async fn a_put_through_any_node_is_readable_from_every_replica() {
                 hash: *hash.as_bytes(),
                 len: bytes.len() as u64,
                 role: PutRole::Coordinate,
+                version: 0,
             },
         };
         let (mut send, mut recv) = pool.open(node, &request).await.unwrap();
@@ -370,6 +371,7 @@ async fn peers_without_a_cluster_certificate_or_protocol_are_refused() {
             hash: *hash.as_bytes(),
             len: bytes.len() as u64,
             role: PutRole::Coordinate,
+            version: 0,
         },
     };
     let outcome = async {
@@ -416,6 +418,7 @@ async fn bad_requests_get_typed_errors_and_store_nothing() {
             hash: *hash.as_bytes(),
             len,
             role: PutRole::Coordinate,
+            version: 0,
         },
     };
     let error_code = |r: Response| match r {
@@ -507,9 +510,16 @@ async fn a_stale_client_is_corrected_and_its_request_succeeds() {
     for (i, node) in newer.nodes.iter_mut().enumerate() {
         node.weight = 100 + 50 * i as u32;
     }
-    for node in cluster.nodes.iter().flatten() {
-        node.apply_layout(newer.clone()).unwrap();
-    }
+    // One node is told; heartbeats carry the version to the others, which fetch it.
+    cluster.node("n1").apply_layout(newer.clone()).unwrap();
+    wait_until("every node to adopt layout 2", || {
+        cluster
+            .nodes
+            .iter()
+            .flatten()
+            .all(|n| n.layout().version == 2)
+    })
+    .await;
     let bytes = blob(9);
     let hash = client.put(bytes.clone()).await.unwrap();
     assert_eq!(
@@ -580,4 +590,19 @@ async fn factor_one_and_full_quorum_clusters_store_and_serve() {
         client.close().await;
         cluster.shutdown().await;
     }
+}
+
+/// Starts a node, waiting while its address is still held by the node it replaces: an
+/// in-process node's socket is freed only once its connections to dead peers have drained.
+async fn start_node(config: &NodeConfig) -> Node {
+    for _ in 0..150 {
+        match Node::start(config).await {
+            Ok(node) => return node,
+            Err(cairn_node::NodeError::Bind { .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{}: {e}", config.id),
+        }
+    }
+    panic!("{}: address still in use after 30 s", config.id)
 }
