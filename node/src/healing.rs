@@ -16,9 +16,7 @@ use cairn_engine::{Error as EngineError, Hash};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use crate::heal::{
-    Action, Catalog, Direction, Entry, EntryKind, HealMsg, Healer, Scrubber, Verdict, compare,
-};
+use crate::heal::{Action, Catalog, Direction, Entry, HealMsg, Healer, Scrubber, Verdict, compare};
 use crate::membership::{MemberEvent, Membership, NodeReport};
 use crate::peer::{self, NodeStatus, PeerMsg, PeerReply, PeerStatus};
 use crate::server::State;
