@@ -77,6 +77,22 @@ pub(crate) fn load_last_alive_ms(data_dir: &std::path::Path) -> Option<u64> {
     text.trim().parse().ok()
 }
 
+/// Bytes the file system holding `path` has free for an unprivileged writer.
+pub fn fs_available_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of the
+    // right type; statvfs fills it in full when it returns 0.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so `st` is initialized.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 /// What this node says about itself in heartbeats.
 pub(crate) fn report(state: &State) -> NodeReport {
     let stats = state.store.stats();
@@ -85,7 +101,9 @@ pub(crate) fn report(state: &State) -> NodeReport {
         layout_version: state.routing().layout.version,
         blob_count: stats.blob_count,
         used_bytes: stats.used_bytes,
-        free_bytes: stats.free_bytes,
+        free_bytes: stats
+            .free_bytes
+            .min(fs_available_bytes(&state.data_dir).unwrap_or(u64::MAX)),
         misplaced_bytes: progress.misplaced_bytes,
         moved_bytes: progress.moved_bytes,
     }
@@ -477,6 +495,9 @@ pub(crate) async fn answer(state: &Arc<State>, msg: PeerMsg) -> PeerReply {
         PeerMsg::Status => PeerReply::Status(Box::new(status(state))),
         PeerMsg::ApplyLayout { layout } => {
             let version = layout.version;
+            if state.routing().layout == layout {
+                return PeerReply::LayoutApplied { version }; // already learned from a peer
+            }
             match state.adopt(layout, None) {
                 Ok(()) => PeerReply::LayoutApplied { version },
                 Err(e) => PeerReply::Refused {

@@ -11,6 +11,7 @@
 //! - [`certs`]: a development CA and certificates.
 //! - [`dev`]: the files of a local cluster.
 
+pub mod admin;
 pub mod catalog;
 pub mod certs;
 pub mod config;

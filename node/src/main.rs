@@ -4,9 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use cairn_client::{Client, ClientOptions, Hash, Identity, Layout};
+use cairn_client::{Client, ClientOptions, Hash, Identity, Layout, NodeSpec};
+use cairn_node::admin::{self, Admin, MoveProgress};
 use cairn_node::config::{ClientFileConfig, NodeConfig};
 use cairn_node::dev::{self, ClusterSpec};
+use cairn_node::membership::PeerState;
+use cairn_node::peer::NodeStatus;
 use cairn_node::{Node, certs};
 use clap::{Parser, Subcommand};
 
@@ -70,8 +73,53 @@ enum Command {
     Stat { hash: String },
     /// Delete a blob.
     Rm { hash: String },
-    /// Show every node of the layout and whether it answers.
+    /// Show every node: zone, state, used and free bytes, layout version.
     Status,
+    /// Change the cluster's layout online, or follow the data moves a change started.
+    Layout {
+        #[command(subcommand)]
+        command: LayoutCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LayoutCommand {
+    /// Print the cluster's current layout (TOML).
+    Show,
+    /// Add a node.
+    Add {
+        id: String,
+        /// Its QUIC address, host:port.
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long)]
+        zone: String,
+        #[arg(long, default_value_t = 100)]
+        weight: u32,
+    },
+    /// Remove a node for good; every blob that loses a copy gets it back elsewhere.
+    Remove { id: String },
+    /// Change a node's weight (its share of the data).
+    Reweight { id: String, weight: u32 },
+    /// Change the replication factor (and the write quorum; default: a majority).
+    SetFactor {
+        factor: usize,
+        #[arg(long)]
+        write_quorum: Option<usize>,
+    },
+    /// Weigh nodes by capacity if some node is much fuller than its weight's share.
+    Rebalance,
+    /// Apply a whole layout file; its version must be above the cluster's.
+    Apply { file: PathBuf },
+    /// Show the data moves of the last change, with a progress bar (until done, or once).
+    Status {
+        /// Print one line and stop instead of following the moves.
+        #[arg(long)]
+        once: bool,
+        /// Stop following after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+    },
 }
 
 #[tokio::main]
@@ -165,31 +213,223 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status => {
-            let client = connect(&cli.client).await?;
-            let layout = client
-                .refresh_layout()
-                .await
-                .unwrap_or_else(|_| client.layout());
-            println!(
-                "layout version {}, replication factor {}, write quorum {}",
-                layout.version, layout.replication_factor, layout.write_quorum
-            );
-            let probe = Hash::MIN;
-            for node in &layout.nodes {
-                let state = match client.head_on(&node.id, &probe).await {
-                    Ok(_) => "up".to_string(),
-                    Err(e) => format!("down ({e})"),
+            let mut admin = admin(&cli.client)?;
+            let layout = admin.current_layout().await?;
+            print_status(&layout, &admin.statuses().await);
+            admin.close().await;
+            Ok(())
+        }
+        Command::Layout { command } => layout_command(&cli.client, command).await,
+    }
+}
+
+fn admin(path: &Path) -> Result<Admin> {
+    let config = ClientFileConfig::load(path).map_err(|e| {
+        format!("{e}\n(start a local cluster with `cairn dev`, or pass --client FILE)")
+    })?;
+    let layout = Layout::load(&config.layout)?;
+    let identity = Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    Ok(Admin::new(layout, &identity)?)
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn print_status(layout: &Layout, statuses: &[(NodeSpec, std::result::Result<NodeStatus, String>)]) {
+    println!(
+        "layout version {}, replication factor {}, write quorum {}, {} nodes in {} zones",
+        layout.version,
+        layout.replication_factor,
+        layout.write_quorum,
+        layout.nodes.len(),
+        layout.zone_count()
+    );
+    // A node's state is what the answering nodes' failure detectors say of it.
+    let mut seen: std::collections::BTreeMap<&str, Vec<PeerState>> = Default::default();
+    for (_, s) in statuses {
+        if let Ok(s) = s {
+            for p in &s.peers {
+                seen.entry(p.id.as_str()).or_default().push(p.state);
+            }
+        }
+    }
+    println!(
+        "  {:<8} {:<8} {:<8} {:>10} {:>10} {:>8} {:>10} {:>7}",
+        "node", "zone", "state", "used", "free", "blobs", "misplaced", "layout"
+    );
+    for (node, s) in statuses {
+        let views = seen.get(node.id.as_str()).cloned().unwrap_or_default();
+        let up = views.iter().filter(|v| **v == PeerState::Up).count();
+        match s {
+            Ok(s) => {
+                let state = if views.is_empty() || up * 2 >= views.len() {
+                    "up"
+                } else {
+                    "suspect"
                 };
                 println!(
-                    "  {:<8} {:<10} {:<22} weight {:<6} {state}",
-                    node.id, node.zone, node.addr, node.weight
+                    "  {:<8} {:<8} {:<8} {:>10} {:>10} {:>8} {:>10} {:>7}",
+                    node.id,
+                    node.zone,
+                    state,
+                    bytes(s.report.used_bytes),
+                    bytes(s.report.free_bytes),
+                    s.report.blob_count,
+                    bytes(s.report.misplaced_bytes),
+                    s.report.layout_version
                 );
             }
-            client.close().await;
-            Ok(())
+            Err(e) => {
+                let state = if views.iter().any(|v| *v == PeerState::Down) {
+                    "down"
+                } else {
+                    "unreachable"
+                };
+                println!("  {:<8} {:<8} {:<8} ({e})", node.id, node.zone, state);
+            }
         }
     }
 }
+
+async fn layout_command(client: &Path, command: LayoutCommand) -> Result<()> {
+    let mut admin = admin(client)?;
+    let current = admin.current_layout().await?;
+    let next = match command {
+        LayoutCommand::Show => {
+            print!("{}", current.to_toml_string());
+            return Ok(());
+        }
+        LayoutCommand::Add {
+            id,
+            addr,
+            zone,
+            weight,
+        } => admin::add_node(
+            &current,
+            NodeSpec {
+                id,
+                addr,
+                zone,
+                weight,
+            },
+        )?,
+        LayoutCommand::Remove { id } => admin::remove_node(&current, &id)?,
+        LayoutCommand::Reweight { id, weight } => admin::reweight(&current, &id, weight)?,
+        LayoutCommand::SetFactor {
+            factor,
+            write_quorum,
+        } => admin::set_factor(&current, factor, write_quorum)?,
+        LayoutCommand::Rebalance => {
+            let statuses: Vec<(String, NodeStatus)> = admin
+                .statuses()
+                .await
+                .into_iter()
+                .filter_map(|(n, s)| s.ok().map(|s| (n.id, s)))
+                .collect();
+            match admin::rebalance(&current, &statuses) {
+                Some(next) => next,
+                None => {
+                    println!("every node holds about its weight's share; nothing to do");
+                    return Ok(());
+                }
+            }
+        }
+        LayoutCommand::Apply { file } => {
+            let next = Layout::load(&file)?;
+            if next.version <= current.version {
+                return Err(format!(
+                    "{}: version {} is not above the cluster's {}",
+                    file.display(),
+                    next.version,
+                    current.version
+                )
+                .into());
+            }
+            next
+        }
+        LayoutCommand::Status { once, timeout_secs } => {
+            return follow_moves(&mut admin, once, timeout_secs).await;
+        }
+    };
+    for (id, said) in admin.apply(&next).await? {
+        println!("  {id}: {said}");
+    }
+    println!(
+        "layout version {} applied; data moves in the background (`cairn layout status`)",
+        next.version
+    );
+    admin.close().await;
+    Ok(())
+}
+
+/// Polls every node until the moves of the current layout are done, with a progress bar on a
+/// terminal (a line per poll otherwise).
+async fn follow_moves(admin: &mut Admin, once: bool, timeout_secs: u64) -> Result<()> {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use std::io::IsTerminal;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    if !std::io::stderr().is_terminal() || once {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    loop {
+        let layout = admin.current_layout().await?;
+        let statuses = admin.statuses().await;
+        let p = MoveProgress::of(&layout, &statuses);
+        let total = p.moved_bytes + p.misplaced_bytes;
+        bar.set_length(total.max(1));
+        bar.set_position(p.moved_bytes);
+        let line = format!(
+            "layout {}: {}/{} nodes on it, {} moved, {} to move, {} copies pending",
+            p.layout_version,
+            p.nodes_on_version,
+            p.nodes_total,
+            bytes(p.moved_bytes),
+            bytes(p.misplaced_bytes),
+            p.transfers_pending
+        );
+        bar.set_message(format!("layout {}", p.layout_version));
+        if bar.is_hidden() {
+            println!("{line}");
+        }
+        if p.done() || once {
+            bar.finish_and_clear();
+            if p.done() {
+                println!("{line}; done");
+            }
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            bar.abandon();
+            return Err(format!("still moving after {timeout_secs} s: {line}").into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(MOVE_POLL_MS)).await;
+    }
+    admin.close().await;
+    Ok(())
+}
+
+/// How often `cairn layout status` asks the nodes.
+const MOVE_POLL_MS: u64 = 1_000;
 
 async fn connect(path: &Path) -> Result<Client> {
     let config = ClientFileConfig::load(path).map_err(|e| {
@@ -254,6 +494,7 @@ async fn run_dev(dir: &Path, base_port: u16, check_only: bool) -> Result<()> {
     println!("  {exe} --client {config} stat HASH");
     println!("  {exe} --client {config} rm HASH");
     println!("  {exe} --client {config} status");
+    println!("  {exe} --client {config} layout show");
     if check_only {
         println!("Stopping (--check-only).");
     } else {
