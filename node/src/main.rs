@@ -292,7 +292,7 @@ fn print_status(layout: &Layout, statuses: &[(NodeSpec, std::result::Result<Node
                 );
             }
             Err(e) => {
-                let state = if views.iter().any(|v| *v == PeerState::Down) {
+                let state = if views.contains(&PeerState::Down) {
                     "down"
                 } else {
                     "unreachable"
