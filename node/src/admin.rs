@@ -316,8 +316,9 @@ mod tests {
                 transfers_queued: 0,
                 transfers_in_flight: 0,
                 sessions_completed: 0,
-                scrub_pass_blobs: 0,
+                scrub_verified_blobs: 0,
                 scrub_corrupt_found: 0,
+                corrupt_found: 0,
             },
         )
     }

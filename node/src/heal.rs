@@ -1453,9 +1453,10 @@ pub struct Scrubber {
     next_pass_ms: u64,
     interval_ms: u64,
     enabled: bool,
-    /// Blobs verified in the current pass, and bytes.
-    pub pass_blobs: u64,
-    pub pass_bytes: u64,
+    /// Blobs and bytes verified since the node started, and passes completed.
+    pub verified_blobs: u64,
+    pub verified_bytes: u64,
+    pub passes_completed: u64,
 }
 
 /// Blobs the scrubber hands out per step.
@@ -1469,8 +1470,9 @@ impl Scrubber {
             next_pass_ms: now_ms,
             interval_ms: settings.scrub_interval_ms,
             enabled: settings.scrub_bytes_per_sec > 0,
-            pass_blobs: 0,
-            pass_bytes: 0,
+            verified_blobs: 0,
+            verified_bytes: 0,
+            passes_completed: 0,
         }
     }
 
@@ -1491,8 +1493,8 @@ impl Scrubber {
                 if !self.throttle.try_take(now_ms, e.bytes) {
                     return out;
                 }
-                self.pass_blobs += 1;
-                self.pass_bytes += e.bytes;
+                self.verified_blobs += 1;
+                self.verified_bytes += e.bytes;
                 out.push(*e);
             }
             self.cursor = Some(e.hash);
@@ -1500,8 +1502,7 @@ impl Scrubber {
         if batch.len() < SCRUB_BLOBS_PER_STEP_MAX {
             self.cursor = None;
             self.next_pass_ms = now_ms + self.interval_ms;
-            self.pass_blobs = 0;
-            self.pass_bytes = 0;
+            self.passes_completed += 1;
         }
         out
     }

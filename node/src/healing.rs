@@ -42,9 +42,21 @@ pub fn wall_ms() -> u64 {
 
 /// What tasks report back to the heal loop.
 pub(crate) enum Event {
-    Reply { from: String, msg: HealMsg },
-    TransferDone { id: u64, ok: bool },
-    PeerUp { peer: String },
+    Reply {
+        from: String,
+        msg: HealMsg,
+    },
+    TransferDone {
+        id: u64,
+        ok: bool,
+    },
+    PeerUp {
+        peer: String,
+    },
+    /// A read found the local copy corrupt (the engine quarantined it).
+    Corrupt {
+        hash: [u8; 32],
+    },
     Wake,
 }
 
@@ -54,7 +66,9 @@ pub(crate) struct Healing {
     pub healer: Mutex<Healer>,
     pub scrubber: Mutex<Scrubber>,
     pub events: mpsc::UnboundedSender<Event>,
+    /// Corrupt copies found here by any read, and by the scrub alone.
     pub corrupt_found: AtomicU64,
+    pub scrub_corrupt_found: AtomicU64,
 }
 
 fn cursor_path(state: &State) -> PathBuf {
@@ -133,8 +147,9 @@ pub(crate) fn status(state: &State) -> NodeStatus {
         transfers_queued: progress.transfers_queued as u64,
         transfers_in_flight: progress.transfers_in_flight as u64,
         sessions_completed: progress.sessions_completed,
-        scrub_pass_blobs: state.healing.scrubber.lock().pass_blobs,
-        scrub_corrupt_found: state.healing.corrupt_found.load(Ordering::Relaxed),
+        scrub_verified_blobs: state.healing.scrubber.lock().verified_blobs,
+        scrub_corrupt_found: state.healing.scrub_corrupt_found.load(Ordering::Relaxed),
+        corrupt_found: state.healing.corrupt_found.load(Ordering::Relaxed),
     }
 }
 
@@ -198,6 +213,13 @@ async fn handle_event(state: &Arc<State>, event: Event) {
             state.healing.healer.lock().on_peer_up(now, &peer);
             state.hints.lock().queue().wake(&peer, state.now_ms());
             state.hint_wake.notify_one();
+            Vec::new()
+        }
+        Event::Corrupt { hash } => {
+            let membership = state.healing.membership.lock();
+            let up = |p: &str| membership.is_up(p);
+            let entry = Entry::live(hash, 0, 0);
+            state.healing.healer.lock().on_corrupt(now, entry, &up);
             Vec::new()
         }
         Event::Wake => Vec::new(),
@@ -369,11 +391,16 @@ async fn transfer(
     let hash = Hash::from_bytes(entry.hash);
     match direction {
         Direction::Push => {
-            let blob = state
-                .store
-                .get(&hash)
-                .map_err(|e| e.to_string())?
-                .ok_or("the local copy is gone")?;
+            let blob = match state.store.get(&hash) {
+                Ok(Some(blob)) => blob,
+                Ok(None) => return Err("the local copy is gone".into()),
+                Err(e) => {
+                    if let EngineError::Corrupted { .. } | EngineError::Quarantined { .. } = e {
+                        noticed_corrupt(state, hash);
+                    }
+                    return Err(e.to_string());
+                }
+            };
             let version = state.catalog.entry(&entry.hash).map_or(0, |e| e.version);
             let request = Request {
                 layout_version: routing.layout.version,
@@ -441,6 +468,16 @@ async fn transfer(
     }
 }
 
+/// A read found a corrupt copy here: count it and have the healer fetch a good one.
+pub(crate) fn noticed_corrupt(state: &State, hash: Hash) {
+    tracing::warn!(%hash, "corrupt copy quarantined; fetching a good one");
+    state.healing.corrupt_found.fetch_add(1, Ordering::Relaxed);
+    state.catalog.touch();
+    let _ = state.healing.events.send(Event::Corrupt {
+        hash: *hash.as_bytes(),
+    });
+}
+
 /// One scrub step: verify what the scrubber hands out; fetch a good copy of anything corrupt.
 async fn scrub_step(state: &Arc<State>, now: u64) {
     let batch = state.healing.scrubber.lock().step(now, &state.catalog);
@@ -450,12 +487,11 @@ async fn scrub_step(state: &Arc<State>, now: u64) {
             tokio::task::spawn_blocking(move || s.store.verify(&Hash::from_bytes(entry.hash)))
                 .await;
         if let Ok(Err(EngineError::Corrupted { .. } | EngineError::Quarantined { .. })) = result {
-            tracing::warn!(hash = %Hash::from_bytes(entry.hash), "scrub found a corrupt copy; fetching a good one");
-            state.healing.corrupt_found.fetch_add(1, Ordering::Relaxed);
-            state.catalog.touch();
-            let membership = state.healing.membership.lock();
-            let up = |p: &str| membership.is_up(p);
-            state.healing.healer.lock().on_corrupt(now, entry, &up);
+            state
+                .healing
+                .scrub_corrupt_found
+                .fetch_add(1, Ordering::Relaxed);
+            noticed_corrupt(state, Hash::from_bytes(entry.hash));
         }
     }
 }

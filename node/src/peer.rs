@@ -63,8 +63,10 @@ pub struct NodeStatus {
     pub transfers_queued: u64,
     pub transfers_in_flight: u64,
     pub sessions_completed: u64,
-    pub scrub_pass_blobs: u64,
+    pub scrub_verified_blobs: u64,
+    /// Corrupt copies found here by the scrub, and by any read.
     pub scrub_corrupt_found: u64,
+    pub corrupt_found: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

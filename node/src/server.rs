@@ -233,6 +233,7 @@ impl Node {
                 scrubber: parking_lot::Mutex::new(scrubber),
                 events,
                 corrupt_found: Default::default(),
+                scrub_corrupt_found: Default::default(),
             },
             entry_locks: (0..ENTRY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             routing: RwLock::new(routing),
@@ -586,7 +587,10 @@ async fn get(state: &State, hash: Hash, range: Option<ByteRange>, mut send: quin
     let blob_len = match state.store.stat(&hash) {
         Ok(BlobStat::Present { bytes }) => bytes,
         Ok(BlobStat::Absent) => return fail(&mut send, ErrorCode::NotFound, "not held here").await,
-        Ok(_) => return fail(&mut send, ErrorCode::Corrupted, "quarantined here").await,
+        Ok(_) => {
+            healing::noticed_corrupt(state, hash);
+            return fail(&mut send, ErrorCode::Corrupted, "quarantined here").await;
+        }
         Err(e) => return fail(&mut send, engine_code(&e), e.to_string()).await,
     };
     let read = match range {
@@ -596,7 +600,12 @@ async fn get(state: &State, hash: Hash, range: Option<ByteRange>, mut send: quin
     let blob = match read {
         Ok(Some(blob)) => blob,
         Ok(None) => return fail(&mut send, ErrorCode::NotFound, "not held here").await,
-        Err(e) => return fail(&mut send, engine_code(&e), e.to_string()).await,
+        Err(e) => {
+            if engine_code(&e) == ErrorCode::Corrupted {
+                healing::noticed_corrupt(state, hash);
+            }
+            return fail(&mut send, engine_code(&e), e.to_string()).await;
+        }
     };
     let header = Response::Blob {
         len: blob.len() as u64,
