@@ -142,7 +142,7 @@ async fn a_throttled_layout_change_keeps_every_blob_readable_and_drops_old_copie
             let node = cluster.node(&owner.id);
             wait_until(
                 "a new owner to hold a fresh blob",
-                || matches!(node.store().get(h), Ok(Some(x)) if &x[..] == &b[..]),
+                || matches!(node.store().get(h), Ok(Some(x)) if x[..] == b[..]),
             )
             .await;
         }
