@@ -1,0 +1,282 @@
+//! Real processes: a six-node cluster of `cairn node` processes on their own loopback
+//! addresses, under a write load, while nodes and whole zones are killed (SIGKILL), paused
+//! (SIGSTOP) and restarted. Afterwards every acknowledged blob must read back byte for byte
+//! and sit on all of its replicas.
+//!
+//! The `cairn` binary is taken from `CAIRN_BIN`, or next to this test's own executable
+//! (`target/debug/cairn`); `scripts/test` builds it first.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_client::{Client, ClientOptions, Hash, Identity, Layout};
+use cairn_node::config::HintSettings;
+use cairn_node::dev::{self, ClusterFiles, ClusterSpec};
+use cairn_node::heal::HealSettings;
+use cairn_node::membership::FailureDetectorSettings;
+use parking_lot::Mutex;
+
+/// QUIC port of every node (each has its own 127.0.31.x address).
+const PORT: u16 = 7400;
+/// How long the cluster may take to converge after the faults.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a node may take to start answering.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two puts of the load.
+const LOAD_PAUSE_MS: u64 = 20;
+/// Most blobs the load writes (it also stops when told).
+const LOAD_BLOBS_MAX: usize = 2_000;
+
+fn cairn_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CAIRN_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("cairn");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p cairn-node --bin cairn` (scripts/test does) or set CAIRN_BIN",
+        path.display()
+    );
+    path
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    files: ClusterFiles,
+    ids: Vec<String>,
+    children: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let mut spec = ClusterSpec::local(6, 3, [127, 0, 31, 1], PORT);
+        for (i, node) in spec.nodes.iter_mut().enumerate() {
+            node.1 = SocketAddr::from(([127, 0, 31, i as u8 + 1], PORT));
+        }
+        spec.segment_bytes = 8 * 1024 * 1024;
+        spec.hints = HintSettings {
+            retry_ms_min: 100,
+            retry_ms_max: 1_000,
+        };
+        spec.failure_detector = FailureDetectorSettings {
+            heartbeat_interval_ms: 100,
+            suspect_after_ms: 500,
+            down_after_ms: 2_000,
+        };
+        spec.heal = HealSettings {
+            anti_entropy_interval_ms: 1_000,
+            handoff_interval_ms: 500,
+            request_timeout_ms: 2_000,
+            ..HealSettings::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let files = dev::write_cluster(dir.path(), &spec).unwrap();
+        let ids = spec.nodes.iter().map(|n| n.0.clone()).collect();
+        let mut cluster = Cluster {
+            dir,
+            files,
+            ids,
+            children: Vec::new(),
+        };
+        for i in 0..6 {
+            let child = cluster.spawn(i);
+            cluster.children.push(Some(child));
+        }
+        cluster
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", self.ids[i])))
+            .unwrap();
+        Command::new(cairn_bin())
+            .arg("node")
+            .arg("--config")
+            .arg(&self.files.node_configs[i])
+            .env("CAIRN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn index(&self, id: &str) -> usize {
+        self.ids.iter().position(|x| x == id).unwrap()
+    }
+
+    fn kill(&mut self, id: &str) {
+        let i = self.index(id);
+        let mut child = self.children[i].take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn restart(&mut self, id: &str) {
+        let i = self.index(id);
+        assert!(self.children[i].is_none());
+        self.children[i] = Some(self.spawn(i));
+    }
+
+    fn signal(&self, id: &str, signal: &str) {
+        let pid = self.children[self.index(id)].as_ref().unwrap().id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    async fn client(&self) -> Client {
+        let t = self.files.client_tls();
+        let identity = Identity::load(&t.ca, &t.cert, &t.key).unwrap();
+        let layout = Layout::load(&self.files.layout).unwrap();
+        let options = ClientOptions {
+            zone: Some("zone-a".into()),
+            deadline_ms: 5_000,
+            ..ClientOptions::default()
+        };
+        Client::connect(layout, &identity, options).await.unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn content(i: usize) -> Vec<u8> {
+    let len = [100, 4096, 30_000, 200_000][i % 4] + i;
+    let mut x = (i as u64 + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn pause_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_paused_and_restarted_nodes_and_zones_lose_no_acknowledged_blob() {
+    let mut cluster = Cluster::start();
+    let client = Arc::new(cluster.client().await);
+    // Wait for the cluster to take writes.
+    let start = Instant::now();
+    while client.put(b"ready".to_vec()).await.is_err() {
+        assert!(
+            start.elapsed() < START_TIMEOUT,
+            "the cluster never took a write"
+        );
+        pause_ms(200).await;
+    }
+
+    let acked: Arc<Mutex<Vec<(Hash, usize)>>> = Arc::default();
+    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (client, acked, failed, stop) =
+            (client.clone(), acked.clone(), failed.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < LOAD_BLOBS_MAX {
+                match client.put(content(i)).await {
+                    Ok(hash) => acked.lock().push((hash, i)),
+                    Err(_) => {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                i += 1;
+                pause_ms(LOAD_PAUSE_MS).await;
+            }
+        })
+    };
+
+    pause_ms(1_000).await;
+    // A node killed and restarted.
+    cluster.kill("n1");
+    pause_ms(2_000).await;
+    cluster.restart("n1");
+    pause_ms(1_500).await;
+    // A node paused past the failure detector's down timeout, then resumed.
+    cluster.signal("n4", "STOP");
+    pause_ms(3_000).await;
+    cluster.signal("n4", "CONT");
+    pause_ms(1_500).await;
+    // A whole zone killed, then restarted.
+    cluster.kill("n2");
+    cluster.kill("n5");
+    pause_ms(3_000).await;
+    cluster.restart("n2");
+    cluster.restart("n5");
+    pause_ms(1_500).await;
+    // A whole zone paused.
+    cluster.signal("n3", "STOP");
+    cluster.signal("n6", "STOP");
+    pause_ms(2_500).await;
+    cluster.signal("n3", "CONT");
+    cluster.signal("n6", "CONT");
+    pause_ms(1_000).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+
+    let acked = acked.lock().clone();
+    assert!(
+        acked.len() >= 50,
+        "the load got only {} puts acknowledged",
+        acked.len()
+    );
+    // Every acknowledged blob reads back and, once the cluster has healed, sits on every one
+    // of its replicas.
+    for (hash, i) in &acked {
+        assert_eq!(client.get(hash).await.unwrap(), content(*i), "{hash}");
+    }
+    let start = Instant::now();
+    let mut missing: Vec<(Hash, String)> = Vec::new();
+    loop {
+        missing.clear();
+        for (hash, _) in &acked {
+            for id in client.replicas_of(hash) {
+                if !matches!(client.head_on(&id, hash).await, Ok(Some(_))) {
+                    missing.push((*hash, id));
+                }
+            }
+        }
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < CONVERGE_TIMEOUT,
+            "{} copies still missing after {CONVERGE_TIMEOUT:?}, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        pause_ms(1_000).await;
+    }
+    eprintln!(
+        "{} puts acknowledged, {} failed during the faults; all fully replicated after {:?}",
+        acked.len(),
+        failed.load(std::sync::atomic::Ordering::Relaxed),
+        start.elapsed()
+    );
+    client.close().await;
+}
