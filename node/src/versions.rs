@@ -20,7 +20,7 @@ use crate::recordlog::{LogError, RecordLog};
 pub const VERSION_RECORD_BYTES_MAX: usize = 128;
 
 /// Dead records the log may hold before it is rewritten (and at least as many as live ones).
-pub const VERSION_LOG_DEAD_RECORDS_MAX: usize = 65_536;
+pub const VERSION_LOG_DEAD_RECORDS_MAX: usize = 4096;
 
 #[derive(Debug, Serialize, Deserialize)]
 enum VersionRecord {
@@ -238,7 +238,7 @@ mod tests {
             table.forget(&h, None).unwrap();
         }
         let size = table.log.file_bytes();
-        assert!(size < 3_000_000, "log not rewritten: {size} bytes");
+        assert!(size < 250_000, "log not rewritten: {size} bytes");
         drop(table);
         let table = VersionTable::open(dir.path()).unwrap();
         assert_eq!(table.len(), 1);
