@@ -141,9 +141,15 @@ impl Pool {
     }
 
     /// Forgets the connection to a node after a transport failure, marking it down.
+    /// A node already marked down (no connection, backoff running) is left as it is: the
+    /// failure that marked it is the one being reported, and counting it again would keep
+    /// pushing its next attempt away while requests keep arriving.
     pub async fn mark_down(&self, id: &str) {
         let slot = self.slot(id);
         let mut slot = slot.lock().await;
+        if slot.conn.is_none() && slot.down_until.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
         if let Some(conn) = slot.conn.take() {
             conn.close(wire::CONNECTION_CLOSE_CODE.into(), b"peer failed");
         }

@@ -531,9 +531,6 @@ pub(crate) async fn answer(state: &Arc<State>, msg: PeerMsg) -> PeerReply {
         PeerMsg::Status => PeerReply::Status(Box::new(status(state))),
         PeerMsg::ApplyLayout { layout } => {
             let version = layout.version;
-            if state.routing().layout == layout {
-                return PeerReply::LayoutApplied { version }; // already learned from a peer
-            }
             match state.adopt(layout, None) {
                 Ok(()) => PeerReply::LayoutApplied { version },
                 Err(e) => PeerReply::Refused {

@@ -275,8 +275,9 @@ impl Node {
         self.state.routing.read().layout.clone()
     }
 
-    /// Switches to a newer layout (kept in the data directory for restarts). An older or
-    /// invalid layout, or one without this node, is refused.
+    /// Switches to a newer layout (kept in the data directory for restarts); the layout in use
+    /// is accepted again as a no-op. An older or invalid layout is refused. A layout without
+    /// this node is adopted too: the node then hands off what it holds.
     pub fn apply_layout(&self, layout: Layout) -> Result<(), NodeError> {
         layout.validate()?;
         self.state.adopt(layout, None)
@@ -359,6 +360,9 @@ impl State {
     pub(crate) fn adopt(&self, layout: Layout, previous: Option<Layout>) -> Result<(), NodeError> {
         layout.validate()?;
         let mut routing = self.routing.write();
+        if layout == routing.layout {
+            return Ok(()); // already adopted, from a peer
+        }
         if layout.version <= routing.layout.version {
             return Err(NodeError::LayoutNotNewer {
                 offered: layout.version,

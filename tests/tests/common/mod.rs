@@ -58,6 +58,8 @@ impl TestCluster {
             anti_entropy_interval_ms: 500,
             handoff_interval_ms: 300,
             request_timeout_ms: 2_000,
+            // Debug builds hash slowly; the scrub test turns it on.
+            scrub_bytes_per_sec: 0,
             ..HealSettings::default()
         };
         for (i, node) in spec.nodes.iter_mut().enumerate() {
