@@ -293,8 +293,10 @@ pub trait Catalog {
     fn versioned(&self, after: Option<&BlobHash>, limit: usize) -> Vec<(Entry, u64)>;
 }
 
-/// Messages between healers. Every request names the session it belongs to and the sender's
-/// layout version; a peer on another layout answers `Stale` and the session ends.
+/// Messages between healers. Every request carries an id that its reply echoes, and the
+/// sender's layout version; a peer on another layout answers `Stale` and the session ends. The
+/// first request of a session and its `Done` carry the session's id, every later request a fresh
+/// one, so a late or duplicated reply is never taken for the answer to a later request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HealMsg {
     Summaries {
@@ -352,7 +354,7 @@ pub enum HealMsg {
 }
 
 impl HealMsg {
-    /// The session a message belongs to.
+    /// The id a message carries (see [`HealMsg`]).
     pub fn session(&self) -> u64 {
         match self {
             HealMsg::Summaries { session, .. }
@@ -404,6 +406,9 @@ pub enum Action {
         entry: Entry,
     },
     /// Record the tombstone durably (and drop the local copy) if it stands over the local entry.
+    /// It may be synced later, but before any later `Send` leaves: peers count a session's
+    /// answers as what this node holds and purge their tombstones on that basis, so a crash
+    /// must not take back a tombstone the peer was already told about.
     ApplyTombstone {
         entry: Entry,
     },
@@ -432,6 +437,10 @@ struct Session {
     started_ms: u64,
     /// When the outstanding request times out (`None`: none outstanding).
     deadline_ms: Option<u64>,
+    /// The id the outstanding (or last) request went out under: the session's id for its first
+    /// request, a fresh one for each after it, so that a late or duplicated reply to an earlier
+    /// request is not taken for the answer to the current one.
+    request: u64,
     /// Prefixes still to summarize, as (bits, prefix).
     to_summarize: VecDeque<(u32, u32)>,
     /// Prefixes in the outstanding summaries request.
@@ -700,6 +709,7 @@ impl Healer {
                 peer: peer.to_string(),
                 started_ms: now_ms,
                 deadline_ms: None,
+                request: id,
                 to_summarize: VecDeque::new(),
                 asked: Vec::new(),
                 leaves: VecDeque::new(),
@@ -748,12 +758,19 @@ impl Healer {
             .filter(|s| s.kind == SessionKind::AntiEntropy && s.deadline_ms.is_some())
             .map(|s| s.peer.clone())
             .collect();
-        let due: Vec<String> = self
-            .ae_due_ms
-            .iter()
-            .filter(|(p, d)| **d <= now_ms && !busy.contains(*p) && up(p))
-            .map(|(p, _)| p.clone())
-            .collect();
+        let mut due = Vec::new();
+        for (peer, due_ms) in self.ae_due_ms.iter_mut() {
+            if *due_ms > now_ms {
+                continue;
+            }
+            if busy.contains(peer) || !up(peer) {
+                // Looked at again later (a peer coming up is due at once, see `on_peer_up`),
+                // so that `next_wake_ms` does not keep saying "now" meanwhile.
+                *due_ms = now_ms + self.settings.request_timeout_ms;
+            } else {
+                due.push(peer.clone());
+            }
+        }
         for peer in due {
             self.ae_due_ms.insert(
                 peer.clone(),
@@ -817,11 +834,19 @@ impl Healer {
                 prefixes.push(p);
                 s.asked.push((b, p));
             }
+            // The root's request goes out under the session's id (the peer's `Done`
+            // bookkeeping knows the session by it); every later request under a fresh one.
+            s.request = if bits == 0 {
+                id
+            } else {
+                self.next_id += 1;
+                self.next_id - 1
+            };
             s.deadline_ms = Some(now_ms + timeout);
             actions.push(Action::Send {
                 to: s.peer.clone(),
                 msg: HealMsg::Summaries {
-                    session: id,
+                    session: s.request,
                     layout_version,
                     prefix_bits: bits,
                     prefixes,
@@ -830,12 +855,14 @@ impl Healer {
             return;
         }
         if let Some(&(bits, prefix)) = s.leaves.front() {
+            s.request = self.next_id;
+            self.next_id += 1;
             s.deadline_ms = Some(now_ms + timeout);
             s.leaf_entries.clear();
             actions.push(Action::Send {
                 to: s.peer.clone(),
                 msg: HealMsg::Entries {
-                    session: id,
+                    session: s.request,
                     layout_version,
                     prefix_bits: bits,
                     prefix,
@@ -847,11 +874,13 @@ impl Healer {
         if !s.tombstones_out.is_empty() {
             let n = s.tombstones_out.len().min(HANDOFF_ENTRIES_PER_OFFER_MAX);
             let entries: Vec<Entry> = s.tombstones_out.drain(..n).collect();
+            s.request = self.next_id;
+            self.next_id += 1;
             s.deadline_ms = Some(now_ms + timeout);
             actions.push(Action::Send {
                 to: s.peer.clone(),
                 msg: HealMsg::Tombstones {
-                    session: id,
+                    session: s.request,
                     layout_version,
                     entries,
                 },
@@ -914,12 +943,19 @@ impl Healer {
             }
             return actions;
         }
-        let id = msg.session();
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return actions; // a late reply to a session that ended
+        // A reply names the request it answers: find the session waiting for that request.
+        let request = msg.session();
+        let Some(id) = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.request == request && s.deadline_ms.is_some())
+            .map(|(id, _)| *id)
+        else {
+            return actions; // late or duplicated, or its session ended
         };
-        if s.peer != from || s.deadline_ms.is_none() {
-            return actions; // not from the peer, or a duplicate
+        let s = self.sessions.get_mut(&id).expect("present");
+        if s.peer != from {
+            return actions; // not from the peer
         }
         s.deadline_ms = None;
         match msg {
@@ -958,11 +994,13 @@ impl Healer {
                 } else if !complete {
                     let &(bits, prefix) = s.leaves.front().expect("a leaf is being read");
                     let after = s.leaf_entries.last().map(|e| e.hash);
+                    s.request = self.next_id;
+                    self.next_id += 1;
                     s.deadline_ms = Some(now_ms + self.settings.request_timeout_ms);
                     actions.push(Action::Send {
                         to: s.peer.clone(),
                         msg: HealMsg::Entries {
-                            session: id,
+                            session: s.request,
                             layout_version: self.routing.layout.version,
                             prefix_bits: bits,
                             prefix,
@@ -986,7 +1024,7 @@ impl Healer {
                     if entry.kind == EntryKind::Live && wanted.contains(&entry.hash) {
                         self.enqueue(id, &peer, Direction::Push, entry);
                     } else {
-                        self.confirm(&entry.hash, &peer);
+                        self.confirm(&entry, &peer);
                     }
                 }
             }
@@ -1073,13 +1111,16 @@ impl Healer {
             ..
         } = &msg
         {
-            // The start of a peer's session: remember when, for its `Done`.
+            // The start of a peer's session: remember when, for its `Done`. A duplicate that
+            // arrives later must not move the start later than what the peer compared.
             if self.answering.len() >= AE_ANSWERING_SESSIONS_MAX
                 && let Some(oldest) = self.answering.keys().next().cloned()
             {
                 self.answering.remove(&oldest);
             }
-            self.answering.insert((from.to_string(), *session), now_ms);
+            self.answering
+                .entry((from.to_string(), *session))
+                .or_insert(now_ms);
         }
         let reply = match msg {
             HealMsg::Summaries {
@@ -1263,7 +1304,7 @@ impl Healer {
         if ok {
             self.progress.moved_bytes += t.entry.bytes;
             if t.direction == Direction::Push {
-                self.confirm(&t.entry.hash, &t.peer);
+                self.confirm(&t.entry, &t.peer);
             }
         }
         if let Some(s) = self.sessions.get_mut(&t.session) {
@@ -1273,19 +1314,23 @@ impl Healer {
             }
             self.finish_if_done(t.session, now_ms, &mut actions);
         }
-        self.drop_confirmed(&mut actions);
-        let _ = catalog;
+        self.drop_confirmed(catalog, &mut actions);
         self.release(now_ms, &mut actions);
         actions
     }
 
-    fn confirm(&mut self, hash: &BlobHash, owner: &str) {
-        if let Some(m) = self.misplaced.get_mut(hash) {
+    /// `owner` holds `entry` (or something that stands over it).
+    fn confirm(&mut self, entry: &Entry, owner: &str) {
+        if let Some(m) = self.misplaced.get_mut(&entry.hash)
+            && m.entry == *entry
+        {
             m.unconfirmed.remove(owner);
         }
     }
 
-    fn drop_confirmed(&mut self, actions: &mut Vec<Action>) {
+    /// Drops misplaced entries every owner confirmed, unless the local entry changed since it
+    /// was offered (a put or delete arrived meanwhile): the next pass offers the new one.
+    fn drop_confirmed(&mut self, catalog: &dyn Catalog, actions: &mut Vec<Action>) {
         let done: Vec<BlobHash> = self
             .misplaced
             .iter()
@@ -1296,7 +1341,9 @@ impl Healer {
             let m = self.misplaced.remove(&hash).expect("present");
             self.progress.misplaced_bytes =
                 self.progress.misplaced_bytes.saturating_sub(m.entry.bytes);
-            actions.push(Action::DropLocal { hash });
+            if catalog.entry(&hash) == Some(m.entry) {
+                actions.push(Action::DropLocal { hash });
+            }
         }
     }
 
@@ -1333,12 +1380,20 @@ impl Healer {
                 continue;
             }
             self.handoff_pass_bytes += entry.bytes;
-            self.misplaced
-                .entry(entry.hash)
-                .or_insert_with(|| Misplaced {
-                    entry: *entry,
-                    unconfirmed: owners.into_iter().collect(),
-                });
+            // A pending entry that changed here since it was found is offered afresh.
+            if self
+                .misplaced
+                .get(&entry.hash)
+                .is_none_or(|m| m.entry != *entry)
+            {
+                self.misplaced.insert(
+                    entry.hash,
+                    Misplaced {
+                        entry: *entry,
+                        unconfirmed: owners.into_iter().collect(),
+                    },
+                );
+            }
         }
         let stopped_early = self.misplaced.len() >= HANDOFF_PENDING_ENTRIES_MAX;
         if end_of_pass && !stopped_early {
@@ -1390,7 +1445,7 @@ impl Healer {
                 },
             });
         }
-        self.drop_confirmed(actions);
+        self.drop_confirmed(catalog, actions);
     }
 
     /// One step of the purge: forget versions every owner has seen, past the grace period.
@@ -1817,6 +1872,130 @@ mod tests {
         run_pair((&mut hc, &mut cc), (&mut ha, &mut ca), 1);
         assert_eq!(ca.entries.len(), 50);
         assert_eq!(cc.entries.len(), 50, "dropped before every owner held it");
+    }
+
+    /// The messages among `actions`.
+    fn sent(actions: Vec<Action>) -> Vec<HealMsg> {
+        actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Send { msg, .. } => Some(msg),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn duplicates_neither_answer_a_later_request_nor_move_a_sessions_start() {
+        // a holds a tombstone b lacks: a's session reads the root leaf, then pushes the
+        // tombstone. A second copy of the entries reply arrives while the push is outstanding.
+        let (mut ha, mut ca, mut hb, cb) = pair(10);
+        let t = Entry::tombstone(hash(100), 5);
+        ca.entries.insert(t.hash, (t, 5));
+        let summaries = sent(ha.tick(10, &ca, &|_| true));
+        assert_eq!(summaries.len(), 1);
+        let reply = sent(hb.on_message(10, "a", summaries[0].clone(), &cb));
+        let entries = sent(ha.on_message(10, "b", reply[0].clone(), &ca));
+        assert!(matches!(entries[0], HealMsg::Entries { .. }));
+        let entries_reply = sent(hb.on_message(10, "a", entries[0].clone(), &cb));
+        let push = sent(ha.on_message(10, "b", entries_reply[0].clone(), &ca));
+        assert!(matches!(push[0], HealMsg::Tombstones { .. }));
+        assert!(
+            ha.on_message(10, "b", entries_reply[0].clone(), &ca)
+                .is_empty(),
+            "the duplicate is ignored"
+        );
+        // The real answer still completes the session, and the responder credits it from when
+        // the session's first request arrived, not from when a duplicate of it did.
+        hb.on_message(12, "a", summaries[0].clone(), &cb);
+        let done = sent(ha.on_message(
+            10,
+            "b",
+            HealMsg::TombstonesReply {
+                session: push[0].session(),
+            },
+            &ca,
+        ));
+        assert!(matches!(done[..], [HealMsg::Done { .. }]));
+        assert_eq!(ha.synced_since_ms("b"), Some(10));
+        hb.on_message(13, "a", done[0].clone(), &cb);
+        assert_eq!(hb.synced_since_ms("a"), Some(10));
+    }
+
+    #[test]
+    fn a_misplaced_entry_that_changed_meanwhile_is_not_dropped() {
+        // c, outside the layout, offers a tombstone and a live copy; a put of the tombstone's
+        // blob lands on c before the owners answer. c must keep that live copy (and offer it
+        // afresh), while the other copy goes once pushed.
+        let r = routing(&["a", "b"], 2);
+        let t = Entry::tombstone(hash(1), 5);
+        let other = Entry::live(hash(2), 5, 100);
+        let mut cc = MemoryCatalog::new("c", r.clone());
+        cc.entries.insert(t.hash, (t, 5));
+        cc.entries.insert(other.hash, (other, 5));
+        let (ca, cb) = (
+            MemoryCatalog::new("a", r.clone()),
+            MemoryCatalog::new("b", r.clone()),
+        );
+        let mut hc = Healer::new("c", HealSettings::default(), r.clone(), 0);
+        let mut ha = Healer::new("a", HealSettings::default(), r.clone(), 0);
+        let mut hb = Healer::new("b", HealSettings::default(), r, 0);
+        let mut replies = Vec::new();
+        for action in hc.tick(10, &cc, &|_| true) {
+            if let Action::Send { to, msg } = action {
+                let (h, c) = if to == "a" {
+                    (&mut ha, &ca)
+                } else {
+                    (&mut hb, &cb)
+                };
+                let answer = sent(h.on_message(10, "c", msg, c));
+                replies.extend(answer.into_iter().map(|m| (to.clone(), m)));
+            }
+        }
+        assert_eq!(replies.len(), 2);
+        let live = Entry::live(hash(1), 20, 100);
+        cc.entries.insert(live.hash, (live, 20));
+        let mut pushes = Vec::new();
+        for (from, msg) in replies {
+            for action in hc.on_message(20, &from, msg, &cc) {
+                if let Action::Transfer { id, .. } = action {
+                    pushes.push(id);
+                }
+            }
+        }
+        assert_eq!(pushes.len(), 2, "both owners want the other copy");
+        let mut dropped = Vec::new();
+        for id in pushes {
+            for action in hc.on_transfer_done(30, id, true, &cc) {
+                if let Action::DropLocal { hash } = action {
+                    dropped.push(hash);
+                }
+            }
+        }
+        assert_eq!(dropped, vec![other.hash]);
+        cc.entries.remove(&other.hash);
+        let later = 30 + HealSettings::default().handoff_interval_ms;
+        let offers = sent(hc.tick(later, &cc, &|_| true));
+        assert_eq!(offers.len(), 2);
+        for offer in offers {
+            assert!(matches!(offer, HealMsg::Offer { entries, .. } if entries == [live]));
+        }
+    }
+
+    #[test]
+    fn an_unreachable_peer_does_not_make_the_healer_spin() {
+        let (mut ha, ca, _, _) = pair(10);
+        ha.tick(0, &ca, &|_| false);
+        assert!(
+            ha.next_wake_ms(0) > 0,
+            "nothing to do until the peer is back"
+        );
+        ha.on_peer_up(5, "b");
+        assert_eq!(
+            ha.next_wake_ms(5),
+            5,
+            "a peer that came back is due at once"
+        );
     }
 
     #[test]

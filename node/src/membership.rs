@@ -176,7 +176,8 @@ impl Membership {
         events
     }
 
-    /// A heartbeat arrived from `from`. Heartbeats from nodes outside the layout are ignored.
+    /// A heartbeat arrived from `from`. A node outside the layout is not watched, but its newer
+    /// layout is reported: after a change it may be the only one that knows it.
     pub fn on_heartbeat(
         &mut self,
         now_ms: u64,
@@ -184,15 +185,15 @@ impl Membership {
         report: NodeReport,
     ) -> Vec<MemberEvent> {
         let mut events = Vec::new();
-        let Some(view) = self.peers.get_mut(from) else {
-            return events;
-        };
         if report.layout_version > self.layout_version {
             events.push(MemberEvent::NewerLayout {
                 peer: from.to_string(),
                 version: report.layout_version,
             });
         }
+        let Some(view) = self.peers.get_mut(from) else {
+            return events;
+        };
         view.heard_ms = Some(view.heard_ms.map_or(now_ms, |h| h.max(now_ms)));
         view.report = Some(report);
         if view.state != PeerState::Up {
@@ -273,13 +274,13 @@ mod tests {
             changes(&m.tick(1011)),
             vec![("a".to_string(), PeerState::Down)]
         );
-        assert!(m.is_up("b"));
+        assert!(m.is_up("b"), "b kept talking");
         let back = m.on_heartbeat(2000, "a", NodeReport::default());
         assert_eq!(changes(&back), vec![("a".to_string(), PeerState::Up)]);
     }
 
     #[test]
-    fn a_newer_layout_is_reported_and_strangers_are_ignored() {
+    fn a_newer_layout_is_reported_even_from_strangers_who_are_not_watched() {
         let mut m = Membership::new(settings(), 0);
         m.set_peers(["a"], 3);
         let report = NodeReport {
@@ -291,8 +292,20 @@ mod tests {
             peer: "a".into(),
             version: 4
         }));
-        assert!(m.on_heartbeat(1, "zz", report).is_empty());
-        assert_eq!(m.view().count(), 1);
+        // A node outside this one's layout may be the only one to know the newer layout.
+        assert_eq!(
+            m.on_heartbeat(1, "zz", report),
+            vec![MemberEvent::NewerLayout {
+                peer: "zz".into(),
+                version: 4
+            }]
+        );
+        let old = NodeReport {
+            layout_version: 3,
+            ..NodeReport::default()
+        };
+        assert!(m.on_heartbeat(1, "zz", old).is_empty());
+        assert_eq!(m.view().count(), 1, "strangers are not watched");
     }
 
     #[test]
