@@ -168,10 +168,14 @@ pub fn sim_layout(shape: usize, version: u64) -> Arc<SimLayout> {
                 .collect();
             let members = node_of.iter().fold(0u8, |m, &ix| m | 1 << ix);
             // The placement does not depend on the version; only the layout carries it.
-            let placement = placements()[shape].clone();
+            let placement = Arc::new(placements()[shape].clone());
             Arc::new(SimLayout {
                 shape,
-                routing: Arc::new(Routing { layout, placement }),
+                routing: Arc::new(Routing {
+                    layout,
+                    placement,
+                    previous: None,
+                }),
                 node_of,
                 members,
             })
