@@ -15,7 +15,6 @@
 //! and writes `cluster-partial.json`.
 
 use std::future::Future;
-use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,11 +24,18 @@ use bytes::Bytes;
 use cairn_benches::{
     blob, load_average, median, stamp, sync_all_file_systems, target_dir, unique_id,
 };
-use cairn_client::{Client, ClientOptions, Hash, Identity, Layout, tls, wire};
+use cairn_client::{Client, ClientOptions, Hash, Identity, Layout};
 use cairn_node::dev::{ClusterFiles, ClusterSpec, write_cluster};
 use cairn_node::{Node, NodeConfig};
 use serde_json::{Value, json};
 use tempfile::TempDir;
+
+#[path = "common/quic.rs"]
+mod quic;
+
+use quic::{
+    REQUEST_BYTES, RESPONSE_BYTES, RawQuic, STREAM_REQUEST, free_base_port, process_cpu_s, sink,
+};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -46,13 +52,6 @@ const IN_FLIGHT: usize = 32;
 /// The bulk baseline: this many streams at once, each carrying `BULK_STREAM_BYTES`.
 const BULK_STREAMS: usize = 64;
 const BULK_STREAM_BYTES: usize = MIB;
-/// The request/response baseline's answer: a 4 KiB body, as a 4 KiB get returns.
-const RESPONSE_BYTES: usize = 4 * KIB;
-/// The request/response baseline's request: about the size of Cairn's get header.
-const REQUEST_BYTES: usize = 48;
-/// First byte of a baseline stream: what the server does with it.
-const STREAM_SINK: u8 = 0;
-const STREAM_REQUEST: u8 = 1;
 /// Operations per measurement at full scale, per blob size: sequential puts, concurrent puts,
 /// sequential gets, concurrent gets. Each measurement also stops at `Scale::budget`.
 const OP_COUNTS: [(usize, [usize; 4]); 3] = [
@@ -63,9 +62,6 @@ const OP_COUNTS: [(usize, [usize; 4]); 3] = [
 /// Time a client operation may take, retries included: a failing cluster shows up as failed
 /// operations (or a failed warm-up) instead of stalling the run.
 const DEADLINE_MS: u64 = 10_000;
-
-/// Process CPU time in `/proc/self/stat` is counted in these (USER_HZ, 100 on Linux).
-const CLOCK_TICKS_PER_S: f64 = 100.0;
 
 /// Goals, judged on the median of the per-round figures.
 const GOAL_PUT_4MIB_FRACTION_OF_RAW_THIRD: f64 = 0.60;
@@ -339,18 +335,6 @@ impl Results {
     }
 }
 
-/// CPU seconds this process has used, from `/proc/self/stat` (user plus system).
-fn process_cpu_s() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name, starting with field 3 (state); utime and
-    // stime are fields 14 and 15.
-    let rest = &text[text.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let user: f64 = fields.next()?.parse().ok()?;
-    let system: f64 = fields.next()?.parse().ok()?;
-    Some((user + system) / CLOCK_TICKS_PER_S)
-}
-
 /// Writes back every dirty page before a measurement, so one case's writeback does not run
 /// during the next.
 async fn settle() {
@@ -421,21 +405,6 @@ where
         failures: failures.len(),
         first_failure: failures.into_iter().next(),
         cpu_s,
-    }
-}
-
-/// A base port with `count` consecutive free UDP ports on 127.0.0.1 from it.
-fn free_base_port(count: usize) -> u16 {
-    let mut base = PORT_SEARCH_START;
-    loop {
-        let all_free = (0..count).all(|i| UdpSocket::bind(("127.0.0.1", base + i as u16)).is_ok());
-        if all_free {
-            return base;
-        }
-        base = base
-            .checked_add(100)
-            .filter(|b| usize::from(*b) + count < usize::from(u16::MAX))
-            .expect("a run of free UDP ports");
     }
 }
 
@@ -669,48 +638,8 @@ async fn cluster_round(scale: &Scale, cluster: &Cluster, results: &mut Results) 
     }
 }
 
-/// The baseline: a quinn server and a client connection to it, with Cairn's TLS identities,
-/// transport limits and socket buffers. Each stream's first byte says what the server does:
-/// `STREAM_SINK` reads the stream to its end and finishes its own side; `STREAM_REQUEST`
-/// reads the small request and answers `RESPONSE_BYTES` bytes.
-struct RawQuic {
-    server: quinn::Endpoint,
-    client: quinn::Endpoint,
-    conn: quinn::Connection,
-}
-
+/// The baseline's measurements (`RawQuic` itself is shared with the healing benchmark).
 impl RawQuic {
-    async fn start(files: &ClusterFiles) -> RawQuic {
-        let certs = &files.certs;
-        let server_identity = Identity::load(
-            &certs.join("ca.pem"),
-            &certs.join("n1.pem"),
-            &certs.join("n1.key"),
-        )
-        .expect("load n1 identity");
-        let client_tls = files.client_tls();
-        let client_identity = Identity::load(&client_tls.ca, &client_tls.cert, &client_tls.key)
-            .expect("load client identity");
-        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
-        let server_config = tls::server_config(&server_identity).expect("server config");
-        let server = tls::bind_endpoint(localhost, Some(server_config)).expect("bind server");
-        let client = tls::bind_endpoint(localhost, None).expect("bind client");
-        let client_config =
-            tls::client_config(&client_identity, wire::ALPN).expect("client config");
-        tokio::spawn(raw_accept_loop(server.clone()));
-        let addr = server.local_addr().expect("server address");
-        let conn = client
-            .connect_with(client_config, addr, "n1")
-            .expect("start handshake")
-            .await
-            .expect("handshake");
-        RawQuic {
-            server,
-            client,
-            conn,
-        }
-    }
-
     /// `count` streams of `BULK_STREAM_BYTES`, `BULK_STREAMS` at a time.
     async fn bulk_streams(&self, scale: &Scale) -> Sample {
         let payload = Bytes::from(blob(BULK_STREAM_BYTES, 0xb0));
@@ -776,58 +705,6 @@ impl RawQuic {
         )
         .await
     }
-
-    async fn shutdown(self) {
-        self.conn
-            .close(wire::CONNECTION_CLOSE_CODE.into(), b"benchmark done");
-        self.client.wait_idle().await;
-        self.server
-            .close(wire::CONNECTION_CLOSE_CODE.into(), b"benchmark done");
-    }
-}
-
-/// Sends `chunks` on a new stream and waits for the server to have read them all.
-async fn sink(conn: &quinn::Connection, chunks: impl IntoIterator<Item = Bytes>) {
-    let (mut send, mut recv) = conn.open_bi().await.expect("open stream");
-    send.write_all(&[STREAM_SINK]).await.expect("send kind");
-    for chunk in chunks {
-        send.write_chunk(chunk).await.expect("send chunk");
-    }
-    let _ = send.finish();
-    recv.read_to_end(0).await.expect("server finished");
-}
-
-async fn raw_accept_loop(endpoint: quinn::Endpoint) {
-    let response = Bytes::from(blob(RESPONSE_BYTES, 0xb2));
-    while let Some(incoming) = endpoint.accept().await {
-        let response = response.clone();
-        tokio::spawn(async move {
-            let Ok(conn) = incoming.await else { return };
-            while let Ok((send, recv)) = conn.accept_bi().await {
-                tokio::spawn(raw_serve(send, recv, response.clone()));
-            }
-        });
-    }
-}
-
-async fn raw_serve(mut send: quinn::SendStream, mut recv: quinn::RecvStream, response: Bytes) {
-    let mut kind = [0u8; 1];
-    if recv.read_exact(&mut kind).await.is_err() {
-        return;
-    }
-    match kind[0] {
-        STREAM_SINK => while let Ok(Some(_)) = recv.read_chunk(usize::MAX, false).await {},
-        STREAM_REQUEST => {
-            if recv.read_to_end(REQUEST_BYTES).await.is_err() {
-                return;
-            }
-            if send.write_chunk(response).await.is_err() {
-                return;
-            }
-        }
-        other => panic!("unknown baseline stream kind {other}"),
-    }
-    let _ = send.finish();
 }
 
 /// One round of the baseline's cases.
@@ -1016,7 +893,7 @@ fn main() {
 
 /// Starts both clusters and the baseline, runs every round, shuts everything down.
 async fn run(scale: &Scale, scratch: &Path) -> (Results, Value) {
-    let base_port = free_base_port(2 * NODE_COUNT);
+    let base_port = free_base_port(PORT_SEARCH_START, 2 * NODE_COUNT);
     let dir = |name: &str| -> TempDir {
         tempfile::Builder::new()
             .prefix(name)

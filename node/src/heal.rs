@@ -23,7 +23,7 @@
 //! the grace period and every other owner has completed an anti-entropy session with this node
 //! that started after the entry was recorded here, so every owner has seen it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use cairn_client::Routing;
@@ -559,6 +559,9 @@ pub struct Healer {
     transfers: HashMap<u64, Transfer>,
     /// (peer, hash, direction) of queued or running transfers, so a copy is not made twice.
     transfer_keys: HashMap<(String, BlobHash, Direction), u64>,
+    /// Hashes with a fetch queued or running, from whichever peer: a blob missing here that
+    /// several peers hold is fetched from one of them.
+    fetching: HashSet<BlobHash>,
     in_flight: usize,
     throttle: Throttle,
     handoff_cursor: Option<BlobHash>,
@@ -592,6 +595,7 @@ impl Healer {
             queue: VecDeque::new(),
             transfers: HashMap::new(),
             transfer_keys: HashMap::new(),
+            fetching: HashSet::new(),
             in_flight: 0,
             throttle,
             handoff_cursor: None,
@@ -622,10 +626,9 @@ impl Healer {
         self.routing = routing;
         self.sessions.clear();
         // Queued copies were chosen under the old layout; running ones finish.
-        for id in self.queue.drain(..) {
+        for id in std::mem::take(&mut self.queue) {
             if let Some(t) = self.transfers.remove(&id) {
-                self.transfer_keys
-                    .remove(&(t.peer, t.entry.hash, t.direction));
+                self.forget_transfer(&t);
             }
         }
         self.misplaced.clear();
@@ -772,10 +775,17 @@ impl Healer {
             }
         }
         for peer in due {
-            self.ae_due_ms.insert(
-                peer.clone(),
-                now_ms + self.settings.anti_entropy_interval_ms,
-            );
+            if peer > self.self_id {
+                self.ae_due_ms.insert(
+                    peer.clone(),
+                    now_ms + self.settings.anti_entropy_interval_ms,
+                );
+            } else {
+                // A one-off session after the peer came back (`on_peer_up`): the peer has the
+                // smaller id and starts the regular ones. Were this side to go on starting them
+                // too, both would copy every difference between them.
+                self.ae_due_ms.remove(&peer);
+            }
             let id = self.new_session(SessionKind::AntiEntropy, &peer, now_ms);
             let s = self.sessions.get_mut(&id).expect("just made");
             s.to_summarize.push_back((0, 0));
@@ -783,7 +793,7 @@ impl Healer {
         }
         self.handoff_tick(now_ms, catalog, up, &mut actions);
         self.purge_tick(now_ms, catalog, &mut actions);
-        self.release(now_ms, &mut actions);
+        self.release(now_ms, catalog, &mut actions);
         actions
     }
 
@@ -1038,7 +1048,7 @@ impl Healer {
             _ => {}
         }
         self.advance(id, now_ms, catalog, &mut actions);
-        self.release(now_ms, &mut actions);
+        self.release(now_ms, catalog, &mut actions);
         actions
     }
 
@@ -1244,6 +1254,9 @@ impl Healer {
         if self.transfer_keys.contains_key(&key) {
             return;
         }
+        if direction == Direction::Fetch && !self.fetching.insert(entry.hash) {
+            return; // being fetched from another peer
+        }
         let id = self.next_id;
         self.next_id += 1;
         self.transfer_keys.insert(key, id);
@@ -1262,8 +1275,18 @@ impl Healer {
         self.queue.push_back(id);
     }
 
-    /// Starts queued transfers while the in-flight cap and the bandwidth allow.
-    fn release(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+    /// A transfer is no longer queued or running.
+    fn forget_transfer(&mut self, t: &Transfer) {
+        self.transfer_keys
+            .remove(&(t.peer.clone(), t.entry.hash, t.direction));
+        if t.direction == Direction::Fetch {
+            self.fetching.remove(&t.entry.hash);
+        }
+    }
+
+    /// Starts queued transfers while the in-flight cap and the bandwidth allow. A queued fetch
+    /// of a blob that arrived meanwhile (another owner pushed it) is dropped: nothing to copy.
+    fn release(&mut self, now_ms: u64, catalog: &dyn Catalog, actions: &mut Vec<Action>) {
         while self.in_flight < self.settings.transfers_in_flight_max {
             let Some(&id) = self.queue.front() else {
                 break;
@@ -1272,6 +1295,20 @@ impl Healer {
                 self.queue.pop_front();
                 continue;
             };
+            let arrived = t.direction == Direction::Fetch
+                && catalog
+                    .entry(&t.entry.hash)
+                    .is_some_and(|e| e.kind == EntryKind::Live);
+            if arrived {
+                self.queue.pop_front();
+                let t = self.transfers.remove(&id).expect("present");
+                self.forget_transfer(&t);
+                if let Some(s) = self.sessions.get_mut(&t.session) {
+                    s.transfers = s.transfers.saturating_sub(1);
+                    self.finish_if_done(t.session, now_ms, actions);
+                }
+                continue;
+            }
             if !self.throttle.try_take(now_ms, t.entry.bytes) {
                 break;
             }
@@ -1299,8 +1336,7 @@ impl Healer {
             return actions;
         };
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.transfer_keys
-            .remove(&(t.peer.clone(), t.entry.hash, t.direction));
+        self.forget_transfer(&t);
         if ok {
             self.progress.moved_bytes += t.entry.bytes;
             if t.direction == Direction::Push {
@@ -1315,7 +1351,7 @@ impl Healer {
             self.finish_if_done(t.session, now_ms, &mut actions);
         }
         self.drop_confirmed(catalog, &mut actions);
-        self.release(now_ms, &mut actions);
+        self.release(now_ms, catalog, &mut actions);
         actions
     }
 
@@ -1995,6 +2031,143 @@ mod tests {
             ha.next_wake_ms(5),
             5,
             "a peer that came back is due at once"
+        );
+    }
+
+    /// Delivers messages among healers (indexed as `ids`) until none is left; every other
+    /// action is returned with the index of the healer that asked for it, not carried out.
+    fn deliver(
+        healers: &mut [Healer],
+        catalogs: &[MemoryCatalog],
+        ids: &[&str],
+        now_ms: u64,
+        mut queue: VecDeque<(usize, Action)>,
+    ) -> Vec<(usize, Action)> {
+        let mut held = Vec::new();
+        while let Some((from, action)) = queue.pop_front() {
+            match action {
+                Action::Send { to, msg } => {
+                    let t = ids.iter().position(|id| *id == to).unwrap();
+                    let out = healers[t].on_message(now_ms, ids[from], msg, &catalogs[t]);
+                    queue.extend(out.into_iter().map(|a| (t, a)));
+                }
+                other => held.push((from, other)),
+            }
+        }
+        held
+    }
+
+    fn live_catalog(id: &str, r: &Arc<Routing>, n: u64) -> MemoryCatalog {
+        let mut c = MemoryCatalog::new(id, r.clone());
+        for i in 0..n {
+            let e = Entry::live(hash(i), 0, 100);
+            c.entries.insert(e.hash, (e, 0));
+        }
+        c
+    }
+
+    #[test]
+    fn after_a_peer_comes_back_the_larger_id_compares_once() {
+        let (ha, ca, hb, cb) = pair(100);
+        let ids = ["a", "b"];
+        let (mut healers, catalogs) = ([ha, hb], [ca, cb]);
+        assert!(!healers[1].initiates_with("a"));
+        healers[1].on_peer_up(1, "a");
+        let start = healers[1].tick(1, &catalogs[1], &|_| true);
+        assert!(
+            start
+                .iter()
+                .any(|a| matches!(a, Action::Send { to, .. } if to == "a"))
+        );
+        let queue = start.into_iter().map(|a| (1, a)).collect();
+        assert!(deliver(&mut healers, &catalogs, &ids, 1, queue).is_empty());
+        assert_eq!(healers[1].synced_since_ms("a"), Some(1));
+        assert!(
+            !healers[1].initiates_with("a"),
+            "the regular sessions are a's: were b to start them too, both would copy every \
+             difference"
+        );
+        let later = 1 + 10 * HealSettings::default().anti_entropy_interval_ms;
+        let actions = healers[1].tick(later, &catalogs[1], &|_| true);
+        assert!(!actions.iter().any(|a| matches!(a, Action::Send { .. })));
+    }
+
+    #[test]
+    fn a_blob_two_peers_hold_is_fetched_once() {
+        let ids = ["a", "b", "c"];
+        let r = routing(&ids, 3);
+        let mut ca = live_catalog("a", &r, 50);
+        ca.entries.remove(&hash(7));
+        let catalogs = [ca, live_catalog("b", &r, 50), live_catalog("c", &r, 50)];
+        let mut healers: Vec<Healer> = ids
+            .iter()
+            .map(|id| Healer::new(id, HealSettings::default(), r.clone(), 0))
+            .collect();
+        // a starts its sessions with b and c in the same tick; both find hash 7 missing.
+        let start = healers[0].tick(1, &catalogs[0], &|_| true);
+        let queue = start.into_iter().map(|a| (0, a)).collect();
+        let held = deliver(&mut healers, &catalogs, &ids, 1, queue);
+        let fetches = held
+            .iter()
+            .filter(|(_, a)| {
+                matches!(a, Action::Transfer { direction: Direction::Fetch, entry, .. }
+                    if entry.hash == hash(7))
+            })
+            .count();
+        assert_eq!(fetches, 1, "{held:?}");
+    }
+
+    #[test]
+    fn a_queued_fetch_of_a_blob_that_arrived_meanwhile_is_dropped() {
+        let ids = ["a", "b"];
+        let r = routing(&ids, 2);
+        let mut ca = live_catalog("a", &r, 50);
+        ca.entries.remove(&hash(7));
+        ca.entries.remove(&hash(8));
+        let mut catalogs = [ca, live_catalog("b", &r, 50)];
+        let settings = HealSettings {
+            transfers_in_flight_max: 1,
+            ..HealSettings::default()
+        };
+        let mut healers: Vec<Healer> = ids
+            .iter()
+            .map(|id| Healer::new(id, settings.clone(), r.clone(), 0))
+            .collect();
+        let start = healers[0].tick(1, &catalogs[0], &|_| true);
+        let queue = start.into_iter().map(|a| (0, a)).collect();
+        let held = deliver(&mut healers, &catalogs, &ids, 1, queue);
+        assert_eq!(held.len(), 1, "one copy at a time: {held:?}");
+        let Action::Transfer { id, entry, .. } = held[0].1.clone() else {
+            panic!("a transfer: {held:?}");
+        };
+        // The other blob arrives meanwhile (another owner pushed it), then the copy ends.
+        let other = if entry.hash == hash(7) {
+            hash(8)
+        } else {
+            hash(7)
+        };
+        for e in [entry, Entry::live(other, 0, 100)] {
+            catalogs[0].entries.insert(e.hash, (e, 1));
+        }
+        let after = healers[0].on_transfer_done(1, id, true, &catalogs[0]);
+        assert!(
+            !after.iter().any(|a| matches!(a, Action::Transfer { .. })),
+            "{after:?}"
+        );
+        assert!(
+            after.iter().any(|a| matches!(
+                a,
+                Action::Send {
+                    msg: HealMsg::Done { .. },
+                    ..
+                }
+            )),
+            "the session ends: {after:?}"
+        );
+        let p = healers[0].progress();
+        assert_eq!(
+            (p.moved_bytes, p.transfers_queued, p.transfers_in_flight),
+            (100, 0, 0)
         );
     }
 
