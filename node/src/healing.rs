@@ -401,27 +401,7 @@ async fn transfer(
                     return Err(e.to_string());
                 }
             };
-            let version = state.catalog.entry(&entry.hash).map_or(0, |e| e.version);
-            let request = Request {
-                layout_version: routing.layout.version,
-                op: Op::Store {
-                    hash: entry.hash,
-                    len: blob.len() as u64,
-                    version,
-                },
-            };
-            let (mut send, mut recv) = state
-                .pool
-                .open(&node, &request)
-                .await
-                .map_err(|e| e.to_string())?;
-            send.write_all(&blob).await.map_err(|e| e.to_string())?;
-            let _ = send.finish();
-            match cairn_client::pool::read_response(&node.id, &mut recv).await {
-                Ok(Response::Stored { .. }) => Ok(()),
-                Ok(other) => Err(format!("answered {other:?}")),
-                Err(e) => Err(e.to_string()),
-            }
+            crate::server::push_copy(state, &routing, &node, hash, &blob).await
         }
         Direction::Fetch => {
             let request = Request {

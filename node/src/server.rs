@@ -1319,11 +1319,17 @@ async fn deliver(state: &State, hint: &Hint) -> Result<(), String> {
             }
         }
         HintKind::Put => {
-            let Some(blob) = state.store.get(&hint.hash).map_err(|e| e.to_string())? else {
+            let found = state.store.get(&hint.hash).map_err(|e| {
+                if engine_code(&e) == ErrorCode::Corrupted {
+                    healing::noticed_corrupt(state, hint.hash);
+                }
+                e.to_string()
+            })?;
+            let Some(blob) = found else {
                 tracing::warn!(hash = %hint.hash, "no local copy left to hand off");
                 return Ok(());
             };
-            return push_blob(state, &routing, node, hint.hash, &blob).await;
+            return push_copy(state, &routing, node, hint.hash, &blob).await;
         }
     };
     let request = Request {
@@ -1337,8 +1343,10 @@ async fn deliver(state: &State, hint: &Hint) -> Result<(), String> {
     }
 }
 
-/// Copies a blob held here to one replica, with the replica put protocol.
-async fn push_blob(
+/// Copies a blob held here to one node as a copy (`Store`): the receiver keeps it only if no
+/// newer tombstone of the hash stands there, so a late copy never undoes a delete. Used by
+/// hint delivery and by the healer.
+pub(crate) async fn push_copy(
     state: &State,
     routing: &Routing,
     node: &NodeSpec,
@@ -1347,10 +1355,9 @@ async fn push_blob(
 ) -> Result<(), String> {
     let request = Request {
         layout_version: routing.layout.version,
-        op: Op::Put {
+        op: Op::Store {
             hash: *hash.as_bytes(),
             len: blob.len() as u64,
-            role: PutRole::Replica,
             version: state
                 .catalog
                 .entry(hash.as_bytes())
@@ -1364,14 +1371,6 @@ async fn push_blob(
             .await
             .map_err(|e| e.to_string())?;
         send.write_all(blob).await.map_err(|e| e.to_string())?;
-        match read_response(&node.id, &mut recv).await {
-            Ok(Response::Prepared) => {}
-            Ok(other) => return Err(format!("answered {other:?}")),
-            Err(e) => return Err(e.to_string()),
-        }
-        wire::write_frame(&mut send, &Decision::Commit, wire::REQUEST_HEADER_BYTES_MAX)
-            .await
-            .map_err(|e| e.to_string())?;
         let _ = send.finish();
         match read_response(&node.id, &mut recv).await {
             Ok(Response::Stored { .. }) => Ok(()),

@@ -21,7 +21,7 @@ pub const TEST_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 /// QUIC port every test node listens on (each node has its own address).
 pub const TEST_PORT: u16 = 7400;
 /// How long a test waits for hints and repairs to converge.
-pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
