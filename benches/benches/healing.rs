@@ -9,7 +9,7 @@
 //!    virtual clock; the wall clock times each session, from the tick that starts it to the
 //!    `Done` that ends it. The first session builds each side's summary table; "cold" sessions
 //!    rebuild them, as every session of a node does when its sessions are further apart than
-//!    the catalog's `SUMMARY_CACHE_MS_MAX`; "warm" sessions follow a fresh build of both tables
+//!    the catalog's `SNAPSHOT_AGE_MS_MAX`; "warm" sessions follow a fresh build of both tables
 //!    (reported: whether they could reuse them, as a build may outlast the cache).
 //! 2. **Repair.** N blobs are deleted from one store; one session finds them, and its copies are
 //!    made store to store (get, then put). Afterwards both stores must hold every blob again.
@@ -43,7 +43,7 @@ use cairn_benches::{blob, load_average, median, stamp, sync_all_file_systems, ta
 use cairn_client::{Client, ClientOptions, Hash, Identity, Layout, NodeSpec, Routing};
 use cairn_engine::{BlobStat, Config as EngineConfig, Store, SyncMode};
 use cairn_node::admin::remove_node;
-use cairn_node::catalog::{NodeCatalog, SUMMARY_CACHE_MS_MAX};
+use cairn_node::catalog::{NodeCatalog, SNAPSHOT_AGE_MS_MAX};
 use cairn_node::dev::{ClusterFiles, ClusterSpec, write_cluster};
 use cairn_node::heal::{
     Action, Catalog, Direction, HANDOFF_SCAN_ENTRIES_PER_TICK, HealSettings, Healer,
@@ -510,7 +510,7 @@ fn run_pair(scale: &Scale, scratch: &Path) -> PairResults {
 
 impl PairResults {
     /// Whether the warm sessions did reuse the tables built before them: a build that takes
-    /// longer than `SUMMARY_CACHE_MS_MAX` leaves the first table stale by the time the second
+    /// longer than `SNAPSHOT_AGE_MS_MAX` leaves the first table stale by the time the second
     /// is done, and the session builds it again.
     fn warm_reused_tables(&self) -> bool {
         median_of(&self.warm, |e| ms(e.elapsed)) < median_of(&self.table_builds, |d| ms(*d)) / 2.0
@@ -537,7 +537,7 @@ impl PairResults {
                 "cold_sessions": exchanges_json(&self.cold),
                 "warm_sessions": exchanges_json(&self.warm),
                 "warm_sessions_reused_tables": self.warm_reused_tables(),
-                "summary_cache_ms_max": SUMMARY_CACHE_MS_MAX,
+                "summary_cache_ms_max": SNAPSHOT_AGE_MS_MAX,
                 "summary_table_build_ms": {
                     "median": median_of(&self.table_builds, |d| ms(*d)),
                     "rounds": self.table_builds.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
@@ -1139,7 +1139,7 @@ fn print_summary(
             );
             if !p.warm_reused_tables() {
                 println!(
-                    "  (a table build outlasts the catalog's {SUMMARY_CACHE_MS_MAX} ms cache: the \
+                    "  (a table build outlasts the catalog's {SNAPSHOT_AGE_MS_MAX} ms cache: the \
                      warm sessions rebuilt a table, and every summary request does)"
                 );
             }

@@ -1,11 +1,14 @@
 //! The node's [`Catalog`]: what the healer reads of the local store, answered from memory (the
 //! engine's index and the version table).
 //!
-//! Summaries of large prefixes come from a table of per-peer summaries over the
-//! `SUMMARY_BUCKET_BITS` high bits of the hash, built by one pass over the index and reused
-//! until the store changes or `SUMMARY_CACHE_MS_MAX` passes. Smaller prefixes are summarized
-//! from their entries. A summary that lags the store only makes a session look closer, or
-//! compare a few more entries; the entries themselves are always read fresh.
+//! The engine's index is a hash map, so listing a range of hashes walks all of it. The catalog
+//! therefore lists from a **snapshot**: every live hash, sorted into 4096 buckets by its
+//! `SNAPSHOT_BUCKET_BITS` high bits, with per-peer summaries over the same buckets, all built in
+//! one pass. A snapshot is rebuilt when the layout changes, or when the store has changed and
+//! it is older than `SNAPSHOT_AGE_MS_MAX`. Tombstones and versions always come from the version
+//! table, and each live hash listed is checked against the engine as it is returned. A snapshot
+//! that lags the store misses at most the blobs of its last seconds: a session then compares a
+//! few more entries, and the healer looks a hash up afresh before fetching it.
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -20,20 +23,22 @@ use parking_lot::{Mutex, RwLock};
 use crate::heal::{BlobHash, Catalog, Entry, EntryKind, Summary, prefix_bounds, prefix_of};
 use crate::versions::VersionTable;
 
-/// Prefix bits of the cached per-peer summary table (4096 buckets, 64 KiB per peer).
-pub const SUMMARY_BUCKET_BITS: u32 = 12;
+/// Prefix bits of the snapshot's buckets (4096 buckets; per-peer summaries take 64 KiB each).
+pub const SNAPSHOT_BUCKET_BITS: u32 = 12;
 
-/// Longest a cached summary table is used.
-pub const SUMMARY_CACHE_MS_MAX: u64 = 2_000;
+/// A snapshot of a changing store is rebuilt once it is this old.
+pub const SNAPSHOT_AGE_MS_MAX: u64 = 2_000;
 
-/// Hashes read from the engine's index per page while scanning.
-pub const SCAN_PAGE_ENTRIES: usize = 65_536;
-
-struct SummaryTable {
+struct Snapshot {
     generation: u64,
     layout_version: u64,
     built: Instant,
-    /// Per peer: one summary per bucket.
+    /// Live hashes, by bucket, each bucket sorted.
+    buckets: Vec<Vec<BlobHash>>,
+    /// Per peer: one summary per bucket of the live hashes both hold. Tombstones are added
+    /// from the version table when a summary is asked for, so they are never stale: a
+    /// session that completes has compared every tombstone recorded before it began, which
+    /// is what lets a purge trust it.
     per_peer: HashMap<String, Vec<Summary>>,
 }
 
@@ -43,7 +48,7 @@ pub struct NodeCatalog {
     versions: Arc<VersionTable>,
     routing: RwLock<Arc<Routing>>,
     generation: AtomicU64,
-    table: Mutex<Option<Arc<SummaryTable>>>,
+    snapshot: Mutex<Option<Arc<Snapshot>>>,
 }
 
 impl NodeCatalog {
@@ -59,7 +64,7 @@ impl NodeCatalog {
             versions,
             routing: RwLock::new(routing),
             generation: AtomicU64::new(0),
-            table: Mutex::new(None),
+            snapshot: Mutex::new(None),
         }
     }
 
@@ -88,107 +93,109 @@ impl NodeCatalog {
             .is_some_and(|ids| ids.contains(&peer))
     }
 
-    /// Local entries with `start <= hash < end`, in order, at most `limit`.
+    /// Local entries with `start <= hash < end`, in order, at most `limit`: live hashes from
+    /// the snapshot that the engine still holds, and tombstones from the version table.
     fn range(&self, start: BlobHash, end: Option<BlobHash>, limit: usize) -> Vec<Entry> {
-        let end_hash = end.map(Hash::from_bytes);
-        let live = self
-            .store
-            .list(&Hash::from_bytes(start), end_hash.as_ref(), limit);
-        let versioned = self.versions.range(Bound::Included(start), end, usize::MAX);
-        let mut out = Vec::with_capacity(live.len());
-        let mut v = versioned.into_iter().peekable();
-        for h in live {
-            let h = *h.as_bytes();
-            while let Some(t) = v.peek().filter(|t| t.entry.hash < h) {
-                if t.entry.kind == EntryKind::Tombstone {
-                    out.push(t.entry);
+        let snap = self.snapshot();
+        let mut live = Vec::new();
+        let first = prefix_of(&start, SNAPSHOT_BUCKET_BITS) as usize;
+        let last = end.map_or(snap.buckets.len() - 1, |e| {
+            prefix_of(&e, SNAPSHOT_BUCKET_BITS) as usize
+        });
+        'buckets: for bucket in &snap.buckets[first..=last.min(snap.buckets.len() - 1)] {
+            let from = bucket.partition_point(|h| *h < start);
+            for h in &bucket[from..] {
+                if end.is_some_and(|e| *h >= e) || live.len() >= limit {
+                    break 'buckets;
                 }
-                v.next();
-            }
-            match v.peek().filter(|t| t.entry.hash == h) {
-                Some(t) => {
-                    out.push(t.entry);
-                    v.next();
-                }
-                None => out.push(Entry::live(h, 0, 0)),
-            }
-            if out.len() >= limit {
-                out.truncate(limit);
-                return out;
+                live.push(*h);
             }
         }
-        // Tombstones past the last live hash (the live list may have stopped at `limit`).
-        let last_live = out.last().map(|e| e.hash);
-        for t in v {
-            if out.len() >= limit {
-                break;
-            }
-            if t.entry.kind == EntryKind::Tombstone && last_live.is_none_or(|l| t.entry.hash > l) {
-                out.push(t.entry);
+        // Tombstones up to the last live hash taken (or the end, if the live ones ran out), so
+        // none that belongs among the first `limit` is cut off.
+        let upper = match live.last() {
+            Some(h) if live.len() >= limit => next_hash(h),
+            _ => end,
+        };
+        let tombstones: Vec<Entry> = self
+            .versions
+            .range(Bound::Included(start), upper, usize::MAX)
+            .into_iter()
+            .map(|v| v.entry)
+            .filter(|e| e.kind == EntryKind::Tombstone)
+            .collect();
+        // Merge, then check each live hash against the engine (it may be gone since).
+        let mut out = Vec::with_capacity(live.len() + tombstones.len());
+        let (mut l, mut t) = (
+            live.into_iter().peekable(),
+            tombstones.into_iter().peekable(),
+        );
+        while out.len() < limit {
+            let take_live = match (l.peek(), t.peek()) {
+                (Some(h), Some(e)) => *h < e.hash,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_live {
+                let h = l.next().expect("peeked");
+                if t.peek().is_some_and(|e| e.hash == h) {
+                    continue; // a tombstone stands for this hash; it comes next
+                }
+                if let Some(e) = self.entry(&h) {
+                    out.push(e);
+                }
+            } else {
+                out.push(t.next().expect("peeked"));
             }
         }
-        out.sort_by_key(|e| e.hash);
-        out.truncate(limit);
         out
     }
 
-    fn with_bytes(&self, mut e: Entry) -> Entry {
-        if e.kind == EntryKind::Live
-            && let Ok(BlobStat::Present { bytes }) = self.store.stat(&Hash::from_bytes(e.hash))
-        {
-            e.bytes = bytes;
-        }
-        e
-    }
-
-    fn table(&self) -> Arc<SummaryTable> {
+    /// The snapshot, rebuilt if the layout changed, or if the store changed and it is old.
+    fn snapshot(&self) -> Arc<Snapshot> {
         let generation = self.generation.load(Ordering::Relaxed);
         let routing = self.routing.read().clone();
-        let mut slot = self.table.lock();
-        if let Some(t) = slot.as_ref()
-            && t.generation == generation
-            && t.layout_version == routing.layout.version
-            && t.built.elapsed().as_millis() < SUMMARY_CACHE_MS_MAX as u128
+        let mut slot = self.snapshot.lock();
+        if let Some(s) = slot.as_ref()
+            && s.layout_version == routing.layout.version
+            && (s.generation == generation
+                || s.built.elapsed().as_millis() < SNAPSHOT_AGE_MS_MAX as u128)
         {
-            return t.clone();
+            return s.clone();
         }
-        let buckets = 1usize << SUMMARY_BUCKET_BITS;
+        let buckets_n = 1usize << SNAPSHOT_BUCKET_BITS;
+        let mut buckets: Vec<Vec<BlobHash>> = vec![Vec::new(); buckets_n];
+        for h in self.store.list(&Hash::MIN, None, usize::MAX) {
+            let h = *h.as_bytes();
+            buckets[prefix_of(&h, SNAPSHOT_BUCKET_BITS) as usize].push(h); // already sorted
+        }
         let mut per_peer: HashMap<String, Vec<Summary>> = HashMap::new();
-        let mut after: Option<BlobHash> = None;
-        loop {
-            let start = match after {
-                None => [0u8; 32],
-                Some(h) => match next_hash(&h) {
-                    Some(n) => n,
-                    None => break,
-                },
+        let mut add = |e: &Entry| {
+            let Some(ids) = self.sharing(&routing, &e.hash) else {
+                return;
             };
-            let page = self.range(start, None, SCAN_PAGE_ENTRIES);
-            for e in &page {
-                let Some(ids) = self.sharing(&routing, &e.hash) else {
-                    continue;
-                };
-                let bucket = prefix_of(&e.hash, SUMMARY_BUCKET_BITS) as usize;
-                for peer in ids.into_iter().filter(|p| *p != self.id) {
-                    per_peer
-                        .entry(peer.to_string())
-                        .or_insert_with(|| vec![Summary::default(); buckets])[bucket]
-                        .add(e);
-                }
+            let bucket = prefix_of(&e.hash, SNAPSHOT_BUCKET_BITS) as usize;
+            for peer in ids.into_iter().filter(|p| *p != self.id) {
+                per_peer
+                    .entry(peer.to_string())
+                    .or_insert_with(|| vec![Summary::default(); buckets_n])[bucket]
+                    .add(e);
             }
-            if page.len() < SCAN_PAGE_ENTRIES {
-                break;
-            }
-            after = page.last().map(|e| e.hash);
+        };
+        for h in buckets.iter().flatten() {
+            // Live digests leave the version out, so no lookup is needed here.
+            add(&Entry::live(*h, 0, 0));
         }
-        let table = Arc::new(SummaryTable {
+        let snap = Arc::new(Snapshot {
             generation,
             layout_version: routing.layout.version,
             built: Instant::now(),
+            buckets,
             per_peer,
         });
-        *slot = Some(table.clone());
-        table
+        *slot = Some(snap.clone());
+        snap
     }
 
     /// Every local entry, in pages (for status figures and the benchmark).
@@ -213,17 +220,25 @@ fn next_hash(h: &BlobHash) -> Option<BlobHash> {
 
 impl Catalog for NodeCatalog {
     fn summary(&self, peer: &str, prefix_bits: u32, prefix: u32) -> Summary {
-        if prefix_bits <= SUMMARY_BUCKET_BITS {
-            let table = self.table();
-            let Some(buckets) = table.per_peer.get(peer) else {
-                return Summary::default();
-            };
-            let shift = SUMMARY_BUCKET_BITS - prefix_bits;
+        if prefix_bits <= SNAPSHOT_BUCKET_BITS {
+            let snap = self.snapshot();
+            let shift = SNAPSHOT_BUCKET_BITS - prefix_bits;
             let first = (prefix as usize) << shift;
             let mut s = Summary::default();
-            for b in &buckets[first..first + (1usize << shift)] {
-                s.digest ^= b.digest;
-                s.count += b.count;
+            if let Some(buckets) = snap.per_peer.get(peer) {
+                for b in &buckets[first..first + (1usize << shift)] {
+                    s.digest ^= b.digest;
+                    s.count += b.count;
+                }
+            }
+            let routing = self.routing.read().clone();
+            let (start, end) = prefix_bounds(prefix_bits, prefix);
+            for v in self.versions.range(Bound::Included(start), end, usize::MAX) {
+                if v.entry.kind == EntryKind::Tombstone
+                    && self.shares(&routing, peer, &v.entry.hash)
+                {
+                    s.add(&v.entry);
+                }
             }
             return s;
         }
@@ -251,22 +266,11 @@ impl Catalog for NodeCatalog {
                 None => return Vec::new(),
             }
         }
-        let mut out = Vec::new();
-        loop {
-            let page = self.range(start, end, SCAN_PAGE_ENTRIES);
-            for e in &page {
-                if self.shares(&routing, peer, &e.hash) {
-                    out.push(self.with_bytes(*e));
-                    if out.len() >= limit {
-                        return out;
-                    }
-                }
-            }
-            match page.last().and_then(|e| next_hash(&e.hash)) {
-                Some(n) if page.len() == SCAN_PAGE_ENTRIES => start = n,
-                _ => return out,
-            }
-        }
+        self.range(start, end, usize::MAX)
+            .into_iter()
+            .filter(|e| self.shares(&routing, peer, &e.hash))
+            .take(limit)
+            .collect()
     }
 
     fn entry(&self, hash: &BlobHash) -> Option<Entry> {
@@ -292,9 +296,6 @@ impl Catalog for NodeCatalog {
             },
         };
         self.range(start, None, limit)
-            .into_iter()
-            .map(|e| self.with_bytes(e))
-            .collect()
     }
 
     fn versioned(&self, after: Option<&BlobHash>, limit: usize) -> Vec<(Entry, u64)> {

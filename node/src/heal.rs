@@ -1021,9 +1021,7 @@ impl Healer {
                 } else {
                     let (bits, prefix) = s.leaves.pop_front().expect("a leaf is being read");
                     let theirs = std::mem::take(&mut s.leaf_entries);
-                    let peer = s.peer.clone();
-                    let ours = catalog.entries(&peer, bits, prefix, None, usize::MAX);
-                    self.reconcile(now_ms, id, &peer, ours, theirs, &mut actions);
+                    self.reconcile(now_ms, id, (bits, prefix), theirs, catalog, &mut actions);
                 }
             }
             HealMsg::OfferReply { wanted, .. } => {
@@ -1060,21 +1058,33 @@ impl Healer {
             || now_ms.saturating_sub(tombstone.version) <= self.settings.tombstone_grace_ms
     }
 
-    /// Compares one leaf's entries and schedules what each side must learn.
+    /// Compares one leaf's entries (`theirs` against this node's) and schedules what each side
+    /// must learn.
     fn reconcile(
         &mut self,
         now_ms: u64,
         id: u64,
-        peer: &str,
-        ours: Vec<Entry>,
+        (bits, prefix): (u32, u32),
         theirs: Vec<Entry>,
+        catalog: &dyn Catalog,
         actions: &mut Vec<Action>,
     ) {
+        let Some(peer) = self.sessions.get(&id).map(|s| s.peer.clone()) else {
+            return;
+        };
+        let peer = peer.as_str();
+        let ours = catalog.entries(peer, bits, prefix, None, usize::MAX);
         let ours: BTreeMap<BlobHash, Entry> = ours.into_iter().map(|e| (e.hash, e)).collect();
         let theirs: BTreeMap<BlobHash, Entry> = theirs.into_iter().map(|e| (e.hash, e)).collect();
         let hashes: BTreeSet<&BlobHash> = ours.keys().chain(theirs.keys()).collect();
         for hash in hashes {
-            let (a, b) = (ours.get(hash), theirs.get(hash));
+            // A catalog may list from a snapshot; what the peer has and the list lacks is
+            // looked up afresh before it is fetched.
+            let fresh = match ours.get(hash) {
+                Some(_) => None,
+                None => catalog.entry(hash),
+            };
+            let (a, b) = (ours.get(hash).or(fresh.as_ref()), theirs.get(hash));
             match compare(a, b) {
                 Verdict::Agree => {}
                 Verdict::Ours => {

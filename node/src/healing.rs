@@ -237,7 +237,16 @@ fn handle_member_events(state: &Arc<State>, events: Vec<MemberEvent>) {
                         from: state.id.clone(),
                         report: report(&state),
                     };
-                    let _ = call_peer(&state, &to, &msg).await;
+                    let reply = call_peer(&state, &to, &msg).await;
+                    let routing = state.routing();
+                    if let Ok(PeerReply::HeartbeatAck { layout_version }) = reply
+                        && layout_version < routing.layout.version
+                    {
+                        let offer = PeerMsg::ApplyLayout {
+                            layout: routing.layout.clone(),
+                        };
+                        let _ = call_peer(&state, &to, &offer).await;
+                    }
                 });
             }
             MemberEvent::StateChanged { peer, from, to } => {
@@ -487,7 +496,9 @@ pub(crate) async fn answer(state: &Arc<State>, msg: PeerMsg) -> PeerReply {
                 .lock()
                 .on_heartbeat(now, &from, report);
             handle_member_events(state, events);
-            PeerReply::Ack
+            PeerReply::HeartbeatAck {
+                layout_version: state.routing().layout.version,
+            }
         }
         PeerMsg::Heal { from, msg } => {
             let actions = state

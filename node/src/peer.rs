@@ -35,7 +35,11 @@ pub enum PeerMsg {
 /// The answer to a `PeerMsg`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum PeerReply {
-    Ack,
+    /// The answer to a heartbeat, with the receiver's layout version: a sender with a newer
+    /// layout offers it (the receiver may not know the sender, so could not fetch it).
+    HeartbeatAck {
+        layout_version: u64,
+    },
     Heal {
         msg: Option<HealMsg>,
     },
