@@ -263,6 +263,10 @@ impl Pair {
         let settings = HealSettings {
             anti_entropy_interval_ms: VIRTUAL_SESSION_SPACING_MS,
             handoff_interval_ms: VIRTUAL_HANDOFF_INTERVAL_MS,
+            // A peer seen down (during the hand-off pass) is tried again after this; shorter
+            // than the spacing, so the first session starts on time. Messages are delivered
+            // at once, so no request ever waits this long.
+            request_timeout_ms: VIRTUAL_SESSION_SPACING_MS / 2,
             ..HealSettings::default()
         };
         let open = |id: &'static str| {
@@ -336,7 +340,7 @@ impl Pair {
 
     /// Time to build one side's summary table (the initiator's), from the store's index.
     fn summary_table_build(&self) -> Duration {
-        self.a.catalog.touch();
+        self.a.catalog.invalidate();
         let started = Instant::now();
         let _ = self.a.catalog.summary(RESPONDER, 0, 0);
         started.elapsed()
@@ -344,8 +348,8 @@ impl Pair {
 
     /// Both sides' summary tables are stale: the next session rebuilds them.
     fn invalidate_summaries(&self) {
-        self.a.catalog.touch();
-        self.b.catalog.touch();
+        self.a.catalog.invalidate();
+        self.b.catalog.invalidate();
     }
 
     /// Builds both summary tables now if they are stale, so the next session reuses them.

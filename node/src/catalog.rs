@@ -73,6 +73,12 @@ impl NodeCatalog {
         self.touch();
     }
 
+    /// Drops the snapshot: the next question rebuilds it, however young it was. For when the
+    /// store changed behind the node's back (the benchmark removes blobs directly).
+    pub fn invalidate(&self) {
+        *self.snapshot.lock() = None;
+    }
+
     /// The local store changed: summaries must be rebuilt.
     pub fn touch(&self) {
         self.generation.fetch_add(1, Ordering::Relaxed);
