@@ -57,6 +57,9 @@ pub const HANDOFF_SCAN_ENTRIES_PER_TICK: usize = 4096;
 /// Misplaced entries a node tracks at once while their owners confirm them.
 pub const HANDOFF_PENDING_ENTRIES_MAX: usize = 16_384;
 
+/// Copies a node leaves to their designated source at once, at most; beyond it, it copies.
+pub const DEFERRED_COPIES_MAX: usize = 65_536;
+
 /// Versioned entries the purge examines per step.
 pub const PURGE_SCAN_ENTRIES_PER_TICK: usize = 4096;
 
@@ -454,6 +457,9 @@ struct Session {
     /// Transfers of this session still running.
     transfers: usize,
     failed: bool,
+    /// Some difference was left to another owner: the session runs on, but is not credited
+    /// as a full sync and is tried again soon.
+    unresolved: bool,
     /// Hand-off: the offered entries, until the owner answers.
     offered: Vec<Entry>,
 }
@@ -562,6 +568,9 @@ pub struct Healer {
     /// Hashes with a fetch queued or running, from whichever peer: a blob missing here that
     /// several peers hold is fetched from one of them.
     fetching: HashSet<BlobHash>,
+    /// Copies left to another owner (the designated source), by (peer, hash, direction), with
+    /// when they were first left.
+    deferred: HashMap<(String, BlobHash, Direction), u64>,
     in_flight: usize,
     throttle: Throttle,
     handoff_cursor: Option<BlobHash>,
@@ -596,6 +605,7 @@ impl Healer {
             transfers: HashMap::new(),
             transfer_keys: HashMap::new(),
             fetching: HashSet::new(),
+            deferred: HashMap::new(),
             in_flight: 0,
             throttle,
             handoff_cursor: None,
@@ -720,6 +730,7 @@ impl Healer {
                 tombstones_out: Vec::new(),
                 transfers: 0,
                 failed: false,
+                unresolved: false,
                 offered: Vec::new(),
             },
         );
@@ -913,7 +924,7 @@ impl Healer {
             return;
         }
         let s = self.sessions.remove(&id).expect("present");
-        if s.failed {
+        if s.failed || s.unresolved {
             // Try again soon rather than after a whole interval.
             if s.kind == SessionKind::AntiEntropy && self.ae_due_ms.contains_key(&s.peer) {
                 let retry = now_ms + self.settings.request_timeout_ms;
@@ -1086,11 +1097,19 @@ impl Healer {
             };
             let (a, b) = (ours.get(hash).or(fresh.as_ref()), theirs.get(hash));
             match compare(a, b) {
-                Verdict::Agree => {}
+                Verdict::Agree => {
+                    if !self.deferred.is_empty() {
+                        for d in [Direction::Push, Direction::Fetch] {
+                            self.deferred.remove(&(peer.to_string(), *hash, d));
+                        }
+                    }
+                }
                 Verdict::Ours => {
                     let e = *a.expect("ours stands");
                     match e.kind {
-                        EntryKind::Live => self.enqueue(id, peer, Direction::Push, e),
+                        EntryKind::Live => {
+                            self.copy_or_defer(now_ms, id, peer, Direction::Push, e, b.is_none())
+                        }
                         EntryKind::Tombstone => {
                             if self.tombstone_needed(now_ms, b, &e)
                                 && let Some(s) = self.sessions.get_mut(&id)
@@ -1103,7 +1122,9 @@ impl Healer {
                 Verdict::Theirs => {
                     let e = *b.expect("theirs stands");
                     match e.kind {
-                        EntryKind::Live => self.enqueue(id, peer, Direction::Fetch, e),
+                        EntryKind::Live => {
+                            self.copy_or_defer(now_ms, id, peer, Direction::Fetch, e, a.is_none())
+                        }
                         EntryKind::Tombstone => {
                             if self.tombstone_needed(now_ms, a, &e) {
                                 actions.push(Action::ApplyTombstone { entry: e })
@@ -1112,6 +1133,58 @@ impl Healer {
                     }
                 }
             }
+        }
+    }
+
+    /// The owner that should supply a missing copy to `receiver`: the first owner in placement
+    /// order other than the receiver. Every holder of a copy that a new owner lacks sees the
+    /// same gap in its own session with it; only this one copies at once.
+    fn designated_source(&self, hash: &BlobHash, receiver: &str) -> Option<String> {
+        self.owners(hash).into_iter().find(|o| o != receiver)
+    }
+
+    /// Queues a copy, unless the receiver lacks the blob entirely and another owner is the
+    /// designated source: then this node waits one `anti_entropy_interval_ms` (the session
+    /// counts as unfinished, so it is tried again) and copies only if the gap is still there,
+    /// in case the designated source cannot.
+    fn copy_or_defer(
+        &mut self,
+        now_ms: u64,
+        id: u64,
+        peer: &str,
+        direction: Direction,
+        entry: Entry,
+        missing: bool,
+    ) {
+        let (source, receiver) = match direction {
+            Direction::Push => (self.self_id.clone(), peer.to_string()),
+            Direction::Fetch => (peer.to_string(), self.self_id.clone()),
+        };
+        let designated = self.designated_source(&entry.hash, &receiver);
+        if !missing || designated.as_deref() == Some(source.as_str()) {
+            self.enqueue(id, peer, direction, entry);
+            return;
+        }
+        let key = (peer.to_string(), entry.hash, direction);
+        match self.deferred.get(&key) {
+            Some(&since)
+                if now_ms.saturating_sub(since) >= self.settings.anti_entropy_interval_ms =>
+            {
+                self.deferred.remove(&key);
+                self.enqueue(id, peer, direction, entry);
+            }
+            Some(_) => {}
+            None => {
+                if self.deferred.len() >= DEFERRED_COPIES_MAX {
+                    // Too many gaps waiting: copy rather than remember.
+                    self.enqueue(id, peer, direction, entry);
+                    return;
+                }
+                self.deferred.insert(key, now_ms);
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.unresolved = true;
         }
     }
 
@@ -1500,6 +1573,10 @@ impl Healer {
             return;
         }
         self.purge_due_ms = now_ms + PURGE_STEP_INTERVAL_MS;
+        // Gaps left to a designated source were copied or closed by now.
+        let keep_ms = 2 * self.settings.anti_entropy_interval_ms;
+        self.deferred
+            .retain(|_, since| now_ms.saturating_sub(*since) < keep_ms);
         let batch = catalog.versioned(self.purge_cursor.as_ref(), PURGE_SCAN_ENTRIES_PER_TICK);
         self.purge_cursor = if batch.len() < PURGE_SCAN_ENTRIES_PER_TICK {
             None
@@ -2178,6 +2255,45 @@ mod tests {
         assert_eq!(
             (p.moved_bytes, p.transfers_queued, p.transfers_in_flight),
             (100, 0, 0)
+        );
+    }
+
+    #[test]
+    fn a_missing_copy_comes_from_its_designated_source_first() {
+        let r = routing(&["a", "b", "c"], 3);
+        let mut ha = Healer::new("a", HealSettings::default(), r.clone(), 0);
+        let mut hb = Healer::new("b", HealSettings::default(), r.clone(), 0);
+        let mut hc = Healer::new("c", HealSettings::default(), r.clone(), 0);
+        // A blob whose copy for c should come from b, not a.
+        let x = (0..1000)
+            .map(|i| Entry::live(hash(i), 5, 10))
+            .find(|e| ha.designated_source(&e.hash, "c").as_deref() == Some("b"))
+            .expect("some hash names b first");
+        let mut ca = MemoryCatalog::new("a", r.clone());
+        ca.entries.insert(x.hash, (x, 0));
+        let mut cb = ca.clone_as("b");
+        let mut cc = MemoryCatalog::new("c", r);
+        run_pair((&mut ha, &mut ca), (&mut hc, &mut cc), 1);
+        assert!(cc.entry(&x.hash).is_none(), "a left the copy to b");
+        assert_eq!(
+            ha.synced_since_ms("c"),
+            None,
+            "a gap was left: no sync credit"
+        );
+        run_pair((&mut hb, &mut cb), (&mut hc, &mut cc), 2);
+        assert!(
+            cc.entry(&x.hash).is_some(),
+            "b, the designated source, copied it"
+        );
+        assert_eq!(hb.synced_since_ms("c"), Some(2));
+        // Had b not copied it, a would after one anti-entropy interval.
+        let mut cc2 = MemoryCatalog::new("c", cc.routing.clone());
+        let later = 1 + HealSettings::default().anti_entropy_interval_ms;
+        ha.compare_now(later, "c");
+        run_pair((&mut ha, &mut ca), (&mut hc, &mut cc2), later);
+        assert!(
+            cc2.entry(&x.hash).is_some(),
+            "a copied once the gap outlived its wait"
         );
     }
 
