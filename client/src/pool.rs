@@ -141,6 +141,18 @@ impl Pool {
     }
 
     /// Forgets the connection to a node after a transport failure, marking it down.
+    /// Forgets a node's failures: it is known to be up again (a node heard its heartbeat), so
+    /// the next request connects at once instead of waiting out the backoff.
+    pub fn clear_backoff(&self, id: &str) {
+        let slot = self.slot(id);
+        if let Ok(mut slot) = slot.try_lock()
+            && slot.down_until.is_some()
+        {
+            slot.down_until = None;
+            slot.failures = 0;
+        }
+    }
+
     /// A node already marked down (no connection, backoff running) is left as it is: the
     /// failure that marked it is the one being reported, and counting it again would keep
     /// pushing its next attempt away while requests keep arriving.

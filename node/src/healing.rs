@@ -490,6 +490,8 @@ pub(crate) async fn answer(state: &Arc<State>, msg: PeerMsg) -> PeerReply {
     let now = wall_ms();
     match msg {
         PeerMsg::Heartbeat { from, report } => {
+            // The peer is alive: requests to it need not wait out an earlier failure's pause.
+            state.pool.clear_backoff(&from);
             let events = state
                 .healing
                 .membership
