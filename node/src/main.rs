@@ -501,8 +501,13 @@ async fn run_dev(dir: &Path, base_port: u16, check_only: bool) -> Result<()> {
         println!("Serving until Ctrl-C.");
         tokio::signal::ctrl_c().await?;
     }
-    for node in nodes {
-        node.shutdown().await;
+    // Together, so that no node watches the others go one by one.
+    let stopping: Vec<_> = nodes
+        .into_iter()
+        .map(|node| tokio::spawn(node.shutdown()))
+        .collect();
+    for stop in stopping {
+        let _ = stop.await;
     }
     Ok(())
 }
