@@ -248,11 +248,9 @@ impl Catalog for NodeCatalog {
             }
             return s;
         }
-        let mut s = Summary::default();
-        for e in self.entries(peer, prefix_bits, prefix, None, usize::MAX) {
-            s.add(&e);
-        }
-        s
+        self.entries(peer, prefix_bits, prefix, None, usize::MAX)
+            .iter()
+            .collect()
     }
 
     fn entries(

@@ -273,6 +273,14 @@ impl Summary {
     }
 }
 
+impl<'a> FromIterator<&'a Entry> for Summary {
+    fn from_iter<I: IntoIterator<Item = &'a Entry>>(entries: I) -> Summary {
+        let mut s = Summary::default();
+        entries.into_iter().for_each(|e| s.add(e));
+        s
+    }
+}
+
 /// What the healer reads of the local store. Implementations answer from memory (the engine's
 /// index, the version table); nothing here waits on a disk.
 pub trait Catalog {
@@ -370,6 +378,17 @@ impl HealMsg {
             | HealMsg::TombstonesReply { session }
             | HealMsg::Done { session }
             | HealMsg::Stale { session, .. } => *session,
+        }
+    }
+
+    /// The sender's layout version, carried by every request.
+    pub fn layout_version(&self) -> Option<u64> {
+        match self {
+            HealMsg::Summaries { layout_version, .. }
+            | HealMsg::Entries { layout_version, .. }
+            | HealMsg::Offer { layout_version, .. }
+            | HealMsg::Tombstones { layout_version, .. } => Some(*layout_version),
+            _ => None,
         }
     }
 
@@ -1198,6 +1217,18 @@ impl Healer {
         out: &mut Vec<Action>,
     ) {
         let mine = self.layout_version();
+        if let Some(theirs) = msg.layout_version()
+            && theirs != mine
+        {
+            out.push(Action::Send {
+                to: from.to_string(),
+                msg: HealMsg::Stale {
+                    session: msg.session(),
+                    layout_version: mine,
+                },
+            });
+            return;
+        }
         if let HealMsg::Summaries {
             session,
             prefix_bits: 0,
@@ -1218,111 +1249,76 @@ impl Healer {
         let reply = match msg {
             HealMsg::Summaries {
                 session,
-                layout_version,
                 prefix_bits,
                 prefixes,
+                ..
             } => {
-                if layout_version != mine {
-                    HealMsg::Stale {
-                        session,
-                        layout_version: mine,
-                    }
-                } else if prefix_bits > AE_PREFIX_BITS_MAX
+                let summaries = if prefix_bits > AE_PREFIX_BITS_MAX
                     || prefixes.len() > AE_SUMMARIES_PER_REQUEST_MAX
                 {
-                    HealMsg::SummariesReply {
-                        session,
-                        summaries: Vec::new(),
-                    }
+                    Vec::new()
                 } else {
-                    HealMsg::SummariesReply {
-                        session,
-                        summaries: prefixes
-                            .iter()
-                            .map(|&p| catalog.summary(from, prefix_bits, p))
-                            .collect(),
-                    }
-                }
+                    prefixes
+                        .iter()
+                        .map(|&p| catalog.summary(from, prefix_bits, p))
+                        .collect()
+                };
+                HealMsg::SummariesReply { session, summaries }
             }
             HealMsg::Entries {
                 session,
-                layout_version,
                 prefix_bits,
                 prefix,
                 after,
+                ..
             } => {
-                if layout_version != mine {
-                    HealMsg::Stale {
-                        session,
-                        layout_version: mine,
-                    }
-                } else {
-                    let bits = prefix_bits.min(AE_PREFIX_BITS_MAX);
-                    let mut entries = catalog.entries(
-                        from,
-                        bits,
-                        prefix,
-                        after.as_ref(),
-                        AE_ENTRIES_PER_REPLY_MAX + 1,
-                    );
-                    let complete = entries.len() <= AE_ENTRIES_PER_REPLY_MAX;
-                    entries.truncate(AE_ENTRIES_PER_REPLY_MAX);
-                    HealMsg::EntriesReply {
-                        session,
-                        entries,
-                        complete,
-                    }
+                let bits = prefix_bits.min(AE_PREFIX_BITS_MAX);
+                let mut entries = catalog.entries(
+                    from,
+                    bits,
+                    prefix,
+                    after.as_ref(),
+                    AE_ENTRIES_PER_REPLY_MAX + 1,
+                );
+                let complete = entries.len() <= AE_ENTRIES_PER_REPLY_MAX;
+                entries.truncate(AE_ENTRIES_PER_REPLY_MAX);
+                HealMsg::EntriesReply {
+                    session,
+                    entries,
+                    complete,
                 }
             }
             HealMsg::Offer {
-                session,
-                layout_version,
-                entries,
+                session, entries, ..
             } => {
-                if layout_version != mine {
-                    HealMsg::Stale {
-                        session,
-                        layout_version: mine,
-                    }
-                } else {
-                    let mut wanted = Vec::new();
-                    for theirs in entries.iter().take(HANDOFF_ENTRIES_PER_OFFER_MAX) {
-                        let ours = catalog.entry(&theirs.hash);
-                        match (compare(ours.as_ref(), Some(theirs)), theirs.kind) {
-                            (Verdict::Theirs, EntryKind::Live) => wanted.push(theirs.hash),
-                            (Verdict::Theirs, EntryKind::Tombstone)
-                                if self.tombstone_needed(now_ms, ours.as_ref(), theirs) =>
-                            {
-                                out.push(Action::ApplyTombstone { entry: *theirs })
-                            }
-                            _ => {}
+                let mut wanted = Vec::new();
+                for theirs in entries.iter().take(HANDOFF_ENTRIES_PER_OFFER_MAX) {
+                    let ours = catalog.entry(&theirs.hash);
+                    match (compare(ours.as_ref(), Some(theirs)), theirs.kind) {
+                        (Verdict::Theirs, EntryKind::Live) => wanted.push(theirs.hash),
+                        (Verdict::Theirs, EntryKind::Tombstone)
+                            if self.tombstone_needed(now_ms, ours.as_ref(), theirs) =>
+                        {
+                            out.push(Action::ApplyTombstone { entry: *theirs })
                         }
+                        _ => {}
                     }
-                    HealMsg::OfferReply { session, wanted }
                 }
+                HealMsg::OfferReply { session, wanted }
             }
             HealMsg::Tombstones {
-                session,
-                layout_version,
-                entries,
+                session, entries, ..
             } => {
-                if layout_version != mine {
-                    HealMsg::Stale {
-                        session,
-                        layout_version: mine,
+                for e in entries.iter().take(HANDOFF_ENTRIES_PER_OFFER_MAX) {
+                    let ours = catalog.entry(&e.hash);
+                    if e.kind == EntryKind::Tombstone
+                        && compare(ours.as_ref(), Some(e)) == Verdict::Theirs
+                        && self.tombstone_needed(now_ms, ours.as_ref(), e)
+                    {
+                        out.push(Action::ApplyTombstone { entry: *e });
                     }
-                } else {
-                    for e in entries.iter().take(HANDOFF_ENTRIES_PER_OFFER_MAX) {
-                        let ours = catalog.entry(&e.hash);
-                        if e.kind == EntryKind::Tombstone
-                            && compare(ours.as_ref(), Some(e)) == Verdict::Theirs
-                            && self.tombstone_needed(now_ms, ours.as_ref(), e)
-                        {
-                            out.push(Action::ApplyTombstone { entry: *e });
-                        }
-                    }
-                    HealMsg::TombstonesReply { session }
                 }
+                HealMsg::TombstonesReply { session }
             }
             _ => return,
         };
@@ -1733,13 +1729,10 @@ impl MemoryCatalog {
 
 impl Catalog for MemoryCatalog {
     fn summary(&self, peer: &str, prefix_bits: u32, prefix: u32) -> Summary {
-        let mut s = Summary::default();
-        for (h, (e, _)) in self.in_prefix(prefix_bits, prefix) {
-            if self.shares(peer, h) {
-                s.add(e);
-            }
-        }
-        s
+        self.in_prefix(prefix_bits, prefix)
+            .filter(|(h, _)| self.shares(peer, h))
+            .map(|(_, (e, _))| e)
+            .collect()
     }
 
     fn entries(

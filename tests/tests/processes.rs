@@ -6,21 +6,17 @@
 //! The `cairn` binary is taken from `CAIRN_BIN`, or next to this test's own executable
 //! (`target/debug/cairn`); `scripts/test` builds it first.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_client::{Client, ClientOptions, Hash, Identity, Layout};
-use cairn_node::config::HintSettings;
-use cairn_node::dev::{self, ClusterFiles, ClusterSpec};
-use cairn_node::heal::HealSettings;
-use cairn_node::membership::FailureDetectorSettings;
+use cairn_node::dev::{self, ClusterFiles};
 use parking_lot::Mutex;
 
-/// QUIC port of every node (each has its own 127.0.31.x address).
-const PORT: u16 = 7400;
+mod common;
+
 /// How long the cluster may take to converge after the faults.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a node may take to start answering.
@@ -53,28 +49,7 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let mut spec = ClusterSpec::local(6, 3, [127, 0, 31, 1], PORT);
-        for (i, node) in spec.nodes.iter_mut().enumerate() {
-            node.1 = SocketAddr::from(([127, 0, 31, i as u8 + 1], PORT));
-        }
-        spec.segment_bytes = 8 * 1024 * 1024;
-        spec.hints = HintSettings {
-            retry_ms_min: 100,
-            retry_ms_max: 1_000,
-        };
-        spec.failure_detector = FailureDetectorSettings {
-            heartbeat_interval_ms: 100,
-            suspect_after_ms: 500,
-            down_after_ms: 2_000,
-        };
-        spec.heal = HealSettings {
-            anti_entropy_interval_ms: 1_000,
-            handoff_interval_ms: 500,
-            request_timeout_ms: 2_000,
-            // Debug builds hash slowly; the scrub has its own test.
-            scrub_bytes_per_sec: 0,
-            ..HealSettings::default()
-        };
+        let spec = common::test_spec(31);
         let dir = tempfile::tempdir().unwrap();
         let files = dev::write_cluster(dir.path(), &spec).unwrap();
         let ids = spec.nodes.iter().map(|n| n.0.clone()).collect();

@@ -48,28 +48,7 @@ impl TestCluster {
     /// Six nodes as `start`, with fast failure detection and healing, and `edit` applied to
     /// the spec last.
     pub async fn start_spec(net: u8, edit: impl FnOnce(&mut ClusterSpec)) -> TestCluster {
-        let mut spec = ClusterSpec::local(6, 3, [127, 0, net, 1], TEST_PORT);
-        spec.failure_detector = FailureDetectorSettings {
-            heartbeat_interval_ms: 100,
-            suspect_after_ms: 500,
-            down_after_ms: 2_000,
-        };
-        spec.heal = HealSettings {
-            anti_entropy_interval_ms: 500,
-            handoff_interval_ms: 300,
-            request_timeout_ms: 2_000,
-            // Debug builds hash slowly; the scrub test turns it on.
-            scrub_bytes_per_sec: 0,
-            ..HealSettings::default()
-        };
-        for (i, node) in spec.nodes.iter_mut().enumerate() {
-            node.1 = SocketAddr::from(([127, 0, net, i as u8 + 1], TEST_PORT));
-        }
-        spec.segment_bytes = TEST_SEGMENT_BYTES;
-        spec.hints = HintSettings {
-            retry_ms_min: 50,
-            retry_ms_max: 500,
-        };
+        let mut spec = test_spec(net);
         edit(&mut spec);
         let dir = tempfile::tempdir().unwrap();
         let files = dev::write_cluster(dir.path(), &spec).unwrap();
@@ -201,6 +180,34 @@ pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Six nodes in three zones on 127.0.`net`.1-6, factor 3, write quorum 2, with small segments
+/// and fast failure detection, hints and healing.
+pub fn test_spec(net: u8) -> ClusterSpec {
+    let mut spec = ClusterSpec::local(6, 3, [127, 0, net, 1], TEST_PORT);
+    spec.failure_detector = FailureDetectorSettings {
+        heartbeat_interval_ms: 100,
+        suspect_after_ms: 500,
+        down_after_ms: 2_000,
+    };
+    spec.heal = HealSettings {
+        anti_entropy_interval_ms: 500,
+        handoff_interval_ms: 300,
+        request_timeout_ms: 2_000,
+        // Debug builds hash slowly; the scrub test turns it on.
+        scrub_bytes_per_sec: 0,
+        ..HealSettings::default()
+    };
+    for (i, node) in spec.nodes.iter_mut().enumerate() {
+        node.1 = SocketAddr::from(([127, 0, net, i as u8 + 1], TEST_PORT));
+    }
+    spec.segment_bytes = TEST_SEGMENT_BYTES;
+    spec.hints = HintSettings {
+        retry_ms_min: 50,
+        retry_ms_max: 500,
+    };
+    spec
 }
 
 /// Starts a node, waiting while its address is still held by the node it replaces: an

@@ -139,13 +139,10 @@ pub fn slot(entry: Entry, recorded_ms: u64) -> Slot {
 
 impl Catalog for SimCatalog {
     fn summary(&self, peer: &str, prefix_bits: u32, prefix: u32) -> Summary {
-        let mut s = Summary::default();
-        for slot in self.in_prefix(prefix_bits, prefix) {
-            if self.shares(peer, slot) {
-                s.add(&slot.entry);
-            }
-        }
-        s
+        self.in_prefix(prefix_bits, prefix)
+            .filter(|slot| self.shares(peer, slot))
+            .map(|slot| &slot.entry)
+            .collect()
     }
 
     fn entries(

@@ -745,24 +745,18 @@ impl World {
             self.schedule(self.now_ms, Event::Deliver(Box::new(msg)));
             return;
         }
-        let heartbeat = matches!(msg.body, Body::Heartbeat(_));
-        if !self.nodes[to].up || self.blocked[from][to] > 0 {
-            if !heartbeat {
+        let dropped = if !self.nodes[to].up || self.blocked[from][to] > 0 {
+            Some("cut")
+        } else if self.storm && self.rng.below(PERMILLE) < self.knobs.drop_permille {
+            Some("lost")
+        } else {
+            None
+        };
+        if let Some(why) = dropped {
+            if !matches!(msg.body, Body::Heartbeat(_)) {
                 trace!(
                     self,
-                    "{} -> {} cut: {}",
-                    NODE_IDS[from],
-                    NODE_IDS[to],
-                    describe(&msg.body)
-                );
-            }
-            return;
-        }
-        if self.storm && self.rng.below(PERMILLE) < self.knobs.drop_permille {
-            if !heartbeat {
-                trace!(
-                    self,
-                    "{} -> {} lost: {}",
+                    "{} -> {} {why}: {}",
                     NODE_IDS[from],
                     NODE_IDS[to],
                     describe(&msg.body)
