@@ -173,3 +173,26 @@ pub fn generate(
     }
     Ok(written)
 }
+
+/// Random bytes in a generated HTTP bearer token (written as hex).
+pub const HTTP_TOKEN_RANDOM_BYTES: usize = 32;
+
+/// Writes `dir/http.token` (a random bearer token for the HTTP front) unless it exists; returns
+/// its path.
+pub fn generate_http_token(dir: &Path) -> Result<PathBuf, CertError> {
+    use ring::rand::SecureRandom;
+    let path = dir.join("http.token");
+    if path.exists() {
+        return Ok(path);
+    }
+    let mut bytes = [0u8; HTTP_TOKEN_RANDOM_BYTES];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CertError::Io {
+            path: path.clone(),
+            source: std::io::Error::other("the system random source failed"),
+        })?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write(&path, &format!("{hex}\n"))?;
+    Ok(path)
+}

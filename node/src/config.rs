@@ -15,6 +15,13 @@
 //! [hints]                          # optional
 //! retry_ms_min = 200
 //! retry_ms_max = 5000
+//!
+//! [http]                           # optional: the HTTP front
+//! listen = "127.0.0.1:7480"        # any address but loopback needs token_file
+//! token_file = "certs/http.token"  # bearer token every request must carry
+//! body_bytes_max = 68719476736     # largest blob accepted over HTTP (413 above)
+//! requests_in_flight_max = 256     # beyond it, 503 with Retry-After
+//! deadline_ms = 10000              # time a request may take in the cluster, retries included
 //! ```
 //! Relative paths are taken from the directory holding the file.
 
@@ -61,6 +68,76 @@ impl Default for HintSettings {
     }
 }
 
+/// Where the HTTP front listens unless the configuration says otherwise.
+pub const HTTP_LISTEN_DEFAULT: &str = "127.0.0.1:7480";
+
+/// Largest blob the HTTP front accepts unless configured: 64 GiB.
+pub const HTTP_BODY_BYTES_MAX_DEFAULT: u64 = 64 << 30;
+
+/// HTTP requests a node serves at once unless configured.
+pub const HTTP_REQUESTS_IN_FLIGHT_MAX_DEFAULT: usize = 256;
+
+/// Time an HTTP request may spend in the cluster (retries and fail-over included) unless
+/// configured; past it the answer is 503.
+pub const HTTP_DEADLINE_MS_DEFAULT: u64 = 10_000;
+
+/// The HTTP front's settings (`[http]`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    /// A file holding the bearer token every request must carry; required unless `listen` is a
+    /// loopback address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    pub body_bytes_max: u64,
+    pub requests_in_flight_max: usize,
+    pub deadline_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> HttpSettings {
+        HttpSettings {
+            listen: HTTP_LISTEN_DEFAULT
+                .parse()
+                .expect("a valid default address"),
+            token_file: None,
+            body_bytes_max: HTTP_BODY_BYTES_MAX_DEFAULT,
+            requests_in_flight_max: HTTP_REQUESTS_IN_FLIGHT_MAX_DEFAULT,
+            deadline_ms: HTTP_DEADLINE_MS_DEFAULT,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// Reads the token, refusing a non-loopback address without one.
+    pub fn load_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.token_file else {
+            if self.listen.ip().is_loopback() {
+                return Ok(None);
+            }
+            return Err(ConfigError::Parse {
+                path: PathBuf::from("[http]"),
+                message: format!(
+                    "listen = {} is not a loopback address: set token_file",
+                    self.listen
+                ),
+            });
+        };
+        let token = read(path)?.trim().to_string();
+        if token.len() < HTTP_TOKEN_BYTES_MIN {
+            return Err(ConfigError::Parse {
+                path: path.clone(),
+                message: format!("a token needs at least {HTTP_TOKEN_BYTES_MIN} characters"),
+            });
+        }
+        Ok(Some(token))
+    }
+}
+
+/// Shortest bearer token accepted.
+pub const HTTP_TOKEN_BYTES_MIN: usize = 16;
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodeConfig {
     pub id: String,
@@ -77,6 +154,8 @@ pub struct NodeConfig {
     pub failure_detector: crate::membership::FailureDetectorSettings,
     #[serde(default)]
     pub heal: crate::heal::HealSettings,
+    #[serde(default)]
+    pub http: HttpSettings,
 }
 
 /// What the CLI needs to reach a cluster.
@@ -124,6 +203,9 @@ impl NodeConfig {
         resolve(base, &mut config.data_dir);
         resolve(base, &mut config.layout);
         config.tls.resolve(base);
+        if let Some(token) = &mut config.http.token_file {
+            resolve(base, token);
+        }
         Ok(config)
     }
 }

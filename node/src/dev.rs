@@ -15,6 +15,8 @@ pub const DEV_NODES: usize = 6;
 pub const DEV_ZONES: usize = 3;
 /// First QUIC port of the default development cluster; node i listens on this plus i.
 pub const DEV_BASE_PORT: u16 = 7401;
+/// A local cluster's HTTP ports sit this far above its QUIC ports (7401 serves HTTP on 8401).
+pub const DEV_HTTP_PORT_OFFSET: u16 = 1000;
 /// Engine segment size for development and test nodes: small, so a local cluster of several
 /// nodes does not preallocate gigabytes.
 pub const DEV_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -73,6 +75,16 @@ impl ClusterSpec {
             failure_detector: Default::default(),
             heal: Default::default(),
         }
+    }
+
+    /// The HTTP address of the node whose QUIC address is `quic`: the same IP, the port
+    /// `DEV_HTTP_PORT_OFFSET` above (port 0 stays 0).
+    pub fn http_addr(&self, quic: &SocketAddr) -> SocketAddr {
+        let port = match quic.port() {
+            0 => 0,
+            p => p.saturating_add(DEV_HTTP_PORT_OFFSET),
+        };
+        SocketAddr::new(quic.ip(), port)
     }
 
     pub fn layout(&self, version: u64) -> Layout {
@@ -141,7 +153,7 @@ pub fn write_cluster(dir: &Path, spec: &ClusterSpec) -> Result<ClusterFiles, Dev
         certs::generate(&certs_dir, &ids, &[CLIENT_CERT_NAME.to_string()])?;
     }
     let mut node_configs = Vec::new();
-    for (id, _, _) in &spec.nodes {
+    for (id, addr, _) in &spec.nodes {
         let config = NodeConfig {
             id: id.clone(),
             data_dir: PathBuf::from("data").join(id),
@@ -156,6 +168,10 @@ pub fn write_cluster(dir: &Path, spec: &ClusterSpec) -> Result<ClusterFiles, Dev
             hints: spec.hints.clone(),
             failure_detector: spec.failure_detector.clone(),
             heal: spec.heal.clone(),
+            http: crate::config::HttpSettings {
+                listen: spec.http_addr(addr),
+                ..Default::default()
+            },
         };
         let path = dir.join(format!("{id}.toml"));
         let text = toml::to_string(&config).expect("node configs serialize");

@@ -60,6 +60,9 @@ enum Command {
         /// A client name to issue a certificate for (repeatable).
         #[arg(long = "client-name")]
         clients: Vec<String>,
+        /// Also write DIR/http.token, a random bearer token for the HTTP front (kept if present).
+        #[arg(long)]
+        http_token: bool,
     },
     /// Store a file; prints its hash.
     Put { file: PathBuf },
@@ -142,7 +145,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Node { config } => {
             let config = NodeConfig::load(&config)?;
             let node = Node::start(&config).await?;
-            tokio::signal::ctrl_c().await?;
+            stop_signal().await?;
+            tracing::info!("stopping");
             node.shutdown().await;
             Ok(())
         }
@@ -155,9 +159,13 @@ async fn run(cli: Cli) -> Result<()> {
             dir,
             nodes,
             clients,
+            http_token,
         } => {
             for path in certs::generate(&dir, &nodes, &clients)? {
                 println!("{}", path.display());
+            }
+            if http_token {
+                println!("{}", certs::generate_http_token(&dir)?.display());
             }
             Ok(())
         }
@@ -220,6 +228,16 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Layout { command } => layout_command(&cli.client, command).await,
+    }
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM, the signal `docker stop` and init systems send.
+async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
     }
 }
 
@@ -499,7 +517,7 @@ async fn run_dev(dir: &Path, base_port: u16, check_only: bool) -> Result<()> {
         println!("Stopping (--check-only).");
     } else {
         println!("Serving until Ctrl-C.");
-        tokio::signal::ctrl_c().await?;
+        stop_signal().await?;
     }
     // Together, so that no node watches the others go one by one.
     let stopping: Vec<_> = nodes
