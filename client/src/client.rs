@@ -134,8 +134,12 @@ impl Default for ClientOptions {
 /// What a put uploads: bytes in memory or a file, both re-readable for retries.
 enum Body<'a> {
     Bytes(Bytes),
-    File(&'a Path),
+    /// A file, and what to tell of each attempt's progress (bytes of the file sent so far).
+    File(&'a Path, Option<Progress<'a>>),
 }
+
+/// Told how many bytes of an upload have been sent (counting from 0 again on a retry).
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
 /// A connection to a Cairn cluster. Cheap to clone; clones share connections.
 ///
@@ -351,7 +355,7 @@ impl Client {
     /// Stores a file's contents (read twice: once to hash, once to send).
     pub async fn put_file(&self, path: &Path) -> Result<Hash, ClientError> {
         let (hash, len) = hash_file(path).await?;
-        self.put_body(hash, len, Body::File(path)).await?;
+        self.put_body(hash, len, Body::File(path, None)).await?;
         Ok(hash)
     }
 
@@ -393,7 +397,20 @@ impl Client {
         len: u64,
         path: &Path,
     ) -> Result<PutOutcome, ClientError> {
-        let existed = self.put_body(hash, len, Body::File(path)).await?;
+        let existed = self.put_body(hash, len, Body::File(path, None)).await?;
+        Ok(PutOutcome { hash, existed })
+    }
+
+    /// [`Client::put_file_known`], telling `progress` how much of the file has been sent.
+    pub async fn put_file_known_with_progress(
+        &self,
+        hash: Hash,
+        len: u64,
+        path: &Path,
+        progress: Progress<'_>,
+    ) -> Result<PutOutcome, ClientError> {
+        let body = Body::File(path, Some(progress));
+        let existed = self.put_body(hash, len, body).await?;
         Ok(PutOutcome { hash, existed })
     }
 
@@ -1110,15 +1127,20 @@ async fn send_body(send: &mut quinn::SendStream, body: &Body<'_>) -> Result<(), 
     let fail = |e: quinn::WriteError| ClientError::from_frame("-", wire::write_error(e));
     match body {
         Body::Bytes(bytes) => send.write_chunk(bytes.clone()).await.map_err(fail),
-        Body::File(path) => {
+        Body::File(path, progress) => {
             let mut file = tokio::fs::File::open(path).await?;
             let mut buf = vec![0u8; UPLOAD_CHUNK_BYTES];
+            let mut sent = 0u64;
             loop {
                 let n = file.read(&mut buf).await?;
                 if n == 0 {
                     return Ok(());
                 }
                 send.write_all(&buf[..n]).await.map_err(fail)?;
+                sent += n as u64;
+                if let Some(progress) = progress {
+                    progress(sent);
+                }
             }
         }
     }
@@ -1126,6 +1148,14 @@ async fn send_body(send: &mut quinn::SendStream, body: &Body<'_>) -> Result<(), 
 
 /// Hashes a file with BLAKE3, returning its hash and length.
 pub async fn hash_file(path: &Path) -> Result<(Hash, u64), ClientError> {
+    hash_file_with_progress(path, &|_| {}).await
+}
+
+/// [`hash_file`], telling `progress` how many bytes have been hashed.
+pub async fn hash_file_with_progress(
+    path: &Path,
+    progress: Progress<'_>,
+) -> Result<(Hash, u64), ClientError> {
     let mut file = tokio::fs::File::open(path).await?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; UPLOAD_CHUNK_BYTES];
@@ -1137,6 +1167,7 @@ pub async fn hash_file(path: &Path) -> Result<(Hash, u64), ClientError> {
         }
         hasher.update(&buf[..n]);
         len += n as u64;
+        progress(len);
     }
 }
 
