@@ -770,7 +770,7 @@ impl Client {
             if let Some(h) = &mut hasher {
                 h.update(&chunk.bytes);
             }
-            sink.write(&chunk.bytes).await?;
+            sink.write(chunk.bytes).await?;
         }
         if let Some(h) = hasher {
             let actual = Hash::from(h.finalize());
@@ -957,10 +957,11 @@ impl Client {
 
 /// Where read bytes go.
 trait Sink: Send {
-    fn write<'a>(
-        &'a mut self,
-        bytes: &'a [u8],
-    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
+    /// Takes a piece as received (no copy for outputs that keep pieces).
+    fn write(
+        &mut self,
+        bytes: Bytes,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>>;
     /// Prepares for another attempt: discards what a failed attempt wrote, or, for an output
     /// that cannot take bytes back, refuses once any were handed out.
     fn restart(&mut self) -> std::io::Result<()>;
@@ -980,11 +981,11 @@ fn restart_unless_written(written: u64) -> std::io::Result<()> {
 }
 
 impl Sink for Vec<u8> {
-    fn write<'a>(
-        &'a mut self,
-        bytes: &'a [u8],
-    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>> {
-        self.extend_from_slice(bytes);
+    fn write(
+        &mut self,
+        bytes: Bytes,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>> {
+        self.extend_from_slice(&bytes);
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -1004,12 +1005,12 @@ struct WriterSink<'w, W> {
 }
 
 impl<W: AsyncWrite + Unpin + Send> Sink for WriterSink<'_, W> {
-    fn write<'a>(
-        &'a mut self,
-        bytes: &'a [u8],
-    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>> {
+    fn write(
+        &mut self,
+        bytes: Bytes,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>> {
         self.written += bytes.len() as u64;
-        Box::pin(self.writer.write_all(bytes))
+        Box::pin(async move { self.writer.write_all(&bytes).await })
     }
 
     fn restart(&mut self) -> std::io::Result<()> {
@@ -1077,15 +1078,14 @@ struct ChannelSink {
 }
 
 impl Sink for ChannelSink {
-    fn write<'a>(
-        &'a mut self,
-        bytes: &'a [u8],
-    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>> {
+    fn write(
+        &mut self,
+        bytes: Bytes,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>> {
         self.written += bytes.len() as u64;
-        let piece = Bytes::copy_from_slice(bytes);
         Box::pin(async move {
             self.tx
-                .send(Ok(piece))
+                .send(Ok(bytes))
                 .await
                 .map_err(|_| std::io::Error::other("the stream's reader went away"))
         })
