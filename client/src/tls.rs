@@ -20,10 +20,10 @@ use crate::wire::ALPN;
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 
 /// A connection silent for this long is closed; a dead peer is noticed within it.
-pub const IDLE_TIMEOUT_MS: u64 = 10_000;
+pub const IDLE_TIMEOUT_MS: u64 = 4_000;
 
 /// Keep-alive period: well under the idle timeout so idle pooled connections stay open.
-pub const KEEP_ALIVE_INTERVAL_MS: u64 = 2_000;
+pub const KEEP_ALIVE_INTERVAL_MS: u64 = 1_000;
 
 /// Bytes one stream may have in flight toward the receiver before flow control stops it.
 pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
