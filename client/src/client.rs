@@ -39,6 +39,7 @@ pub const SEED_SERVER_NAME: &str = "node.cairn";
 
 /// A layout and the placement computed from it, swapped together when a newer layout arrives;
 /// with the layout before it, whose replicas reads fall back to while data moves.
+#[derive(Clone)]
 pub struct Routing {
     pub layout: Layout,
     pub placement: Arc<Placement>,
@@ -227,6 +228,32 @@ impl Client {
         })
     }
 
+    /// A client over an endpoint the caller already bound (a node routing requests it took in
+    /// over HTTP shares its QUIC endpoint), with `config` as its TLS identity.
+    pub fn with_endpoint(
+        routing: Routing,
+        endpoint: quinn::Endpoint,
+        config: quinn::ClientConfig,
+        options: ClientOptions,
+    ) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                routing: RwLock::new(Arc::new(routing)),
+                pool: Pool::new(endpoint, config),
+                options,
+            }),
+        }
+    }
+
+    /// Routes by `layout` (and `previous`, for read fall-back) from now on if it is newer.
+    pub fn adopt_layout(
+        &self,
+        layout: Layout,
+        previous: Option<Layout>,
+    ) -> Result<(), ClientError> {
+        self.adopt_with(layout, previous)
+    }
+
     /// Connects through one node's address, fetching the layout from it.
     pub async fn connect_seed(
         seed: SocketAddr,
@@ -349,7 +376,28 @@ impl Client {
         self.put_file(spool.path()).await
     }
 
-    async fn put_body(&self, hash: Hash, len: u64, body: Body<'_>) -> Result<(), ClientError> {
+    /// Stores `bytes` under `hash`, which the caller computed; the coordinating node checks it
+    /// (a mismatch is `Remote { code: HashMismatch }` and nothing is stored). Says whether the
+    /// coordinator already held the blob.
+    pub async fn put_known(&self, hash: Hash, bytes: Bytes) -> Result<PutOutcome, ClientError> {
+        let len = bytes.len() as u64;
+        let existed = self.put_body(hash, len, Body::Bytes(bytes)).await?;
+        Ok(PutOutcome { hash, existed })
+    }
+
+    /// Stores a file of `len` bytes under `hash`, which the caller computed; like
+    /// [`Client::put_known`]. The file must not change until this returns.
+    pub async fn put_file_known(
+        &self,
+        hash: Hash,
+        len: u64,
+        path: &Path,
+    ) -> Result<PutOutcome, ClientError> {
+        let existed = self.put_body(hash, len, Body::File(path)).await?;
+        Ok(PutOutcome { hash, existed })
+    }
+
+    async fn put_body(&self, hash: Hash, len: u64, body: Body<'_>) -> Result<bool, ClientError> {
         let mut attempts = Attempts::new(self.inner.options.deadline_ms);
         loop {
             let routing = self.routing();
@@ -368,7 +416,7 @@ impl Client {
                 );
                 let attempt = self.put_to(node, &request, &body, attempts.remaining());
                 match attempt.await {
-                    Ok(Response::Stored { .. }) => return Ok(()),
+                    Ok(Response::Stored { existed, .. }) => return Ok(existed),
                     Ok(Response::StaleLayout { layout }) => {
                         self.adopt(layout)?;
                         stale = true;
@@ -521,6 +569,7 @@ impl Client {
             let mut sink = ChannelSink {
                 tx: tx.clone(),
                 written: 0,
+                start: None,
             };
             if let Err(e) = client.read(&hash, None, &mut sink).await {
                 let _ = tx.send(Err(std::io::Error::other(e))).await;
@@ -530,6 +579,50 @@ impl Client {
             rx,
             current: Bytes::new(),
         }
+    }
+
+    /// Starts reading a blob (or `range` of it) and returns once a replica has answered, with
+    /// the length to expect: errors before the first byte (not found, range out of bounds,
+    /// unreachable) come back typed. Full reads are hash-checked at the end; a mismatch, or any
+    /// failure after bytes were handed out, ends the stream with an error instead of its end.
+    pub async fn open_read(
+        &self,
+        hash: &Hash,
+        range: Option<ByteRange>,
+    ) -> Result<BlobReader, ClientError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_PIECES);
+        let (start_tx, start_rx) = tokio::sync::oneshot::channel();
+        let client = self.clone();
+        let hash = *hash;
+        tokio::spawn(async move {
+            let mut sink = ChannelSink {
+                tx: tx.clone(),
+                written: 0,
+                start: Some(start_tx),
+            };
+            if let Err(e) = client.read(&hash, range, &mut sink).await {
+                match sink.start.take() {
+                    Some(start) => {
+                        let _ = start.send(Err(e));
+                    }
+                    None => {
+                        let _ = tx.send(Err(std::io::Error::other(e))).await;
+                    }
+                }
+            }
+        });
+        let (len, blob_len) = start_rx.await.map_err(|_| ClientError::Protocol {
+            node: "-".into(),
+            message: "the read task ended without an answer".into(),
+        })??;
+        Ok(BlobReader {
+            len,
+            blob_len,
+            stream: BlobStream {
+                rx,
+                current: Bytes::new(),
+            },
+        })
     }
 
     async fn read(
@@ -636,6 +729,7 @@ impl Client {
                 ),
             });
         }
+        sink.begin(len, blob_len);
         let mut hasher = range.is_none().then(blake3::Hasher::new);
         let mut received = 0u64;
         while received < len {
@@ -854,6 +948,8 @@ trait Sink: Send {
     /// that cannot take bytes back, refuses once any were handed out.
     fn restart(&mut self) -> std::io::Result<()>;
     fn in_memory(&self) -> bool;
+    /// A replica answered: `len` bytes of a `blob_len`-byte blob follow.
+    fn begin(&mut self, _len: u64, _blob_len: u64) {}
 }
 
 /// `restart` for outputs that cannot take bytes back.
@@ -917,6 +1013,19 @@ pub struct BlobStream {
     current: Bytes,
 }
 
+impl BlobStream {
+    /// The next piece as received, without copying: `None` at the verified end.
+    pub fn poll_piece(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::io::Result<Bytes>>> {
+        if !self.current.is_empty() {
+            return std::task::Poll::Ready(Some(Ok(std::mem::take(&mut self.current))));
+        }
+        self.rx.poll_recv(cx)
+    }
+}
+
 impl AsyncRead for BlobStream {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
@@ -941,9 +1050,13 @@ impl AsyncRead for BlobStream {
     }
 }
 
+/// What `open_read` waits for: the lengths, or the typed error of a read that never started.
+type Start = tokio::sync::oneshot::Sender<Result<(u64, u64), ClientError>>;
+
 struct ChannelSink {
     tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
     written: u64,
+    start: Option<Start>,
 }
 
 impl Sink for ChannelSink {
@@ -968,6 +1081,29 @@ impl Sink for ChannelSink {
     fn in_memory(&self) -> bool {
         false
     }
+
+    fn begin(&mut self, len: u64, blob_len: u64) {
+        if let Some(start) = self.start.take() {
+            let _ = start.send(Ok((len, blob_len)));
+        }
+    }
+}
+
+/// A blob read that a replica has started answering; see [`Client::open_read`].
+pub struct BlobReader {
+    /// Bytes the stream yields (the range's length, or the blob's).
+    pub len: u64,
+    /// The whole blob's length.
+    pub blob_len: u64,
+    pub stream: BlobStream,
+}
+
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub hash: Hash,
+    /// The coordinating replica already held the blob.
+    pub existed: bool,
 }
 
 async fn send_body(send: &mut quinn::SendStream, body: &Body<'_>) -> Result<(), ClientError> {

@@ -138,6 +138,8 @@ pub enum Response {
     /// durable here).
     Stored {
         hash: WireHash,
+        /// The coordinating node held the blob before this put (a re-put of stored bytes).
+        existed: bool,
     },
     /// A replica received every byte and the hash matched; it waits for the `Decision`.
     Prepared,

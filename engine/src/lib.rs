@@ -22,6 +22,7 @@ mod error;
 pub mod format;
 mod hash;
 mod index;
+pub mod latency;
 pub mod limits;
 mod segment;
 pub mod storage;

@@ -8,6 +8,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{CorruptionKind, Error, Result};
 use crate::format::{self, FormatError, RecordHeader, RecordKind};
+use crate::latency::LatencyHistogram;
 use crate::limits::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use crate::storage::{Mapping, StorageFile};
 use crate::{Blob, Hash};
@@ -44,7 +45,8 @@ pub(crate) struct Segment {
     pub sealed: AtomicBool,
     sync: Mutex<SyncState>,
     synced: Condvar,
-    pub fsync_count: Arc<AtomicU64>,
+    /// Every fsync of a segment, timed.
+    pub fsyncs: Arc<LatencyHistogram>,
 }
 
 /// What a group commit reports when its fsync failed.
@@ -59,7 +61,7 @@ impl Segment {
         map: Arc<dyn Mapping>,
         written_end: u64,
         sealed: bool,
-        fsync_count: Arc<AtomicU64>,
+        fsyncs: Arc<LatencyHistogram>,
     ) -> Segment {
         Segment {
             id,
@@ -76,7 +78,7 @@ impl Segment {
                 ..SyncState::default()
             }),
             synced: Condvar::new(),
-            fsync_count,
+            fsyncs,
         }
     }
 
@@ -104,8 +106,9 @@ impl Segment {
             let generation = st.next_gen;
             st.next_gen += 1;
             drop(st);
+            let started = std::time::Instant::now();
             let result = self.file.sync_data();
-            self.fsync_count.fetch_add(1, Ordering::Relaxed);
+            self.fsyncs.record(started.elapsed());
             st = self.sync.lock();
             st.in_progress = false;
             match result {

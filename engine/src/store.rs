@@ -17,6 +17,7 @@ use crate::format::{
     self, FormatError, HintEntry, RecordHeader, RecordKind, ScanCheck, SegmentHeader, SegmentKind,
 };
 use crate::index::{Index, Location};
+use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::limits::{
     BLOB_BYTES_MAX, READ_RETRY_COUNT_MAX, RECORD_HEADER_BYTES, SEGMENT_BYTES_DEFAULT,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, STREAM_BUFFER_BYTES_MAX,
@@ -151,6 +152,8 @@ pub struct Stats {
     pub index_heap_bytes: u64,
     pub quarantined_count: u64,
     pub fsync_count: u64,
+    /// How long the engine's fsyncs took.
+    pub fsync_latency: LatencySnapshot,
     pub read_only: Option<ReadOnlyReason>,
 }
 
@@ -207,7 +210,7 @@ pub(crate) struct Inner {
     is_read_only: AtomicBool,
     quarantined: Mutex<HashSet<Hash>>,
     compaction: Mutex<()>,
-    pub(crate) fsync_count: Arc<AtomicU64>,
+    pub(crate) fsyncs: Arc<LatencyHistogram>,
     recovery: RecoveryReport,
     _stop_syncer: Option<mpsc::Sender<()>>,
     _lock: Box<dyn Any + Send + Sync>,
@@ -284,7 +287,7 @@ impl Store {
             is_read_only: AtomicBool::new(false),
             quarantined: Mutex::new(HashSet::new()),
             compaction: Mutex::new(()),
-            fsync_count: Arc::new(AtomicU64::new(0)),
+            fsyncs: Arc::new(LatencyHistogram::default()),
             recovery: RecoveryReport::default(),
             _stop_syncer: None,
             _lock: lock,
@@ -642,7 +645,7 @@ impl Inner {
                 map,
                 SEGMENT_HEADER_BYTES,
                 false,
-                self.fsync_count.clone(),
+                self.fsyncs.clone(),
             )))
         })();
         match created {
@@ -897,7 +900,8 @@ impl Inner {
             free_bytes: self.config.capacity_bytes.saturating_sub(used_bytes),
             index_heap_bytes: self.index.heap_bytes(),
             quarantined_count: self.quarantined.lock().len() as u64,
-            fsync_count: self.fsync_count.load(Ordering::Relaxed),
+            fsync_count: self.fsyncs.count(),
+            fsync_latency: self.fsyncs.snapshot(),
             read_only: self.read_only.lock().clone(),
         }
     }
@@ -1142,7 +1146,7 @@ impl Inner {
                 map,
                 written_end,
                 sealed,
-                self.fsync_count.clone(),
+                self.fsyncs.clone(),
             );
             loaded.push((Arc::new(seg), entries));
         }

@@ -201,7 +201,7 @@ impl DedicatedFile {
             map,
             file_bytes,
             true,
-            inner.fsync_count.clone(),
+            inner.fsyncs.clone(),
         ));
         seg.note_record(seq, format::record_bytes(self.payload_bytes));
         inner.add_segment(seg.clone());

@@ -12,7 +12,9 @@ use cairn_client::layout::{Layout, NodeSpec};
 use cairn_client::pool::Pool;
 use cairn_client::tls::{self, Identity};
 use cairn_client::wire;
+use serde::Serialize;
 
+use crate::membership::PeerState;
 use crate::peer::{self, NodeStatus, PeerMsg, PeerReply};
 
 /// A node whose share of the used bytes exceeds its share of the capacity by more than this
@@ -60,13 +62,7 @@ impl Admin {
     }
 
     async fn call(&self, node: &NodeSpec, msg: &PeerMsg) -> Result<PeerReply, String> {
-        let wait = std::time::Duration::from_millis(crate::healing::PEER_CALL_TIMEOUT_MS);
-        match tokio::time::timeout(wait, peer::call(&self.pool, node, self.layout.version, msg))
-            .await
-        {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err("no answer".into()),
-        }
+        call(&self.pool, &self.layout, node, msg).await
     }
 
     /// The newest layout any node holds (adopted here too).
@@ -93,16 +89,7 @@ impl Admin {
 
     /// Every node's status, in layout order (an error for nodes that did not answer).
     pub async fn statuses(&self) -> Vec<(NodeSpec, Result<NodeStatus, String>)> {
-        let mut out = Vec::new();
-        for node in &self.layout.nodes {
-            let status = match self.call(node, &PeerMsg::Status).await {
-                Ok(PeerReply::Status(s)) => Ok(*s),
-                Ok(other) => Err(format!("unexpected answer {other:?}")),
-                Err(e) => Err(e),
-            };
-            out.push((node.clone(), status));
-        }
-        out
+        statuses(&self.pool, &self.layout, None).await
     }
 
     /// Offers `layout` to every node of it and of the current layout. Succeeds once one node
@@ -142,6 +129,145 @@ impl Admin {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// One node-protocol call, given up after `PEER_CALL_TIMEOUT_MS`.
+async fn call(
+    pool: &Pool,
+    layout: &Layout,
+    node: &NodeSpec,
+    msg: &PeerMsg,
+) -> Result<PeerReply, String> {
+    let wait = std::time::Duration::from_millis(crate::healing::PEER_CALL_TIMEOUT_MS);
+    match tokio::time::timeout(wait, peer::call(pool, node, layout.version, msg)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("no answer".into()),
+    }
+}
+
+/// Every node's status, asked of all nodes at once, in layout order; `local` answers for one
+/// node without a call (a node reporting on its cluster knows its own status).
+pub(crate) async fn statuses(
+    pool: &Pool,
+    layout: &Layout,
+    local: Option<(&str, NodeStatus)>,
+) -> Vec<(NodeSpec, Result<NodeStatus, String>)> {
+    let asks = layout.nodes.iter().map(|node| async {
+        if let Some((id, status)) = &local
+            && *id == node.id
+        {
+            return (node.clone(), Ok(status.clone()));
+        }
+        let status = match call(pool, layout, node, &PeerMsg::Status).await {
+            Ok(PeerReply::Status(s)) => Ok(*s),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e),
+        };
+        (node.clone(), status)
+    });
+    join_all(asks.collect()).await
+}
+
+/// Runs futures together on the calling task; their outputs in order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *output = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+/// What `cairn status` prints and `GET /v1/cluster` answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClusterStatus {
+    pub layout_version: u64,
+    pub replication_factor: usize,
+    pub write_quorum: usize,
+    pub zones: usize,
+    pub nodes: Vec<NodeLine>,
+}
+
+/// One node in a [`ClusterStatus`]. Figures are absent for a node that did not answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeLine {
+    pub id: String,
+    pub zone: String,
+    /// `up`, `suspect`, `down` or `unreachable`: what the answering nodes' failure detectors
+    /// say of it, by majority.
+    pub state: &'static str,
+    pub used_bytes: Option<u64>,
+    pub free_bytes: Option<u64>,
+    pub blobs: Option<u64>,
+    pub misplaced_bytes: Option<u64>,
+    pub layout_version: Option<u64>,
+    pub hints_pending: Option<u64>,
+    pub transfers_pending: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl ClusterStatus {
+    pub fn of(layout: &Layout, statuses: &[(NodeSpec, Result<NodeStatus, String>)]) -> Self {
+        let mut seen: std::collections::BTreeMap<&str, Vec<PeerState>> = Default::default();
+        for (_, s) in statuses {
+            if let Ok(s) = s {
+                for p in &s.peers {
+                    seen.entry(p.id.as_str()).or_default().push(p.state);
+                }
+            }
+        }
+        let nodes = statuses
+            .iter()
+            .map(|(node, s)| {
+                let views = seen.get(node.id.as_str()).cloned().unwrap_or_default();
+                let up = views.iter().filter(|v| **v == PeerState::Up).count();
+                let state = match s {
+                    Ok(_) if views.is_empty() || up * 2 >= views.len() => "up",
+                    Ok(_) => "suspect",
+                    Err(_) if views.contains(&PeerState::Down) => "down",
+                    Err(_) => "unreachable",
+                };
+                let ok = s.as_ref().ok();
+                NodeLine {
+                    id: node.id.clone(),
+                    zone: node.zone.clone(),
+                    state,
+                    used_bytes: ok.map(|s| s.report.used_bytes),
+                    free_bytes: ok.map(|s| s.report.free_bytes),
+                    blobs: ok.map(|s| s.report.blob_count),
+                    misplaced_bytes: ok.map(|s| s.report.misplaced_bytes),
+                    layout_version: ok.map(|s| s.report.layout_version),
+                    hints_pending: ok.map(|s| s.hints_pending),
+                    transfers_pending: ok.map(|s| s.transfers_queued + s.transfers_in_flight),
+                    error: s.as_ref().err().cloned(),
+                }
+            })
+            .collect();
+        ClusterStatus {
+            layout_version: layout.version,
+            replication_factor: layout.replication_factor,
+            write_quorum: layout.write_quorum,
+            zones: layout.zone_count(),
+            nodes,
+        }
     }
 }
 

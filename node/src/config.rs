@@ -22,6 +22,7 @@
 //! body_bytes_max = 68719476736     # largest blob accepted over HTTP (413 above)
 //! requests_in_flight_max = 256     # beyond it, 503 with Retry-After
 //! deadline_ms = 10000              # time a request may take in the cluster, retries included
+//! idle_timeout_ms = 60000          # a connection making no progress this long is closed
 //! ```
 //! Relative paths are taken from the directory holding the file.
 
@@ -81,6 +82,11 @@ pub const HTTP_REQUESTS_IN_FLIGHT_MAX_DEFAULT: usize = 256;
 /// configured; past it the answer is 503.
 pub const HTTP_DEADLINE_MS_DEFAULT: u64 = 10_000;
 
+/// Longest a connection may make no progress (headers, body pieces, a client reading the
+/// response) unless configured; then it is closed. Above the deadline, so a request waiting on
+/// the cluster is not cut off.
+pub const HTTP_IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+
 /// The HTTP front's settings (`[http]`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
@@ -93,6 +99,7 @@ pub struct HttpSettings {
     pub body_bytes_max: u64,
     pub requests_in_flight_max: usize,
     pub deadline_ms: u64,
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -105,6 +112,7 @@ impl Default for HttpSettings {
             body_bytes_max: HTTP_BODY_BYTES_MAX_DEFAULT,
             requests_in_flight_max: HTTP_REQUESTS_IN_FLIGHT_MAX_DEFAULT,
             deadline_ms: HTTP_DEADLINE_MS_DEFAULT,
+            idle_timeout_ms: HTTP_IDLE_TIMEOUT_MS_DEFAULT,
         }
     }
 }

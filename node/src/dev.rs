@@ -48,6 +48,8 @@ pub struct ClusterSpec {
     pub hints: HintSettings,
     pub failure_detector: crate::membership::FailureDetectorSettings,
     pub heal: crate::heal::HealSettings,
+    /// Every node's `[http]`; each listens on its own `http_addr`.
+    pub http: crate::config::HttpSettings,
 }
 
 impl ClusterSpec {
@@ -74,6 +76,7 @@ impl ClusterSpec {
             hints: HintSettings::default(),
             failure_detector: Default::default(),
             heal: Default::default(),
+            http: Default::default(),
         }
     }
 
@@ -170,7 +173,7 @@ pub fn write_cluster(dir: &Path, spec: &ClusterSpec) -> Result<ClusterFiles, Dev
             heal: spec.heal.clone(),
             http: crate::config::HttpSettings {
                 listen: spec.http_addr(addr),
-                ..Default::default()
+                ..spec.http.clone()
             },
         };
         let path = dir.join(format!("{id}.toml"));

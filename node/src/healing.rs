@@ -69,6 +69,8 @@ pub(crate) struct Healing {
     /// Corrupt copies found here by any read, and by the scrub alone.
     pub corrupt_found: AtomicU64,
     pub scrub_corrupt_found: AtomicU64,
+    /// Blob bytes copied to or from peers by transfers that succeeded.
+    pub copied_bytes: AtomicU64,
 }
 
 fn cursor_path(state: &State) -> PathBuf {
@@ -410,7 +412,13 @@ async fn transfer(
                     return Err(e.to_string());
                 }
             };
-            crate::server::push_copy(state, &routing, &node, hash, &blob).await
+            crate::server::push_copy(state, &routing, &node, hash, &blob).await?;
+            let copied = blob.len() as u64;
+            state
+                .healing
+                .copied_bytes
+                .fetch_add(copied, Ordering::Relaxed);
+            Ok(())
         }
         Direction::Fetch => {
             let request = Request {
@@ -452,7 +460,9 @@ async fn transfer(
             })
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|(_, e)| e)
+            .map_err(|(_, e)| e)?;
+            state.healing.copied_bytes.fetch_add(len, Ordering::Relaxed);
+            Ok(())
         }
     }
 }

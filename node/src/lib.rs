@@ -7,6 +7,8 @@
 //! - [`hints`]: hinted handoff, a queue state machine over a durable log.
 //! - [`membership`]: failure detection from heartbeats, a plain state machine.
 //! - [`heal`]: anti-entropy, hand-off, tombstone purge and scrub pacing, a plain state machine.
+//! - [`http`]: the HTTP front (blobs, probes, cluster status, metrics).
+//! - [`metrics`]: the Prometheus text exposition of `/metrics`.
 //! - [`config`]: node and client configuration files.
 //! - [`certs`]: a development CA and certificates.
 //! - [`dev`]: the files of a local cluster.
@@ -19,7 +21,9 @@ pub mod dev;
 pub mod heal;
 pub mod healing;
 pub mod hints;
+pub mod http;
 pub mod membership;
+pub mod metrics;
 pub mod peer;
 pub mod quorum;
 pub mod recordlog;

@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cairn_client::{Client, ClientOptions, Hash, Identity, Layout, NodeSpec};
-use cairn_node::admin::{self, Admin, MoveProgress};
+use cairn_node::admin::{self, Admin, ClusterStatus, MoveProgress};
 use cairn_node::config::{ClientFileConfig, NodeConfig};
 use cairn_node::dev::{self, ClusterSpec};
-use cairn_node::membership::PeerState;
 use cairn_node::peer::NodeStatus;
 use cairn_node::{Node, certs};
 use clap::{Parser, Subcommand};
@@ -223,7 +222,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Status => {
             let mut admin = admin(&cli.client)?;
             let layout = admin.current_layout().await?;
-            print_status(&layout, &admin.statuses().await);
+            print_status(&ClusterStatus::of(&layout, &admin.statuses().await));
             admin.close().await;
             Ok(())
         }
@@ -265,58 +264,34 @@ fn bytes(n: u64) -> String {
     }
 }
 
-fn print_status(layout: &Layout, statuses: &[(NodeSpec, std::result::Result<NodeStatus, String>)]) {
+fn print_status(status: &ClusterStatus) {
     println!(
         "layout version {}, replication factor {}, write quorum {}, {} nodes in {} zones",
-        layout.version,
-        layout.replication_factor,
-        layout.write_quorum,
-        layout.nodes.len(),
-        layout.zone_count()
+        status.layout_version,
+        status.replication_factor,
+        status.write_quorum,
+        status.nodes.len(),
+        status.zones
     );
-    // A node's state is what the answering nodes' failure detectors say of it.
-    let mut seen: std::collections::BTreeMap<&str, Vec<PeerState>> = Default::default();
-    for (_, s) in statuses {
-        if let Ok(s) = s {
-            for p in &s.peers {
-                seen.entry(p.id.as_str()).or_default().push(p.state);
-            }
-        }
-    }
     println!(
         "  {:<8} {:<8} {:<8} {:>10} {:>10} {:>8} {:>10} {:>7}",
         "node", "zone", "state", "used", "free", "blobs", "misplaced", "layout"
     );
-    for (node, s) in statuses {
-        let views = seen.get(node.id.as_str()).cloned().unwrap_or_default();
-        let up = views.iter().filter(|v| **v == PeerState::Up).count();
-        match s {
-            Ok(s) => {
-                let state = if views.is_empty() || up * 2 >= views.len() {
-                    "up"
-                } else {
-                    "suspect"
-                };
-                println!(
-                    "  {:<8} {:<8} {:<8} {:>10} {:>10} {:>8} {:>10} {:>7}",
-                    node.id,
-                    node.zone,
-                    state,
-                    bytes(s.report.used_bytes),
-                    bytes(s.report.free_bytes),
-                    s.report.blob_count,
-                    bytes(s.report.misplaced_bytes),
-                    s.report.layout_version
-                );
-            }
-            Err(e) => {
-                let state = if views.contains(&PeerState::Down) {
-                    "down"
-                } else {
-                    "unreachable"
-                };
-                println!("  {:<8} {:<8} {:<8} ({e})", node.id, node.zone, state);
-            }
+    let figure = |v: Option<u64>| v.unwrap_or_default();
+    for n in &status.nodes {
+        match &n.error {
+            None => println!(
+                "  {:<8} {:<8} {:<8} {:>10} {:>10} {:>8} {:>10} {:>7}",
+                n.id,
+                n.zone,
+                n.state,
+                bytes(figure(n.used_bytes)),
+                bytes(figure(n.free_bytes)),
+                figure(n.blobs),
+                bytes(figure(n.misplaced_bytes)),
+                figure(n.layout_version)
+            ),
+            Some(e) => println!("  {:<8} {:<8} {:<8} ({e})", n.id, n.zone, n.state),
         }
     }
 }

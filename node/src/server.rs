@@ -109,6 +109,8 @@ pub(crate) struct State {
     pub(crate) versions: Arc<VersionTable>,
     pub(crate) catalog: NodeCatalog,
     pub(crate) healing: Healing,
+    /// Routes requests taken in over HTTP through the cluster, as any client would.
+    pub(crate) cluster_client: cairn_client::Client,
     /// Taken while a hash's version and bytes change together (a commit, a tombstone), so a
     /// put and a delete of one hash on one node are ordered; striped by the hash's first byte.
     entry_locks: Vec<Mutex<()>>,
@@ -129,6 +131,7 @@ pub struct Node {
     state: Arc<State>,
     endpoint: quinn::Endpoint,
     addr: SocketAddr,
+    http: crate::http::HttpServer,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -145,6 +148,7 @@ impl Node {
                 version: layout.version,
             })?;
         let listen = config.listen.unwrap_or(me.addr);
+        let zone = me.zone.clone();
         let identity = Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
         let io = |path: &PathBuf| {
             let path = path.clone();
@@ -186,7 +190,7 @@ impl Node {
             source,
         })?;
         let client = tls::client_config(&identity, wire::ALPN)?;
-        let pool = Pool::new(endpoint.clone(), client);
+        let pool = Pool::new(endpoint.clone(), client.clone());
         tracing::info!(
             id = %config.id,
             %addr,
@@ -222,6 +226,16 @@ impl Node {
         let (events, events_rx) = mpsc::unbounded_channel();
         let catalog =
             NodeCatalog::new(&config.id, store.clone(), versions.clone(), routing.clone());
+        let cluster_client = cairn_client::Client::with_endpoint(
+            (*routing).clone(),
+            endpoint.clone(),
+            client,
+            cairn_client::ClientOptions {
+                zone: Some(zone),
+                deadline_ms: config.http.deadline_ms,
+                ..Default::default()
+            },
+        );
         let state = Arc::new(State {
             id: config.id.clone(),
             store,
@@ -234,9 +248,11 @@ impl Node {
                 events,
                 corrupt_found: Default::default(),
                 scrub_corrupt_found: Default::default(),
+                copied_bytes: Default::default(),
             },
             entry_locks: (0..ENTRY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             routing: RwLock::new(routing),
+            cluster_client,
             pool,
             hints: Mutex::new(hint_log),
             hint_wake: Notify::new(),
@@ -245,6 +261,7 @@ impl Node {
             requests: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
             connections: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
         });
+        let http = crate::http::start(state.clone(), &config.http).await?;
         let tasks = vec![
             tokio::spawn(accept_loop(state.clone(), endpoint.clone())),
             tokio::spawn(hint_loop(state.clone())),
@@ -254,6 +271,7 @@ impl Node {
             state,
             endpoint,
             addr,
+            http,
             tasks,
         })
     }
@@ -264,6 +282,11 @@ impl Node {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the HTTP front listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.addr
     }
 
     /// The node's engine (tests look at replicas directly).
@@ -300,6 +323,7 @@ impl Node {
 
     /// Stops serving: closes connections, stops background work, syncs the engine.
     pub async fn shutdown(self) {
+        self.http.stop();
         for task in &self.tasks {
             task.abort();
         }
@@ -385,6 +409,13 @@ impl State {
             .map_err(|source| NodeError::Io { path, source })?;
         *routing = next.clone();
         drop(routing);
+        let previous = next.previous.as_ref().map(|p| p.layout.clone());
+        if let Err(e) = self
+            .cluster_client
+            .adopt_layout(next.layout.clone(), previous)
+        {
+            tracing::warn!(error = %e, "the HTTP front's client kept its layout");
+        }
         let now = wall_ms();
         self.catalog.set_routing(next.clone());
         self.healing.healer.lock().set_routing(now, next.clone());
@@ -694,6 +725,7 @@ async fn coordinate_put(
 ) {
     let replicas: Vec<NodeSpec> = routing.replicas(&hash).into_iter().cloned().collect();
     let local = replicas.iter().any(|n| n.id == state.id);
+    let existed = local && matches!(state.store.stat(&hash), Ok(BlobStat::Present { .. }));
     let remotes: Vec<NodeSpec> = replicas.into_iter().filter(|n| n.id != state.id).collect();
     let total = remotes.len() + usize::from(local);
     let mut quorum = WriteQuorum::new(total, routing.layout.write_quorum);
@@ -868,6 +900,7 @@ async fn coordinate_put(
         &mut send,
         &Response::Stored {
             hash: *hash.as_bytes(),
+            existed,
         },
     )
     .await;
@@ -1102,6 +1135,7 @@ fn stored_or_error(
     match committed {
         Ok(Ok(())) => Response::Stored {
             hash: *hash.as_bytes(),
+            existed: false,
         },
         Ok(Err((code, message))) => Response::error(code, message),
         Err(e) => Response::error(ErrorCode::Internal, e.to_string()),

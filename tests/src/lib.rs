@@ -1,6 +1,9 @@
 //! Helpers shared by the whole-system tests: the store configuration and deterministic blob
 //! contents of the crash child, a small seeded random number generator, and the operation log
-//! that the crash child writes and the crash test checks the store against.
+//! that the crash child writes and the crash test checks the store against; and [`http`], a
+//! small client of the HTTP front.
+
+pub mod http;
 
 use std::collections::HashMap;
 

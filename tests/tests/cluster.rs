@@ -46,7 +46,8 @@ async fn a_put_through_any_node_is_readable_from_every_replica() {
         assert_eq!(
             response,
             Response::Stored {
-                hash: *hash.as_bytes()
+                hash: *hash.as_bytes(),
+                existed: false,
             },
             "put through {}",
             node.id
