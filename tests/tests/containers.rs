@@ -5,7 +5,10 @@
 //! fault, and every write through a front in a live zone must succeed. After each fault, with
 //! it still active and again once healed, every acknowledged blob must read back byte for byte
 //! through a front of every zone that is up; once healed, every acknowledged blob must be held
-//! by all of its replicas again within `REPLICATION_TIMEOUT`.
+//! by all of its replicas again within `REPLICATION_TIMEOUT`. Writes that fail are reported
+//! with the phase and the test goes on (they were not acknowledged, so the checks stay valid);
+//! it fails at the end with all of them. A read or replication check that fails stops it.
+//! On failure the whole node logs go to `target/tmp/<project>-containers.log`.
 //!
 //! Needs Docker and docker-compose 1.29; `scripts/container-test` builds the image and runs it.
 //! Environment:
@@ -14,8 +17,6 @@
 //!   CAIRN_CONTAINER_BLOBS  blobs written before the faults (default 2000)
 //!   CAIRN_IMAGE            the image the compose file runs (default `cairn:dev`)
 //! The cluster's containers, network and volumes are removed at the end, passed or failed.
-
-mod common;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cairn_client::Layout;
 use cairn_node::config::NodeConfig;
-use common::http::HttpClient;
+use cairn_tests::http::{HttpClient, HttpResponse};
 use parking_lot::Mutex;
 
 /// The whole test, start and clean-up excluded, must end within this.
@@ -176,12 +177,21 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let compose = &self.0;
         if std::thread::panicking() {
-            match run_blocking(
-                "docker-compose",
-                &compose.args(&["logs", "--no-color", "--tail", "40"]),
-            ) {
-                Ok(logs) => eprintln!("--- last lines of the node logs ---\n{logs}"),
+            // The whole logs to a file, the last lines of each node here.
+            let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("{}-containers.log", compose.project));
+            match run_blocking("docker-compose", &compose.args(&["logs", "--no-color"])) {
+                Ok(logs) => match std::fs::write(&path, &logs) {
+                    Ok(()) => eprintln!("the node logs are in {}", path.display()),
+                    Err(e) => eprintln!("{}: {e}", path.display()),
+                },
                 Err(e) => eprintln!("no logs: {e}"),
+            }
+            if let Ok(tail) = run_blocking(
+                "docker-compose",
+                &compose.args(&["logs", "--no-color", "--tail", "15"]),
+            ) {
+                eprintln!("--- last lines of the node logs ---\n{tail}");
             }
         }
         // A paused container would hold `down` up; resume any first.
@@ -208,6 +218,72 @@ impl Drop for Cleanup {
 }
 
 // ---------------------------------------------------------------------------------------------
+// HTTP
+
+/// A node's HTTP front, every request bounded in time (a paused node would hold one forever).
+#[derive(Clone)]
+struct Front {
+    client: HttpClient,
+}
+
+impl Front {
+    fn new(addr: SocketAddr, token: Option<&str>) -> Front {
+        Front {
+            client: HttpClient::new(addr, token.map(str::to_string)),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.client.addr
+    }
+
+    /// The answer, or why there was none (a refused connection, a broken one, no answer in
+    /// time).
+    async fn request(&self, method: &str, path: &str, body: Bytes) -> Result<HttpResponse, String> {
+        let addr = self.addr();
+        let request = self.client.request(method, path, &[], body);
+        match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(format!("{method} {path} via {addr}: {e}")),
+            Err(_) => Err(format!(
+                "{method} {path} via {addr}: no answer within {REQUEST_TIMEOUT:?}"
+            )),
+        }
+    }
+
+    async fn put(&self, path: &str, body: Bytes) -> Result<HttpResponse, String> {
+        self.request("PUT", path, body).await
+    }
+
+    async fn get(&self, path: &str) -> Result<HttpResponse, String> {
+        self.request("GET", path, Bytes::new()).await
+    }
+
+    async fn head(&self, path: &str) -> Result<HttpResponse, String> {
+        self.request("HEAD", path, Bytes::new()).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<HttpResponse, String> {
+        self.request("DELETE", path, Bytes::new()).await
+    }
+}
+
+/// The start of a body, for messages.
+fn text(response: &HttpResponse) -> String {
+    String::from_utf8_lossy(&response.body[..response.body.len().min(200)]).into_owned()
+}
+
+fn json(response: &HttpResponse) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(&response.body).map_err(|e| {
+        format!(
+            "status {} with a body that is not JSON ({e}): {:?}",
+            response.status,
+            text(response)
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // The cluster
 
 struct Node {
@@ -216,7 +292,7 @@ struct Node {
     /// The container's fixed address on the compose network.
     ip: String,
     container: String,
-    http: HttpClient,
+    http: Front,
 }
 
 /// A blob the cluster acknowledged.
@@ -238,6 +314,8 @@ struct Cluster {
     next_blob: AtomicUsize,
     /// Which nodes' fronts writes may use, and a count of its changes.
     fronts: Mutex<(u64, Vec<bool>)>,
+    /// What went against the contract during the faults (reported together at the end).
+    violations: Mutex<Vec<String>>,
 }
 
 /// What the writers of one phase did.
@@ -349,21 +427,18 @@ where
 }
 
 /// Stores `data` through `front`, checking the answer names its hash and length.
-async fn put_blob(front: &HttpClient, data: &Bytes) -> Result<(), String> {
-    let response = front
-        .put("/v1/blobs", data.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+async fn put_blob(front: &Front, data: &Bytes) -> Result<(), String> {
+    let response = front.put("/v1/blobs", data.clone()).await?;
     if response.status != 201 && response.status != 200 {
         return Err(format!(
             "PUT /v1/blobs ({} bytes) through {}: {} {}",
             data.len(),
             front.addr(),
             response.status,
-            response.text(200)
+            text(&response)
         ));
     }
-    let json = response.json()?;
+    let json = json(&response)?;
     let expected = hash_hex(data);
     if json["hash"] != expected.as_str() || json["len"] != data.len() as u64 {
         return Err(format!(
@@ -376,18 +451,18 @@ async fn put_blob(front: &HttpClient, data: &Bytes) -> Result<(), String> {
 }
 
 /// Reads `blob` through `front`, byte for byte.
-async fn read_blob(front: &HttpClient, blob: &Acked) -> Result<(), String> {
+async fn read_blob(front: &Front, blob: &Acked) -> Result<(), String> {
     let path = format!("/v1/blobs/{}", blob.hash);
-    let response = front.get(&path).await.map_err(|e| e.to_string())?;
+    let response = front.get(&path).await?;
     if response.status != 200 {
         return Err(format!(
             "GET {path} through {}: {} {}",
             front.addr(),
             response.status,
-            response.text(200)
+            text(&response)
         ));
     }
-    if response.body != blob.data {
+    if response.body[..] != blob.data[..] {
         return Err(format!(
             "GET {path} through {}: {} bytes that differ from the {} written",
             front.addr(),
@@ -399,13 +474,15 @@ async fn read_blob(front: &HttpClient, blob: &Acked) -> Result<(), String> {
 }
 
 /// Whether all `factor` replicas of `hash` hold it, as `front` sees them; or why not.
-async fn fully_replicated(front: &HttpClient, hash: &str, factor: usize) -> Result<(), String> {
+async fn fully_replicated(front: &Front, hash: &str, factor: usize) -> Result<(), String> {
     let path = format!("/v1/blobs/{hash}/replicas");
-    let (status, json) = front.get_json(&path).await.map_err(|e| e.to_string())?;
-    if status != 200 {
+    let response = front.get(&path).await?;
+    let json = json(&response)?;
+    if response.status != 200 {
         return Err(format!(
-            "GET {path} through {}: {status} {json}",
-            front.addr()
+            "GET {path} through {}: {} {json}",
+            front.addr(),
+            response.status
         ));
     }
     let replicas = json["replicas"].as_array().cloned().unwrap_or_default();
@@ -416,6 +493,21 @@ async fn fully_replicated(front: &HttpClient, hash: &str, factor: usize) -> Resu
         ));
     }
     Ok(())
+}
+
+/// The UTC time of day, as the node logs show it.
+fn utc_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let day_ms = now.as_millis() % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
 }
 
 fn secs(d: Duration) -> String {
@@ -467,7 +559,7 @@ impl Cluster {
                 zone: spec.zone.clone(),
                 ip: spec.addr.ip().to_string(),
                 container: compose.container(&spec.id).await,
-                http: HttpClient::new(http_addr, Some(&token)).with_timeout(REQUEST_TIMEOUT),
+                http: Front::new(http_addr, Some(&token)),
             });
         }
         let mut zones: Vec<String> = nodes.iter().map(|n| n.zone.clone()).collect();
@@ -484,6 +576,7 @@ impl Cluster {
             acked: Mutex::new(Vec::new()),
             next_blob: AtomicUsize::new(0),
             fronts: Mutex::new((0, vec![true; count])),
+            violations: Mutex::new(Vec::new()),
         };
         let all: Vec<usize> = (0..count).collect();
         cluster.wait_ready(&all, START_TIMEOUT).await;
@@ -511,8 +604,8 @@ impl Cluster {
             loop {
                 let last = match node.http.get("/readyz").await {
                     Ok(r) if r.status == 200 => break,
-                    Ok(r) => format!("{} {}", r.status, r.text(200)),
-                    Err(e) => e.to_string(),
+                    Ok(r) => format!("{} {}", r.status, text(&r)),
+                    Err(e) => e,
                 };
                 assert!(
                     start.elapsed() < timeout,
@@ -578,6 +671,7 @@ impl Cluster {
                             assert!(!candidates.is_empty(), "no front to write through");
                             turn += 1;
                             let front = candidates[turn % candidates.len()];
+                            let put = Instant::now();
                             match put_blob(&cluster.nodes[front].http, &data).await {
                                 Ok(()) => {
                                     report.acked += 1;
@@ -595,8 +689,10 @@ impl Cluster {
                                         continue;
                                     }
                                     report.failures.push(format!(
-                                        "blob {index} through {}: {e}",
-                                        cluster.nodes[front].id
+                                        "blob {index} through {}, failed after {} at {}: {e}",
+                                        cluster.nodes[front].id,
+                                        secs(put.elapsed()),
+                                        utc_now()
                                     ));
                                 }
                             }
@@ -771,8 +867,14 @@ impl Cluster {
         self.wait_ready(out, READY_TIMEOUT).await;
     }
 
+    /// A progress line, with the time since the start and the UTC time of day (as in the
+    /// node logs).
     fn log(&self, start: Instant, line: &str) {
-        eprintln!("[{:>6.1} s] {line}", start.elapsed().as_secs_f64());
+        eprintln!(
+            "[{:>6.1} s {}] {line}",
+            start.elapsed().as_secs_f64(),
+            utc_now()
+        );
     }
 
     /// One fault under a write load, with its checks; returns the summary lines.
@@ -832,21 +934,28 @@ impl Cluster {
 
         tokio::time::sleep(LOAD_MARGIN).await;
         let written = writers.stop().await;
-        assert!(
-            written.failures.is_empty(),
-            "{name}: {} writes through live fronts failed ({} acknowledged), e.g. {:#?}",
-            written.failures.len(),
-            written.acked,
-            &written.failures[..written.failures.len().min(5)]
-        );
         let line = format!(
-            "{name}: {} writes ({}) acknowledged during the fault, none failed ({} cut short by the fault and retried)",
+            "{name}: {} writes ({}) acknowledged during the fault, {} failed ({} cut short by the fault and retried elsewhere)",
             written.acked,
             mb(written.bytes),
+            written.failures.len(),
             written.excused
         );
         self.log(t0, &line);
         lines.push(line);
+        if !written.failures.is_empty() {
+            // Failed writes are not acknowledged, so the checks below stay valid: go on, and
+            // fail the test at the end with everything that went wrong.
+            for failure in &written.failures {
+                self.log(t0, &format!("  WRITE FAILED: {failure}"));
+            }
+            self.violations.lock().push(format!(
+                "{name}: {} of {} writes through fronts in live zones failed, e.g. {:#?}",
+                written.failures.len(),
+                written.failures.len() + written.acked,
+                &written.failures[..written.failures.len().min(3)]
+            ));
+        }
 
         let all = self.zone_fronts(&[]);
         let reads = Instant::now();
@@ -888,16 +997,15 @@ impl Cluster {
     /// The contract's basics: the token is required, a blob's headers, a delete.
     async fn smoke(&self) {
         let front = &self.nodes[0].http;
-        let anonymous = HttpClient::new(front.addr(), None).with_timeout(REQUEST_TIMEOUT);
-        let r = anonymous.get("/v1/cluster").await.expect("an answer");
-        assert_eq!(r.status, 401, "no token: {}", r.text(200));
-        let wrong = HttpClient::new(front.addr(), Some("not-the-token-at-all"))
-            .with_timeout(REQUEST_TIMEOUT);
-        let r = wrong.get("/v1/cluster").await.expect("an answer");
-        assert_eq!(r.status, 401, "a wrong token: {}", r.text(200));
+        for token in [None, Some("not-the-token-at-all")] {
+            let r = Front::new(front.addr(), token).get("/v1/cluster").await;
+            let r = r.expect("an answer");
+            assert_eq!(r.status, 401, "token {token:?}: {}", text(&r));
+        }
 
-        let (status, cluster) = front.get_json("/v1/cluster").await.expect("an answer");
-        assert_eq!(status, 200, "{cluster}");
+        let r = front.get("/v1/cluster").await.expect("an answer");
+        let cluster = json(&r).expect("JSON");
+        assert_eq!(r.status, 200, "{cluster}");
         assert_eq!(
             cluster["nodes"].as_array().map(Vec::len),
             Some(self.nodes.len()),
@@ -917,16 +1025,11 @@ impl Cluster {
             Some(data.len().to_string().as_str())
         );
         let r = other.get(&path).await.expect("an answer");
-        assert_eq!((r.status.as_u16(), &r.body), (200, &data), "GET {path}");
+        assert_eq!((r.status, &r.body[..]), (200, &data[..]), "GET {path}");
         let r = front.delete(&path).await.expect("an answer");
-        assert_eq!(r.status, 204, "DELETE {path}: {}", r.text(200));
+        assert_eq!(r.status, 204, "DELETE {path}: {}", text(&r));
         let r = other.get(&path).await.expect("an answer");
-        assert_eq!(
-            r.status,
-            404,
-            "GET {path} after the delete: {}",
-            r.text(200)
-        );
+        assert_eq!(r.status, 404, "GET {path} after the delete: {}", text(&r));
         assert!(!self.token.is_empty());
     }
 }
@@ -1043,5 +1146,12 @@ async fn containers_survive_stops_kills_pauses_partitions_and_restarts() {
     eprintln!(
         "  total: {acked} blobs acknowledged, all read back and fully replicated; {}",
         secs(t0.elapsed())
+    );
+    let violations = cluster.violations.lock().clone();
+    assert!(
+        violations.is_empty(),
+        "{} of the faults broke the contract:\n{}",
+        violations.len(),
+        violations.join("\n")
     );
 }

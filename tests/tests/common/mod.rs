@@ -3,8 +3,6 @@
 // Each test file uses part of this module.
 #![allow(dead_code)]
 
-pub mod http;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
