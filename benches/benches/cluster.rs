@@ -1,7 +1,9 @@
 //! Cairn's cluster benchmark: puts and gets through `cairn_client::Client` against a local
 //! six-node, three-zone cluster at replication factor 1 and at factor 3, measured in the same
-//! run as raw QUIC between two endpoints with Cairn's own TLS and transport settings. Prints a
-//! table and the goal ratios, and writes `<target>/cairn-bench/cluster.json`.
+//! run as raw QUIC between two endpoints with Cairn's own TLS and transport settings; and the
+//! HTTP mode, 1 MiB puts and gets through the nodes' HTTP fronts beside the same load through
+//! the QUIC client. Prints a table and the goal ratios, and writes
+//! `<target>/cairn-bench/cluster.json`.
 //!
 //! Every node, the client and both baseline endpoints run in this one process, on 127.0.0.1,
 //! in one tokio runtime: they share the machine's cores as they would on one host. Each round
@@ -27,6 +29,7 @@ use cairn_benches::{
 use cairn_client::{Client, ClientOptions, Hash, Identity, Layout};
 use cairn_node::dev::{ClusterFiles, ClusterSpec, write_cluster};
 use cairn_node::{Node, NodeConfig};
+use cairn_tests::http::{HttpClient, HttpConnection, HttpResponse};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -54,10 +57,11 @@ const BULK_STREAMS: usize = 64;
 const BULK_STREAM_BYTES: usize = MIB;
 /// Operations per measurement at full scale, per blob size: sequential puts, concurrent puts,
 /// sequential gets, concurrent gets. Each measurement also stops at `Scale::budget`.
-const OP_COUNTS: [(usize, [usize; 4]); 3] = [
+const OP_COUNTS: [(usize, [usize; 4]); 4] = [
     (4 * KIB, [500, 4000, 1000, 8000]),
     (64 * KIB, [200, 2000, 500, 4000]),
     (4 * MIB, [30, 96, 60, 192]),
+    (MIB, [60, 192, 120, 384]),
 ];
 /// Time a client operation may take, retries included: a failing cluster shows up as failed
 /// operations (or a failed warm-up) instead of stalling the run.
@@ -68,6 +72,9 @@ const GOAL_PUT_4MIB_FRACTION_OF_RAW_THIRD: f64 = 0.60;
 const GOAL_PUT_4KIB_P50_MS: f64 = 1.5;
 const GOAL_PUT_4KIB_P99_MS: f64 = 5.0;
 const GOAL_GET_4KIB_FRACTION_OF_RAW: f64 = 0.70;
+const GOAL_HTTP_FRACTION_OF_QUIC: f64 = 0.80;
+/// The HTTP mode's blob size.
+const HTTP_BLOB_BYTES: usize = MIB;
 
 /// How big and how long everything is.
 struct Scale {
@@ -575,6 +582,137 @@ async fn measure_gets(
     .await
 }
 
+/// Keep-alive connections to every node's HTTP front, reused across operations.
+struct Fronts {
+    clients: Vec<HttpClient>,
+    idle: Vec<std::sync::Mutex<Vec<HttpConnection>>>,
+}
+
+impl Fronts {
+    fn new(cluster: &Cluster) -> Fronts {
+        Fronts {
+            clients: cluster
+                .nodes
+                .iter()
+                .map(|n| HttpClient::new(n.http_addr(), None))
+                .collect(),
+            idle: cluster.nodes.iter().map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// One request to front `i % fronts` (spread as a load balancer would), on an idle
+    /// connection when there is one.
+    async fn request(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<HttpResponse, String> {
+        let front = i % self.clients.len();
+        let idle = self.idle[front].lock().expect("pool lock").pop();
+        let mut connection = match idle {
+            Some(c) => c,
+            None => self.clients[front]
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        let response = connection
+            .request(method, path, &[], body)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.idle[front].lock().expect("pool lock").push(connection);
+        Ok(response)
+    }
+}
+
+/// The HTTP mode: 1 MiB puts and gets through the nodes' HTTP fronts, spread over all six, and
+/// the same load through the QUIC client, in the same round.
+async fn http_round(scale: &Scale, cluster: &Cluster, fronts: &Arc<Fronts>, results: &mut Results) {
+    if cluster.error.is_some() {
+        return;
+    }
+    let blob_bytes = HTTP_BLOB_BYTES;
+    let size = size_label(blob_bytes);
+    let key = |path: &str, op: &str| {
+        format!(
+            "{}_{path}_{op}_{}_x{IN_FLIGHT}",
+            cluster.key,
+            size_key(blob_bytes)
+        )
+    };
+    let puts = scale.op_count(blob_bytes, 1);
+    let gets = scale.op_count(blob_bytes, 3);
+    let mut stored = Vec::new();
+    if scale.wants(&key("quic", "put")) {
+        let (sample, hashes) =
+            measure_puts(scale, &cluster.client, blob_bytes, puts, IN_FLIGHT).await;
+        stored.extend(hashes);
+        let label = format!("{} put {size}, QUIC client", cluster.label);
+        results.record(&key("quic", "put"), &label, IN_FLIGHT, sample);
+    }
+    if scale.wants(&key("http", "put")) {
+        let (blobs, hashes) = fresh_blobs(blob_bytes, puts);
+        let (f, expected) = (fronts.clone(), hashes.clone());
+        let sample = measure(puts, IN_FLIGHT, scale.budget, blob_bytes as u64, move |i| {
+            let (f, blob, hash) = (f.clone(), blobs[i].clone(), expected[i]);
+            async move {
+                let r = f.request(i, "PUT", "/v1/blobs", blob).await?;
+                if r.status != 201 {
+                    return Err(format!("put answered {}", r.status));
+                }
+                assert_eq!(
+                    r.json()["hash"],
+                    hash.to_string(),
+                    "put answered another hash"
+                );
+                Ok(())
+            }
+        })
+        .await;
+        stored.extend(sample.succeeded.iter().map(|&i| hashes[i]));
+        let label = format!("{} put {size}, HTTP fronts", cluster.label);
+        results.record(&key("http", "put"), &label, IN_FLIGHT, sample);
+    }
+    let wants_gets = scale.wants(&key("quic", "get")) || scale.wants(&key("http", "get"));
+    if stored.is_empty() && wants_gets {
+        let (_, hashes) = measure_puts(scale, &cluster.client, blob_bytes, puts, IN_FLIGHT).await;
+        stored = hashes;
+    }
+    if stored.is_empty() {
+        return;
+    }
+    if scale.wants(&key("quic", "get")) {
+        let sample =
+            measure_gets(scale, &cluster.client, blob_bytes, &stored, gets, IN_FLIGHT).await;
+        let label = format!("{} get {size}, QUIC client", cluster.label);
+        results.record(&key("quic", "get"), &label, IN_FLIGHT, sample);
+    }
+    if scale.wants(&key("http", "get")) {
+        let (f, hashes) = (fronts.clone(), Arc::new(stored));
+        let sample = measure(gets, IN_FLIGHT, scale.budget, blob_bytes as u64, move |i| {
+            let (f, hash) = (f.clone(), hashes[i % hashes.len()]);
+            async move {
+                let r = f
+                    .request(i, "GET", &format!("/v1/blobs/{hash}"), Bytes::new())
+                    .await?;
+                if r.status != 200 || r.body.len() != blob_bytes {
+                    return Err(format!(
+                        "get answered {} with {} bytes",
+                        r.status,
+                        r.body.len()
+                    ));
+                }
+                Ok(())
+            }
+        })
+        .await;
+        let label = format!("{} get {size}, HTTP fronts", cluster.label);
+        results.record(&key("http", "get"), &label, IN_FLIGHT, sample);
+    }
+}
+
 /// One round of a cluster's cases: for each blob size, sequential then concurrent puts, then
 /// sequential then concurrent gets of the blobs just stored.
 async fn cluster_round(scale: &Scale, cluster: &Cluster, results: &mut Results) {
@@ -795,7 +933,27 @@ fn goals(results: &Results) -> Vec<Goal> {
         (&format!("factor3_get_4KiB_x{IN_FLIGHT}"), ops),
         (&format!("raw_request_4KiB_x{IN_FLIGHT}"), ops),
     );
+    let http = |op: &str| {
+        let key = |path: &str| format!("factor3_{path}_{op}_1MiB_x{IN_FLIGHT}");
+        results.per_round_ratios((&key("http"), mb), (&key("quic"), mb))
+    };
     vec![
+        ratio_goal(
+            &format!(
+                "(iv) 1 MiB puts, factor 3, {IN_FLIGHT} in flight: MB/s through the HTTP fronts \
+                 over MB/s through the QUIC client"
+            ),
+            GOAL_HTTP_FRACTION_OF_QUIC,
+            http("put"),
+        ),
+        ratio_goal(
+            &format!(
+                "(iv) 1 MiB gets, factor 3, {IN_FLIGHT} in flight: MB/s through the HTTP fronts \
+                 over MB/s through the QUIC client"
+            ),
+            GOAL_HTTP_FRACTION_OF_QUIC,
+            http("get"),
+        ),
         ratio_goal(
             &format!(
                 "(i) 4 MiB puts, factor 3, {IN_FLIGHT} in flight: MB/s over (raw QUIC \
@@ -910,6 +1068,7 @@ async fn run(scale: &Scale, scratch: &Path) -> (Results, Value) {
     factor1.warm_up(4 * NODE_COUNT).await;
     let _ = raw.requests(scale, 64, IN_FLIGHT).await;
     let _ = raw.bulk_streams(scale).await;
+    let fronts = Arc::new(Fronts::new(&factor3));
 
     let mut results = Results::default();
     for round in 0..scale.rounds {
@@ -917,6 +1076,7 @@ async fn run(scale: &Scale, scratch: &Path) -> (Results, Value) {
         raw_round(scale, &raw, &mut results).await;
         cluster_round(scale, &factor3, &mut results).await;
         cluster_round(scale, &factor1, &mut results).await;
+        http_round(scale, &factor3, &fronts, &mut results).await;
         eprintln!(
             "round {} of {} done in {:.1} s",
             round + 1,

@@ -134,8 +134,12 @@ impl Default for ClientOptions {
 /// What a put uploads: bytes in memory or a file, both re-readable for retries.
 enum Body<'a> {
     Bytes(Bytes),
-    File(&'a Path),
+    /// A file, and what to tell of each attempt's progress (bytes of the file sent so far).
+    File(&'a Path, Option<Progress<'a>>),
 }
+
+/// Told how many bytes of an upload have been sent (counting from 0 again on a retry).
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
 /// A connection to a Cairn cluster. Cheap to clone; clones share connections.
 ///
@@ -351,7 +355,7 @@ impl Client {
     /// Stores a file's contents (read twice: once to hash, once to send).
     pub async fn put_file(&self, path: &Path) -> Result<Hash, ClientError> {
         let (hash, len) = hash_file(path).await?;
-        self.put_body(hash, len, Body::File(path)).await?;
+        self.put_body(hash, len, Body::File(path, None)).await?;
         Ok(hash)
     }
 
@@ -393,7 +397,20 @@ impl Client {
         len: u64,
         path: &Path,
     ) -> Result<PutOutcome, ClientError> {
-        let existed = self.put_body(hash, len, Body::File(path)).await?;
+        let existed = self.put_body(hash, len, Body::File(path, None)).await?;
+        Ok(PutOutcome { hash, existed })
+    }
+
+    /// [`Client::put_file_known`], telling `progress` how much of the file has been sent.
+    pub async fn put_file_known_with_progress(
+        &self,
+        hash: Hash,
+        len: u64,
+        path: &Path,
+        progress: Progress<'_>,
+    ) -> Result<PutOutcome, ClientError> {
+        let body = Body::File(path, Some(progress));
+        let existed = self.put_body(hash, len, body).await?;
         Ok(PutOutcome { hash, existed })
     }
 
@@ -753,7 +770,7 @@ impl Client {
             if let Some(h) = &mut hasher {
                 h.update(&chunk.bytes);
             }
-            sink.write(&chunk.bytes).await?;
+            sink.write(chunk.bytes).await?;
         }
         if let Some(h) = hasher {
             let actual = Hash::from(h.finalize());
@@ -940,10 +957,11 @@ impl Client {
 
 /// Where read bytes go.
 trait Sink: Send {
-    fn write<'a>(
-        &'a mut self,
-        bytes: &'a [u8],
-    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
+    /// Takes a piece as received (no copy for outputs that keep pieces).
+    fn write(
+        &mut self,
+        bytes: Bytes,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>>;
     /// Prepares for another attempt: discards what a failed attempt wrote, or, for an output
     /// that cannot take bytes back, refuses once any were handed out.
     fn restart(&mut self) -> std::io::Result<()>;
@@ -963,11 +981,11 @@ fn restart_unless_written(written: u64) -> std::io::Result<()> {
 }
 
 impl Sink for Vec<u8> {
-    fn write<'a>(
-        &'a mut self,
-        bytes: &'a [u8],
-    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>> {
-        self.extend_from_slice(bytes);
+    fn write(
+        &mut self,
+        bytes: Bytes,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>> {
+        self.extend_from_slice(&bytes);
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -987,12 +1005,12 @@ struct WriterSink<'w, W> {
 }
 
 impl<W: AsyncWrite + Unpin + Send> Sink for WriterSink<'_, W> {
-    fn write<'a>(
-        &'a mut self,
-        bytes: &'a [u8],
-    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>> {
+    fn write(
+        &mut self,
+        bytes: Bytes,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>> {
         self.written += bytes.len() as u64;
-        Box::pin(self.writer.write_all(bytes))
+        Box::pin(async move { self.writer.write_all(&bytes).await })
     }
 
     fn restart(&mut self) -> std::io::Result<()> {
@@ -1060,15 +1078,14 @@ struct ChannelSink {
 }
 
 impl Sink for ChannelSink {
-    fn write<'a>(
-        &'a mut self,
-        bytes: &'a [u8],
-    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>> {
+    fn write(
+        &mut self,
+        bytes: Bytes,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>> {
         self.written += bytes.len() as u64;
-        let piece = Bytes::copy_from_slice(bytes);
         Box::pin(async move {
             self.tx
-                .send(Ok(piece))
+                .send(Ok(bytes))
                 .await
                 .map_err(|_| std::io::Error::other("the stream's reader went away"))
         })
@@ -1110,15 +1127,20 @@ async fn send_body(send: &mut quinn::SendStream, body: &Body<'_>) -> Result<(), 
     let fail = |e: quinn::WriteError| ClientError::from_frame("-", wire::write_error(e));
     match body {
         Body::Bytes(bytes) => send.write_chunk(bytes.clone()).await.map_err(fail),
-        Body::File(path) => {
+        Body::File(path, progress) => {
             let mut file = tokio::fs::File::open(path).await?;
             let mut buf = vec![0u8; UPLOAD_CHUNK_BYTES];
+            let mut sent = 0u64;
             loop {
                 let n = file.read(&mut buf).await?;
                 if n == 0 {
                     return Ok(());
                 }
                 send.write_all(&buf[..n]).await.map_err(fail)?;
+                sent += n as u64;
+                if let Some(progress) = progress {
+                    progress(sent);
+                }
             }
         }
     }
@@ -1126,6 +1148,14 @@ async fn send_body(send: &mut quinn::SendStream, body: &Body<'_>) -> Result<(), 
 
 /// Hashes a file with BLAKE3, returning its hash and length.
 pub async fn hash_file(path: &Path) -> Result<(Hash, u64), ClientError> {
+    hash_file_with_progress(path, &|_| {}).await
+}
+
+/// [`hash_file`], telling `progress` how many bytes have been hashed.
+pub async fn hash_file_with_progress(
+    path: &Path,
+    progress: Progress<'_>,
+) -> Result<(Hash, u64), ClientError> {
     let mut file = tokio::fs::File::open(path).await?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; UPLOAD_CHUNK_BYTES];
@@ -1137,6 +1167,7 @@ pub async fn hash_file(path: &Path) -> Result<(Hash, u64), ClientError> {
         }
         hasher.update(&buf[..n]);
         len += n as u64;
+        progress(len);
     }
 }
 

@@ -64,8 +64,8 @@ pub mod wire;
 pub use cairn_engine::Hash;
 pub use client::{
     BlobReader, BlobStream, Client, ClientOptions, DEADLINE_MS_DEFAULT, GET_IN_MEMORY_BYTES_MAX,
-    PutOutcome, RETRY_BACKOFF_MS_MAX, RETRY_BACKOFF_MS_MIN, Routing, SEED_SERVER_NAME,
-    STREAM_QUEUE_PIECES, UPLOAD_CHUNK_BYTES, hash_file,
+    Progress, PutOutcome, RETRY_BACKOFF_MS_MAX, RETRY_BACKOFF_MS_MIN, Routing, SEED_SERVER_NAME,
+    STREAM_QUEUE_PIECES, UPLOAD_CHUNK_BYTES, hash_file, hash_file_with_progress,
 };
 pub use error::{ClientError, classify_connection_error};
 pub use layout::{Layout, LayoutError, NodeSpec};

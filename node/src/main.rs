@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use cairn_client::{Client, ClientOptions, Hash, Identity, Layout, NodeSpec};
+use cairn_client::{
+    Client, ClientOptions, Hash, Identity, Layout, NodeSpec, hash_file_with_progress,
+};
 use cairn_node::admin::{self, Admin, ClusterStatus, MoveProgress};
 use cairn_node::config::{ClientFileConfig, NodeConfig};
 use cairn_node::dev::{self, ClusterSpec};
@@ -170,8 +172,20 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Put { file } => {
             let client = connect(&cli.client).await?;
-            let hash = client.put_file(&file).await?;
+            let len = std::fs::metadata(&file)?.len();
+            let bar = transfer_bar(len, "hashing");
+            let (hash, len) = hash_file_with_progress(&file, &|n| bar.set_position(n)).await?;
+            bar.set_position(0);
+            bar.set_message("storing");
+            let progress = |n| bar.set_position(n);
+            let stored = client
+                .put_file_known_with_progress(hash, len, &file, &progress)
+                .await?;
+            bar.finish_and_clear();
             println!("{hash}");
+            if stored.existed {
+                eprintln!("(already stored)");
+            }
             client.close().await;
             Ok(())
         }
@@ -179,14 +193,14 @@ async fn run(cli: Cli) -> Result<()> {
             let client = connect(&cli.client).await?;
             let hash: Hash = hash.parse()?;
             if output == Path::new("-") {
-                let n = client.get_to_writer(&hash, tokio::io::stdout()).await?;
+                let n = download(&client, &hash, tokio::io::stdout()).await?;
                 eprintln!("{n} bytes");
             } else {
                 // Written beside the target and renamed only once the hash is verified.
                 let dir = output.parent().filter(|p| !p.as_os_str().is_empty());
                 let tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))?;
                 let file = tokio::fs::File::from_std(tmp.reopen()?);
-                let n = client.get_to_writer(&hash, file).await?;
+                let n = download(&client, &hash, file).await?;
                 tmp.persist(&output)?;
                 eprintln!("{n} bytes written to {}", output.display());
             }
@@ -238,6 +252,53 @@ async fn stop_signal() -> std::io::Result<()> {
         r = tokio::signal::ctrl_c() => r,
         _ = term.recv() => Ok(()),
     }
+}
+
+/// A progress bar over `len` bytes, drawn on stderr when it is a terminal and hidden otherwise
+/// (piped output stays clean).
+fn transfer_bar(len: u64, what: &'static str) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use std::io::IsTerminal;
+    let target = match std::io::stderr().is_terminal() {
+        true => ProgressDrawTarget::stderr(),
+        false => ProgressDrawTarget::hidden(),
+    };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>9} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what);
+    bar
+}
+
+/// Streams a blob into `out` with a progress bar; the stream fails rather than ends if the
+/// bytes do not hash to the blob's name.
+async fn download(
+    client: &Client,
+    hash: &Hash,
+    mut out: impl tokio::io::AsyncWrite + Unpin,
+) -> Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut reader = client.open_read(hash, None).await?;
+    let bar = transfer_bar(reader.len, "fetching");
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = reader.stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).await?;
+        total += n as u64;
+        bar.set_position(total);
+    }
+    out.flush().await?;
+    bar.finish_and_clear();
+    Ok(total)
 }
 
 fn admin(path: &Path) -> Result<Admin> {
@@ -370,20 +431,11 @@ async fn layout_command(client: &Path, command: LayoutCommand) -> Result<()> {
 /// Polls every node until the moves of the current layout are done, with a progress bar on a
 /// terminal (a line per poll otherwise).
 async fn follow_moves(admin: &mut Admin, once: bool, timeout_secs: u64) -> Result<()> {
-    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-    use std::io::IsTerminal;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    if !std::io::stderr().is_terminal() || once {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
+    let bar = transfer_bar(0, "moves");
+    if once {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
     loop {
         let layout = admin.current_layout().await?;
         let statuses = admin.statuses().await;

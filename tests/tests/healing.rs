@@ -244,7 +244,7 @@ async fn scrub_finds_a_corrupt_copy_and_repairs_it_from_a_replica() {
     })
     .await;
     assert!(
-        corrupt_copies(&store_dir, &bytes[1000..1064]) > 0,
+        common::corrupt_copies(&store_dir, &bytes[1000..1064]) > 0,
         "blob bytes not found on disk"
     );
     let node = cluster.node(&owner);
@@ -261,33 +261,4 @@ async fn scrub_finds_a_corrupt_copy_and_repairs_it_from_a_replica() {
     read_all(&client, &blobs).await;
     client.close().await;
     cluster.shutdown().await;
-}
-
-/// Flips a byte of every occurrence of `needle` in the files under `dir` (a blob may have a
-/// superseded record beside its live one); returns how many were flipped.
-fn corrupt_copies(dir: &std::path::Path, needle: &[u8]) -> usize {
-    use std::os::unix::fs::FileExt;
-    let mut flipped = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let data = std::fs::read(&path).unwrap();
-            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-            for (at, _) in data
-                .windows(needle.len())
-                .enumerate()
-                .filter(|(_, w)| *w == needle)
-            {
-                file.write_all_at(&[data[at] ^ 0xff], at as u64).unwrap();
-                flipped += 1;
-            }
-            file.sync_all().unwrap();
-        }
-    }
-    flipped
 }

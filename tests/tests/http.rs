@@ -472,3 +472,41 @@ async fn a_write_quorum_out_of_reach_is_503_with_retry_after() {
     assert_eq!(n1.get("/healthz").await.unwrap().status, 200);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_copy_behind_a_front_is_never_served() {
+    let cluster = TestCluster::start(44).await;
+    let bytes = blob(5); // 300,005 bytes
+    let put = front(&cluster, "n1", None)
+        .put("/v1/blobs", bytes.clone())
+        .await;
+    let hash = hash_of(&put.unwrap());
+    let holds =
+        |n: &cairn_node::Node| matches!(n.store().stat(&hash), Ok(BlobStat::Present { .. }));
+    common::wait_until("every replica to hold the blob", || {
+        cluster.nodes.iter().flatten().filter(|n| holds(n)).count() == 3
+    })
+    .await;
+    let holder = cluster
+        .configs
+        .iter()
+        .zip(&cluster.nodes)
+        .find(|(_, n)| holds(n.as_ref().unwrap()))
+        .map(|(c, _)| c.clone())
+        .unwrap();
+    let flipped = common::corrupt_copies(&holder.data_dir.join("store"), &bytes[2000..2064]);
+    assert!(flipped > 0, "blob bytes not found on {}'s disk", holder.id);
+    // Through the damaged replica's own front: the whole blob and a range over the damage come
+    // back right, from another replica.
+    let c = front(&cluster, &holder.id, None);
+    let path = format!("/v1/blobs/{hash}");
+    let got = c.get(&path).await.unwrap();
+    assert_eq!(got.status, 200);
+    assert!(got.body == bytes, "a corrupt copy was served");
+    let got = c.request("GET", &path, &[("range", "bytes=1990-2100")], vec![]);
+    let got = got.await.unwrap();
+    assert_eq!(got.status, 206);
+    assert!(got.body == bytes[1990..=2100], "a corrupt range was served");
+    assert!(cluster.node(&holder.id).status().corrupt_found >= 1);
+    cluster.shutdown().await;
+}

@@ -21,6 +21,10 @@ use super::{Body, Front, HTTP_BODY_IN_MEMORY_BYTES_MAX, HttpError, json_response
 /// The optional request header that states a put's length in bytes.
 pub const EXPECTED_LENGTH_HEADER: &str = "x-cairn-length";
 
+/// Whole blobs up to this size are served from the front's own engine when it holds them;
+/// larger ones stream through the cluster path, which verifies as it goes.
+pub const LOCAL_READ_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
 /// A put's body once it has all arrived: its hash, and where its bytes wait.
 struct Received {
     hash: Hash,
@@ -173,7 +177,9 @@ impl Front {
                     .ok_or_else(|| not_found(&hash))?;
                 match range::resolve(text, blob_len) {
                     RangeRequest::Full => None,
-                    RangeRequest::Part { offset, len } => Some(ByteRange { offset, len }),
+                    RangeRequest::Part { offset, len } => {
+                        Some((ByteRange { offset, len }, blob_len))
+                    }
                     RangeRequest::Unsatisfiable => {
                         let mut response = HttpError::new(
                             StatusCode::RANGE_NOT_SATISFIABLE,
@@ -201,22 +207,68 @@ impl Front {
             blob_headers(response.headers_mut(), &hash, blob_len);
             return Ok(response);
         }
-        let reader = client.open_read(&hash, wanted).await.map_err(from_client)?;
+        let range = wanted.map(|(r, _)| r);
+        if let Some(bytes) = self.local_read(hash, range).await {
+            let len = bytes.len() as u64;
+            self.metrics.sent_bytes.fetch_add(len, Ordering::Relaxed);
+            let mut response = Response::new(super::full(bytes));
+            blob_headers(response.headers_mut(), &hash, len);
+            if let Some((r, blob_len)) = wanted {
+                set_partial(&mut response, r, blob_len);
+            }
+            return Ok(response);
+        }
+        let reader = client.open_read(&hash, range).await.map_err(from_client)?;
         let mut response = Response::new(http_body_util::BodyExt::boxed(BlobBody {
             stream: reader.stream,
             left: reader.len,
             front: self.clone(),
         }));
         blob_headers(response.headers_mut(), &hash, reader.len);
-        if let Some(r) = wanted {
-            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-            let last = r.offset + r.len - 1;
-            response.headers_mut().insert(
-                header::CONTENT_RANGE,
-                header_value(format!("bytes {}-{last}/{}", r.offset, reader.blob_len)),
-            );
+        if let Some(r) = range {
+            set_partial(&mut response, r, reader.blob_len);
         }
         Ok(response)
+    }
+
+    /// A read served from this node's own engine, when it is one of the blob's replicas and
+    /// holds it: the nearest replica, which the client's ordering (own zone, then round-trip
+    /// time) would pick first anyway, without the QUIC hop to itself. A whole blob is
+    /// BLAKE3-checked as the client checks it; a range, by the engine's chunk checksums. Any
+    /// miss or damage falls back to the cluster (damage is also reported for repair).
+    async fn local_read(&self, hash: Hash, range: Option<ByteRange>) -> Option<Bytes> {
+        let routing = self.state.routing();
+        if !routing
+            .replicas(&hash)
+            .iter()
+            .any(|n| n.id == self.state.id)
+        {
+            return None;
+        }
+        let state = self.state.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let blob = match range {
+                None => state.store.get(&hash),
+                Some(r) => state.store.read_range(&hash, r.offset, r.len),
+            };
+            match blob {
+                // Hashing first would hold back the first byte: large blobs stream instead.
+                Ok(Some(blob)) if range.is_none() && blob.len() as u64 > LOCAL_READ_BYTES_MAX => {
+                    None
+                }
+                Ok(Some(blob)) if range.is_some() || Hash::of(&blob) == hash => {
+                    Some(Bytes::from_owner(blob))
+                }
+                Ok(Some(_))
+                | Err(cairn_engine::Error::Corrupted { .. })
+                | Err(cairn_engine::Error::Quarantined { .. }) => {
+                    crate::healing::noticed_corrupt(&state, hash);
+                    None
+                }
+                Ok(None) | Err(_) => None,
+            }
+        });
+        read.await.ok().flatten()
     }
 
     pub(super) async fn delete(self: &Arc<Self>, hash: Hash) -> Result<Response<Body>, HttpError> {
@@ -300,6 +352,16 @@ impl hyper::body::Body for BlobBody {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.left)
     }
+}
+
+/// Makes a 206 of `response`, which carries `range` of a blob of `blob_len` bytes.
+fn set_partial(response: &mut Response<Body>, range: ByteRange, blob_len: u64) {
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let last = range.offset + range.len - 1;
+    response.headers_mut().insert(
+        header::CONTENT_RANGE,
+        header_value(format!("bytes {}-{last}/{blob_len}", range.offset)),
+    );
 }
 
 fn blob_headers(headers: &mut HeaderMap, hash: &Hash, len: u64) {

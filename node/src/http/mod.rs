@@ -656,7 +656,7 @@ mod tests {
             &"0g".repeat(32),
             &"0".repeat(65),
         ] {
-            let e = parse_hash(bad).err().expect(bad);
+            let e = parse_hash(bad).expect_err(bad);
             assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "bad_hash"));
         }
     }

@@ -224,3 +224,32 @@ pub async fn start_node(config: &NodeConfig) -> Node {
     }
     panic!("{}: address still in use after 30 s", config.id)
 }
+
+/// Flips a byte of every occurrence of `needle` in the files under `dir` (a blob may have a
+/// superseded record beside its live one); returns how many were flipped.
+pub fn corrupt_copies(dir: &std::path::Path, needle: &[u8]) -> usize {
+    use std::os::unix::fs::FileExt;
+    let mut flipped = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let data = std::fs::read(&path).unwrap();
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            for (at, _) in data
+                .windows(needle.len())
+                .enumerate()
+                .filter(|(_, w)| *w == needle)
+            {
+                file.write_all_at(&[data[at] ^ 0xff], at as u64).unwrap();
+                flipped += 1;
+            }
+            file.sync_all().unwrap();
+        }
+    }
+    flipped
+}
