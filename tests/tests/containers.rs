@@ -42,6 +42,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a fault stays in place, writes going on, before the reads are checked.
 const FAULT_HOLD: Duration = Duration::from_secs(4);
+/// How long a fault lasts at least: past the failure detector's default `down_after_ms` and the
+/// QUIC idle timeout (10 s each), so the others see the node down and its connections dead.
+const FAULT_MIN: Duration = Duration::from_secs(12);
 /// Writes before a fault starts and after it is healed, in each phase.
 const LOAD_MARGIN: Duration = Duration::from_secs(1);
 /// Blobs written before the faults unless CAIRN_CONTAINER_BLOBS says otherwise.
@@ -905,6 +908,7 @@ impl Cluster {
             }
         } else {
             self.apply(fault, &out).await;
+            let applied = Instant::now();
             self.log(t0, &format!("{name}: applied"));
             tokio::time::sleep(FAULT_HOLD).await;
             let fronts = self.zone_fronts(&out);
@@ -923,13 +927,21 @@ impl Cluster {
                 self.log(t0, &format!("  first attempt failed: {e}"));
             }
             lines.push(line);
+            if let Some(left) = FAULT_MIN.checked_sub(applied.elapsed()) {
+                tokio::time::sleep(left).await;
+            }
+            let held = applied.elapsed();
             let heal = Instant::now();
             self.heal(fault, &out).await;
             self.set_fronts(|_| true);
-            self.log(
-                t0,
-                &format!("{name}: healed, ready after {}", secs(heal.elapsed())),
+            let line = format!(
+                "{name}: lifted after {}, {} ready again after {}",
+                secs(held),
+                self.names(&out),
+                secs(heal.elapsed())
             );
+            self.log(t0, &line);
+            lines.push(line);
         }
 
         tokio::time::sleep(LOAD_MARGIN).await;
