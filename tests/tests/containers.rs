@@ -1,0 +1,1169 @@
+//! Cairn in containers: the six-node cluster of `docker/compose.yml` (three zones, factor 3,
+//! write quorum 2, the image `scripts/image` builds), written to through the nodes' HTTP fronts
+//! while, one after the other, a node is stopped, a node is killed, a node is paused, a whole
+//! zone is cut off the network and every node is restarted in turn. Writes go on during every
+//! fault, and every write through a front in a live zone must succeed. After each fault, with
+//! it still active and again once healed, every acknowledged blob must read back byte for byte
+//! through a front of every zone that is up; once healed, every acknowledged blob must be held
+//! by all of its replicas again within `REPLICATION_TIMEOUT`. Writes that fail are reported
+//! with the phase and the test goes on (they were not acknowledged, so the checks stay valid);
+//! it fails at the end with all of them. A read or replication check that fails stops it.
+//! On failure the whole node logs go to `target/tmp/<project>-containers.log`.
+//!
+//! Needs Docker and docker-compose 1.29; `scripts/container-test` builds the image and runs it.
+//! Environment:
+//!   CAIRN_COMPOSE_FILE     the compose file (default `docker/compose.yml`)
+//!   CAIRN_COMPOSE_PROJECT  the compose project name (default `cairntest<pid>`)
+//!   CAIRN_CONTAINER_BLOBS  blobs written before the faults (default 2000)
+//!   CAIRN_IMAGE            the image the compose file runs (default `cairn:dev`)
+//! The cluster's containers, network and volumes are removed at the end, passed or failed.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_client::Layout;
+use cairn_node::config::NodeConfig;
+use cairn_tests::http::{HttpClient, HttpResponse};
+use parking_lot::Mutex;
+
+/// The whole test, start and clean-up excluded, must end within this.
+const TEST_DEADLINE: Duration = Duration::from_secs(540);
+/// How long the nodes may take to answer /readyz after `up`.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a restarted, resumed or reconnected node may take to answer /readyz.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the cluster may take to put every copy back after a fault is healed.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a fault stays in place, writes going on, before the reads are checked.
+const FAULT_HOLD: Duration = Duration::from_secs(4);
+/// How long a fault lasts at least: past the failure detector's default `down_after_ms` and the
+/// QUIC idle timeout (10 s each), so the others see the node down and its connections dead.
+const FAULT_MIN: Duration = Duration::from_secs(12);
+/// Writes before a fault starts and after it is healed, in each phase.
+const LOAD_MARGIN: Duration = Duration::from_secs(1);
+/// Blobs written before the faults unless CAIRN_CONTAINER_BLOBS says otherwise.
+const INITIAL_BLOBS_DEFAULT: usize = 2_000;
+/// Concurrent writers of the initial load.
+const INITIAL_WRITERS: usize = 8;
+/// Concurrent writers during the faults, and the pause each takes between two puts.
+const FAULT_WRITERS: usize = 2;
+const FAULT_WRITE_PAUSE: Duration = Duration::from_millis(25);
+/// Concurrent requests of the read and replication checks.
+const CHECK_CONCURRENCY: usize = 8;
+/// Attempts at each read of a check (a failed attempt is reported even when a retry succeeds).
+const READ_ATTEMPTS: usize = 3;
+/// Time one HTTP request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Seed of the blob contents.
+const SEED: u64 = 0xC41D_2026_0001;
+
+// ---------------------------------------------------------------------------------------------
+// Docker and docker-compose
+
+/// Runs a command to completion: its stdout, or a message with its stderr.
+fn run_blocking(program: &str, args: &[String]) -> Result<String, String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{program} {}` failed ({}): {}{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        ))
+    }
+}
+
+/// `run_blocking` off the runtime's worker threads, so the load keeps going meanwhile.
+async fn run(program: &'static str, args: Vec<String>) -> Result<String, String> {
+    tokio::task::spawn_blocking(move || run_blocking(program, &args))
+        .await
+        .expect("command thread")
+}
+
+async fn docker(args: &[&str]) -> String {
+    let args = args.iter().map(|s| s.to_string()).collect();
+    run("docker", args).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A compose project.
+#[derive(Clone)]
+struct Compose {
+    project: String,
+    file: PathBuf,
+}
+
+impl Compose {
+    fn args(&self, rest: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            "-p".to_string(),
+            self.project.clone(),
+            "-f".to_string(),
+            self.file.display().to_string(),
+        ];
+        args.extend(rest.iter().map(|s| s.to_string()));
+        args
+    }
+
+    async fn run(&self, rest: &[&str]) -> String {
+        run("docker-compose", self.args(rest))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn label(&self) -> String {
+        format!("label=com.docker.compose.project={}", self.project)
+    }
+
+    /// The id of the (only) container of a service, stopped or running.
+    async fn container(&self, service: &str) -> String {
+        let project = self.label();
+        let service_label = format!("label=com.docker.compose.service={service}");
+        let out = docker(&[
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &project,
+            "--filter",
+            &service_label,
+        ])
+        .await;
+        let ids: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(ids.len(), 1, "containers of service {service}: {ids:?}");
+        ids[0].to_string()
+    }
+
+    /// The id of the project's network `name`.
+    async fn network(&self, name: &str) -> String {
+        let project = self.label();
+        let network_label = format!("label=com.docker.compose.network={name}");
+        let out = docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &project,
+            "--filter",
+            &network_label,
+        ])
+        .await;
+        let ids: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(ids.len(), 1, "networks named {name}: {ids:?}");
+        ids[0].to_string()
+    }
+
+    fn down_blocking(&self) -> Result<String, String> {
+        run_blocking(
+            "docker-compose",
+            &self.args(&["down", "-v", "--remove-orphans", "-t", "5"]),
+        )
+    }
+}
+
+/// Takes a compose project down with its volumes when dropped, by a panic too.
+struct Cleanup(Compose);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let compose = &self.0;
+        if std::thread::panicking() {
+            // The whole logs to a file, the last lines of each node here.
+            let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("{}-containers.log", compose.project));
+            match run_blocking("docker-compose", &compose.args(&["logs", "--no-color"])) {
+                Ok(logs) => match std::fs::write(&path, &logs) {
+                    Ok(()) => eprintln!("the node logs are in {}", path.display()),
+                    Err(e) => eprintln!("{}: {e}", path.display()),
+                },
+                Err(e) => eprintln!("no logs: {e}"),
+            }
+            if let Ok(tail) = run_blocking(
+                "docker-compose",
+                &compose.args(&["logs", "--no-color", "--tail", "15"]),
+            ) {
+                eprintln!("--- last lines of the node logs ---\n{tail}");
+            }
+        }
+        // A paused container would hold `down` up; resume any first.
+        if let Ok(paused) = run_blocking(
+            "docker",
+            &[
+                "ps".into(),
+                "-q".into(),
+                "--filter".into(),
+                compose.label(),
+                "--filter".into(),
+                "status=paused".into(),
+            ],
+        ) {
+            for id in paused.split_whitespace() {
+                let _ = run_blocking("docker", &["unpause".into(), id.into()]);
+            }
+        }
+        match compose.down_blocking() {
+            Ok(_) => eprintln!("compose project {} removed", compose.project),
+            Err(e) => eprintln!("cleaning up: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+/// A node's HTTP front, every request bounded in time (a paused node would hold one forever).
+#[derive(Clone)]
+struct Front {
+    client: HttpClient,
+}
+
+impl Front {
+    fn new(addr: SocketAddr, token: Option<&str>) -> Front {
+        Front {
+            client: HttpClient::new(addr, token.map(str::to_string)),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.client.addr
+    }
+
+    /// The answer, or why there was none (a refused connection, a broken one, no answer in
+    /// time).
+    async fn request(&self, method: &str, path: &str, body: Bytes) -> Result<HttpResponse, String> {
+        let addr = self.addr();
+        let request = self.client.request(method, path, &[], body);
+        match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(format!("{method} {path} via {addr}: {e}")),
+            Err(_) => Err(format!(
+                "{method} {path} via {addr}: no answer within {REQUEST_TIMEOUT:?}"
+            )),
+        }
+    }
+
+    async fn put(&self, path: &str, body: Bytes) -> Result<HttpResponse, String> {
+        self.request("PUT", path, body).await
+    }
+
+    async fn get(&self, path: &str) -> Result<HttpResponse, String> {
+        self.request("GET", path, Bytes::new()).await
+    }
+
+    async fn head(&self, path: &str) -> Result<HttpResponse, String> {
+        self.request("HEAD", path, Bytes::new()).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<HttpResponse, String> {
+        self.request("DELETE", path, Bytes::new()).await
+    }
+}
+
+/// The start of a body, for messages.
+fn text(response: &HttpResponse) -> String {
+    String::from_utf8_lossy(&response.body[..response.body.len().min(200)]).into_owned()
+}
+
+fn json(response: &HttpResponse) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(&response.body).map_err(|e| {
+        format!(
+            "status {} with a body that is not JSON ({e}): {:?}",
+            response.status,
+            text(response)
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster
+
+struct Node {
+    id: String,
+    zone: String,
+    /// The container's fixed address on the compose network.
+    ip: String,
+    container: String,
+    http: Front,
+}
+
+/// A blob the cluster acknowledged.
+#[derive(Clone)]
+struct Acked {
+    hash: String,
+    data: Bytes,
+}
+
+struct Cluster {
+    compose: Compose,
+    network: String,
+    nodes: Vec<Node>,
+    zones: Vec<String>,
+    replication_factor: usize,
+    token: String,
+    acked: Mutex<Vec<Acked>>,
+    /// Index of the next blob to write.
+    next_blob: AtomicUsize,
+    /// Which nodes' fronts writes may use, and a count of its changes.
+    fronts: Mutex<(u64, Vec<bool>)>,
+    /// What went against the contract during the faults (reported together at the end).
+    violations: Mutex<Vec<String>>,
+}
+
+/// What the writers of one phase did.
+#[derive(Default)]
+struct WriteReport {
+    acked: usize,
+    bytes: usize,
+    /// Writes that failed through a front that was to stay up.
+    failures: Vec<String>,
+    /// Writes cut short because their front was taken out meanwhile (each is retried elsewhere).
+    excused: usize,
+}
+
+struct Writers {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<WriteReport>>,
+}
+
+impl Writers {
+    /// Tells the writers to stop, and waits for them.
+    async fn stop(self) -> WriteReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.join().await
+    }
+
+    /// Waits for the writers (started with a limit, they stop at it).
+    async fn join(self) -> WriteReport {
+        let mut total = WriteReport::default();
+        for task in self.tasks {
+            let r = task.await.expect("writer task");
+            total.acked += r.acked;
+            total.bytes += r.bytes;
+            total.failures.extend(r.failures);
+            total.excused += r.excused;
+        }
+        total
+    }
+}
+
+/// What a read check saw.
+struct ReadReport {
+    reads: usize,
+    bytes: usize,
+    /// Reads whose first attempt failed but a retry succeeded, with the first error of a few.
+    retried: usize,
+    examples: Vec<String>,
+}
+
+/// A deterministic blob: mostly 1-16 KiB, some up to 256 KiB, a few up to 1 MiB.
+fn blob(index: usize) -> Bytes {
+    let mut state = SEED ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = move || {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let pick = next() % 100;
+    let len = if pick < 90 {
+        1024 + next() % (15 * 1024 + 1)
+    } else if pick < 97 {
+        16 * 1024 + next() % (240 * 1024 + 1)
+    } else {
+        256 * 1024 + next() % (768 * 1024 + 1)
+    } as usize;
+    let mut data = Vec::with_capacity(len + 8);
+    while data.len() < len {
+        data.extend_from_slice(&next().to_le_bytes());
+    }
+    data.truncate(len);
+    Bytes::from(data)
+}
+
+fn hash_hex(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+/// Runs `f` over `items` with `workers` tasks at once; the results in no particular order.
+async fn parallel<T, R, F, Fut>(items: Vec<T>, workers: usize, f: F) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send,
+{
+    let queue = Arc::new(Mutex::new(items.into_iter()));
+    let f = Arc::new(f);
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (queue, f) = (queue.clone(), f.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                loop {
+                    let item = queue.lock().next();
+                    let Some(item) = item else { break };
+                    out.push(f(item).await);
+                }
+                out
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.extend(task.await.expect("check task"));
+    }
+    results
+}
+
+/// Stores `data` through `front`, checking the answer names its hash and length.
+async fn put_blob(front: &Front, data: &Bytes) -> Result<(), String> {
+    let response = front.put("/v1/blobs", data.clone()).await?;
+    if response.status != 201 && response.status != 200 {
+        return Err(format!(
+            "PUT /v1/blobs ({} bytes) through {}: {} {}",
+            data.len(),
+            front.addr(),
+            response.status,
+            text(&response)
+        ));
+    }
+    let json = json(&response)?;
+    let expected = hash_hex(data);
+    if json["hash"] != expected.as_str() || json["len"] != data.len() as u64 {
+        return Err(format!(
+            "PUT /v1/blobs through {} answered {json}, expected hash {expected} len {}",
+            front.addr(),
+            data.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads `blob` through `front`, byte for byte.
+async fn read_blob(front: &Front, blob: &Acked) -> Result<(), String> {
+    let path = format!("/v1/blobs/{}", blob.hash);
+    let response = front.get(&path).await?;
+    if response.status != 200 {
+        return Err(format!(
+            "GET {path} through {}: {} {}",
+            front.addr(),
+            response.status,
+            text(&response)
+        ));
+    }
+    if response.body[..] != blob.data[..] {
+        return Err(format!(
+            "GET {path} through {}: {} bytes that differ from the {} written",
+            front.addr(),
+            response.body.len(),
+            blob.data.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether all `factor` replicas of `hash` hold it, as `front` sees them; or why not.
+async fn fully_replicated(front: &Front, hash: &str, factor: usize) -> Result<(), String> {
+    let path = format!("/v1/blobs/{hash}/replicas");
+    let response = front.get(&path).await?;
+    let json = json(&response)?;
+    if response.status != 200 {
+        return Err(format!(
+            "GET {path} through {}: {} {json}",
+            front.addr(),
+            response.status
+        ));
+    }
+    let replicas = json["replicas"].as_array().cloned().unwrap_or_default();
+    let holding = replicas.iter().filter(|r| r["holds"] == true).count();
+    if replicas.len() != factor || holding != factor {
+        return Err(format!(
+            "{hash}: {holding} of {factor} replicas hold it: {json}"
+        ));
+    }
+    Ok(())
+}
+
+/// The UTC time of day, as the node logs show it.
+fn utc_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let day_ms = now.as_millis() % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+fn mb(bytes: usize) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+impl Cluster {
+    /// `docker-compose up -d`, the token from the certs volume, every node ready.
+    async fn start(compose: Compose) -> Cluster {
+        let dir = compose
+            .file
+            .parent()
+            .expect("the compose file's directory")
+            .join("cluster");
+        let layout = Layout::load(&dir.join("layout.toml")).expect("docker/cluster/layout.toml");
+        // A project left over by an earlier run of the same name goes first.
+        let _ = run("docker-compose", compose.args(&["down", "-v", "-t", "5"])).await;
+        compose.run(&["up", "-d"]).await;
+
+        // `up` waited for the certs service to finish; the token is in its volume. A scratch
+        // image has no `cat`: copy the file out of the stopped container.
+        let certs = compose.container("certs").await;
+        let scratch = tempfile::tempdir().expect("a temporary directory");
+        let token_path = scratch.path().join("http.token");
+        docker(&[
+            "cp",
+            &format!("{certs}:/certs/http.token"),
+            &token_path.display().to_string(),
+        ])
+        .await;
+        let token = std::fs::read_to_string(&token_path)
+            .expect("the token copied out")
+            .trim()
+            .to_string();
+        assert!(token.len() >= 16, "a short token: {token:?}");
+
+        let network = compose.network("cairn").await;
+        let mut nodes = Vec::new();
+        for spec in &layout.nodes {
+            let config = NodeConfig::load(&dir.join(format!("{}.toml", spec.id)))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let http_addr = SocketAddr::new(spec.addr.ip(), config.http.listen.port());
+            nodes.push(Node {
+                id: spec.id.clone(),
+                zone: spec.zone.clone(),
+                ip: spec.addr.ip().to_string(),
+                container: compose.container(&spec.id).await,
+                http: Front::new(http_addr, Some(&token)),
+            });
+        }
+        let mut zones: Vec<String> = nodes.iter().map(|n| n.zone.clone()).collect();
+        zones.sort();
+        zones.dedup();
+        let count = nodes.len();
+        let cluster = Cluster {
+            compose,
+            network,
+            nodes,
+            zones,
+            replication_factor: layout.replication_factor,
+            token,
+            acked: Mutex::new(Vec::new()),
+            next_blob: AtomicUsize::new(0),
+            fronts: Mutex::new((0, vec![true; count])),
+            violations: Mutex::new(Vec::new()),
+        };
+        let all: Vec<usize> = (0..count).collect();
+        cluster.wait_ready(&all, START_TIMEOUT).await;
+        cluster
+    }
+
+    fn index(&self, id: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn zone_members(&self, zone: &str) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].zone == zone)
+            .collect()
+    }
+
+    /// Waits until every node of `which` answers /readyz with 200.
+    async fn wait_ready(&self, which: &[usize], timeout: Duration) {
+        let start = Instant::now();
+        for &i in which {
+            let node = &self.nodes[i];
+            loop {
+                let last = match node.http.get("/readyz").await {
+                    Ok(r) if r.status == 200 => break,
+                    Ok(r) => format!("{} {}", r.status, text(&r)),
+                    Err(e) => e,
+                };
+                assert!(
+                    start.elapsed() < timeout,
+                    "{} not ready after {timeout:?}: {last}",
+                    node.id
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+
+    /// Lets writes use only the fronts of `allowed`.
+    fn set_fronts(&self, allowed: impl Fn(usize) -> bool) {
+        let mut fronts = self.fronts.lock();
+        fronts.0 += 1;
+        fronts.1 = (0..self.nodes.len()).map(allowed).collect();
+    }
+
+    /// One front per zone, among the nodes not in `out`.
+    fn zone_fronts(&self, out: &[usize]) -> Vec<usize> {
+        self.zones
+            .iter()
+            .filter_map(|zone| {
+                self.zone_members(zone)
+                    .into_iter()
+                    .find(|i| !out.contains(i))
+            })
+            .collect()
+    }
+
+    /// Writes blobs `count` at a time until told to stop or `limit` blobs are acknowledged,
+    /// through the allowed fronts in turn, pausing `pause` after each put.
+    fn start_writers(
+        self: &Arc<Self>,
+        count: usize,
+        pause: Duration,
+        limit: Option<usize>,
+    ) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..count)
+            .map(|w| {
+                let (cluster, stop, written) = (self.clone(), stop.clone(), written.clone());
+                tokio::spawn(async move {
+                    let mut report = WriteReport::default();
+                    let mut turn = w;
+                    while !stop.load(Ordering::Relaxed) {
+                        let index = match limit {
+                            Some(limit) => {
+                                let n = written.fetch_add(1, Ordering::Relaxed);
+                                if n >= limit {
+                                    break;
+                                }
+                                cluster.next_blob.fetch_add(1, Ordering::Relaxed)
+                            }
+                            None => cluster.next_blob.fetch_add(1, Ordering::Relaxed),
+                        };
+                        let data = blob(index);
+                        loop {
+                            let (generation, allowed) = cluster.fronts.lock().clone();
+                            let candidates: Vec<usize> =
+                                (0..allowed.len()).filter(|&i| allowed[i]).collect();
+                            assert!(!candidates.is_empty(), "no front to write through");
+                            turn += 1;
+                            let front = candidates[turn % candidates.len()];
+                            let put = Instant::now();
+                            match put_blob(&cluster.nodes[front].http, &data).await {
+                                Ok(()) => {
+                                    report.acked += 1;
+                                    report.bytes += data.len();
+                                    cluster.acked.lock().push(Acked {
+                                        hash: hash_hex(&data),
+                                        data: data.clone(),
+                                    });
+                                }
+                                Err(e) => {
+                                    let now = cluster.fronts.lock().clone();
+                                    if now.0 != generation && !now.1[front] {
+                                        // The front was taken out under the write: try another.
+                                        report.excused += 1;
+                                        continue;
+                                    }
+                                    report.failures.push(format!(
+                                        "blob {index} through {}, failed after {} at {}: {e}",
+                                        cluster.nodes[front].id,
+                                        secs(put.elapsed()),
+                                        utc_now()
+                                    ));
+                                }
+                            }
+                            break;
+                        }
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                    report
+                })
+            })
+            .collect();
+        Writers { stop, tasks }
+    }
+
+    /// Reads every acknowledged blob through each front of `fronts`, byte for byte.
+    async fn check_reads(self: &Arc<Self>, what: &str, fronts: &[usize]) -> ReadReport {
+        let acked = self.acked.lock().clone();
+        let items: Vec<(usize, Acked)> = fronts
+            .iter()
+            .flat_map(|&f| acked.iter().map(move |b| (f, b.clone())))
+            .collect();
+        let reads = items.len();
+        let bytes = items.iter().map(|(_, b)| b.data.len()).sum();
+        let cluster = self.clone();
+        let results = parallel(items, CHECK_CONCURRENCY, move |(front, blob)| {
+            let cluster = cluster.clone();
+            async move {
+                let node = &cluster.nodes[front];
+                let mut first_error = None;
+                for attempt in 1..=READ_ATTEMPTS {
+                    match read_blob(&node.http, &blob).await {
+                        Ok(()) => return Ok(first_error),
+                        Err(e) => {
+                            let e = format!("via {}: {e}", node.id);
+                            if attempt == READ_ATTEMPTS {
+                                return Err(e);
+                            }
+                            first_error.get_or_insert(e);
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+                unreachable!()
+            }
+        })
+        .await;
+        let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(
+            failed.is_empty(),
+            "{what}: {} of {reads} reads failed {READ_ATTEMPTS} times, e.g. {:#?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+        let retried: Vec<&String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().and_then(|e| e.as_ref()))
+            .collect();
+        ReadReport {
+            reads,
+            bytes,
+            retried: retried.len(),
+            examples: retried.iter().take(3).map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Waits until every acknowledged blob is held by all of its replicas.
+    async fn wait_fully_replicated(self: &Arc<Self>, what: &str) -> Duration {
+        let start = Instant::now();
+        let mut pending: Vec<String> = self.acked.lock().iter().map(|b| b.hash.clone()).collect();
+        let total = pending.len();
+        loop {
+            let cluster = self.clone();
+            let items: Vec<(usize, String)> = pending.drain(..).enumerate().collect();
+            let results = parallel(items, CHECK_CONCURRENCY, move |(i, hash)| {
+                let cluster = cluster.clone();
+                async move {
+                    let front = &cluster.nodes[i % cluster.nodes.len()].http;
+                    let r = fully_replicated(front, &hash, cluster.replication_factor).await;
+                    (hash, r)
+                }
+            })
+            .await;
+            let mut reasons = Vec::new();
+            for (hash, r) in results {
+                if let Err(e) = r {
+                    pending.push(hash);
+                    reasons.push(e);
+                }
+            }
+            if pending.is_empty() {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < REPLICATION_TIMEOUT,
+                "{what}: {} of {total} blobs still lack a copy after {REPLICATION_TIMEOUT:?}, e.g. {:#?}",
+                pending.len(),
+                &reasons[..reasons.len().min(5)]
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The faults
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// `docker stop` (SIGTERM, a clean stop), then `docker start`.
+    Stop(&'static str),
+    /// `docker kill -s KILL`, then `docker start`.
+    Kill(&'static str),
+    /// `docker pause` (frozen, its sockets open), then `docker unpause`.
+    Pause(&'static str),
+    /// Both nodes of a zone disconnected from the network, then reconnected with their
+    /// addresses.
+    Disconnect(&'static str),
+    /// `docker restart` of every node in turn, each ready before the next.
+    RollingRestart,
+}
+
+impl Fault {
+    fn name(&self) -> String {
+        match self {
+            Fault::Stop(id) => format!("docker stop {id}"),
+            Fault::Kill(id) => format!("docker kill -s KILL {id}"),
+            Fault::Pause(id) => format!("docker pause {id}"),
+            Fault::Disconnect(zone) => format!("network disconnect {zone}"),
+            Fault::RollingRestart => "rolling restart".to_string(),
+        }
+    }
+
+    /// The nodes the fault takes out.
+    fn out(&self, cluster: &Cluster) -> Vec<usize> {
+        match self {
+            Fault::Stop(id) | Fault::Kill(id) | Fault::Pause(id) => vec![cluster.index(id)],
+            Fault::Disconnect(zone) => cluster.zone_members(zone),
+            Fault::RollingRestart => Vec::new(),
+        }
+    }
+}
+
+impl Cluster {
+    async fn apply(&self, fault: Fault, out: &[usize]) {
+        for &i in out {
+            let c = self.nodes[i].container.as_str();
+            match fault {
+                Fault::Stop(_) => docker(&["stop", "-t", "15", c]).await,
+                Fault::Kill(_) => docker(&["kill", "-s", "KILL", c]).await,
+                Fault::Pause(_) => docker(&["pause", c]).await,
+                Fault::Disconnect(_) => docker(&["network", "disconnect", &self.network, c]).await,
+                Fault::RollingRestart => unreachable!(),
+            };
+        }
+    }
+
+    async fn heal(&self, fault: Fault, out: &[usize]) {
+        for &i in out {
+            let node = &self.nodes[i];
+            let c = node.container.as_str();
+            match fault {
+                Fault::Stop(_) | Fault::Kill(_) => docker(&["start", c]).await,
+                Fault::Pause(_) => docker(&["unpause", c]).await,
+                Fault::Disconnect(_) => {
+                    docker(&["network", "connect", "--ip", &node.ip, &self.network, c]).await
+                }
+                Fault::RollingRestart => unreachable!(),
+            };
+        }
+        self.wait_ready(out, READY_TIMEOUT).await;
+    }
+
+    /// A progress line, with the time since the start and the UTC time of day (as in the
+    /// node logs).
+    fn log(&self, start: Instant, line: &str) {
+        eprintln!(
+            "[{:>6.1} s {}] {line}",
+            start.elapsed().as_secs_f64(),
+            utc_now()
+        );
+    }
+
+    /// One fault under a write load, with its checks; returns the summary lines.
+    async fn fault_phase(self: &Arc<Self>, fault: Fault, t0: Instant) -> Vec<String> {
+        let start = Instant::now();
+        let name = fault.name();
+        let out = fault.out(self);
+        let mut lines = Vec::new();
+        self.set_fronts(|i| !out.contains(&i));
+        let writers = self.start_writers(FAULT_WRITERS, FAULT_WRITE_PAUSE, None);
+        tokio::time::sleep(LOAD_MARGIN).await;
+
+        if let Fault::RollingRestart = fault {
+            for i in 0..self.nodes.len() {
+                let restart = Instant::now();
+                self.set_fronts(|j| j != i);
+                docker(&["restart", "-t", "15", &self.nodes[i].container]).await;
+                self.wait_ready(&[i], READY_TIMEOUT).await;
+                self.set_fronts(|_| true);
+                self.log(
+                    t0,
+                    &format!(
+                        "{name}: {} ready again after {}",
+                        self.nodes[i].id,
+                        secs(restart.elapsed())
+                    ),
+                );
+            }
+        } else {
+            self.apply(fault, &out).await;
+            let applied = Instant::now();
+            self.log(t0, &format!("{name}: applied"));
+            tokio::time::sleep(FAULT_HOLD).await;
+            let fronts = self.zone_fronts(&out);
+            let reads = Instant::now();
+            let r = self.check_reads(&format!("{name} (active)"), &fronts).await;
+            let line = format!(
+                "{name}: while active, {} reads ({}) through {} byte-exact in {}, {} retried",
+                r.reads,
+                mb(r.bytes),
+                self.names(&fronts),
+                secs(reads.elapsed()),
+                r.retried
+            );
+            self.log(t0, &line);
+            for e in &r.examples {
+                self.log(t0, &format!("  first attempt failed: {e}"));
+            }
+            lines.push(line);
+            if let Some(left) = FAULT_MIN.checked_sub(applied.elapsed()) {
+                tokio::time::sleep(left).await;
+            }
+            let held = applied.elapsed();
+            let heal = Instant::now();
+            self.heal(fault, &out).await;
+            self.set_fronts(|_| true);
+            let line = format!(
+                "{name}: lifted after {}, {} ready again after {}",
+                secs(held),
+                self.names(&out),
+                secs(heal.elapsed())
+            );
+            self.log(t0, &line);
+            lines.push(line);
+        }
+
+        tokio::time::sleep(LOAD_MARGIN).await;
+        let written = writers.stop().await;
+        let line = format!(
+            "{name}: {} writes ({}) acknowledged during the fault, {} failed ({} cut short by the fault and retried elsewhere)",
+            written.acked,
+            mb(written.bytes),
+            written.failures.len(),
+            written.excused
+        );
+        self.log(t0, &line);
+        lines.push(line);
+        if !written.failures.is_empty() {
+            // Failed writes are not acknowledged, so the checks below stay valid: go on, and
+            // fail the test at the end with everything that went wrong.
+            for failure in &written.failures {
+                self.log(t0, &format!("  WRITE FAILED: {failure}"));
+            }
+            self.violations.lock().push(format!(
+                "{name}: {} of {} writes through fronts in live zones failed, e.g. {:#?}",
+                written.failures.len(),
+                written.failures.len() + written.acked,
+                &written.failures[..written.failures.len().min(3)]
+            ));
+        }
+
+        let all = self.zone_fronts(&[]);
+        let reads = Instant::now();
+        let r = self.check_reads(&format!("{name} (healed)"), &all).await;
+        let line = format!(
+            "{name}: healed, {} reads ({}) through {} byte-exact in {}, {} retried",
+            r.reads,
+            mb(r.bytes),
+            self.names(&all),
+            secs(reads.elapsed()),
+            r.retried
+        );
+        self.log(t0, &line);
+        for e in &r.examples {
+            self.log(t0, &format!("  first attempt failed: {e}"));
+        }
+        lines.push(line);
+        let took = self.wait_fully_replicated(&name).await;
+        let line = format!(
+            "{name}: all {} blobs on all {} replicas after {}; phase took {}",
+            self.acked.lock().len(),
+            self.replication_factor,
+            secs(took),
+            secs(start.elapsed())
+        );
+        self.log(t0, &line);
+        lines.push(line);
+        lines
+    }
+
+    fn names(&self, which: &[usize]) -> String {
+        which
+            .iter()
+            .map(|&i| self.nodes[i].id.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The contract's basics: the token is required, a blob's headers, a delete.
+    async fn smoke(&self) {
+        let front = &self.nodes[0].http;
+        for token in [None, Some("not-the-token-at-all")] {
+            let r = Front::new(front.addr(), token).get("/v1/cluster").await;
+            let r = r.expect("an answer");
+            assert_eq!(r.status, 401, "token {token:?}: {}", text(&r));
+        }
+
+        let r = front.get("/v1/cluster").await.expect("an answer");
+        let cluster = json(&r).expect("JSON");
+        assert_eq!(r.status, 200, "{cluster}");
+        assert_eq!(
+            cluster["nodes"].as_array().map(Vec::len),
+            Some(self.nodes.len()),
+            "{cluster}"
+        );
+
+        // A blob outside the acknowledged set (it is deleted again).
+        let data = Bytes::from(format!("smoke test blob {}", self.compose.project));
+        let hash = hash_hex(&data);
+        put_blob(front, &data).await.expect("a put");
+        let path = format!("/v1/blobs/{hash}");
+        let other = &self.nodes[1].http;
+        let r = other.head(&path).await.expect("an answer");
+        assert_eq!(r.status, 200, "HEAD {path}");
+        assert_eq!(
+            r.header("content-length"),
+            Some(data.len().to_string().as_str())
+        );
+        let r = other.get(&path).await.expect("an answer");
+        assert_eq!((r.status, &r.body[..]), (200, &data[..]), "GET {path}");
+        let r = front.delete(&path).await.expect("an answer");
+        assert_eq!(r.status, 204, "DELETE {path}: {}", text(&r));
+        let r = other.get(&path).await.expect("an answer");
+        assert_eq!(r.status, 404, "GET {path} after the delete: {}", text(&r));
+        assert!(!self.token.is_empty());
+    }
+}
+
+fn compose_from_env() -> Compose {
+    let file = std::env::var_os("CAIRN_COMPOSE_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/compose.yml"));
+    let file = file
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let project = std::env::var("CAIRN_COMPOSE_PROJECT")
+        .unwrap_or_else(|_| format!("cairntest{}", std::process::id()));
+    Compose { project, file }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Docker: scripts/container-test runs it"]
+async fn containers_survive_stops_kills_pauses_partitions_and_restarts() {
+    let t0 = Instant::now();
+    let compose = compose_from_env();
+    eprintln!(
+        "compose project {} from {}",
+        compose.project,
+        compose.file.display()
+    );
+    let initial_blobs = std::env::var("CAIRN_CONTAINER_BLOBS")
+        .ok()
+        .map(|s| s.parse::<usize>().expect("CAIRN_CONTAINER_BLOBS: a number"))
+        .unwrap_or(INITIAL_BLOBS_DEFAULT);
+    let mut summary: Vec<String> = Vec::new();
+
+    // Takes the project down however this ends; dropped after the cluster.
+    let _cleanup = Cleanup(compose.clone());
+    let cluster = Arc::new(Cluster::start(compose).await);
+    let line = format!(
+        "cluster up: {} nodes in {} zones ready after {}",
+        cluster.nodes.len(),
+        cluster.zones.len(),
+        secs(t0.elapsed())
+    );
+    cluster.log(t0, &line);
+    summary.push(line);
+
+    let body = {
+        let cluster = cluster.clone();
+        async move {
+            let mut summary = Vec::new();
+            cluster.smoke().await;
+            cluster.log(
+                t0,
+                "contract basics: 401 without token, HEAD, GET, DELETE ok",
+            );
+
+            let load = Instant::now();
+            let written = cluster
+                .start_writers(INITIAL_WRITERS, Duration::ZERO, Some(initial_blobs))
+                .join()
+                .await;
+            assert!(
+                written.failures.is_empty(),
+                "initial load: {} writes failed, e.g. {:#?}",
+                written.failures.len(),
+                &written.failures[..written.failures.len().min(5)]
+            );
+            let line = format!(
+                "initial load: {} blobs ({}) through all six fronts in {}",
+                written.acked,
+                mb(written.bytes),
+                secs(load.elapsed())
+            );
+            cluster.log(t0, &line);
+            summary.push(line);
+            let all = cluster.zone_fronts(&[]);
+            let reads = Instant::now();
+            let r = cluster.check_reads("initial load", &all).await;
+            let line = format!(
+                "initial load: {} reads ({}) byte-exact in {}, {} retried",
+                r.reads,
+                mb(r.bytes),
+                secs(reads.elapsed()),
+                r.retried
+            );
+            cluster.log(t0, &line);
+            summary.push(line);
+            let took = cluster.wait_fully_replicated("initial load").await;
+            summary.push(format!(
+                "initial load: fully replicated, checked in {}",
+                secs(took)
+            ));
+
+            for fault in [
+                Fault::Stop("n1"),
+                Fault::Kill("n5"),
+                Fault::Pause("n3"),
+                Fault::Disconnect("zone-b"),
+                Fault::RollingRestart,
+            ] {
+                summary.extend(cluster.fault_phase(fault, t0).await);
+            }
+            summary
+        }
+    };
+    match tokio::time::timeout(TEST_DEADLINE, body).await {
+        Ok(lines) => summary.extend(lines),
+        Err(_) => panic!("the container test took over {TEST_DEADLINE:?}"),
+    }
+
+    let acked = cluster.acked.lock().len();
+    eprintln!("\n=== container test summary ===");
+    for line in &summary {
+        eprintln!("  {line}");
+    }
+    eprintln!(
+        "  total: {acked} blobs acknowledged, all read back and fully replicated; {}",
+        secs(t0.elapsed())
+    );
+    let violations = cluster.violations.lock().clone();
+    assert!(
+        violations.is_empty(),
+        "{} of the faults broke the contract:\n{}",
+        violations.len(),
+        violations.join("\n")
+    );
+}
