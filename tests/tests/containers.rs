@@ -453,25 +453,33 @@ async fn put_blob(front: &Front, data: &Bytes) -> Result<(), String> {
     Ok(())
 }
 
+/// Why a read did not return the blob.
+enum ReadFailure {
+    /// No answer, a cut-off body, or an error status: may pass on a retry.
+    Transient(String),
+    /// A complete 200 with other bytes: never retried, it breaks the contract at once.
+    WrongBytes(String),
+}
+
 /// Reads `blob` through `front`, byte for byte.
-async fn read_blob(front: &Front, blob: &Acked) -> Result<(), String> {
+async fn read_blob(front: &Front, blob: &Acked) -> Result<(), ReadFailure> {
     let path = format!("/v1/blobs/{}", blob.hash);
-    let response = front.get(&path).await?;
+    let response = front.get(&path).await.map_err(ReadFailure::Transient)?;
     if response.status != 200 {
-        return Err(format!(
+        return Err(ReadFailure::Transient(format!(
             "GET {path} through {}: {} {}",
             front.addr(),
             response.status,
             text(&response)
-        ));
+        )));
     }
     if response.body[..] != blob.data[..] {
-        return Err(format!(
+        return Err(ReadFailure::WrongBytes(format!(
             "GET {path} through {}: {} bytes that differ from the {} written",
             front.addr(),
             response.body.len(),
             blob.data.len()
-        ));
+        )));
     }
     Ok(())
 }
@@ -730,7 +738,10 @@ impl Cluster {
                 for attempt in 1..=READ_ATTEMPTS {
                     match read_blob(&node.http, &blob).await {
                         Ok(()) => return Ok(first_error),
-                        Err(e) => {
+                        Err(ReadFailure::WrongBytes(e)) => {
+                            return Err(format!("via {}: {e}", node.id));
+                        }
+                        Err(ReadFailure::Transient(e)) => {
                             let e = format!("via {}: {e}", node.id);
                             if attempt == READ_ATTEMPTS {
                                 return Err(e);
