@@ -579,23 +579,7 @@ impl Client {
     /// handed out) surfaces as an `io::Error` instead of the end of the stream, so a consumer that
     /// reads to the end never mistakes a bad blob for a good one.
     pub fn get_stream(&self, hash: &Hash) -> BlobStream {
-        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_PIECES);
-        let client = self.clone();
-        let hash = *hash;
-        tokio::spawn(async move {
-            let mut sink = ChannelSink {
-                tx: tx.clone(),
-                written: 0,
-                start: None,
-            };
-            if let Err(e) = client.read(&hash, None, &mut sink).await {
-                let _ = tx.send(Err(std::io::Error::other(e))).await;
-            }
-        });
-        BlobStream {
-            rx,
-            current: Bytes::new(),
-        }
+        self.spawn_read(*hash, None, None)
     }
 
     /// Starts reading a blob (or `range` of it) and returns once a replica has answered, with
@@ -607,15 +591,29 @@ impl Client {
         hash: &Hash,
         range: Option<ByteRange>,
     ) -> Result<BlobReader, ClientError> {
-        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_PIECES);
         let (start_tx, start_rx) = tokio::sync::oneshot::channel();
+        let stream = self.spawn_read(*hash, range, Some(start_tx));
+        let (len, blob_len) = start_rx.await.map_err(|_| ClientError::Protocol {
+            node: "-".into(),
+            message: "the read task ended without an answer".into(),
+        })??;
+        Ok(BlobReader {
+            len,
+            blob_len,
+            stream,
+        })
+    }
+
+    /// Reads in a task of its own into a stream. A failure before the read started goes to
+    /// `start` if given; any other ends the stream with an error.
+    fn spawn_read(&self, hash: Hash, range: Option<ByteRange>, start: Option<Start>) -> BlobStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_PIECES);
         let client = self.clone();
-        let hash = *hash;
         tokio::spawn(async move {
             let mut sink = ChannelSink {
                 tx: tx.clone(),
                 written: 0,
-                start: Some(start_tx),
+                start,
             };
             if let Err(e) = client.read(&hash, range, &mut sink).await {
                 match sink.start.take() {
@@ -628,18 +626,10 @@ impl Client {
                 }
             }
         });
-        let (len, blob_len) = start_rx.await.map_err(|_| ClientError::Protocol {
-            node: "-".into(),
-            message: "the read task ended without an answer".into(),
-        })??;
-        Ok(BlobReader {
-            len,
-            blob_len,
-            stream: BlobStream {
-                rx,
-                current: Bytes::new(),
-            },
-        })
+        BlobStream {
+            rx,
+            current: Bytes::new(),
+        }
     }
 
     async fn read(

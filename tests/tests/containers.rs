@@ -128,40 +128,24 @@ impl Compose {
 
     /// The id of the (only) container of a service, stopped or running.
     async fn container(&self, service: &str) -> String {
-        let project = self.label();
-        let service_label = format!("label=com.docker.compose.service={service}");
-        let out = docker(&[
-            "ps",
-            "-aq",
-            "--no-trunc",
-            "--filter",
-            &project,
-            "--filter",
-            &service_label,
-        ])
-        .await;
-        let ids: Vec<&str> = out.split_whitespace().collect();
-        assert_eq!(ids.len(), 1, "containers of service {service}: {ids:?}");
-        ids[0].to_string()
+        let label = format!("label=com.docker.compose.service={service}");
+        self.only_id(&["ps", "-aq"], &label).await
     }
 
     /// The id of the project's network `name`.
     async fn network(&self, name: &str) -> String {
+        let label = format!("label=com.docker.compose.network={name}");
+        self.only_id(&["network", "ls", "-q"], &label).await
+    }
+
+    /// The one id that the listing `list` gives for this project and `label`.
+    async fn only_id(&self, list: &[&str], label: &str) -> String {
         let project = self.label();
-        let network_label = format!("label=com.docker.compose.network={name}");
-        let out = docker(&[
-            "network",
-            "ls",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            &project,
-            "--filter",
-            &network_label,
-        ])
-        .await;
+        let mut args = list.to_vec();
+        args.extend(["--no-trunc", "--filter", &project, "--filter", label]);
+        let out = docker(&args).await;
         let ids: Vec<&str> = out.split_whitespace().collect();
-        assert_eq!(ids.len(), 1, "networks named {name}: {ids:?}");
+        assert_eq!(ids.len(), 1, "{label} in project {}: {ids:?}", self.project);
         ids[0].to_string()
     }
 
