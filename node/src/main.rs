@@ -505,7 +505,12 @@ async fn run_dev(dir: &Path, base_port: u16, check_only: bool) -> Result<()> {
         layout.write_quorum
     );
     for node in &layout.nodes {
-        println!("  {:<4} {:<8} {}", node.id, node.zone, node.addr);
+        let http = nodes
+            .iter()
+            .find(|n| n.id() == node.id)
+            .map(|n| format!("http://{}", n.http_addr()))
+            .unwrap_or_default();
+        println!("  {:<4} {:<8} {:<16} {http}", node.id, node.zone, node.addr);
     }
     println!("Data, certificates and configurations: {}", dir.display());
 
