@@ -201,7 +201,7 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
     e.family(
         "cairn_http_request_duration_seconds",
         "histogram",
-        "Time from a request's headers to its last response byte handed to the connection.",
+        "Time from a request's arrival to its response's headers (a GET's body streams after).",
     );
     for ((op, status), h) in &requests {
         let status = status.to_string();
