@@ -587,6 +587,11 @@ pub struct Healer {
     /// Hashes with a fetch queued or running, from whichever peer: a blob missing here that
     /// several peers hold is fetched from one of them.
     fetching: HashSet<BlobHash>,
+    /// Repairs of a corrupt copy that failed, by hash: where the next attempt starts among the
+    /// other owners, and how many failed. The next attempt asks the owner after the one that
+    /// failed, so one owner that lacks the blob (a replica still owed a hint, say) cannot stall
+    /// the repair.
+    repair_attempts: HashMap<BlobHash, (usize, usize)>,
     /// Copies left to another owner (the designated source), by (peer, hash, direction), with
     /// when they were first left.
     deferred: HashMap<(String, BlobHash, Direction), u64>,
@@ -624,6 +629,7 @@ impl Healer {
             transfers: HashMap::new(),
             transfer_keys: HashMap::new(),
             fetching: HashSet::new(),
+            repair_attempts: HashMap::new(),
             deferred: HashMap::new(),
             in_flight: 0,
             throttle,
@@ -702,15 +708,49 @@ impl Healer {
 
     /// A corrupt copy was quarantined here: fetch a good one from another owner.
     pub fn on_corrupt(&mut self, now_ms: u64, entry: Entry, up: &dyn Fn(&str) -> bool) {
-        let owners = self.owners(&entry.hash);
-        let source = owners
-            .iter()
-            .find(|o| **o != self.self_id && up(o))
-            .or_else(|| owners.iter().find(|o| **o != self.self_id));
-        if let Some(source) = source.cloned() {
-            let id = self.new_session(SessionKind::Repair, &source, now_ms);
-            self.enqueue(id, &source, Direction::Fetch, entry);
+        let others: Vec<String> = self
+            .owners(&entry.hash)
+            .into_iter()
+            .filter(|o| *o != self.self_id)
+            .collect();
+        if others.is_empty() {
+            return;
         }
+        // In placement order, from the owner after the last one that failed; up owners first.
+        let start = self.repair_attempts.get(&entry.hash).map_or(0, |a| a.0);
+        let order: Vec<&String> = (0..others.len())
+            .map(|i| &others[(start + i) % others.len()])
+            .collect();
+        let source = order
+            .iter()
+            .find(|o| up(o))
+            .unwrap_or(&order[0])
+            .to_string();
+        let id = self.new_session(SessionKind::Repair, &source, now_ms);
+        self.enqueue(id, &source, Direction::Fetch, entry);
+    }
+
+    /// A repair fetch from `peer` ended: done, or on to the next owner until each was asked.
+    fn repair_done(&mut self, now_ms: u64, entry: Entry, peer: &str, ok: bool) {
+        if ok {
+            self.repair_attempts.remove(&entry.hash);
+            return;
+        }
+        let others: Vec<String> = self
+            .owners(&entry.hash)
+            .into_iter()
+            .filter(|o| *o != self.self_id)
+            .collect();
+        let after = others.iter().position(|o| o == peer).map_or(0, |i| i + 1);
+        let (start, failed) = self.repair_attempts.entry(entry.hash).or_default();
+        *start = after;
+        *failed += 1;
+        if *failed >= others.len() {
+            // Each owner was asked: the next notice of the damage starts over.
+            self.repair_attempts.remove(&entry.hash);
+            return;
+        }
+        self.on_corrupt(now_ms, entry, &|_| true);
     }
 
     pub fn progress(&self) -> HealProgress {
@@ -1416,6 +1456,10 @@ impl Healer {
         };
         self.in_flight = self.in_flight.saturating_sub(1);
         self.forget_transfer(&t);
+        let repair = self
+            .sessions
+            .get(&t.session)
+            .is_some_and(|s| s.kind == SessionKind::Repair);
         if ok {
             self.progress.moved_bytes += t.entry.bytes;
             if t.direction == Direction::Push {
@@ -1428,6 +1472,9 @@ impl Healer {
                 s.failed = true;
             }
             self.finish_if_done(t.session, now_ms, &mut actions);
+        }
+        if repair {
+            self.repair_done(now_ms, t.entry, &t.peer, ok);
         }
         self.drop_confirmed(catalog, &mut actions);
         self.release(now_ms, catalog, &mut actions);
@@ -2170,6 +2217,34 @@ mod tests {
         let later = 1 + 10 * HealSettings::default().anti_entropy_interval_ms;
         let actions = healers[1].tick(later, &catalogs[1], &|_| true);
         assert!(!actions.iter().any(|a| matches!(a, Action::Send { .. })));
+    }
+
+    #[test]
+    fn a_repair_that_fails_asks_the_next_owner_once_each() {
+        let r = routing(&["a", "b", "c"], 3);
+        let catalog = MemoryCatalog::new("a", r.clone());
+        let mut healer = Healer::new("a", HealSettings::default(), r, 0);
+        let entry = Entry::live(hash(1), 5, 100);
+        let fetch = |actions: Vec<Action>| -> Option<(u64, String)> {
+            actions.into_iter().find_map(|a| match a {
+                Action::Transfer {
+                    id,
+                    peer,
+                    direction: Direction::Fetch,
+                    ..
+                } => Some((id, peer)),
+                _ => None,
+            })
+        };
+        healer.on_corrupt(1, entry, &|_| true);
+        let (id, first) = fetch(healer.tick(1, &catalog, &|_| true)).expect("a fetch");
+        // The first owner asked lacks the blob: the other is asked next.
+        let (id, second) = fetch(healer.on_transfer_done(2, id, false, &catalog)).expect("retry");
+        assert_ne!(first, second);
+        // Both failed: nothing more until the damage is noticed again, which starts over.
+        assert_eq!(fetch(healer.on_transfer_done(3, id, false, &catalog)), None);
+        healer.on_corrupt(4, entry, &|_| true);
+        assert!(fetch(healer.tick(4, &catalog, &|_| true)).is_some());
     }
 
     #[test]

@@ -233,14 +233,18 @@ async fn scrub_finds_a_corrupt_copy_and_repairs_it_from_a_replica() {
     let i = cluster.index(&owner);
     // Flip one byte of the blob inside its segment file.
     let store_dir = cluster.configs[i].data_dir.join("store");
-    // Hints for replicas that were slow during the puts read blobs too; let them drain so
-    // that the scrub is what reads the damaged copy.
-    wait_until("hints to drain", || {
-        cluster
-            .nodes
+    // Hints for replicas that missed a put read blobs too, and a hint may be recorded after
+    // its put was acknowledged: wait until every replica holds every blob and no hint is left,
+    // so that the scrub is what reads the damaged copy.
+    wait_until("every blob on all its replicas, and no hint left", || {
+        blobs
             .iter()
-            .flatten()
-            .all(|n| n.hints_pending() == 0)
+            .all(|(h, b)| cluster.fully_replicated(&client, h, b))
+            && cluster
+                .nodes
+                .iter()
+                .flatten()
+                .all(|n| n.hints_pending() == 0)
     })
     .await;
     assert!(
@@ -248,10 +252,20 @@ async fn scrub_finds_a_corrupt_copy_and_repairs_it_from_a_replica() {
         "blob bytes not found on disk"
     );
     let node = cluster.node(&owner);
-    wait_until("scrub to find the corrupt copy", || {
-        node.status().scrub_corrupt_found >= 1
-    })
-    .await;
+    let started = std::time::Instant::now();
+    while node.status().scrub_corrupt_found == 0 {
+        let s = node.status();
+        assert!(
+            started.elapsed() < common::CONVERGE_TIMEOUT,
+            "the scrub did not find the corrupt copy: scrub verified {} blobs, found {} corrupt; \
+             other reads found {}; the copy verifies as {:?}",
+            s.scrub_verified_blobs,
+            s.scrub_corrupt_found,
+            s.corrupt_found,
+            node.store().verify(&hash).map_err(|e| e.to_string())
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     wait_until(
         "the copy to be repaired from a replica",
         || matches!(node.store().verify(&hash), Ok(Some(n)) if n == bytes.len() as u64),
