@@ -30,6 +30,15 @@ pub const RETRY_BACKOFF_MS_MAX: u64 = 1_000;
 /// Size of the reads a put makes from a file or stream.
 pub const UPLOAD_CHUNK_BYTES: usize = 256 * 1024;
 
+/// Longest pause between two pieces of a body being sent or received once a transfer has
+/// started; the operation's deadline bounds only its start, so a large blob that keeps moving
+/// is not cut off.
+pub const BODY_STALL_MS: u64 = 10_000;
+
+/// Time a node has to answer a put once its body is sent (the replicas' commits; an fsync of a
+/// large blob), or the operation's time left if that is longer.
+pub const ANSWER_AFTER_BODY_MS: u64 = 60_000;
+
 /// Largest blob `get` collects into memory; larger blobs are read with `get_to_writer`.
 pub const GET_IN_MEMORY_BYTES_MAX: u64 = 1 << 30;
 
@@ -466,18 +475,19 @@ impl Client {
         body: &Body<'_>,
         time_left: Duration,
     ) -> Result<Response, ClientError> {
-        let work = async {
-            let (mut send, mut recv) = self.inner.pool.open(node, request).await?;
-            // A node may answer before reading the body (a stale layout, a full disk); its answer
-            // counts more than the write error that stopping our stream causes.
-            let sent = send_body(&mut send, body).await;
-            let _ = send.finish();
-            match read_response(&node.id, &mut recv).await {
-                Ok(response) => Ok(response),
-                Err(e) => Err(sent.err().unwrap_or(e)),
-            }
-        };
-        self.bounded(node, time_left, work).await
+        // The deadline bounds the start; the body may take as long as it keeps moving.
+        let open = self.inner.pool.open(node, request);
+        let (mut send, mut recv) = self.bounded(node, time_left, open).await?;
+        // A node may answer before reading the body (a stale layout, a full disk); its answer
+        // counts more than the write error that stopping our stream causes.
+        let sent = send_body(&node.id, &mut send, body).await;
+        let _ = send.finish();
+        let answer_wait = time_left.max(Duration::from_millis(ANSWER_AFTER_BODY_MS));
+        let answer = async { read_response(&node.id, &mut recv).await };
+        match self.bounded(node, answer_wait, answer).await {
+            Ok(response) => Ok(response),
+            Err(e) => Err(sent.err().unwrap_or(e)),
+        }
     }
 
     /// Runs `work` against `node` within `time_left`; a timeout marks the node down.
@@ -656,8 +666,11 @@ impl Client {
                     },
                 );
                 sink.restart()?;
-                let attempt = self.read_from(node, &request, hash, range, &mut *sink);
-                match self.bounded(node, attempts.remaining(), attempt).await {
+                let time_left = attempts.remaining();
+                match self
+                    .read_from(node, &request, hash, range, &mut *sink, time_left)
+                    .await
+                {
                     Ok(Ok(ReadOutcome::Done(n))) => {
                         if !missing.is_empty() {
                             self.repair(&routing, node, hash, missing);
@@ -687,7 +700,9 @@ impl Client {
         }
     }
 
-    /// One read from one node. `Ok(Err(layout))` means the node has a newer layout.
+    /// One read from one node. `Ok(Err(layout))` means the node has a newer layout. The answer
+    /// must start within `time_left`; after that, the body may take as long as it keeps coming
+    /// (no piece later than `BODY_STALL_MS` after the one before).
     async fn read_from(
         &self,
         node: &NodeSpec,
@@ -695,8 +710,10 @@ impl Client {
         hash: &Hash,
         range: Option<ByteRange>,
         sink: &mut dyn Sink,
+        time_left: Duration,
     ) -> Result<Result<ReadOutcome, Layout>, ClientError> {
-        let (response, mut recv) = self.inner.pool.call(node, request).await?;
+        let call = self.inner.pool.call(node, request);
+        let (response, mut recv) = self.bounded(node, time_left, call).await?;
         let (len, blob_len) = match response {
             Response::Blob { len, blob_len } => (len, blob_len),
             Response::StaleLayout { layout } => return Ok(Err(layout)),
@@ -736,14 +753,38 @@ impl Client {
                 ),
             });
         }
+        // An empty answer is checked before it is announced: nothing follows to hold back.
+        if range.is_none() && len == 0 && Hash::of(&[]) != *hash {
+            return Err(ClientError::Corrupt {
+                node: node.id.clone(),
+                expected: *hash,
+                actual: Hash::of(&[]),
+            });
+        }
         sink.begin(len, blob_len);
         let mut hasher = range.is_none().then(blake3::Hasher::new);
         let mut received = 0u64;
+        // The last piece is handed out only once the whole blob hashed right, so an output that
+        // counts bytes (an HTTP response with its length announced) never completes with a
+        // blob that is not the one asked for.
+        let mut held: Option<Bytes> = None;
+        let stall = Duration::from_millis(BODY_STALL_MS);
         while received < len {
-            let chunk = recv
-                .read_chunk(usize::MAX, true)
-                .await
-                .map_err(|e| ClientError::from_frame(&node.id, wire::read_error(e)))?;
+            let piece = tokio::time::timeout(stall, recv.read_chunk(usize::MAX, true)).await;
+            let chunk = match piece {
+                Err(_) => {
+                    self.inner.pool.mark_down(&node.id).await;
+                    return Err(ClientError::Unreachable {
+                        node: node.id.clone(),
+                        message: format!(
+                            "no byte for {BODY_STALL_MS} ms after {received} of {len}"
+                        ),
+                    });
+                }
+                Ok(chunk) => {
+                    chunk.map_err(|e| ClientError::from_frame(&node.id, wire::read_error(e)))?
+                }
+            };
             let Some(chunk) = chunk else {
                 return Err(ClientError::Unreachable {
                     node: node.id.clone(),
@@ -760,7 +801,9 @@ impl Client {
             if let Some(h) = &mut hasher {
                 h.update(&chunk.bytes);
             }
-            sink.write(chunk.bytes).await?;
+            if let Some(previous) = held.replace(chunk.bytes) {
+                sink.write(previous).await?;
+            }
         }
         if let Some(h) = hasher {
             let actual = Hash::from(h.finalize());
@@ -771,6 +814,9 @@ impl Client {
                     actual,
                 });
             }
+        }
+        if let Some(last) = held {
+            sink.write(last).await?;
         }
         Ok(Ok(ReadOutcome::Done(len)))
     }
@@ -1113,10 +1159,29 @@ pub struct PutOutcome {
     pub existed: bool,
 }
 
-async fn send_body(send: &mut quinn::SendStream, body: &Body<'_>) -> Result<(), ClientError> {
-    let fail = |e: quinn::WriteError| ClientError::from_frame("-", wire::write_error(e));
+/// Sends a put's body, failing if no piece goes out for `BODY_STALL_MS`.
+async fn send_body(
+    node: &str,
+    send: &mut quinn::SendStream,
+    body: &Body<'_>,
+) -> Result<(), ClientError> {
+    let stall = Duration::from_millis(BODY_STALL_MS);
+    let stalled = || ClientError::Unreachable {
+        node: node.to_string(),
+        message: format!("the body did not move for {BODY_STALL_MS} ms"),
+    };
+    let fail = |e: quinn::WriteError| ClientError::from_frame(node, wire::write_error(e));
     match body {
-        Body::Bytes(bytes) => send.write_chunk(bytes.clone()).await.map_err(fail),
+        Body::Bytes(bytes) => {
+            for at in (0..bytes.len()).step_by(UPLOAD_CHUNK_BYTES) {
+                let piece = bytes.slice(at..(at + UPLOAD_CHUNK_BYTES).min(bytes.len()));
+                tokio::time::timeout(stall, send.write_chunk(piece))
+                    .await
+                    .map_err(|_| stalled())?
+                    .map_err(fail)?;
+            }
+            Ok(())
+        }
         Body::File(path, progress) => {
             let mut file = tokio::fs::File::open(path).await?;
             let mut buf = vec![0u8; UPLOAD_CHUNK_BYTES];
@@ -1126,7 +1191,10 @@ async fn send_body(send: &mut quinn::SendStream, body: &Body<'_>) -> Result<(), 
                 if n == 0 {
                     return Ok(());
                 }
-                send.write_all(&buf[..n]).await.map_err(fail)?;
+                tokio::time::timeout(stall, send.write_all(&buf[..n]))
+                    .await
+                    .map_err(|_| stalled())?
+                    .map_err(fail)?;
                 sent += n as u64;
                 if let Some(progress) = progress {
                     progress(sent);

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::layout::Layout;
 
 /// ALPN identifier of this protocol version.
-pub const ALPN: &[u8] = b"cairn/1";
+pub const ALPN: &[u8] = b"cairn/2";
 
 /// Largest request header accepted. A request header holds a hash, a few integers and at most a
 /// few node ids.

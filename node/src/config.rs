@@ -21,7 +21,7 @@
 //! token_file = "certs/http.token"  # bearer token every request must carry
 //! body_bytes_max = 68719476736     # largest blob accepted over HTTP (413 above)
 //! requests_in_flight_max = 256     # beyond it, 503 with Retry-After
-//! deadline_ms = 10000              # time a request may take in the cluster, retries included
+//! deadline_ms = 10000              # time a request may take to start in the cluster, retries included
 //! idle_timeout_ms = 60000          # a connection making no progress this long is closed
 //! ```
 //! Relative paths are taken from the directory holding the file.
@@ -78,8 +78,8 @@ pub const HTTP_BODY_BYTES_MAX_DEFAULT: u64 = 64 << 30;
 /// HTTP requests a node serves at once unless configured.
 pub const HTTP_REQUESTS_IN_FLIGHT_MAX_DEFAULT: usize = 256;
 
-/// Time an HTTP request may spend in the cluster (retries and fail-over included) unless
-/// configured; past it the answer is 503.
+/// Time an HTTP request may take to start in the cluster (retries and fail-over included)
+/// unless configured; past it the answer is 503. A body that keeps moving is not cut off.
 pub const HTTP_DEADLINE_MS_DEFAULT: u64 = 10_000;
 
 /// Longest a connection may make no progress (headers, body pieces, a client reading the

@@ -660,6 +660,7 @@ impl Healer {
     pub fn set_routing(&mut self, now_ms: u64, routing: Arc<Routing>) {
         self.routing = routing;
         self.sessions.clear();
+        self.repair_attempts.clear();
         // Queued copies were chosen under the old layout; running ones finish.
         for id in std::mem::take(&mut self.queue) {
             if let Some(t) = self.transfers.remove(&id) {
@@ -713,7 +714,8 @@ impl Healer {
             .into_iter()
             .filter(|o| *o != self.self_id)
             .collect();
-        if others.is_empty() {
+        // Nothing to ask, or a fetch of it already queued or running.
+        if others.is_empty() || self.fetching.contains(&entry.hash) {
             return;
         }
         // In placement order, from the owner after the last one that failed; up owners first.

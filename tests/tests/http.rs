@@ -510,3 +510,67 @@ async fn a_corrupt_copy_behind_a_front_is_never_served() {
     assert!(cluster.node(&holder.id).status().corrupt_found >= 1);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_download_outlives_the_deadline() {
+    const DEADLINE_MS: u64 = 2_000;
+    let cluster = TestCluster::start_spec(45, |spec| spec.http.deadline_ms = DEADLINE_MS).await;
+    let bytes: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let put = front(&cluster, "n1", None)
+        .put("/v1/blobs", bytes.clone())
+        .await
+        .unwrap();
+    assert_eq!(put.status, 201);
+    let hash = hash_of(&put);
+    // Through a front that holds no replica, so the blob streams from the cluster.
+    let n1 = front(&cluster, "n1", None);
+    let replicas = n1.get(&format!("/v1/blobs/{hash}/replicas")).await.unwrap();
+    let replicas = replicas.json()["replicas"].clone();
+    let holders: Vec<&str> = replicas
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node"].as_str().unwrap())
+        .collect();
+    let reader = ["n1", "n2", "n3", "n4", "n5", "n6"]
+        .into_iter()
+        .find(|id| !holders.contains(id))
+        .unwrap();
+    let mut tcp = TcpStream::connect(cluster.node(reader).http_addr())
+        .await
+        .unwrap();
+    let head = format!("GET /v1/blobs/{hash} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // About 4 MiB/s: six seconds for the blob, three times the deadline.
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tcp.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let took = started.elapsed();
+    let split = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        received.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &received[..split]
+    );
+    assert!(
+        received[split..] == bytes[..],
+        "{} of {} bytes",
+        received.len() - split,
+        bytes.len()
+    );
+    assert!(
+        took > Duration::from_millis(2 * DEADLINE_MS),
+        "the read took only {took:?}"
+    );
+    cluster.shutdown().await;
+}

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use cairn_client::wire::{ByteRange, ErrorCode};
 use cairn_client::{BlobStream, ClientError, Hash};
+use cairn_engine::BlobStat;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -247,15 +248,17 @@ impl Front {
         }
         let state = self.state.clone();
         let read = tokio::task::spawn_blocking(move || {
+            // Hashing first would hold back the first byte: large blobs stream instead.
+            if range.is_none()
+                && matches!(state.store.stat(&hash), Ok(BlobStat::Present { bytes }) if bytes > LOCAL_READ_BYTES_MAX)
+            {
+                return None;
+            }
             let blob = match range {
                 None => state.store.get(&hash),
                 Some(r) => state.store.read_range(&hash, r.offset, r.len),
             };
             match blob {
-                // Hashing first would hold back the first byte: large blobs stream instead.
-                Ok(Some(blob)) if range.is_none() && blob.len() as u64 > LOCAL_READ_BYTES_MAX => {
-                    None
-                }
                 Ok(Some(blob)) if range.is_some() || Hash::of(&blob) == hash => {
                     Some(Bytes::from_owner(blob))
                 }

@@ -387,7 +387,9 @@ impl Front {
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token);
             let Some(given) = given else {
                 self.metrics.rejected(Rejection::Unauthorized);
                 return Err(HttpError::new(
