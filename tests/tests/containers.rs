@@ -876,6 +876,31 @@ impl Cluster {
     }
 
     /// One fault under a write load, with its checks; returns the summary lines.
+    /// Checks every acknowledged blob through `fronts`, logs how it went, and returns the line.
+    async fn reads_line(
+        self: &Arc<Self>,
+        t0: Instant,
+        name: &str,
+        when: &str,
+        fronts: &[usize],
+    ) -> String {
+        let reads = Instant::now();
+        let r = self.check_reads(&format!("{name} ({when})"), fronts).await;
+        let line = format!(
+            "{name}: {when}, {} reads ({}) through {} byte-exact in {}, {} retried",
+            r.reads,
+            mb(r.bytes),
+            self.names(fronts),
+            secs(reads.elapsed()),
+            r.retried
+        );
+        self.log(t0, &line);
+        for e in &r.examples {
+            self.log(t0, &format!("  first attempt failed: {e}"));
+        }
+        line
+    }
+
     async fn fault_phase(self: &Arc<Self>, fault: Fault, t0: Instant) -> Vec<String> {
         let start = Instant::now();
         let name = fault.name();
@@ -907,20 +932,7 @@ impl Cluster {
             self.log(t0, &format!("{name}: applied"));
             tokio::time::sleep(FAULT_HOLD).await;
             let fronts = self.zone_fronts(&out);
-            let reads = Instant::now();
-            let r = self.check_reads(&format!("{name} (active)"), &fronts).await;
-            let line = format!(
-                "{name}: while active, {} reads ({}) through {} byte-exact in {}, {} retried",
-                r.reads,
-                mb(r.bytes),
-                self.names(&fronts),
-                secs(reads.elapsed()),
-                r.retried
-            );
-            self.log(t0, &line);
-            for e in &r.examples {
-                self.log(t0, &format!("  first attempt failed: {e}"));
-            }
+            let line = self.reads_line(t0, &name, "while active", &fronts).await;
             lines.push(line);
             if let Some(left) = FAULT_MIN.checked_sub(applied.elapsed()) {
                 tokio::time::sleep(left).await;
@@ -965,20 +977,7 @@ impl Cluster {
         }
 
         let all = self.zone_fronts(&[]);
-        let reads = Instant::now();
-        let r = self.check_reads(&format!("{name} (healed)"), &all).await;
-        let line = format!(
-            "{name}: healed, {} reads ({}) through {} byte-exact in {}, {} retried",
-            r.reads,
-            mb(r.bytes),
-            self.names(&all),
-            secs(reads.elapsed()),
-            r.retried
-        );
-        self.log(t0, &line);
-        for e in &r.examples {
-            self.log(t0, &format!("  first attempt failed: {e}"));
-        }
+        let line = self.reads_line(t0, &name, "healed", &all).await;
         lines.push(line);
         let took = self.wait_fully_replicated(&name).await;
         let line = format!(
