@@ -137,16 +137,7 @@ impl Drop for Cluster {
 }
 
 fn content(i: usize) -> Vec<u8> {
-    let len = [100, 4096, 30_000, 200_000][i % 4] + i;
-    let mut x = (i as u64 + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::seeded_bytes(i as u64 + 7, [100, 4096, 30_000, 200_000][i % 4] + i)
 }
 
 async fn pause_ms(ms: u64) {

@@ -159,8 +159,12 @@ impl TestCluster {
 /// Deterministic blob contents of mixed sizes.
 pub fn blob(i: usize) -> Vec<u8> {
     let sizes = [0, 1, 100, 4096, 65_536, 300_000, 1_500_000];
-    let len = sizes[i % sizes.len()] + i;
-    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    seeded_bytes(i as u64 + 1, sizes[i % sizes.len()] + i)
+}
+
+/// `len` bytes from an xorshift generator seeded with `seed`.
+pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (0..len)
         .map(|_| {
             x ^= x << 13;
