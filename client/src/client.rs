@@ -922,6 +922,17 @@ impl Client {
     /// Deletes a blob from its replicas; returns whether it existed. Acknowledged at write
     /// quorum; replicas that missed it are told later.
     pub async fn delete(&self, hash: &Hash) -> Result<bool, ClientError> {
+        self.delete_written_before(hash, 0).await
+    }
+
+    /// Deletes a blob only where it was last written before `version_ms` (milliseconds since
+    /// the Unix epoch on the writing node's clock): a put at or after that time keeps its copy,
+    /// however the two requests interleave. `0` means now, as [`Client::delete`].
+    pub async fn delete_written_before(
+        &self,
+        hash: &Hash,
+        version_ms: u64,
+    ) -> Result<bool, ClientError> {
         let mut attempts = Attempts::new(self.inner.options.deadline_ms);
         loop {
             let routing = self.routing();
@@ -933,7 +944,7 @@ impl Client {
                     Op::Delete {
                         hash: *hash.as_bytes(),
                         role: DeleteRole::Coordinate,
-                        version: 0,
+                        version: version_ms,
                     },
                 );
                 let work = async { Ok(self.inner.pool.call(node, &request).await?.0) };

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::layout::Layout;
 
 /// ALPN identifier of this protocol version.
-pub const ALPN: &[u8] = b"cairn/2";
+pub const ALPN: &[u8] = b"cairn/3";
 
 /// Largest request header accepted. A request header holds a hash, a few integers and at most a
 /// few node ids.
@@ -100,7 +100,8 @@ pub enum Op {
     Delete {
         hash: WireHash,
         role: DeleteRole,
-        /// The tombstone's version, like a put's.
+        /// The tombstone's version, like a put's. From a client, 0 means "now"; any other value
+        /// makes the delete stand only where the blob was last written before it.
         version: u64,
     },
     /// Node to node: store this copy (from anti-entropy or hand-off) durably with its version;

@@ -127,6 +127,37 @@ impl Admin {
         Ok(said)
     }
 
+    /// Starts a garbage collection on the first node that answers (or asks how it goes, with
+    /// `start` false); returns that node, whether this call started it, and its progress.
+    pub async fn gc(
+        &self,
+        node: Option<&str>,
+        start: bool,
+    ) -> Result<(String, bool, crate::s3::gc::GcStatus), AdminError> {
+        let msg = if start {
+            PeerMsg::GcStart
+        } else {
+            PeerMsg::GcStatus
+        };
+        let mut errors = Vec::new();
+        for n in self
+            .layout
+            .nodes
+            .iter()
+            .filter(|n| node.is_none_or(|id| id == n.id))
+        {
+            match self.call(n, &msg).await {
+                Ok(PeerReply::Gc { started, status }) => {
+                    return Ok((n.id.clone(), started, status));
+                }
+                Ok(PeerReply::Refused { message }) => errors.push(format!("{}: {message}", n.id)),
+                Ok(other) => errors.push(format!("{}: unexpected answer {other:?}", n.id)),
+                Err(e) => errors.push(format!("{}: {e}", n.id)),
+            }
+        }
+        Err(AdminError::Unreachable(errors.join("; ")))
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

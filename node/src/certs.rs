@@ -196,3 +196,32 @@ pub fn generate_http_token(dir: &Path) -> Result<PathBuf, CertError> {
     write(&path, &format!("{hex}\n"))?;
     Ok(path)
 }
+
+/// Random bytes in a generated S3 secret key (hex-encoded: 40 characters).
+pub const S3_SECRET_RANDOM_BYTES: usize = 20;
+
+/// Writes `dir/s3-credentials.toml` with one random access key for the S3 front, unless it
+/// exists; returns its path.
+pub fn generate_s3_credentials(dir: &Path) -> Result<PathBuf, CertError> {
+    use ring::rand::SecureRandom;
+    let path = dir.join("s3-credentials.toml");
+    if path.exists() {
+        return Ok(path);
+    }
+    let mut bytes = [0u8; 5 + S3_SECRET_RANDOM_BYTES];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CertError::Io {
+            path: path.clone(),
+            source: std::io::Error::other("the system random source failed"),
+        })?;
+    let hex = |b: &[u8]| -> String { b.iter().map(|b| format!("{b:02x}")).collect() };
+    let text = format!(
+        "# Access keys of the S3 front. Each [[keys]] table is one key.\n\
+         [[keys]]\naccess_key = \"CAIRN{}\"\nsecret_key = \"{}\"\n",
+        hex(&bytes[..5]).to_uppercase(),
+        hex(&bytes[5..])
+    );
+    write(&path, &text)?;
+    Ok(path)
+}

@@ -23,6 +23,18 @@
 //! requests_in_flight_max = 256     # beyond it, 503 with Retry-After
 //! deadline_ms = 10000              # time a request may take to start in the cluster, retries included
 //! idle_timeout_ms = 60000          # a connection making no progress this long is closed
+//!
+//! [s3]                             # optional: the S3 front (off without this section)
+//! listen = "127.0.0.1:9480"
+//! credentials_file = "certs/s3-credentials.toml"  # [[keys]] access_key, secret_key
+//! region = "us-east-1"
+//! object_bytes_max = 5368709120    # largest PutObject or part (EntityTooLarge above)
+//! requests_in_flight_max = 256     # beyond it, 503 SlowDown
+//! idle_timeout_ms = 60000
+//! meta_sync_interval_ms = 30000    # how often metadata replicas compare digests
+//! gc_interval_ms = 3600000         # how often the garbage collector runs (0: only `cairn gc`)
+//! gc_grace_ms = 86400000           # a blob written or referred to this recently is kept
+//! gc_deletes_per_sec = 200         # the collector's pace
 //! ```
 //! Relative paths are taken from the directory holding the file.
 
@@ -143,6 +155,151 @@ impl HttpSettings {
     }
 }
 
+/// Where the S3 front listens unless configured.
+pub const S3_LISTEN_DEFAULT: &str = "127.0.0.1:9480";
+
+/// The region the S3 front signs for unless configured.
+pub const S3_REGION_DEFAULT: &str = "us-east-1";
+
+/// Largest object in one PutObject, and largest part, unless configured: 5 GiB, as S3.
+pub const S3_OBJECT_BYTES_MAX_DEFAULT: u64 = 5 << 30;
+
+/// S3 requests a node serves at once unless configured.
+pub const S3_REQUESTS_IN_FLIGHT_MAX_DEFAULT: usize = 256;
+
+/// How often the owners of a metadata partition compare digests unless configured.
+pub const META_SYNC_INTERVAL_MS_DEFAULT: u64 = 30_000;
+
+/// How often the garbage collector runs unless configured: hourly.
+pub const GC_INTERVAL_MS_DEFAULT: u64 = 3_600_000;
+
+/// How long a blob is kept after it was last written or referred to, unless configured: a day.
+pub const GC_GRACE_MS_DEFAULT: u64 = 86_400_000;
+
+/// Shortest grace period accepted: well above any clock skew between nodes and any request's
+/// duration.
+pub const GC_GRACE_MS_MIN: u64 = 10_000;
+
+/// Blobs the collector deletes per second unless configured.
+pub const GC_DELETES_PER_SEC_DEFAULT: u32 = 200;
+
+/// The S3 front's settings (`[s3]`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct S3Settings {
+    #[serde(default = "s3_listen_default")]
+    pub listen: SocketAddr,
+    /// A TOML file of `[[keys]]` tables, each with `access_key` and `secret_key`.
+    pub credentials_file: PathBuf,
+    #[serde(default = "s3_region_default")]
+    pub region: String,
+    #[serde(default = "s3_object_bytes_max_default")]
+    pub object_bytes_max: u64,
+    #[serde(default = "s3_requests_in_flight_max_default")]
+    pub requests_in_flight_max: usize,
+    #[serde(default = "http_idle_timeout_ms_default")]
+    pub idle_timeout_ms: u64,
+    #[serde(default = "meta_sync_interval_ms_default")]
+    pub meta_sync_interval_ms: u64,
+    #[serde(default = "gc_interval_ms_default")]
+    pub gc_interval_ms: u64,
+    #[serde(default = "gc_grace_ms_default")]
+    pub gc_grace_ms: u64,
+    #[serde(default = "gc_deletes_per_sec_default")]
+    pub gc_deletes_per_sec: u32,
+}
+
+fn s3_listen_default() -> SocketAddr {
+    S3_LISTEN_DEFAULT.parse().expect("a valid default address")
+}
+fn s3_region_default() -> String {
+    S3_REGION_DEFAULT.to_string()
+}
+fn s3_object_bytes_max_default() -> u64 {
+    S3_OBJECT_BYTES_MAX_DEFAULT
+}
+fn s3_requests_in_flight_max_default() -> usize {
+    S3_REQUESTS_IN_FLIGHT_MAX_DEFAULT
+}
+fn http_idle_timeout_ms_default() -> u64 {
+    HTTP_IDLE_TIMEOUT_MS_DEFAULT
+}
+fn meta_sync_interval_ms_default() -> u64 {
+    META_SYNC_INTERVAL_MS_DEFAULT
+}
+fn gc_interval_ms_default() -> u64 {
+    GC_INTERVAL_MS_DEFAULT
+}
+fn gc_grace_ms_default() -> u64 {
+    GC_GRACE_MS_DEFAULT
+}
+fn gc_deletes_per_sec_default() -> u32 {
+    GC_DELETES_PER_SEC_DEFAULT
+}
+
+impl S3Settings {
+    /// Settings for `listen`, with every other value at its default.
+    pub fn new(listen: SocketAddr, credentials_file: PathBuf) -> S3Settings {
+        S3Settings {
+            listen,
+            credentials_file,
+            region: s3_region_default(),
+            object_bytes_max: S3_OBJECT_BYTES_MAX_DEFAULT,
+            requests_in_flight_max: S3_REQUESTS_IN_FLIGHT_MAX_DEFAULT,
+            idle_timeout_ms: HTTP_IDLE_TIMEOUT_MS_DEFAULT,
+            meta_sync_interval_ms: META_SYNC_INTERVAL_MS_DEFAULT,
+            gc_interval_ms: GC_INTERVAL_MS_DEFAULT,
+            gc_grace_ms: GC_GRACE_MS_DEFAULT,
+            gc_deletes_per_sec: GC_DELETES_PER_SEC_DEFAULT,
+        }
+    }
+
+    /// Reads the access keys; at least one is required.
+    pub fn load_credentials(&self) -> Result<Vec<S3Key>, ConfigError> {
+        let path = &self.credentials_file;
+        let file: S3CredentialsFile = parse(path, &read(path)?)?;
+        if file.keys.is_empty() {
+            return Err(ConfigError::Parse {
+                path: path.clone(),
+                message: "no [[keys]]: the S3 front needs at least one access key".into(),
+            });
+        }
+        for key in &file.keys {
+            if key.secret_key.len() < S3_SECRET_KEY_BYTES_MIN {
+                return Err(ConfigError::Parse {
+                    path: path.clone(),
+                    message: format!(
+                        "the secret of {} is shorter than {S3_SECRET_KEY_BYTES_MIN} characters",
+                        key.access_key
+                    ),
+                });
+            }
+        }
+        if self.gc_grace_ms < GC_GRACE_MS_MIN {
+            return Err(ConfigError::Parse {
+                path: PathBuf::from("[s3]"),
+                message: format!("gc_grace_ms must be at least {GC_GRACE_MS_MIN}"),
+            });
+        }
+        Ok(file.keys)
+    }
+}
+
+/// Shortest S3 secret key accepted.
+pub const S3_SECRET_KEY_BYTES_MIN: usize = 16;
+
+/// One S3 access key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct S3Key {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct S3CredentialsFile {
+    #[serde(default)]
+    keys: Vec<S3Key>,
+}
+
 /// Shortest bearer token accepted.
 pub const HTTP_TOKEN_BYTES_MIN: usize = 16;
 
@@ -164,6 +321,9 @@ pub struct NodeConfig {
     pub heal: crate::heal::HealSettings,
     #[serde(default)]
     pub http: HttpSettings,
+    /// The S3 front; off unless the section is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Settings>,
 }
 
 /// What the CLI needs to reach a cluster.
@@ -213,6 +373,9 @@ impl NodeConfig {
         config.tls.resolve(base);
         if let Some(token) = &mut config.http.token_file {
             resolve(base, token);
+        }
+        if let Some(s3) = &mut config.s3 {
+            resolve(base, &mut s3.credentials_file);
         }
         Ok(config)
     }

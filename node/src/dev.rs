@@ -17,6 +17,8 @@ pub const DEV_ZONES: usize = 3;
 pub const DEV_BASE_PORT: u16 = 7401;
 /// A local cluster's HTTP ports sit this far above its QUIC ports (7401 serves HTTP on 8401).
 pub const DEV_HTTP_PORT_OFFSET: u16 = 1000;
+/// A local cluster's S3 ports sit this far above its QUIC ports (7401 serves S3 on 9401).
+pub const DEV_S3_PORT_OFFSET: u16 = 2000;
 /// Engine segment size for development and test nodes: small, so a local cluster of several
 /// nodes does not preallocate gigabytes.
 pub const DEV_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -50,6 +52,9 @@ pub struct ClusterSpec {
     pub heal: crate::heal::HealSettings,
     /// Every node's `[http]`; each listens on its own `http_addr`.
     pub http: crate::config::HttpSettings,
+    /// Every node's `[s3]`, if the S3 front is on; each listens on its own `s3_addr`, and the
+    /// credentials are generated beside the certificates.
+    pub s3: Option<crate::config::S3Settings>,
 }
 
 impl ClusterSpec {
@@ -77,7 +82,21 @@ impl ClusterSpec {
             failure_detector: Default::default(),
             heal: Default::default(),
             http: Default::default(),
+            s3: Some(crate::config::S3Settings::new(
+                SocketAddr::from((ip, 0)),
+                PathBuf::from("certs/s3-credentials.toml"),
+            )),
         }
+    }
+
+    /// The S3 address of the node whose QUIC address is `quic`: the same IP, the port
+    /// `DEV_S3_PORT_OFFSET` above (port 0 stays 0).
+    pub fn s3_addr(&self, quic: &SocketAddr) -> SocketAddr {
+        let port = match quic.port() {
+            0 => 0,
+            p => p.saturating_add(DEV_S3_PORT_OFFSET),
+        };
+        SocketAddr::new(quic.ip(), port)
     }
 
     /// The HTTP address of the node whose QUIC address is `quic`: the same IP, the port
@@ -117,6 +136,9 @@ pub struct ClusterFiles {
     pub node_configs: Vec<PathBuf>,
     pub client_config: PathBuf,
     pub certs: PathBuf,
+    /// Shell-style `NAME=value` lines for S3 clients (keys, region, endpoints), if the S3
+    /// front is on.
+    pub s3_env: Option<PathBuf>,
 }
 
 impl ClusterFiles {
@@ -155,6 +177,18 @@ pub fn write_cluster(dir: &Path, spec: &ClusterSpec) -> Result<ClusterFiles, Dev
     if !certs_dir.join(format!("{CLIENT_CERT_NAME}.pem")).exists() {
         certs::generate(&certs_dir, &ids, &[CLIENT_CERT_NAME.to_string()])?;
     }
+    let s3_key = match &spec.s3 {
+        Some(_) => {
+            let path = certs::generate_s3_credentials(&certs_dir)?;
+            let settings =
+                crate::config::S3Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)), path);
+            settings
+                .load_credentials()
+                .ok()
+                .and_then(|keys| keys.into_iter().next())
+        }
+        None => None,
+    };
     let mut node_configs = Vec::new();
     for (id, addr, _) in &spec.nodes {
         let config = NodeConfig {
@@ -175,6 +209,10 @@ pub fn write_cluster(dir: &Path, spec: &ClusterSpec) -> Result<ClusterFiles, Dev
                 listen: spec.http_addr(addr),
                 ..spec.http.clone()
             },
+            s3: spec.s3.as_ref().map(|s3| crate::config::S3Settings {
+                listen: spec.s3_addr(addr),
+                ..s3.clone()
+            }),
         };
         let path = dir.join(format!("{id}.toml"));
         let text = toml::to_string(&config).expect("node configs serialize");
@@ -195,11 +233,34 @@ pub fn write_cluster(dir: &Path, spec: &ClusterSpec) -> Result<ClusterFiles, Dev
         &client_config,
         &toml::to_string(&client).expect("client configs serialize"),
     )?;
+    let s3_env = match (&spec.s3, s3_key) {
+        (Some(s3), Some(key)) => {
+            let endpoints: Vec<String> = spec
+                .nodes
+                .iter()
+                .map(|(_, addr, _)| format!("http://{}", spec.s3_addr(addr)))
+                .collect();
+            let text = format!(
+                "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nAWS_DEFAULT_REGION={}\n\
+                 CAIRN_S3_ENDPOINT={}\nCAIRN_S3_ENDPOINTS={}\n",
+                key.access_key,
+                key.secret_key,
+                s3.region,
+                endpoints.first().cloned().unwrap_or_default(),
+                endpoints.join(",")
+            );
+            let path = dir.join("s3.env");
+            write(&path, &text)?;
+            Some(path)
+        }
+        _ => None,
+    };
     Ok(ClusterFiles {
         dir: dir.to_path_buf(),
         layout: layout_path,
         node_configs,
         client_config,
         certs: certs_dir,
+        s3_env,
     })
 }

@@ -548,7 +548,43 @@ pub(crate) async fn answer(state: &Arc<State>, msg: PeerMsg) -> PeerReply {
                 previous: routing.previous.as_ref().map(|p| p.layout.clone()),
             }
         }
+        PeerMsg::Meta { from: _, msg } => {
+            let s = state.clone();
+            match tokio::task::spawn_blocking(move || crate::meta::cluster::answer(&s, msg)).await {
+                Ok(reply) => PeerReply::Meta(reply),
+                Err(e) => PeerReply::Refused {
+                    message: e.to_string(),
+                },
+            }
+        }
+        PeerMsg::GcStart => gc_reply(state, true),
+        PeerMsg::GcStatus => gc_reply(state, false),
     }
+}
+
+fn gc_reply(state: &Arc<State>, start: bool) -> PeerReply {
+    match &state.gc {
+        Some(gc) => PeerReply::Gc {
+            started: start && gc.start(state),
+            status: gc.status(),
+        },
+        None => PeerReply::Refused {
+            message: "the S3 front (and its garbage collector) is off on this node".into(),
+        },
+    }
+}
+
+/// Is this node the lowest-numbered one (by id order in the layout) it sees up? Scheduled
+/// work meant for one node runs there.
+pub(crate) fn lowest_up_node(state: &State) -> bool {
+    let routing = state.routing();
+    let membership = state.healing.membership.lock();
+    routing
+        .layout
+        .nodes
+        .iter()
+        .find(|n| n.id == state.id || membership.is_up(&n.id))
+        .is_some_and(|n| n.id == state.id)
 }
 
 /// The version a live entry of `hash` must carry to stand: for a fresh put, above any local

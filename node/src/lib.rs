@@ -9,6 +9,8 @@
 //! - [`heal`]: anti-entropy, hand-off, tombstone purge and scrub pacing, a plain state machine.
 //! - [`http`]: the HTTP front (blobs, probes, cluster status, metrics).
 //! - [`metrics`]: the Prometheus text exposition of `/metrics`.
+//! - [`meta`]: replicated, versioned metadata records and their local redb store.
+//! - [`s3`]: the S3 front (objects, multipart uploads, listings) and its garbage collector.
 //! - [`config`]: node and client configuration files.
 //! - [`certs`]: a development CA and certificates.
 //! - [`dev`]: the files of a local cluster.
@@ -23,10 +25,12 @@ pub mod healing;
 pub mod hints;
 pub mod http;
 pub mod membership;
+pub mod meta;
 pub mod metrics;
 pub mod peer;
 pub mod quorum;
 pub mod recordlog;
+pub mod s3;
 pub mod server;
 pub mod versions;
 

@@ -50,6 +50,10 @@ enum Command {
         /// Check the cluster with a put and a get, then stop instead of serving.
         #[arg(long)]
         check_only: bool,
+        /// Only write the cluster's files (certificates, layout, node configurations, S3
+        /// credentials and `s3.env`), to run each node as its own `cairn node` process.
+        #[arg(long)]
+        files_only: bool,
     },
     /// Make a CA (kept in DIR/ca.pem and DIR/ca.key) and node and client certificates.
     Certs {
@@ -79,6 +83,16 @@ enum Command {
     Rm { hash: String },
     /// Show every node: zone, state, used and free bytes, layout version.
     Status,
+    /// Collect garbage now: delete blobs that no S3 object or upload refers to (and that were
+    /// not written within the grace period), with a progress display.
+    Gc {
+        /// The node to run it on (default: the first that answers).
+        #[arg(long)]
+        node: Option<String>,
+        /// Only show how the last or current collection went.
+        #[arg(long)]
+        status: bool,
+    },
     /// Change the cluster's layout online, or follow the data moves a change started.
     Layout {
         #[command(subcommand)]
@@ -155,6 +169,25 @@ async fn run(cli: Cli) -> Result<()> {
             dir,
             base_port,
             check_only,
+            files_only: true,
+        } => {
+            let _ = check_only;
+            let spec =
+                ClusterSpec::local(dev::DEV_NODES, dev::DEV_ZONES, [127, 0, 0, 1], base_port);
+            let files = dev::write_cluster(&dir, &spec)?;
+            for path in &files.node_configs {
+                println!("{}", path.display());
+            }
+            if let Some(env) = &files.s3_env {
+                println!("{}", env.display());
+            }
+            Ok(())
+        }
+        Command::Dev {
+            dir,
+            base_port,
+            check_only,
+            files_only: false,
         } => run_dev(&dir, base_port, check_only).await,
         Command::Certs {
             dir,
@@ -241,7 +274,70 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Layout { command } => layout_command(&cli.client, command).await,
+        Command::Gc { node, status } => gc_command(&cli.client, node, status).await,
     }
+}
+
+/// How often `cairn gc` asks for progress.
+const GC_POLL_MS: u64 = 500;
+
+async fn gc_command(client: &Path, node: Option<String>, status_only: bool) -> Result<()> {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let mut admin = admin(client)?;
+    admin.current_layout().await?;
+    let (id, started, mut status) = admin.gc(node.as_deref(), !status_only).await?;
+    if !status_only {
+        if started {
+            println!("garbage collection started on {id}");
+        } else {
+            println!("a garbage collection is already running on {id}; following it");
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .expect("a valid template"),
+        );
+        loop {
+            bar.set_message(format!(
+                "{}: {} marks, {} candidates, {} referenced, {}/{} examined, {} deleted ({} bytes), {} kept",
+                status.phase,
+                status.marks_scanned,
+                status.candidates,
+                status.referenced_blobs,
+                status.examined,
+                status.candidates,
+                status.deleted,
+                status.deleted_bytes,
+                status.kept
+            ));
+            bar.tick();
+            if !status.running {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(GC_POLL_MS)).await;
+            status = admin.gc(Some(&id), false).await?.2;
+        }
+        bar.finish_and_clear();
+    }
+    println!(
+        "{id}: {} ({} runs): {} marks scanned, {} candidates, {} blobs referenced, {} deleted ({} bytes), {} kept, {} errors{}",
+        if status.running { "running" } else { "idle" },
+        status.runs,
+        status.marks_scanned,
+        status.candidates,
+        status.referenced_blobs,
+        status.deleted,
+        status.deleted_bytes,
+        status.kept,
+        status.errors,
+        status
+            .last_error
+            .as_deref()
+            .map(|e| format!(" (last: {e})"))
+            .unwrap_or_default()
+    );
+    admin.close().await;
+    Ok(())
 }
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM, the signal `docker stop` and init systems send.
@@ -505,12 +601,21 @@ async fn run_dev(dir: &Path, base_port: u16, check_only: bool) -> Result<()> {
         layout.write_quorum
     );
     for node in &layout.nodes {
-        let http = nodes
-            .iter()
-            .find(|n| n.id() == node.id)
+        let running = nodes.iter().find(|n| n.id() == node.id);
+        let http = running
             .map(|n| format!("http://{}", n.http_addr()))
             .unwrap_or_default();
-        println!("  {:<4} {:<8} {:<16} {http}", node.id, node.zone, node.addr);
+        let s3 = running
+            .and_then(|n| n.s3_addr())
+            .map(|a| format!("s3 http://{a}"))
+            .unwrap_or_default();
+        println!(
+            "  {:<4} {:<8} {:<16} {http}  {s3}",
+            node.id, node.zone, node.addr
+        );
+    }
+    if let Some(env) = &files.s3_env {
+        println!("S3 credentials and endpoints: {}", env.display());
     }
     println!("Data, certificates and configurations: {}", dir.display());
 

@@ -30,6 +30,15 @@ pub enum PeerMsg {
     },
     /// Send your layout and the one before it.
     FetchLayouts,
+    /// A metadata request (`meta::cluster`).
+    Meta {
+        from: String,
+        msg: crate::meta::cluster::MetaMsg,
+    },
+    /// Start a garbage collection (from `cairn gc`).
+    GcStart,
+    /// How is the garbage collection going?
+    GcStatus,
 }
 
 /// The answer to a `PeerMsg`.
@@ -53,6 +62,12 @@ pub enum PeerReply {
     },
     Refused {
         message: String,
+    },
+    Meta(crate::meta::cluster::MetaReply),
+    Gc {
+        /// A collection was started by this request (false: one was already running).
+        started: bool,
+        status: crate::s3::gc::GcStatus,
     },
 }
 

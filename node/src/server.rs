@@ -79,6 +79,8 @@ pub enum NodeError {
     Hints(#[from] hints::HintError),
     #[error("version table: {0}")]
     Versions(#[from] crate::recordlog::LogError),
+    #[error("metadata: {0}")]
+    Meta(#[from] crate::meta::StoreError),
     #[error("configuration: {0}")]
     Config(String),
     #[error("cannot bind {addr}: {source}")]
@@ -111,6 +113,10 @@ pub(crate) struct State {
     pub(crate) healing: Healing,
     /// Routes requests taken in over HTTP through the cluster, as any client would.
     pub(crate) cluster_client: cairn_client::Client,
+    /// This node's replicas of the cluster's metadata, and its clock.
+    pub(crate) meta: crate::meta::Meta,
+    /// The garbage collector, when the S3 front is on.
+    pub(crate) gc: Option<Arc<crate::s3::gc::Collector>>,
     /// Taken while a hash's version and bytes change together (a commit, a tombstone), so a
     /// put and a delete of one hash on one node are ordered; striped by the hash's first byte.
     entry_locks: Vec<Mutex<()>>,
@@ -132,6 +138,7 @@ pub struct Node {
     endpoint: quinn::Endpoint,
     addr: SocketAddr,
     http: crate::http::HttpServer,
+    s3: Option<crate::s3::S3Server>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -176,6 +183,12 @@ impl Node {
             .and_then(|()| config.heal.validate())
             .map_err(NodeError::Config)?;
         let versions = Arc::new(VersionTable::open(&config.data_dir)?);
+        let meta_path = config.data_dir.join("meta.redb");
+        let node_id = config.id.clone();
+        let meta =
+            tokio::task::spawn_blocking(move || crate::meta::Meta::open(&meta_path, &node_id))
+                .await
+                .expect("metadata open does not panic")?;
         let previous = Layout::load(&config.data_dir.join("layout.previous.toml"))
             .ok()
             .filter(|p| p.version < layout.version);
@@ -253,6 +266,11 @@ impl Node {
             entry_locks: (0..ENTRY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             routing: RwLock::new(routing),
             cluster_client,
+            meta,
+            gc: config
+                .s3
+                .as_ref()
+                .map(|s3| Arc::new(crate::s3::gc::Collector::new(s3.clone()))),
             pool,
             hints: Mutex::new(hint_log),
             hint_wake: Notify::new(),
@@ -262,16 +280,34 @@ impl Node {
             connections: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
         });
         let http = crate::http::start(state.clone(), &config.http).await?;
-        let tasks = vec![
+        let s3 = match &config.s3 {
+            Some(settings) => Some(crate::s3::start(state.clone(), settings).await?),
+            None => None,
+        };
+        let sync_interval_ms = config
+            .s3
+            .as_ref()
+            .map_or(crate::config::META_SYNC_INTERVAL_MS_DEFAULT, |s| {
+                s.meta_sync_interval_ms
+            });
+        let mut tasks = vec![
             tokio::spawn(accept_loop(state.clone(), endpoint.clone())),
             tokio::spawn(hint_loop(state.clone())),
             tokio::spawn(healing::heal_loop(state.clone(), events_rx)),
+            tokio::spawn(meta_sync_loop(state.clone(), sync_interval_ms)),
         ];
+        if let Some(gc) = &state.gc {
+            tasks.push(tokio::spawn(crate::s3::gc::schedule(
+                state.clone(),
+                gc.clone(),
+            )));
+        }
         Ok(Node {
             state,
             endpoint,
             addr,
             http,
+            s3,
             tasks,
         })
     }
@@ -287,6 +323,36 @@ impl Node {
     /// Where the HTTP front listens.
     pub fn http_addr(&self) -> SocketAddr {
         self.http.addr
+    }
+
+    /// Where the S3 front listens, if it is on.
+    pub fn s3_addr(&self) -> Option<SocketAddr> {
+        self.s3.as_ref().map(|s| s.addr)
+    }
+
+    /// Starts a garbage collection here unless one is running (or the S3 front is off).
+    pub fn start_gc(&self) -> bool {
+        self.state
+            .gc
+            .as_ref()
+            .is_some_and(|gc| gc.start(&self.state))
+    }
+
+    /// The garbage collector's progress, if the S3 front is on.
+    pub fn gc_status(&self) -> Option<crate::s3::gc::GcStatus> {
+        self.state.gc.as_ref().map(|gc| gc.status())
+    }
+
+    /// One round of the metadata digest exchange, now (tests use it to converge on demand).
+    pub async fn sync_metadata(
+        &self,
+    ) -> Result<crate::meta::cluster::SyncReport, crate::meta::cluster::MetaError> {
+        crate::meta::cluster::sync_round(&self.state).await
+    }
+
+    /// The node's metadata store (tests look at replicas directly).
+    pub fn meta_store(&self) -> &crate::meta::MetaStore {
+        &self.state.meta.store
     }
 
     /// The node's engine (tests look at replicas directly).
@@ -324,6 +390,9 @@ impl Node {
     /// Stops serving: closes connections, stops background work, syncs the engine.
     pub async fn shutdown(self) {
         self.http.stop();
+        if let Some(s3) = &self.s3 {
+            s3.stop();
+        }
         for task in &self.tasks {
             task.abort();
         }
@@ -583,7 +652,9 @@ async fn handle_stream(
         } => {
             let hash = Hash::from_bytes(hash);
             match role {
-                DeleteRole::Coordinate => coordinate_delete(&state, &routing, hash, send).await,
+                DeleteRole::Coordinate => {
+                    coordinate_delete(&state, &routing, hash, version, send).await
+                }
                 DeleteRole::Replica => {
                     let response = match local_delete(&state, hash, version).await {
                         Ok(existed) => Response::Deleted { existed },
@@ -1224,14 +1295,21 @@ async fn local_delete(
 }
 
 /// A delete from a client: delete on every replica, acknowledge at write quorum, hint the rest.
+/// The tombstone's version is the client's if it set one (a conditional delete, standing only
+/// where the blob was last written before it), else now.
 async fn coordinate_delete(
     state: &Arc<State>,
     routing: &Routing,
     hash: Hash,
+    requested_version: u64,
     mut send: quinn::SendStream,
 ) {
     let replicas: Vec<NodeSpec> = routing.replicas(&hash).into_iter().cloned().collect();
-    let version = wall_ms();
+    let version = if requested_version > 0 {
+        requested_version
+    } else {
+        wall_ms()
+    };
     let mut tasks = Vec::new();
     for node in replicas.iter().filter(|n| n.id != state.id).cloned() {
         let state = state.clone();
@@ -1278,6 +1356,22 @@ async fn coordinate_delete(
         state.hint(hash, id, HintKind::Delete);
     }
     respond(&mut send, &Response::Deleted { existed }).await;
+}
+
+/// Brings this node's metadata partitions in line with their other owners, every
+/// `interval_ms`.
+async fn meta_sync_loop(state: Arc<State>, interval_ms: u64) {
+    let interval = Duration::from_millis(interval_ms.max(100));
+    loop {
+        tokio::time::sleep(interval).await;
+        match crate::meta::cluster::sync_round(&state).await {
+            Ok(report) if report.exchanged > 0 || report.handed_off > 0 => {
+                tracing::info!(?report, "metadata sync round");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "metadata sync round failed"),
+        }
+    }
 }
 
 /// Read repair: queue a copy of a blob held here to replicas found without it.

@@ -511,7 +511,7 @@ fn readiness(state: &State) -> Result<(), String> {
 /// A connection that makes no progress (nothing read, nothing written) for `stall` fails with
 /// `TimedOut`: a client that stops sending a body, or stops reading a response, lets go of its
 /// connection and request slot.
-struct StallGuard<T> {
+pub(crate) struct StallGuard<T> {
     io: T,
     stall: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
@@ -519,7 +519,7 @@ struct StallGuard<T> {
 }
 
 impl<T> StallGuard<T> {
-    fn new(io: T, stall: Duration) -> Self {
+    pub(crate) fn new(io: T, stall: Duration) -> Self {
         StallGuard {
             io,
             stall,

@@ -1,0 +1,589 @@
+//! Metadata across the cluster: quorum writes, quorum reads with read repair, merged scans,
+//! and the digest exchange that brings every owner of a partition to the same contents.
+//!
+//! The messages travel in the node protocol (`PeerMsg::Meta`). The merging is plain code
+//! ([`merge_pages`]); this file's async functions only fan requests out and count answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_client::NodeSpec;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{Digest, Entry, MetaKey, Page, Partition, StoreError};
+use crate::healing::wall_ms;
+use crate::peer::{self, PeerMsg, PeerReply};
+use crate::server::State;
+
+/// Time one owner has to answer one metadata request.
+pub const META_CALL_TIMEOUT_MS: u64 = 5_000;
+
+/// Most entries in one scan page.
+pub const META_PAGE_ENTRIES_MAX: usize = 1_000;
+
+/// Most bytes of entries in one scan page or one write batch: under the node protocol's
+/// message limit with room to spare.
+pub const META_PAGE_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+/// A metadata request between nodes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MetaMsg {
+    /// Merge these entries (one partition).
+    Write {
+        writes: Vec<(MetaKey, Entry)>,
+    },
+    Read {
+        key: MetaKey,
+    },
+    /// A page of a partition after `after`, with `prefix`, tombstones included.
+    Scan {
+        part: Partition,
+        after: Option<Vec<u8>>,
+        prefix: Vec<u8>,
+        limit: u32,
+    },
+    Digest {
+        part: Partition,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MetaReply {
+    Written { applied: Vec<bool> },
+    Entry(Option<Entry>),
+    Page(Page),
+    Digest(Digest),
+    Failed { message: String },
+}
+
+/// Why a metadata operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaError {
+    #[error(
+        "metadata quorum not reached: {answered} of the {needed} owners needed answered ({detail})"
+    )]
+    Unavailable {
+        answered: usize,
+        needed: usize,
+        detail: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Answers a metadata request from this node's store (blocking: run off the async threads).
+pub(crate) fn answer(state: &State, msg: MetaMsg) -> MetaReply {
+    let result = match msg {
+        MetaMsg::Write { writes } => {
+            let now = wall_ms();
+            {
+                let mut hlc = state.meta.hlc.lock();
+                for (_, entry) in &writes {
+                    if let Err(e) = hlc.observe(entry.stamp, now) {
+                        return MetaReply::Failed {
+                            message: e.to_string(),
+                        };
+                    }
+                }
+            }
+            state
+                .meta
+                .store
+                .apply(&writes)
+                .map(|applied| MetaReply::Written { applied })
+        }
+        MetaMsg::Read { key } => state.meta.store.get(&key).map(MetaReply::Entry),
+        MetaMsg::Scan {
+            part,
+            after,
+            prefix,
+            limit,
+        } => state
+            .meta
+            .store
+            .scan(
+                &part,
+                after.as_deref(),
+                &prefix,
+                (limit as usize).min(META_PAGE_ENTRIES_MAX),
+                META_PAGE_BYTES_MAX,
+            )
+            .map(MetaReply::Page),
+        MetaMsg::Digest { part } => state.meta.store.digest(&part).map(MetaReply::Digest),
+    };
+    result.unwrap_or_else(|e| MetaReply::Failed {
+        message: e.to_string(),
+    })
+}
+
+/// Sends one request to one owner (this node included) and waits for its answer.
+async fn ask(state: &Arc<State>, node: &NodeSpec, msg: MetaMsg) -> Result<MetaReply, String> {
+    if node.id == state.id {
+        let s = state.clone();
+        return tokio::task::spawn_blocking(move || answer(&s, msg))
+            .await
+            .map_err(|e| e.to_string());
+    }
+    let layout_version = state.routing().layout.version;
+    let request = PeerMsg::Meta {
+        from: state.id.clone(),
+        msg,
+    };
+    let call = peer::call(&state.pool, node, layout_version, &request);
+    match tokio::time::timeout(Duration::from_millis(META_CALL_TIMEOUT_MS), call).await {
+        Ok(Ok(PeerReply::Meta(MetaReply::Failed { message }))) => Err(message),
+        Ok(Ok(PeerReply::Meta(reply))) => Ok(reply),
+        Ok(Ok(other)) => Err(format!("{}: unexpected answer {other:?}", node.id)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "{}: no answer in {META_CALL_TIMEOUT_MS} ms",
+            node.id
+        )),
+    }
+}
+
+/// The owners of a partition under the current layout, and the write and read quorums.
+fn owners(state: &State, part: &Partition) -> (Vec<NodeSpec>, usize, usize) {
+    let routing = state.routing();
+    let owners: Vec<NodeSpec> = routing
+        .replicas(&part.placement_hash())
+        .into_iter()
+        .cloned()
+        .collect();
+    let write_quorum = routing.layout.write_quorum.min(owners.len()).max(1);
+    let read_quorum = (owners.len() + 1).saturating_sub(write_quorum).max(1);
+    (owners, write_quorum, read_quorum)
+}
+
+/// Asks every owner at once; the answers arrive on the receiver as they come, each owner's
+/// request running to its end even after the caller stops listening.
+fn fan_out(
+    state: &Arc<State>,
+    owners: &[NodeSpec],
+    msg: &MetaMsg,
+) -> mpsc::UnboundedReceiver<(usize, Result<MetaReply, String>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    for (i, node) in owners.iter().enumerate() {
+        let (state, node, msg, tx) = (state.clone(), node.clone(), msg.clone(), tx.clone());
+        tokio::spawn(async move {
+            let reply = ask(&state, &node, msg).await;
+            let _ = tx.send((i, reply));
+        });
+    }
+    rx
+}
+
+/// A new stamp from this node's clock.
+pub(crate) fn stamp(state: &State) -> super::Stamp {
+    state.meta.hlc.lock().now(wall_ms())
+}
+
+/// Writes entries of one partition to its owners; returns once the write quorum has them
+/// durably.
+pub(crate) async fn write(
+    state: &Arc<State>,
+    writes: Vec<(MetaKey, Entry)>,
+) -> Result<(), MetaError> {
+    let Some((first, _)) = writes.first() else {
+        return Ok(());
+    };
+    debug_assert!(writes.iter().all(|(k, _)| k.part == first.part));
+    let (owners, needed, _) = owners(state, &first.part);
+    let mut answers = fan_out(state, &owners, &MetaMsg::Write { writes });
+    let (mut ok, mut failed) = (0, Vec::new());
+    while let Some((_, reply)) = answers.recv().await {
+        match reply {
+            Ok(MetaReply::Written { .. }) => {
+                ok += 1;
+                if ok >= needed {
+                    return Ok(());
+                }
+            }
+            Ok(other) => failed.push(format!("unexpected answer {other:?}")),
+            Err(e) => failed.push(e),
+        }
+        if failed.len() > owners.len() - needed {
+            break;
+        }
+    }
+    Err(MetaError::Unavailable {
+        answered: ok,
+        needed,
+        detail: failed.join("; "),
+    })
+}
+
+/// Reads one record from a read quorum of its owners: the entry with the highest stamp (a
+/// tombstone included). Owners found behind are sent the winner.
+pub(crate) async fn read(state: &Arc<State>, key: &MetaKey) -> Result<Option<Entry>, MetaError> {
+    let (owners, _, needed) = owners(state, &key.part);
+    let mut answers = fan_out(state, &owners, &MetaMsg::Read { key: key.clone() });
+    let mut seen: Vec<(usize, Option<Entry>)> = Vec::new();
+    let mut failed = Vec::new();
+    while let Some((i, reply)) = answers.recv().await {
+        match reply {
+            Ok(MetaReply::Entry(entry)) => seen.push((i, entry)),
+            Ok(other) => failed.push(format!("unexpected answer {other:?}")),
+            Err(e) => failed.push(e),
+        }
+        if seen.len() >= needed || failed.len() > owners.len() - needed {
+            break;
+        }
+    }
+    if seen.len() < needed {
+        return Err(MetaError::Unavailable {
+            answered: seen.len(),
+            needed,
+            detail: failed.join("; "),
+        });
+    }
+    let best = seen
+        .iter()
+        .filter_map(|(_, e)| e.clone())
+        .max_by_key(|e| e.stamp);
+    if let Some(best) = &best {
+        for (i, entry) in &seen {
+            if entry.as_ref().map(|e| e.stamp) != Some(best.stamp) {
+                let (state, node) = (state.clone(), owners[*i].clone());
+                let msg = MetaMsg::Write {
+                    writes: vec![(key.clone(), best.clone())],
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = ask(&state, &node, msg).await {
+                        tracing::debug!(node = %node.id, error = %e, "metadata read repair failed");
+                    }
+                });
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// Merges pages of one partition from several owners: the highest stamp per key, in key
+/// order. A page cut short covers keys only up to its last one, so the merge is complete only
+/// up to the smallest such key: entries past it are left out and that key is returned as the
+/// place to go on from.
+pub fn merge_pages(pages: Vec<Page>) -> (Vec<(Vec<u8>, Entry)>, Option<Vec<u8>>) {
+    let horizon: Option<Vec<u8>> = pages
+        .iter()
+        .filter(|p| p.truncated)
+        .filter_map(|p| p.entries.last().map(|(k, _)| k.clone()))
+        .min();
+    let mut merged: std::collections::BTreeMap<Vec<u8>, Entry> = std::collections::BTreeMap::new();
+    for page in pages {
+        for (key, entry) in page.entries {
+            if horizon.as_ref().is_some_and(|h| &key > h) {
+                continue;
+            }
+            match merged.get(&key) {
+                Some(old) if old.stamp >= entry.stamp => {}
+                _ => {
+                    merged.insert(key, entry);
+                }
+            }
+        }
+    }
+    (merged.into_iter().collect(), horizon)
+}
+
+/// One merged page of a partition from a read quorum of its owners, tombstones included, and
+/// where the next page starts (`None`: this was the last).
+pub(crate) async fn scan_page(
+    state: &Arc<State>,
+    part: &Partition,
+    after: Option<Vec<u8>>,
+    prefix: &[u8],
+    limit: usize,
+) -> Result<(Vec<(Vec<u8>, Entry)>, Option<Vec<u8>>), MetaError> {
+    let (owners, _, needed) = owners(state, part);
+    let msg = MetaMsg::Scan {
+        part: part.clone(),
+        after,
+        prefix: prefix.to_vec(),
+        limit: limit.clamp(1, META_PAGE_ENTRIES_MAX) as u32,
+    };
+    let mut answers = fan_out(state, &owners, &msg);
+    let (mut pages, mut failed) = (Vec::new(), Vec::new());
+    while let Some((_, reply)) = answers.recv().await {
+        match reply {
+            Ok(MetaReply::Page(page)) => pages.push(page),
+            Ok(other) => failed.push(format!("unexpected answer {other:?}")),
+            Err(e) => failed.push(e),
+        }
+        if pages.len() >= needed || failed.len() > owners.len() - needed {
+            break;
+        }
+    }
+    if pages.len() < needed {
+        return Err(MetaError::Unavailable {
+            answered: pages.len(),
+            needed,
+            detail: failed.join("; "),
+        });
+    }
+    Ok(merge_pages(pages))
+}
+
+/// What a walk over a partition does after one entry.
+pub enum Walk {
+    Next,
+    Stop,
+    /// Go on after this key (a listing skipping a common prefix).
+    SkipTo(Vec<u8>),
+}
+
+/// Walks a partition's live entries (merged from read quorums, page by page) after `after`
+/// with `prefix`, in key order, until `each` says stop or the partition ends.
+pub(crate) async fn walk(
+    state: &Arc<State>,
+    part: &Partition,
+    after: Option<Vec<u8>>,
+    prefix: &[u8],
+    mut each: impl FnMut(&[u8], &Entry) -> Walk,
+) -> Result<(), MetaError> {
+    let mut cursor = after;
+    loop {
+        let (entries, next) =
+            scan_page(state, part, cursor.clone(), prefix, META_PAGE_ENTRIES_MAX).await?;
+        let mut jumped = false;
+        for (key, entry) in entries {
+            if cursor.as_ref().is_some_and(|c| &key <= c) {
+                continue;
+            }
+            cursor = Some(key.clone());
+            if entry.value.is_none() {
+                continue;
+            }
+            match each(&key, &entry) {
+                Walk::Next => {}
+                Walk::Stop => return Ok(()),
+                Walk::SkipTo(to) => {
+                    cursor = Some(to);
+                    jumped = true;
+                    break;
+                }
+            }
+        }
+        if jumped {
+            continue;
+        }
+        match next {
+            Some(next) if cursor.as_ref().is_none_or(|c| &next > c) => cursor = Some(next),
+            Some(_) => {}
+            None => return Ok(()),
+        }
+    }
+}
+
+/// What one round of the digest exchange did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub partitions: u64,
+    /// Partition copies found to differ from an owner's and exchanged.
+    pub exchanged: u64,
+    /// Partitions handed to their owners and dropped here (this node no longer owns them).
+    pub handed_off: u64,
+    pub failed: u64,
+}
+
+/// Compares every partition held here with each of its other owners and, where the digests
+/// differ, sends all of ours and takes all of theirs. A partition this node no longer owns is
+/// sent to its owners and dropped once all of them have it.
+pub(crate) async fn sync_round(state: &Arc<State>) -> Result<SyncReport, MetaError> {
+    let mut report = SyncReport::default();
+    let partitions = {
+        let s = state.clone();
+        tokio::task::spawn_blocking(move || s.meta.store.partitions())
+            .await
+            .map_err(|e| MetaError::Unavailable {
+                answered: 0,
+                needed: 0,
+                detail: e.to_string(),
+            })??
+    };
+    for part in partitions {
+        report.partitions += 1;
+        let (owners, _, _) = owners(state, &part);
+        let owned = owners.iter().any(|n| n.id == state.id);
+        let mut all_synced = true;
+        for node in owners.iter().filter(|n| n.id != state.id) {
+            match sync_with(state, node, &part, owned).await {
+                Ok(exchanged) => report.exchanged += u64::from(exchanged),
+                Err(e) => {
+                    all_synced = false;
+                    report.failed += 1;
+                    tracing::debug!(node = %node.id, partition = ?part, error = %e, "metadata sync failed");
+                }
+            }
+        }
+        if !owned && all_synced {
+            let s = state.clone();
+            let p = part.clone();
+            if let Ok(Ok(())) =
+                tokio::task::spawn_blocking(move || s.meta.store.drop_partition(&p)).await
+            {
+                report.handed_off += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Brings one partition in line with one owner; says whether anything had to move.
+async fn sync_with(
+    state: &Arc<State>,
+    node: &NodeSpec,
+    part: &Partition,
+    pull: bool,
+) -> Result<bool, String> {
+    let local = state.meta.store.digest(part).map_err(|e| e.to_string())?;
+    match ask(state, node, MetaMsg::Digest { part: part.clone() }).await? {
+        MetaReply::Digest(remote) if remote == local => return Ok(false),
+        MetaReply::Digest(_) => {}
+        other => return Err(format!("unexpected answer {other:?}")),
+    }
+    // Push every entry of ours, a page at a time.
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = state
+            .meta
+            .store
+            .scan(
+                part,
+                after.as_deref(),
+                b"",
+                META_PAGE_ENTRIES_MAX,
+                META_PAGE_BYTES_MAX,
+            )
+            .map_err(|e| e.to_string())?;
+        after = page.entries.last().map(|(k, _)| k.clone());
+        let writes: Vec<(MetaKey, Entry)> = page
+            .entries
+            .into_iter()
+            .map(|(key, entry)| {
+                (
+                    MetaKey {
+                        part: part.clone(),
+                        key,
+                    },
+                    entry,
+                )
+            })
+            .collect();
+        if !writes.is_empty() {
+            ask(state, node, MetaMsg::Write { writes }).await?;
+        }
+        if !page.truncated {
+            break;
+        }
+    }
+    if !pull {
+        return Ok(true);
+    }
+    // Take every entry of theirs.
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let msg = MetaMsg::Scan {
+            part: part.clone(),
+            after: after.clone(),
+            prefix: Vec::new(),
+            limit: META_PAGE_ENTRIES_MAX as u32,
+        };
+        let MetaReply::Page(page) = ask(state, node, msg).await? else {
+            return Err("unexpected answer to a scan".into());
+        };
+        after = page.entries.last().map(|(k, _)| k.clone());
+        let writes: Vec<(MetaKey, Entry)> = page
+            .entries
+            .into_iter()
+            .map(|(key, entry)| {
+                (
+                    MetaKey {
+                        part: part.clone(),
+                        key,
+                    },
+                    entry,
+                )
+            })
+            .collect();
+        let s = state.clone();
+        tokio::task::spawn_blocking(move || answer(&s, MetaMsg::Write { writes }))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !page.truncated {
+            break;
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::Stamp;
+
+    fn e(wall_ms: u64, v: Option<&str>) -> Entry {
+        Entry {
+            stamp: Stamp {
+                wall_ms,
+                counter: 0,
+                node: 0,
+            },
+            value: v.map(|v| v.as_bytes().to_vec()),
+        }
+    }
+
+    fn page(entries: &[(&str, Entry)], truncated: bool) -> Page {
+        Page {
+            entries: entries
+                .iter()
+                .map(|(k, e)| (k.as_bytes().to_vec(), e.clone()))
+                .collect(),
+            truncated,
+        }
+    }
+
+    #[test]
+    fn the_newest_entry_of_each_key_wins_a_merge_tombstones_included() {
+        let a = page(&[("a", e(1, Some("old"))), ("b", e(5, None))], false);
+        let b = page(
+            &[
+                ("a", e(2, Some("new"))),
+                ("b", e(4, Some("undeleted"))),
+                ("c", e(1, Some("c"))),
+            ],
+            false,
+        );
+        let (merged, next) = merge_pages(vec![a, b]);
+        assert_eq!(next, None);
+        assert_eq!(
+            merged,
+            vec![
+                (b"a".to_vec(), e(2, Some("new"))),
+                (b"b".to_vec(), e(5, None)),
+                (b"c".to_vec(), e(1, Some("c"))),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_merge_stops_where_the_shortest_cut_page_stops() {
+        // Owner A's page was cut after "b"; owner B went further. "c" from B alone may be
+        // stale (A's entry for "c" was not sent), so the merge ends at "b".
+        let a = page(&[("a", e(1, Some("a"))), ("b", e(1, Some("b")))], true);
+        let b = page(
+            &[
+                ("a", e(1, Some("a"))),
+                ("c", e(1, Some("c"))),
+                ("d", e(1, Some("d"))),
+            ],
+            true,
+        );
+        let (merged, next) = merge_pages(vec![a, b]);
+        assert_eq!(next.as_deref(), Some(&b"b"[..]));
+        let keys: Vec<_> = merged.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
+    }
+}

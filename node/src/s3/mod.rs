@@ -1,0 +1,215 @@
+//! The S3 front: buckets and keys over Cairn's blobs, for artifact servers that already speak
+//! S3 (Artifactory, Nexus, the Docker registry, Jenkins).
+//!
+//! The S3 protocol itself (routing, XML, SigV4 in headers and presigned URLs, aws-chunked
+//! bodies with trailing checksums, error documents) is the `s3s` crate's; this module answers
+//! the operations. An object is a record in the replicated metadata ([`crate::meta`]) naming
+//! the blobs that hold its bytes: one for a PutObject, one per part for a multipart upload
+//! (completing it writes no bytes again), none for an empty object. Blobs are written through
+//! the node's cluster client, like any client's, before the record that names them.
+//!
+//! - [`ops`]: the operations.
+//! - [`body`]: taking in a request body (hashes, checksums, spooling).
+//! - [`records`]: the records and their keys.
+//! - [`gc`]: removing blobs no object or upload refers to.
+
+mod body;
+pub mod gc;
+mod ops;
+pub mod records;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use s3s::auth::SimpleAuth;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::S3Settings;
+use crate::http::StallGuard;
+use crate::server::{NodeError, State};
+
+/// Connections the S3 front holds open at once; beyond it, new connections are closed.
+pub const S3_CONNECTIONS_MAX: usize = 1024;
+
+/// Largest request head; beyond it, 431.
+pub const S3_HEADER_BYTES_MAX: usize = 64 * 1024;
+
+/// Most header fields in one request (S3 requests carry many `x-amz-` headers).
+pub const S3_HEADERS_COUNT_MAX: usize = 128;
+
+/// Largest XML request body (CompleteMultipartUpload's part list, DeleteObjects' keys).
+pub const S3_XML_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Most a request's signing time may differ from the node's clock: 15 minutes, as S3.
+pub const S3_CLOCK_SKEW_SECS_MAX: u32 = 15 * 60;
+
+/// The S3 front of one node: the operations' side.
+pub(crate) struct S3Front {
+    state: Arc<State>,
+    settings: S3Settings,
+    spool_dir: PathBuf,
+}
+
+/// A running S3 front.
+pub(crate) struct S3Server {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl S3Server {
+    pub fn stop(&self) {
+        self.task.abort();
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Binds the S3 front and starts serving.
+pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3Server, NodeError> {
+    let keys = settings
+        .load_credentials()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    let spool_dir = state.data_dir.join("s3-spool");
+    // Bodies spooled before a crash belong to requests nobody was answered for.
+    let _ = std::fs::remove_dir_all(&spool_dir);
+    std::fs::create_dir_all(&spool_dir).map_err(|source| NodeError::Io {
+        path: spool_dir.clone(),
+        source,
+    })?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| NodeError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    let front = S3Front {
+        state,
+        settings: settings.clone(),
+        spool_dir,
+    };
+    let mut builder = S3ServiceBuilder::new(front);
+    let mut auth = SimpleAuth::new();
+    for key in keys {
+        auth.register(key.access_key, key.secret_key.into());
+    }
+    builder.set_auth(auth);
+    let mut config = s3s::config::S3Config::default();
+    config.xml_max_body_size = S3_XML_BODY_BYTES_MAX;
+    config.presigned_url_max_skew_time_secs = S3_CLOCK_SKEW_SECS_MAX;
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+        config,
+    ))));
+    let service = builder.build();
+    let (stop, stopped) = watch::channel(false);
+    let requests = Arc::new(Semaphore::new(settings.requests_in_flight_max));
+    let idle = Duration::from_millis(settings.idle_timeout_ms);
+    let task = tokio::spawn(accept_loop(service, listener, requests, idle, stopped));
+    tracing::info!(%addr, "S3 front serving");
+    Ok(S3Server { addr, task, stop })
+}
+
+async fn accept_loop(
+    service: S3Service,
+    listener: TcpListener,
+    requests: Arc<Semaphore>,
+    idle: Duration,
+    stopped: watch::Receiver<bool>,
+) {
+    let connections = Arc::new(Semaphore::new(S3_CONNECTIONS_MAX));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .max_buf_size(S3_HEADER_BYTES_MAX.max(8192))
+        .max_headers(S3_HEADERS_COUNT_MAX);
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                tracing::warn!(error = %e, "S3 accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (service, requests, builder) = (service.clone(), requests.clone(), builder.clone());
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let io = TokioIo::new(StallGuard::new(tcp, idle));
+            let serve = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let (service, requests) = (service.clone(), requests.clone());
+                async move {
+                    let Ok(_slot) = requests.try_acquire_owned() else {
+                        return Ok::<_, Infallible>(slow_down());
+                    };
+                    let request = request.map(s3s::Body::from);
+                    Ok(match service.call(request).await {
+                        Ok(response) => response,
+                        Err(e) => {
+                            tracing::warn!(error = ?e, "S3 request failed");
+                            internal_error()
+                        }
+                    })
+                }
+            });
+            let connection = builder.serve_connection(io, serve);
+            tokio::select! {
+                result = connection => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "S3 connection ended");
+                    }
+                }
+                _ = stopped.wait_for(|s| *s) => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn xml_error(status: u16, code: &str, message: &str) -> Response<s3s::Body> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    let mut response = Response::new(s3s::Body::from(body));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).expect("a valid status");
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    response
+}
+
+/// Over `requests_in_flight_max`: S3's answer to a client going too fast.
+fn slow_down() -> Response<s3s::Body> {
+    let mut response = xml_error(503, "SlowDown", "Please reduce your request rate.");
+    response.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from(crate::http::HTTP_RETRY_AFTER_SECS),
+    );
+    response
+}
+
+fn internal_error() -> Response<s3s::Body> {
+    xml_error(
+        500,
+        "InternalError",
+        "We encountered an internal error. Please try again.",
+    )
+}
