@@ -73,6 +73,21 @@ impl S3Server {
     }
 }
 
+/// The configured access keys; an unknown one is refused as S3 does.
+struct AccessKeys(SimpleAuth);
+
+#[async_trait::async_trait]
+impl s3s::auth::S3Auth for AccessKeys {
+    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<s3s::auth::SecretKey> {
+        self.0.lookup(access_key).cloned().ok_or_else(|| {
+            s3s::s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records."
+            )
+        })
+    }
+}
+
 /// Binds the S3 front and starts serving.
 pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3Server, NodeError> {
     let keys = settings
@@ -101,11 +116,11 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
         spool_dir,
     };
     let mut builder = S3ServiceBuilder::new(front);
-    let mut auth = SimpleAuth::new();
+    let mut known = SimpleAuth::new();
     for key in keys {
-        auth.register(key.access_key, key.secret_key.into());
+        known.register(key.access_key, key.secret_key.into());
     }
-    builder.set_auth(auth);
+    builder.set_auth(AccessKeys(known));
     let mut config = s3s::config::S3Config::default();
     config.xml_max_body_size = S3_XML_BODY_BYTES_MAX;
     config.presigned_url_max_skew_time_secs = S3_CLOCK_SKEW_SECS_MAX;

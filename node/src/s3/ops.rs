@@ -407,9 +407,19 @@ impl S3Front {
         let delimiter = delimiter.filter(|d| !d.is_empty());
         let mut last_prefix: Option<String> = None;
         let mut error = None;
+        // A marker that is a common prefix (the last entry of a previous page) resumes after
+        // every key under it.
+        let mut start = after.map(String::into_bytes);
+        if let (Some(d), Some(marker)) = (delimiter, start.as_mut())
+            && marker.starts_with(prefix.as_bytes())
+            && marker.ends_with(d.as_bytes())
+            && marker.len() > prefix.len()
+        {
+            marker.push(0xFF);
+        }
         self.walk(
             &part,
-            after.map(String::into_bytes),
+            start,
             prefix.as_bytes(),
             |key, value| {
                 let Ok(key) = std::str::from_utf8(key) else {
@@ -537,6 +547,20 @@ impl Listing {
         self.objects.len() + self.prefixes.len()
     }
 
+    /// Keys and prefixes as the client asked for them: `encoding-type=url` wants them
+    /// percent-encoded.
+    fn encode_keys(&mut self, encoding: Option<&EncodingType>) {
+        if encoding.is_some_and(|e| e.as_str() == EncodingType::URL) {
+            for (key, _) in &mut self.objects {
+                *key = url_encode(key);
+            }
+            for prefix in &mut self.prefixes {
+                *prefix = url_encode(prefix);
+            }
+            self.next_marker = self.next_marker.as_deref().map(url_encode);
+        }
+    }
+
     fn contents(&self) -> Option<Vec<Object>> {
         Some(
             self.objects
@@ -564,6 +588,27 @@ impl Listing {
                 })
                 .collect()
         })
+    }
+}
+
+/// Percent-encodes all but unreserved characters and `/`, as S3 does for `encoding-type=url`.
+fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `text` percent-encoded if the client asked for `encoding-type=url`.
+fn encoded(text: Option<String>, encoding: Option<&EncodingType>) -> Option<String> {
+    match encoding {
+        Some(e) if e.as_str() == EncodingType::URL => text.as_deref().map(url_encode),
+        _ => text,
     }
 }
 
@@ -1018,7 +1063,7 @@ impl S3 for S3Front {
             None => input.start_after.clone(),
         };
         let max = max_keys(input.max_keys);
-        let listing = self
+        let mut listing = self
             .list(
                 &input.bucket,
                 &prefix,
@@ -1027,19 +1072,23 @@ impl S3 for S3Front {
                 max,
             )
             .await?;
+        // The token carries the raw marker; only what the client reads is encoded.
+        let next_token = listing
+            .truncated
+            .then(|| listing.next_marker.as_deref().map(encode_token))
+            .flatten();
+        let encoding = input.encoding_type.as_ref();
+        listing.encode_keys(encoding);
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
-            prefix: Some(prefix),
-            delimiter: input.delimiter,
+            prefix: encoded(Some(prefix), encoding),
+            delimiter: encoded(input.delimiter, encoding),
             max_keys: Some(max as i32),
             key_count: Some(listing.count() as i32),
             is_truncated: Some(listing.truncated),
             continuation_token: input.continuation_token,
-            next_continuation_token: listing
-                .truncated
-                .then(|| listing.next_marker.as_deref().map(encode_token))
-                .flatten(),
-            start_after: input.start_after,
+            next_continuation_token: next_token,
+            start_after: encoded(input.start_after, encoding),
             contents: listing.contents(),
             common_prefixes: listing.common_prefixes(),
             encoding_type: input.encoding_type,
@@ -1054,7 +1103,7 @@ impl S3 for S3Front {
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         let max = max_keys(input.max_keys);
-        let listing = self
+        let mut listing = self
             .list(
                 &input.bucket,
                 &prefix,
@@ -1063,11 +1112,13 @@ impl S3 for S3Front {
                 max,
             )
             .await?;
+        let encoding = input.encoding_type.as_ref();
+        listing.encode_keys(encoding);
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
-            prefix: Some(prefix),
-            marker: Some(input.marker.unwrap_or_default()),
-            delimiter: input.delimiter,
+            prefix: encoded(Some(prefix), encoding),
+            marker: encoded(Some(input.marker.unwrap_or_default()), encoding),
+            delimiter: encoded(input.delimiter, encoding),
             max_keys: Some(max as i32),
             is_truncated: Some(listing.truncated),
             next_marker: listing
