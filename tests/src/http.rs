@@ -107,13 +107,24 @@ impl HttpConnection {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> std::io::Result<HttpResponse> {
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "cairn");
-        if let Some(token) = &self.token {
-            builder = builder.header("authorization", format!("Bearer {token}"));
+        let mut all: Vec<(&str, &str)> = vec![("host", "cairn")];
+        let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        if let Some(bearer) = &bearer {
+            all.push(("authorization", bearer));
         }
+        all.extend_from_slice(headers);
+        self.request_raw(method, path, &all, body).await
+    }
+
+    /// A request with exactly these headers (the caller sets `host` and any credentials).
+    pub async fn request_raw(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> std::io::Result<HttpResponse> {
+        let mut builder = hyper::Request::builder().method(method).uri(path);
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }

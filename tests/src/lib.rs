@@ -1,9 +1,10 @@
 //! Helpers shared by the whole-system tests: the store configuration and deterministic blob
 //! contents of the crash child, a small seeded random number generator, and the operation log
-//! that the crash child writes and the crash test checks the store against; and [`http`], a
-//! small client of the HTTP front.
+//! that the crash child writes and the crash test checks the store against; [`http`], a
+//! small client of the HTTP front; and [`s3`], a SigV4-signing client of the S3 front.
 
 pub mod http;
+pub mod s3;
 
 use std::collections::HashMap;
 

@@ -19,6 +19,11 @@ use crate::server::State;
 /// Time one owner has to answer one metadata request.
 pub const META_CALL_TIMEOUT_MS: u64 = 5_000;
 
+/// First pause before a metadata request to an unreachable owner is tried again; it doubles
+/// up to `META_RETRY_PAUSE_MS_MAX` while `META_CALL_TIMEOUT_MS` lasts.
+pub const META_RETRY_PAUSE_MS_MIN: u64 = 25;
+pub const META_RETRY_PAUSE_MS_MAX: u64 = 500;
+
 /// Most entries in one scan page.
 pub const META_PAGE_ENTRIES_MAX: usize = 1_000;
 
@@ -131,16 +136,30 @@ async fn ask(state: &Arc<State>, node: &NodeSpec, msg: MetaMsg) -> Result<MetaRe
         from: state.id.clone(),
         msg,
     };
-    let call = peer::call(&state.pool, node, layout_version, &request);
-    match tokio::time::timeout(Duration::from_millis(META_CALL_TIMEOUT_MS), call).await {
-        Ok(Ok(PeerReply::Meta(MetaReply::Failed { message }))) => Err(message),
-        Ok(Ok(PeerReply::Meta(reply))) => Ok(reply),
-        Ok(Ok(other)) => Err(format!("{}: unexpected answer {other:?}", node.id)),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "{}: no answer in {META_CALL_TIMEOUT_MS} ms",
-            node.id
-        )),
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(META_CALL_TIMEOUT_MS);
+    let mut pause = Duration::from_millis(META_RETRY_PAUSE_MS_MIN);
+    loop {
+        let call = peer::call(&state.pool, node, layout_version, &request);
+        let error = match tokio::time::timeout_at(deadline, call).await {
+            Ok(Ok(PeerReply::Meta(MetaReply::Failed { message }))) => return Err(message),
+            Ok(Ok(PeerReply::Meta(reply))) => return Ok(reply),
+            Ok(Ok(other)) => return Err(format!("{}: unexpected answer {other:?}", node.id)),
+            // The node may be restarting, or not yet known to be up: try again while the
+            // deadline allows.
+            Ok(Err(peer::PeerCallError::Client(e))) if e.is_transient() => e.to_string(),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {
+                return Err(format!(
+                    "{}: no answer in {META_CALL_TIMEOUT_MS} ms",
+                    node.id
+                ));
+            }
+        };
+        if tokio::time::Instant::now() + pause >= deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(META_RETRY_PAUSE_MS_MAX));
     }
 }
 

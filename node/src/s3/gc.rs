@@ -98,6 +98,8 @@ impl Collector {
         if self.running.swap(true, Ordering::SeqCst) {
             return false;
         }
+        // Running from this call on, so a caller polling the status never reads the last run's.
+        self.status.lock().running = true;
         let (me, state) = (self.clone(), state.clone());
         tokio::spawn(async move {
             let result = me.run(&state).await;

@@ -417,48 +417,43 @@ impl S3Front {
         {
             marker.push(0xFF);
         }
-        self.walk(
-            &part,
-            start,
-            prefix.as_bytes(),
-            |key, value| {
-                let Ok(key) = std::str::from_utf8(key) else {
+        self.walk(&part, start, prefix.as_bytes(), |key, value| {
+            let Ok(key) = std::str::from_utf8(key) else {
+                return Walk::Next;
+            };
+            if let Some(d) = delimiter
+                && let Some(pos) = key[prefix.len()..].find(d)
+            {
+                let common = &key[..prefix.len() + pos + d.len()];
+                if last_prefix.as_deref() == Some(common) {
                     return Walk::Next;
-                };
-                if let Some(d) = delimiter
-                    && let Some(pos) = key[prefix.len()..].find(d)
-                {
-                    let common = &key[..prefix.len() + pos + d.len()];
-                    if last_prefix.as_deref() == Some(common) {
-                        return Walk::Next;
-                    }
-                    if listing.count() == max {
-                        listing.truncated = true;
-                        return Walk::Stop;
-                    }
-                    last_prefix = Some(common.to_string());
-                    listing.prefixes.push(common.to_string());
-                    listing.next_marker = Some(common.to_string());
-                    // Every key under the common prefix sorts below the prefix with 0xFF after it
-                    // (no UTF-8 byte is 0xFF).
-                    let mut skip = common.as_bytes().to_vec();
-                    skip.push(0xFF);
-                    return Walk::SkipTo(skip);
                 }
                 if listing.count() == max {
                     listing.truncated = true;
                     return Walk::Stop;
                 }
-                match records::decode::<ObjectRecord>(value) {
-                    Some(record) => {
-                        listing.next_marker = Some(key.to_string());
-                        listing.objects.push((key.to_string(), record));
-                    }
-                    None => error = Some(key.to_string()),
+                last_prefix = Some(common.to_string());
+                listing.prefixes.push(common.to_string());
+                listing.next_marker = Some(common.to_string());
+                // Every key under the common prefix sorts below the prefix with 0xFF after it
+                // (no UTF-8 byte is 0xFF).
+                let mut skip = common.as_bytes().to_vec();
+                skip.push(0xFF);
+                return Walk::SkipTo(skip);
+            }
+            if listing.count() == max {
+                listing.truncated = true;
+                return Walk::Stop;
+            }
+            match records::decode::<ObjectRecord>(value) {
+                Some(record) => {
+                    listing.next_marker = Some(key.to_string());
+                    listing.objects.push((key.to_string(), record));
                 }
-                Walk::Next
-            },
-        )
+                None => error = Some(key.to_string()),
+            }
+            Walk::Next
+        })
         .await?;
         if let Some(key) = error {
             return Err(s3_error!(

@@ -1,0 +1,610 @@
+//! The S3 front of six in-process nodes: objects written through one node and read, listed and
+//! overwritten through the others; metadata replicas that miss writes and catch up; concurrent
+//! writers of one key converging; bad requests refused with S3's errors and nothing stored;
+//! and the garbage collector removing exactly the blobs nothing refers to.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_client::{Hash, Routing};
+use cairn_engine::BlobStat;
+use cairn_node::meta::{Partition, Table};
+use cairn_tests::http::HttpResponse;
+use cairn_tests::s3::{S3Client, S3Signer, xml_values};
+use common::{TestCluster, seeded_bytes, wait_until};
+
+const IDS: [&str; 6] = ["n1", "n2", "n3", "n4", "n5", "n6"];
+
+fn signer(cluster: &TestCluster) -> S3Signer {
+    let key = cluster.configs[0]
+        .s3
+        .as_ref()
+        .expect("the test cluster runs the S3 front")
+        .load_credentials()
+        .unwrap()
+        .remove(0);
+    S3Signer {
+        access_key: key.access_key,
+        secret_key: key.secret_key,
+        region: "us-east-1".into(),
+        clock_offset_secs: 0,
+    }
+}
+
+fn s3(cluster: &TestCluster, id: &str) -> S3Client {
+    S3Client::new(cluster.node(id).s3_addr().unwrap(), signer(cluster))
+}
+
+async fn call(
+    client: &S3Client,
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> HttpResponse {
+    client
+        .request(method, path, query, &[], body)
+        .await
+        .unwrap()
+}
+
+fn text(r: &HttpResponse) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The nodes that own a metadata partition.
+fn owners(cluster: &TestCluster, part: &Partition) -> Vec<String> {
+    let routing = Routing::new(cluster.layout()).unwrap();
+    routing
+        .replicas(&part.placement_hash())
+        .into_iter()
+        .map(|n| n.id.clone())
+        .collect()
+}
+
+/// Every live key one node holds locally in a partition.
+fn local_keys(cluster: &TestCluster, id: &str, part: &Partition) -> BTreeSet<String> {
+    let page = cluster
+        .node(id)
+        .meta_store()
+        .scan(part, None, b"", usize::MAX, usize::MAX)
+        .unwrap();
+    page.entries
+        .into_iter()
+        .filter(|(_, e)| e.value.is_some())
+        .map(|(k, _)| String::from_utf8(k).unwrap())
+        .collect()
+}
+
+fn stored_nowhere(cluster: &TestCluster, hash: &Hash) -> bool {
+    cluster
+        .nodes
+        .iter()
+        .flatten()
+        .all(|n| matches!(n.store().stat(hash), Ok(BlobStat::Absent)))
+}
+
+fn stored_somewhere(cluster: &TestCluster, hash: &Hash) -> bool {
+    !stored_nowhere(cluster, hash)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_written_through_one_node_are_read_and_listed_through_every_node() {
+    let cluster = TestCluster::start(51).await;
+    let n1 = s3(&cluster, "n1");
+    let r = call(&n1, "PUT", "/shared", &[], Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let mut written = Vec::new();
+    for i in 0..12 {
+        let key = format!("dir{}/object-{i}", i % 3);
+        let bytes = seeded_bytes(i as u64, 1_000 + i * 5_000);
+        let writer = s3(&cluster, IDS[i % 6]);
+        let r = call(
+            &writer,
+            "PUT",
+            &format!("/shared/{key}"),
+            &[],
+            bytes.clone(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        assert_eq!(
+            r.header("etag"),
+            Some(format!("\"{}\"", md5_hex(&bytes)).as_str())
+        );
+        // Read-after-write: the very next read, through any other node, sees it.
+        let reader = s3(&cluster, IDS[(i + 3) % 6]);
+        let got = call(&reader, "GET", &format!("/shared/{key}"), &[], Bytes::new()).await;
+        assert_eq!(got.status, 200);
+        assert!(got.body == bytes, "{key} read back different bytes");
+        written.push(key);
+    }
+    written.sort();
+    for id in IDS {
+        let r = call(
+            &s3(&cluster, id),
+            "GET",
+            "/shared",
+            &[("list-type", "2")],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        assert_eq!(xml_values(&r.body, "Key"), written, "listing through {id}");
+        let r = call(
+            &s3(&cluster, id),
+            "GET",
+            "/shared",
+            &[("list-type", "2"), ("delimiter", "/")],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(
+            xml_values(&r.body, "Prefix"),
+            ["", "dir0/", "dir1/", "dir2/"]
+        );
+    }
+    // An overwrite is what every node serves next; a delete is seen everywhere at once.
+    let newer = seeded_bytes(99, 777);
+    let r = call(
+        &s3(&cluster, "n2"),
+        "PUT",
+        "/shared/dir0/object-0",
+        &[],
+        newer.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = call(
+        &s3(&cluster, "n5"),
+        "DELETE",
+        "/shared/dir1/object-1",
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    for id in IDS {
+        let c = s3(&cluster, id);
+        let got = call(&c, "GET", "/shared/dir0/object-0", &[], Bytes::new()).await;
+        assert!(got.body == newer, "{id} served the old bytes");
+        let gone = call(&c, "GET", "/shared/dir1/object-1", &[], Bytes::new()).await;
+        assert_eq!(gone.status, 404);
+        assert_eq!(xml_values(&gone.body, "Code"), ["NoSuchKey"]);
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_owner_that_missed_writes_catches_up_and_reads_survive_losing_one() {
+    let mut cluster = TestCluster::start(52).await;
+    let n1 = s3(&cluster, "n1");
+    assert_eq!(
+        call(&n1, "PUT", "/catchup", &[], Bytes::new()).await.status,
+        200
+    );
+    let part = Partition::new(Table::Objects, "catchup");
+    let owners = owners(&cluster, &part);
+    let absent = owners[0].clone();
+    let writer_id = IDS
+        .iter()
+        .find(|id| !owners.contains(&id.to_string()))
+        .unwrap();
+    let writer = s3(&cluster, writer_id);
+    cluster.kill(&absent).await;
+    let mut keys = BTreeSet::new();
+    for i in 0..20 {
+        let key = format!("k{i:02}");
+        let r = call(
+            &writer,
+            "PUT",
+            &format!("/catchup/{key}"),
+            &[],
+            seeded_bytes(i, 300),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            200,
+            "a put with one metadata owner down: {}",
+            text(&r)
+        );
+        keys.insert(key);
+    }
+    cluster.restart(&absent).await;
+    assert!(local_keys(&cluster, &absent, &part).is_empty());
+    // One exchange of digests brings the owner that was away up to date.
+    let report = cluster.node(&owners[1]).sync_metadata().await.unwrap();
+    assert!(report.exchanged >= 1, "{report:?}");
+    assert_eq!(local_keys(&cluster, &absent, &part), keys);
+    // With another owner down, a read quorum still finds every key.
+    cluster.kill(&owners[1]).await;
+    let r = call(
+        &writer,
+        "GET",
+        "/catchup",
+        &[("list-type", "2")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(
+        xml_values(&r.body, "Key")
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        keys
+    );
+    // With two of three down, the front says so rather than answering from one replica.
+    cluster.kill(&owners[2]).await;
+    let r = call(&writer, "GET", "/catchup/k00", &[], Bytes::new()).await;
+    assert_eq!(r.status, 503, "{}", text(&r));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_of_one_key_converge_on_one_value_everywhere() {
+    let cluster = TestCluster::start(53).await;
+    let n1 = s3(&cluster, "n1");
+    assert_eq!(
+        call(&n1, "PUT", "/race", &[], Bytes::new()).await.status,
+        200
+    );
+    let mut tasks = Vec::new();
+    for round in 0..5u64 {
+        for (i, id) in IDS.iter().enumerate() {
+            let client = s3(&cluster, id);
+            let bytes = seeded_bytes(round * 10 + i as u64, 2_000);
+            tasks.push(tokio::spawn(async move {
+                let r = call(&client, "PUT", "/race/contended", &[], bytes.clone()).await;
+                assert_eq!(r.status, 200);
+                bytes
+            }));
+        }
+    }
+    let mut bodies = Vec::new();
+    for t in tasks {
+        bodies.push(t.await.unwrap());
+    }
+    for id in IDS {
+        cluster.node(id).sync_metadata().await.unwrap();
+    }
+    let part = Partition::new(Table::Objects, "race");
+    let stored: Vec<_> = owners(&cluster, &part)
+        .iter()
+        .map(|id| {
+            let page = cluster
+                .node(id)
+                .meta_store()
+                .scan(&part, None, b"", 10, usize::MAX)
+                .unwrap();
+            page.entries
+        })
+        .collect();
+    assert!(
+        stored.windows(2).all(|w| w[0] == w[1]),
+        "owners differ: {stored:?}"
+    );
+    let mut served = BTreeSet::new();
+    for id in IDS {
+        let got = call(
+            &s3(&cluster, id),
+            "GET",
+            "/race/contended",
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(got.status, 200);
+        served.insert(got.body.clone());
+    }
+    assert_eq!(served.len(), 1, "nodes serve different values");
+    assert!(
+        bodies.contains(served.iter().next().unwrap()),
+        "the value served was never written"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_s3_errors_and_store_nothing() {
+    let cluster = TestCluster::start_spec(54, |spec| {
+        spec.s3.as_mut().unwrap().object_bytes_max = 64 * 1024;
+    })
+    .await;
+    let n1 = s3(&cluster, "n1");
+    assert_eq!(
+        call(&n1, "PUT", "/strict", &[], Bytes::new()).await.status,
+        200
+    );
+    let code = |r: &HttpResponse| xml_values(&r.body, "Code").join(",");
+
+    // A Content-MD5 that does not match the body.
+    let body = seeded_bytes(1, 5_000);
+    let wrong_md5 = "AAAAAAAAAAAAAAAAAAAAAA==";
+    let r = n1
+        .request(
+            "PUT",
+            "/strict/md5",
+            &[],
+            &[("content-md5", wrong_md5)],
+            body.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "BadDigest"));
+    assert!(stored_nowhere(&cluster, &Hash::of(&body)));
+
+    // Over the configured limit, announced by Content-Length.
+    let big = seeded_bytes(2, 65 * 1024);
+    let r = call(&n1, "PUT", "/strict/big", &[], big.clone()).await;
+    assert_eq!((r.status, code(&r).as_str()), (400, "EntityTooLarge"));
+    assert!(stored_nowhere(&cluster, &Hash::of(&big)));
+
+    // A wrong secret, an unknown key, a clock 20 minutes slow.
+    let mut bad = signer(&cluster);
+    bad.secret_key = "not-the-secret-key-at-all".into();
+    let r = call(
+        &S3Client::new(n1.addr, bad),
+        "PUT",
+        "/strict/x",
+        &[],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (403, "SignatureDoesNotMatch")
+    );
+    let mut unknown = signer(&cluster);
+    unknown.access_key = "CAIRNUNKNOWNKEY".into();
+    let r = call(
+        &S3Client::new(n1.addr, unknown),
+        "GET",
+        "/strict/x",
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!((r.status, code(&r).as_str()), (403, "InvalidAccessKeyId"));
+    let mut slow = signer(&cluster);
+    slow.clock_offset_secs = -20 * 60;
+    let r = call(
+        &S3Client::new(n1.addr, slow),
+        "GET",
+        "/strict/x",
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!((r.status, code(&r).as_str()), (403, "RequestTimeTooSkewed"));
+
+    // A body cut off before its Content-Length: the connection ends, nothing is stored.
+    let partial = seeded_bytes(3, 10_000);
+    let path = "/strict/cut";
+    let host = n1.addr.to_string();
+    let length = (partial.len() * 2).to_string();
+    let mut headers = n1
+        .signer
+        .sign("PUT", &host, path, &[], &[("content-length", &length)]);
+    headers.push(("host".into(), host.clone()));
+    headers.push(("content-length".into(), length.clone()));
+    let head: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(n1.addr).await.unwrap();
+        tcp.write_all(format!("PUT {path} HTTP/1.1\r\n{head}\r\n").as_bytes())
+            .await
+            .unwrap();
+        tcp.write_all(&partial).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        use tokio::io::AsyncReadExt;
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            !answer.starts_with("HTTP/1.1 200"),
+            "a cut-off body was accepted: {answer}"
+        );
+    }
+    let r = call(&n1, "GET", path, &[], Bytes::new()).await;
+    assert_eq!((r.status, code(&r).as_str()), (404, "NoSuchKey"));
+
+    // Missing things have their own codes.
+    let r = call(&n1, "GET", "/no-such-bucket/x", &[], Bytes::new()).await;
+    assert_eq!((r.status, code(&r).as_str()), (404, "NoSuchBucket"));
+    let r = call(&n1, "PUT", "/no-such-bucket/x", &[], body.clone()).await;
+    assert_eq!((r.status, code(&r).as_str()), (404, "NoSuchBucket"));
+    let r = call(
+        &n1,
+        "GET",
+        "/strict/x",
+        &[("uploadId", "nope")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!((r.status, code(&r).as_str()), (404, "NoSuchUpload"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_removes_exactly_the_blobs_nothing_refers_to() {
+    let grace_ms = cairn_node::config::GC_GRACE_MS_MIN;
+    let cluster = TestCluster::start_spec(55, |spec| {
+        let s3 = spec.s3.as_mut().unwrap();
+        s3.gc_grace_ms = grace_ms;
+        s3.gc_interval_ms = 0;
+    })
+    .await;
+    let n1 = s3(&cluster, "n1");
+    assert_eq!(
+        call(&n1, "PUT", "/gcbucket", &[], Bytes::new())
+            .await
+            .status,
+        200
+    );
+    let put = |key: &'static str, bytes: Vec<u8>| {
+        let client = n1.clone();
+        async move {
+            let r = call(&client, "PUT", &format!("/gcbucket/{key}"), &[], bytes).await;
+            assert_eq!(r.status, 200, "{}", text(&r));
+        }
+    };
+    let kept = seeded_bytes(10, 4_000); // one object
+    let shared = seeded_bytes(11, 4_000); // two objects, one then deleted
+    let copied = seeded_bytes(12, 4_000); // an object copied, the original deleted
+    let dropped = seeded_bytes(13, 4_000); // an object deleted
+    let overwritten = seeded_bytes(14, 4_000); // an object overwritten
+    put("kept", kept.clone()).await;
+    put("shared-a", shared.clone()).await;
+    put("shared-b", shared.clone()).await;
+    put("copied", copied.clone()).await;
+    put("dropped", dropped.clone()).await;
+    put("overwritten", overwritten.clone()).await;
+    let r = n1
+        .request(
+            "PUT",
+            "/gcbucket/copy",
+            &[],
+            &[("x-amz-copy-source", "gcbucket/copied")],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", text(&r));
+    for key in ["shared-a", "copied", "dropped"] {
+        assert_eq!(
+            call(
+                &n1,
+                "DELETE",
+                &format!("/gcbucket/{key}"),
+                &[],
+                Bytes::new()
+            )
+            .await
+            .status,
+            204
+        );
+    }
+    put("overwritten", seeded_bytes(15, 100)).await;
+    // An unfinished upload's part is referred to; an aborted one's is not.
+    let part = seeded_bytes(16, 3_000);
+    let aborted_part = seeded_bytes(17, 3_000);
+    let mut uploads = Vec::new();
+    for _ in 0..2 {
+        let r = call(
+            &n1,
+            "POST",
+            "/gcbucket/big",
+            &[("uploads", "")],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        uploads.push(xml_values(&r.body, "UploadId").remove(0));
+    }
+    for (id, bytes) in uploads.iter().zip([part.clone(), aborted_part.clone()]) {
+        let r = call(
+            &n1,
+            "PUT",
+            "/gcbucket/big",
+            &[("partNumber", "1"), ("uploadId", id)],
+            bytes,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+    }
+    let r = call(
+        &n1,
+        "DELETE",
+        "/gcbucket/big",
+        &[("uploadId", &uploads[1])],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 204);
+
+    // Within the grace period nothing goes, referred to or not.
+    let node = cluster.node("n3");
+    assert!(node.start_gc());
+    wait_until("the first collection", || {
+        !node.gc_status().unwrap().running
+    })
+    .await;
+    let first = node.gc_status().unwrap();
+    assert_eq!((first.deleted, first.candidates), (0, 0), "{first:?}");
+    assert!(stored_somewhere(&cluster, &Hash::of(&dropped)));
+
+    tokio::time::sleep(Duration::from_millis(grace_ms + 500)).await;
+    assert!(node.start_gc());
+    wait_until("the second collection", || {
+        !node.gc_status().unwrap().running
+    })
+    .await;
+    let second = node.gc_status().unwrap();
+    assert_eq!(second.errors, 0, "{second:?}");
+    assert_eq!(second.deleted, 3, "{second:?}");
+    for gone in [&dropped, &overwritten, &aborted_part] {
+        assert!(
+            stored_nowhere(&cluster, &Hash::of(gone)),
+            "an unreferenced blob survived"
+        );
+    }
+    for held in [&kept, &shared, &copied, &part] {
+        assert!(
+            stored_somewhere(&cluster, &Hash::of(held)),
+            "a referenced blob was deleted"
+        );
+    }
+    for (key, bytes) in [("kept", &kept), ("shared-b", &shared), ("copy", &copied)] {
+        let got = call(
+            &s3(&cluster, "n4"),
+            "GET",
+            &format!("/gcbucket/{key}"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(got.status, 200, "{key}: {}", text(&got));
+        assert!(got.body == *bytes, "{key}");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conditional_delete_spares_a_blob_written_after_its_version() {
+    let cluster = TestCluster::start(56).await;
+    let client = cluster.client().await;
+    let before = seeded_bytes(20, 2_000);
+    let after = seeded_bytes(21, 2_000);
+    let old = client.put(before.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cutoff = cairn_node::healing::wall_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let new = client.put(after.clone()).await.unwrap();
+    // The collector's delete: "only where last written before the cutoff". A put racing it
+    // (written after the cutoff) keeps its blob on every replica.
+    client.delete_written_before(&old, cutoff).await.unwrap();
+    client.delete_written_before(&new, cutoff).await.unwrap();
+    assert!(stored_nowhere(&cluster, &old));
+    assert_eq!(client.get(&new).await.unwrap(), after);
+    wait_until("the spared blob on all replicas", || {
+        cluster.fully_replicated(&client, &new, &after)
+    })
+    .await;
+    client.close().await;
+    cluster.shutdown().await;
+}
