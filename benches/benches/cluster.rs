@@ -2,8 +2,9 @@
 //! six-node, three-zone cluster at replication factor 1 and at factor 3, measured in the same
 //! run as raw QUIC between two endpoints with Cairn's own TLS and transport settings; and the
 //! HTTP mode, 1 MiB puts and gets through the nodes' HTTP fronts beside the same load through
-//! the QUIC client. Prints a table and the goal ratios, and writes
-//! `<target>/cairn-bench/cluster.json`.
+//! the QUIC client; and the S3 mode, PutObject and GetObject of 4 KiB and 4 MiB objects
+//! through the nodes' S3 fronts beside the same blobs through the HTTP fronts. Prints a table
+//! and the goal ratios, and writes `<target>/cairn-bench/cluster.json`.
 //!
 //! Every node, the client and both baseline endpoints run in this one process, on 127.0.0.1,
 //! in one tokio runtime: they share the machine's cores as they would on one host. Each round
@@ -30,6 +31,7 @@ use cairn_client::{Client, ClientOptions, Hash, Identity, Layout};
 use cairn_node::dev::{ClusterFiles, ClusterSpec, write_cluster};
 use cairn_node::{Node, NodeConfig};
 use cairn_tests::http::{HttpClient, HttpConnection, HttpResponse};
+use cairn_tests::s3::{S3Client, S3Connection, S3Signer};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -75,6 +77,12 @@ const GOAL_GET_4KIB_FRACTION_OF_RAW: f64 = 0.70;
 const GOAL_HTTP_FRACTION_OF_QUIC: f64 = 0.80;
 /// The HTTP mode's blob size.
 const HTTP_BLOB_BYTES: usize = MIB;
+/// The S3 mode: throughput through the S3 fronts at least this fraction of the HTTP fronts'
+/// for 4 MiB objects, and 4 KiB put latency (p50) at most this multiple of theirs.
+const GOAL_S3_FRACTION_OF_HTTP: f64 = 0.80;
+const GOAL_S3_PUT_4KIB_P50_MULTIPLE_OF_HTTP: f64 = 1.5;
+/// The bucket the S3 mode writes to.
+const S3_BENCH_BUCKET: &str = "cairn-bench";
 
 /// How big and how long everything is.
 struct Scale {
@@ -713,6 +721,179 @@ async fn http_round(scale: &Scale, cluster: &Cluster, fronts: &Arc<Fronts>, resu
     }
 }
 
+/// The nodes' S3 fronts, with a pool of idle keep-alive connections per front.
+struct S3Fronts {
+    clients: Vec<S3Client>,
+    idle: Vec<std::sync::Mutex<Vec<S3Connection>>>,
+}
+
+impl S3Fronts {
+    fn new(cluster: &Cluster) -> S3Fronts {
+        let settings = NodeConfig::load(&cluster.files.node_configs[0])
+            .expect("load node configuration")
+            .s3
+            .expect("the benchmark cluster runs the S3 front");
+        let key = settings
+            .load_credentials()
+            .expect("load S3 credentials")
+            .remove(0);
+        let signer = S3Signer {
+            access_key: key.access_key,
+            secret_key: key.secret_key,
+            region: settings.region,
+            clock_offset_secs: 0,
+        };
+        S3Fronts {
+            clients: cluster
+                .nodes
+                .iter()
+                .map(|n| S3Client::new(n.s3_addr().expect("an S3 front"), signer.clone()))
+                .collect(),
+            idle: cluster.nodes.iter().map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// One signed request to front `i % fronts`, on an idle connection when there is one.
+    async fn request(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<HttpResponse, String> {
+        let front = i % self.clients.len();
+        let idle = self.idle[front].lock().expect("pool lock").pop();
+        let mut connection = match idle {
+            Some(c) => c,
+            None => self.clients[front]
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        let response = connection
+            .request(method, path, &[], &[], body)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.idle[front].lock().expect("pool lock").push(connection);
+        Ok(response)
+    }
+}
+
+/// The S3 mode: for 4 KiB (one at a time, for latency) and 4 MiB objects (`IN_FLIGHT` at
+/// once, for throughput), puts then gets through the HTTP fronts and through the S3 fronts,
+/// in the same round.
+async fn s3_round(
+    scale: &Scale,
+    cluster: &Cluster,
+    fronts: &Arc<Fronts>,
+    s3: &Arc<S3Fronts>,
+    results: &mut Results,
+) {
+    if cluster.error.is_some() {
+        return;
+    }
+    for (blob_bytes, in_flight) in [(4 * KIB, 1), (4 * MIB, IN_FLIGHT)] {
+        let size = size_label(blob_bytes);
+        let key = |path: &str, op: &str| {
+            format!(
+                "{}_{path}_{op}_{}_x{in_flight}",
+                cluster.key,
+                size_key(blob_bytes)
+            )
+        };
+        let puts = scale.op_count(blob_bytes, if in_flight == 1 { 0 } else { 1 });
+        let gets = scale.op_count(blob_bytes, if in_flight == 1 { 2 } else { 3 });
+        let round = unique_id();
+        let (blobs, hashes) = fresh_blobs(blob_bytes, puts);
+        let mut stored_http = Vec::new();
+        if scale.wants(&key("http", "put")) || scale.wants(&key("http", "get")) {
+            let (f, b) = (fronts.clone(), blobs.clone());
+            let sample = measure(puts, in_flight, scale.budget, blob_bytes as u64, move |i| {
+                let (f, blob) = (f.clone(), b[i].clone());
+                async move {
+                    let r = f.request(i, "PUT", "/v1/blobs", blob).await?;
+                    match r.status {
+                        200 | 201 => Ok(()),
+                        s => Err(format!("put answered {s}")),
+                    }
+                }
+            })
+            .await;
+            stored_http.extend(sample.succeeded.iter().map(|&i| hashes[i]));
+            let label = format!("{} put {size}, HTTP fronts", cluster.label);
+            results.record(&key("http", "put"), &label, in_flight, sample);
+        }
+        // The same bytes again through S3: dedup would make its puts cheaper, so S3 stores
+        // blobs of its own (the same sizes, other contents).
+        let (s3_blobs, _) = fresh_blobs(blob_bytes, puts);
+        let mut stored_s3 = Vec::new();
+        if scale.wants(&key("s3", "put")) || scale.wants(&key("s3", "get")) {
+            let (c, b) = (s3.clone(), s3_blobs.clone());
+            let sample = measure(puts, in_flight, scale.budget, blob_bytes as u64, move |i| {
+                let (c, blob) = (c.clone(), b[i].clone());
+                async move {
+                    let path = format!("/{S3_BENCH_BUCKET}/{round}/object-{i}");
+                    let r = c.request(i, "PUT", &path, blob).await?;
+                    match r.status {
+                        200 => Ok(()),
+                        s => Err(format!(
+                            "PutObject answered {s}: {}",
+                            String::from_utf8_lossy(&r.body)
+                        )),
+                    }
+                }
+            })
+            .await;
+            stored_s3.extend(sample.succeeded.iter().copied());
+            let label = format!("{} PutObject {size}, S3 fronts", cluster.label);
+            results.record(&key("s3", "put"), &label, in_flight, sample);
+        }
+        if !stored_http.is_empty() && scale.wants(&key("http", "get")) {
+            let (f, hashes) = (fronts.clone(), Arc::new(stored_http));
+            let sample = measure(gets, in_flight, scale.budget, blob_bytes as u64, move |i| {
+                let (f, hash) = (f.clone(), hashes[i % hashes.len()]);
+                async move {
+                    let r = f
+                        .request(i, "GET", &format!("/v1/blobs/{hash}"), Bytes::new())
+                        .await?;
+                    if r.status != 200 || r.body.len() != blob_bytes {
+                        return Err(format!(
+                            "get answered {} with {} bytes",
+                            r.status,
+                            r.body.len()
+                        ));
+                    }
+                    Ok(())
+                }
+            })
+            .await;
+            let label = format!("{} get {size}, HTTP fronts", cluster.label);
+            results.record(&key("http", "get"), &label, in_flight, sample);
+        }
+        if !stored_s3.is_empty() && scale.wants(&key("s3", "get")) {
+            let (c, objects) = (s3.clone(), Arc::new(stored_s3));
+            let sample = measure(gets, in_flight, scale.budget, blob_bytes as u64, move |i| {
+                let (c, object) = (c.clone(), objects[i % objects.len()]);
+                async move {
+                    let path = format!("/{S3_BENCH_BUCKET}/{round}/object-{object}");
+                    let r = c.request(i, "GET", &path, Bytes::new()).await?;
+                    if r.status != 200 || r.body.len() != blob_bytes {
+                        return Err(format!(
+                            "GetObject answered {} with {} bytes",
+                            r.status,
+                            r.body.len()
+                        ));
+                    }
+                    Ok(())
+                }
+            })
+            .await;
+            let label = format!("{} GetObject {size}, S3 fronts", cluster.label);
+            results.record(&key("s3", "get"), &label, in_flight, sample);
+        }
+    }
+}
+
 /// One round of a cluster's cases: for each blob size, sequential then concurrent puts, then
 /// sequential then concurrent gets of the blobs just stored.
 async fn cluster_round(scale: &Scale, cluster: &Cluster, results: &mut Results) {
@@ -909,6 +1090,17 @@ fn ratio_goal(text: &str, target: f64, rounds: Vec<f64>) -> Goal {
     }
 }
 
+fn ratio_at_most_goal(text: &str, target: f64, rounds: Vec<f64>) -> Goal {
+    let value = (!rounds.is_empty()).then(|| median(&mut rounds.clone()));
+    Goal {
+        text: text.to_string(),
+        target: format!("<= {target:.2}"),
+        value,
+        rounds,
+        met: value.map(|v| v <= target),
+    }
+}
+
 fn below_goal(text: &str, target: f64, value: Option<f64>) -> Goal {
     Goal {
         text: text.to_string(),
@@ -937,7 +1129,38 @@ fn goals(results: &Results) -> Vec<Goal> {
         let key = |path: &str| format!("factor3_{path}_{op}_1MiB_x{IN_FLIGHT}");
         results.per_round_ratios((&key("http"), mb), (&key("quic"), mb))
     };
+    let s3 = |op: &str| {
+        let key = |path: &str| format!("factor3_{path}_{op}_4MiB_x{IN_FLIGHT}");
+        results.per_round_ratios((&key("s3"), mb), (&key("http"), mb))
+    };
+    let p50 = |s: &Sample| s.percentile_ms(0.5);
+    let s3_put_4k = results.per_round_ratios(
+        ("factor3_s3_put_4KiB_x1", p50),
+        ("factor3_http_put_4KiB_x1", p50),
+    );
     vec![
+        ratio_goal(
+            &format!(
+                "(v) 4 MiB PutObject, factor 3, {IN_FLIGHT} in flight: MB/s through the S3 \
+                 fronts over MB/s through the HTTP fronts"
+            ),
+            GOAL_S3_FRACTION_OF_HTTP,
+            s3("put"),
+        ),
+        ratio_goal(
+            &format!(
+                "(v) 4 MiB GetObject, factor 3, {IN_FLIGHT} in flight: MB/s through the S3 \
+                 fronts over MB/s through the HTTP fronts"
+            ),
+            GOAL_S3_FRACTION_OF_HTTP,
+            s3("get"),
+        ),
+        ratio_at_most_goal(
+            "(v) 4 KiB PutObject, factor 3, sequential: p50 through the S3 fronts over p50 \
+             through the HTTP fronts",
+            GOAL_S3_PUT_4KIB_P50_MULTIPLE_OF_HTTP,
+            s3_put_4k,
+        ),
         ratio_goal(
             &format!(
                 "(iv) 1 MiB puts, factor 3, {IN_FLIGHT} in flight: MB/s through the HTTP fronts \
@@ -1069,6 +1292,14 @@ async fn run(scale: &Scale, scratch: &Path) -> (Results, Value) {
     let _ = raw.requests(scale, 64, IN_FLIGHT).await;
     let _ = raw.bulk_streams(scale).await;
     let fronts = Arc::new(Fronts::new(&factor3));
+    let s3 = Arc::new(S3Fronts::new(&factor3));
+    let created = s3
+        .request(0, "PUT", &format!("/{S3_BENCH_BUCKET}"), Bytes::new())
+        .await
+        .map(|r| r.status);
+    if created != Ok(200) {
+        factor3.error = Some(format!("cannot create the S3 mode's bucket: {created:?}"));
+    }
 
     let mut results = Results::default();
     for round in 0..scale.rounds {
@@ -1077,6 +1308,7 @@ async fn run(scale: &Scale, scratch: &Path) -> (Results, Value) {
         cluster_round(scale, &factor3, &mut results).await;
         cluster_round(scale, &factor1, &mut results).await;
         http_round(scale, &factor3, &fronts, &mut results).await;
+        s3_round(scale, &factor3, &fronts, &s3, &mut results).await;
         eprintln!(
             "round {} of {} done in {:.1} s",
             round + 1,

@@ -357,6 +357,51 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
         e.family(name, kind, help);
         e.sample(name, &[], value);
     }
+    if let Some(gc) = &state.gc {
+        let gc = gc.status();
+        let collector = [
+            (
+                "cairn_gc_running",
+                "gauge",
+                "1 while a garbage collection runs on this node.",
+                u64::from(gc.running),
+            ),
+            (
+                "cairn_gc_runs_total",
+                "counter",
+                "Garbage collections finished on this node.",
+                gc.runs,
+            ),
+            (
+                "cairn_gc_candidates",
+                "gauge",
+                "Blobs the current or last collection found unwritten for the grace period.",
+                gc.candidates,
+            ),
+            (
+                "cairn_gc_deleted_blobs",
+                "gauge",
+                "Blobs the current or last collection deleted.",
+                gc.deleted,
+            ),
+            (
+                "cairn_gc_deleted_bytes",
+                "gauge",
+                "Bytes of the blobs the current or last collection deleted.",
+                gc.deleted_bytes,
+            ),
+            (
+                "cairn_gc_errors",
+                "gauge",
+                "Errors in the current or last collection.",
+                gc.errors,
+            ),
+        ];
+        for (name, kind, help, value) in collector {
+            e.family(name, kind, help);
+            e.sample(name, &[], value);
+        }
+    }
     e.family(
         "cairn_peer_state",
         "gauge",
