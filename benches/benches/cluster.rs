@@ -13,9 +13,9 @@
 //! seconds apart.
 //!
 //! `CAIRN_BENCH_QUICK=1` shrinks every case for a smoke run (its summary goes to
-//! `cluster-quick.json`, so it never replaces a full run's); `CAIRN_BENCH_ONLY=<text>` measures
-//! only the cases whose key (as in the summary, e.g. `factor3_put_4MiB_x32`) contains `<text>`,
-//! and writes `cluster-partial.json`.
+//! `cluster-quick.json`, so it never replaces a full run's); `CAIRN_BENCH_ONLY=<text>[,<text>...]`
+//! measures only the cases whose key (as in the summary, e.g. `factor3_put_4MiB_x32`) contains
+//! one of the texts, and writes `cluster-partial.json`.
 
 use std::future::Future;
 use std::path::Path;
@@ -100,7 +100,8 @@ struct Scale {
     one_stream_mib: usize,
     rr_sequential: usize,
     rr_concurrent: usize,
-    /// `CAIRN_BENCH_ONLY`: measure only the cases whose key contains this.
+    /// `CAIRN_BENCH_ONLY`: measure only the cases whose key contains one of these
+    /// comma-separated texts.
     only: Option<String>,
 }
 
@@ -144,7 +145,7 @@ impl Scale {
     fn wants(&self, key: &str) -> bool {
         self.only
             .as_ref()
-            .is_none_or(|only| key.contains(only.as_str()))
+            .is_none_or(|only| only.split(',').any(|o| key.contains(o)))
     }
 
     /// Operations for one measurement: `which` indexes `OP_COUNTS`' arrays.

@@ -1374,6 +1374,51 @@ async fn meta_sync_loop(state: Arc<State>, interval_ms: u64) {
     }
 }
 
+/// Whole blobs up to this size are served by a front (HTTP or S3) from its own engine when it
+/// holds a replica; larger ones stream through the cluster path, which verifies as it goes.
+pub const LOCAL_READ_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// A blob (or `range` of it) from this node's own engine, if the node is one of its replicas
+/// and holds a good copy: a whole blob is hashed against its name, a range checked by the
+/// engine's chunk CRCs. A corrupt copy is reported to the healer and `None` returned, so the
+/// caller goes through the cluster instead.
+pub(crate) async fn local_read(
+    state: &Arc<State>,
+    hash: Hash,
+    range: Option<ByteRange>,
+) -> Option<Bytes> {
+    let routing = state.routing();
+    if !routing.replicas(&hash).iter().any(|n| n.id == state.id) {
+        return None;
+    }
+    let state = state.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        // Hashing first would hold back the first byte: large blobs stream instead.
+        if range.is_none()
+            && matches!(state.store.stat(&hash), Ok(BlobStat::Present { bytes }) if bytes > LOCAL_READ_BYTES_MAX)
+        {
+            return None;
+        }
+        let blob = match range {
+            None => state.store.get(&hash),
+            Some(r) => state.store.read_range(&hash, r.offset, r.len),
+        };
+        match blob {
+            Ok(Some(blob)) if range.is_some() || Hash::of(&blob) == hash => {
+                Some(Bytes::from_owner(blob))
+            }
+            Ok(Some(_))
+            | Err(cairn_engine::Error::Corrupted { .. })
+            | Err(cairn_engine::Error::Quarantined { .. }) => {
+                healing::noticed_corrupt(&state, hash);
+                None
+            }
+            Ok(None) | Err(_) => None,
+        }
+    });
+    read.await.ok().flatten()
+}
+
 /// Read repair: queue a copy of a blob held here to replicas found without it.
 fn repair(state: &State, routing: &Routing, hash: Hash, targets: Vec<String>) -> Response {
     if targets.len() > wire::REPAIR_TARGETS_MAX {

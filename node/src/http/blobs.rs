@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use cairn_client::wire::{ByteRange, ErrorCode};
 use cairn_client::{BlobStream, ClientError, Hash};
-use cairn_engine::BlobStat;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -21,10 +20,6 @@ use super::{Body, Front, HTTP_BODY_IN_MEMORY_BYTES_MAX, HttpError, json_response
 
 /// The optional request header that states a put's length in bytes.
 pub const EXPECTED_LENGTH_HEADER: &str = "x-cairn-length";
-
-/// Whole blobs up to this size are served from the front's own engine when it holds them;
-/// larger ones stream through the cluster path, which verifies as it goes.
-pub const LOCAL_READ_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 /// A put's body once it has all arrived: its hash, and where its bytes wait.
 struct Received {
@@ -238,40 +233,7 @@ impl Front {
     /// BLAKE3-checked as the client checks it; a range, by the engine's chunk checksums. Any
     /// miss or damage falls back to the cluster (damage is also reported for repair).
     async fn local_read(&self, hash: Hash, range: Option<ByteRange>) -> Option<Bytes> {
-        let routing = self.state.routing();
-        if !routing
-            .replicas(&hash)
-            .iter()
-            .any(|n| n.id == self.state.id)
-        {
-            return None;
-        }
-        let state = self.state.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            // Hashing first would hold back the first byte: large blobs stream instead.
-            if range.is_none()
-                && matches!(state.store.stat(&hash), Ok(BlobStat::Present { bytes }) if bytes > LOCAL_READ_BYTES_MAX)
-            {
-                return None;
-            }
-            let blob = match range {
-                None => state.store.get(&hash),
-                Some(r) => state.store.read_range(&hash, r.offset, r.len),
-            };
-            match blob {
-                Ok(Some(blob)) if range.is_some() || Hash::of(&blob) == hash => {
-                    Some(Bytes::from_owner(blob))
-                }
-                Ok(Some(_))
-                | Err(cairn_engine::Error::Corrupted { .. })
-                | Err(cairn_engine::Error::Quarantined { .. }) => {
-                    crate::healing::noticed_corrupt(&state, hash);
-                    None
-                }
-                Ok(None) | Err(_) => None,
-            }
-        });
-        read.await.ok().flatten()
+        crate::server::local_read(&self.state, hash, range).await
     }
 
     pub(super) async fn delete(self: &Arc<Self>, hash: Hash) -> Result<Response<Body>, HttpError> {

@@ -11,7 +11,7 @@ use cairn_client::NodeSpec;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Digest, Entry, MetaKey, Page, Partition, StoreError};
+use super::{Digest, Entry, MetaKey, Page, Partition, Stamp, StoreError};
 use crate::healing::wall_ms;
 use crate::peer::{self, PeerMsg, PeerReply};
 use crate::server::State;
@@ -55,11 +55,17 @@ pub enum MetaMsg {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum MetaReply {
-    Written { applied: Vec<bool> },
+    /// The entries were merged; `newer`: the highest stamp this owner kept over one of them
+    /// (a write it had seen with a higher stamp), if any.
+    Written {
+        newer: Option<Stamp>,
+    },
     Entry(Option<Entry>),
     Page(Page),
     Digest(Digest),
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
 }
 
 /// Why a metadata operation failed.
@@ -82,6 +88,23 @@ pub enum MetaError {
 pub(crate) fn answer(state: &State, msg: MetaMsg) -> MetaReply {
     let result = match msg {
         MetaMsg::Write { writes } => {
+            // A node that no longer owns a partition takes no writes to it: it is handing the
+            // partition over, and would drop them.
+            let routing = state.routing();
+            for (key, _) in &writes {
+                let owned = routing
+                    .replicas(&key.part.placement_hash())
+                    .iter()
+                    .any(|n| n.id == state.id);
+                if !owned {
+                    return MetaReply::Failed {
+                        message: format!(
+                            "{} does not own this partition under layout version {}",
+                            state.id, routing.layout.version
+                        ),
+                    };
+                }
+            }
             let now = wall_ms();
             {
                 let mut hlc = state.meta.hlc.lock();
@@ -97,7 +120,9 @@ pub(crate) fn answer(state: &State, msg: MetaMsg) -> MetaReply {
                 .meta
                 .store
                 .apply(&writes)
-                .map(|applied| MetaReply::Written { applied })
+                .map(|kept| MetaReply::Written {
+                    newer: kept.into_iter().flatten().max(),
+                })
         }
         MetaMsg::Read { key } => state.meta.store.get(&key).map(MetaReply::Entry),
         MetaMsg::Scan {
@@ -199,25 +224,65 @@ pub(crate) fn stamp(state: &State) -> super::Stamp {
     state.meta.hlc.lock().now(wall_ms())
 }
 
+/// Times a write that lost to a newer one on some owner is stamped again and resent.
+pub const META_RESTAMP_ATTEMPTS_MAX: usize = 3;
+
 /// Writes entries of one partition to its owners; returns once the write quorum has them
-/// durably.
+/// durably, and they stand: if an owner kept a newer entry (written through a node whose clock
+/// ran ahead of ours), the clock moves past it and the write is sent again with a new stamp, so
+/// a write acknowledged after another one is never hidden behind it.
 pub(crate) async fn write(
+    state: &Arc<State>,
+    mut writes: Vec<(MetaKey, Entry)>,
+) -> Result<(), MetaError> {
+    for _ in 0..META_RESTAMP_ATTEMPTS_MAX {
+        let Some(newer) = write_once(state, &writes).await? else {
+            return Ok(());
+        };
+        let fresh = {
+            let mut hlc = state.meta.hlc.lock();
+            let _ = hlc.observe(newer, wall_ms());
+            hlc.now(wall_ms())
+        };
+        for (_, entry) in &mut writes {
+            entry.stamp = fresh;
+        }
+    }
+    write_once(state, &writes).await.map(|_| ())
+}
+
+/// Writes entries that stand only if nothing newer was written meanwhile (the collector's
+/// removal of a mark): a newer entry on an owner wins, and that is an answer, not an error.
+pub(crate) async fn write_conditional(
     state: &Arc<State>,
     writes: Vec<(MetaKey, Entry)>,
 ) -> Result<(), MetaError> {
+    write_once(state, &writes).await.map(|_| ())
+}
+
+/// One round of a write: every owner asked, done at the write quorum; returns the newest stamp
+/// an answering owner kept over one of the entries.
+async fn write_once(
+    state: &Arc<State>,
+    writes: &[(MetaKey, Entry)],
+) -> Result<Option<Stamp>, MetaError> {
     let Some((first, _)) = writes.first() else {
-        return Ok(());
+        return Ok(None);
     };
     debug_assert!(writes.iter().all(|(k, _)| k.part == first.part));
     let (owners, needed, _) = owners(state, &first.part);
-    let mut answers = fan_out(state, &owners, &MetaMsg::Write { writes });
-    let (mut ok, mut failed) = (0, Vec::new());
+    let msg = MetaMsg::Write {
+        writes: writes.to_vec(),
+    };
+    let mut answers = fan_out(state, &owners, &msg);
+    let (mut ok, mut failed, mut newest) = (0, Vec::new(), None);
     while let Some((_, reply)) = answers.recv().await {
         match reply {
-            Ok(MetaReply::Written { .. }) => {
+            Ok(MetaReply::Written { newer }) => {
                 ok += 1;
+                newest = newest.max(newer);
                 if ok >= needed {
-                    return Ok(());
+                    return Ok(newest);
                 }
             }
             Ok(other) => failed.push(format!("unexpected answer {other:?}")),
@@ -262,6 +327,10 @@ pub(crate) async fn read(state: &Arc<State>, key: &MetaKey) -> Result<Option<Ent
         .iter()
         .filter_map(|(_, e)| e.clone())
         .max_by_key(|e| e.stamp);
+    if let Some(best) = &best {
+        // Later writes through this node order after what it has read.
+        let _ = state.meta.hlc.lock().observe(best.stamp, wall_ms());
+    }
     if let Some(best) = &best {
         for (i, entry) in &seen {
             if entry.as_ref().map(|e| e.stamp) != Some(best.stamp) {
@@ -360,6 +429,18 @@ pub(crate) async fn walk(
     part: &Partition,
     after: Option<Vec<u8>>,
     prefix: &[u8],
+    each: impl FnMut(&[u8], &Entry) -> Walk,
+) -> Result<(), MetaError> {
+    walk_entries(state, part, after, prefix, false, each).await
+}
+
+/// [`walk`], with tombstones too if `tombstones`.
+pub(crate) async fn walk_entries(
+    state: &Arc<State>,
+    part: &Partition,
+    after: Option<Vec<u8>>,
+    prefix: &[u8],
+    tombstones: bool,
     mut each: impl FnMut(&[u8], &Entry) -> Walk,
 ) -> Result<(), MetaError> {
     let mut cursor = after;
@@ -372,7 +453,7 @@ pub(crate) async fn walk(
                 continue;
             }
             cursor = Some(key.clone());
-            if entry.value.is_none() {
+            if entry.value.is_none() && !tombstones {
                 continue;
             }
             match each(&key, &entry) {

@@ -119,29 +119,32 @@ impl MetaStore {
         Ok(MetaStore { db })
     }
 
-    /// Merges entries last-writer-wins in one durable transaction; says which ones replaced
-    /// what was stored (or were new).
-    pub fn apply(&self, writes: &[(MetaKey, Entry)]) -> Result<Vec<bool>, StoreError> {
+    /// Merges entries last-writer-wins in one durable transaction. For each entry: `None` if
+    /// it was stored (new, or newer than what was there), or the stamp of what was kept.
+    pub fn apply(&self, writes: &[(MetaKey, Entry)]) -> Result<Vec<Option<Stamp>>, StoreError> {
         let txn = self.db.begin_write()?;
-        let mut applied = Vec::with_capacity(writes.len());
+        let mut kept = Vec::with_capacity(writes.len());
         {
             let mut entries = txn.open_table(ENTRIES)?;
             let mut partitions = txn.open_table(PARTITIONS)?;
             for (key, entry) in writes {
                 let stored_key = encode_key(key);
-                let newer = match entries.get(stored_key.as_slice())? {
-                    Some(old) => decode_entry(old.value())?.stamp < entry.stamp,
-                    None => true,
+                let stored = match entries.get(stored_key.as_slice())? {
+                    Some(old) => Some(decode_entry(old.value())?.stamp),
+                    None => None,
                 };
-                if newer {
-                    entries.insert(stored_key.as_slice(), encode_entry(entry).as_slice())?;
-                    partitions.insert(partition_prefix(&key.part).as_slice(), &[][..])?;
+                match stored {
+                    Some(stamp) if stamp >= entry.stamp => kept.push(Some(stamp)),
+                    _ => {
+                        entries.insert(stored_key.as_slice(), encode_entry(entry).as_slice())?;
+                        partitions.insert(partition_prefix(&key.part).as_slice(), &[][..])?;
+                        kept.push(None);
+                    }
                 }
-                applied.push(newer);
             }
         }
         txn.commit()?;
-        Ok(applied)
+        Ok(kept)
     }
 
     pub fn get(&self, key: &MetaKey) -> Result<Option<Entry>, StoreError> {

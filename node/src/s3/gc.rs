@@ -14,8 +14,8 @@
 //!
 //! Why a put racing the collector cannot lose data: an operation that adds a reference either
 //! writes the blob (a put's version is its start time) or touches its mark and then reads its
-//! source again (a copy), and commits the reference within [`reference_window_ms`] (half the
-//! grace period) of that, or fails. A reference relying on a write or touch before `S - grace`
+//! source again (a copy), and commits the reference within [`reference_window_ms`] (a quarter
+//! of the grace period, plus the commit's own bounded time) of that, or fails. A reference relying on a write or touch before `S - grace`
 //! was committed before `S`, so step 2 sees it. One relying on a later write keeps its blob,
 //! because the conditional tombstone does not stand over that write. One relying on a later
 //! touch is seen by step 3's second read, or its source was there at step 2. This holds while
@@ -34,16 +34,19 @@ use cairn_engine::Hash;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::records::{self, BlobMark, BucketRecord, ObjectRecord, PartRecord};
+use super::records::{self, BlobMark, ObjectRecord, PartRecord};
 use crate::config::S3Settings;
 use crate::healing::wall_ms;
 use crate::meta::cluster::{self as meta, Walk};
 use crate::meta::{Entry, Partition, Table};
 use crate::server::State;
 
-/// How long after writing or touching a blob an operation may commit a reference to it.
+/// How long after writing or touching a blob an operation may start committing a reference to
+/// it: a quarter of the grace period, so that with the commit's own time (at most
+/// `META_CALL_TIMEOUT_MS`, and the grace period is at least `GC_GRACE_MS_MIN`) the reference is
+/// in place within the grace period.
 pub fn reference_window_ms(settings: &S3Settings) -> u64 {
-    settings.gc_grace_ms / 2
+    settings.gc_grace_ms / 4
 }
 
 /// Where a collection stands.
@@ -131,6 +134,11 @@ impl Collector {
     }
 
     async fn run(&self, state: &Arc<State>) -> Result<(), String> {
+        // While a layout change moves partitions, a read quorum of the new owners may not yet
+        // hold every reference: collect nothing until the move is done.
+        if state.routing().previous.is_some() {
+            return Err("a layout change is still moving data; collection postponed".into());
+        }
         let start = wall_ms();
         let cutoff = start.saturating_sub(self.settings.gc_grace_ms);
         self.update(|s| {
@@ -204,7 +212,7 @@ impl Collector {
                         stamp: entry.stamp.successor(),
                         value: None,
                     };
-                    if let Err(e) = meta::write(state, vec![(key, removal)]).await {
+                    if let Err(e) = meta::write_conditional(state, vec![(key, removal)]).await {
                         self.update(|s| {
                             s.errors += 1;
                             s.last_error = Some(e.to_string());
@@ -225,13 +233,16 @@ impl Collector {
         Ok(())
     }
 
-    /// Every blob an object or an unfinished upload's part names.
+    /// Every blob an object or an unfinished upload's part names, in every bucket that ever
+    /// existed (a put racing a DeleteBucket may have left objects in a deleted one).
+    ///
+    /// Per bucket, parts are gathered before objects: completing an upload writes the object
+    /// and only then forgets the parts, so a part's blob is seen in one of the two.
     async fn references(&self, state: &Arc<State>) -> Result<HashSet<[u8; 32]>, String> {
         let mut buckets = Vec::new();
         let part = Partition::new(Table::Buckets, records::BUCKETS_PARTITION);
-        meta::walk(state, &part, None, b"", |name, entry| {
-            let record: Option<BucketRecord> = entry.value.as_deref().and_then(records::decode);
-            if let (Ok(name), Some(_)) = (std::str::from_utf8(name), record) {
+        meta::walk_entries(state, &part, None, b"", true, |name, _| {
+            if let Ok(name) = std::str::from_utf8(name) {
                 buckets.push(name.to_string());
             }
             Walk::Next
@@ -241,20 +252,6 @@ impl Collector {
         let mut referenced = HashSet::new();
         let mut unreadable = None;
         for bucket in buckets {
-            let objects = Partition::new(Table::Objects, &*bucket);
-            meta::walk(state, &objects, None, b"", |key, entry| {
-                match entry
-                    .value
-                    .as_deref()
-                    .and_then(records::decode::<ObjectRecord>)
-                {
-                    Some(record) => referenced.extend(record.blobs.iter().map(|b| b.hash)),
-                    None => unreadable = Some(String::from_utf8_lossy(key).into_owned()),
-                }
-                Walk::Next
-            })
-            .await
-            .map_err(|e| e.to_string())?;
             let parts = Partition::new(Table::Parts, &*bucket);
             meta::walk(state, &parts, None, b"", |key, entry| {
                 match entry
@@ -265,6 +262,20 @@ impl Collector {
                     Some(record) => {
                         referenced.insert(record.blob.hash);
                     }
+                    None => unreadable = Some(String::from_utf8_lossy(key).into_owned()),
+                }
+                Walk::Next
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let objects = Partition::new(Table::Objects, &*bucket);
+            meta::walk(state, &objects, None, b"", |key, entry| {
+                match entry
+                    .value
+                    .as_deref()
+                    .and_then(records::decode::<ObjectRecord>)
+                {
+                    Some(record) => referenced.extend(record.blobs.iter().map(|b| b.hash)),
                     None => unreadable = Some(String::from_utf8_lossy(key).into_owned()),
                 }
                 Walk::Next

@@ -57,6 +57,9 @@ pub(crate) struct S3Front {
     state: Arc<State>,
     settings: S3Settings,
     spool_dir: PathBuf,
+    /// Buckets found to exist, and when: a put checks its bucket at most once per
+    /// `S3_BUCKET_SEEN_MS` through this node.
+    buckets_seen: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// A running S3 front.
@@ -114,6 +117,7 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
         state,
         settings: settings.clone(),
         spool_dir,
+        buckets_seen: Default::default(),
     };
     let mut builder = S3ServiceBuilder::new(front);
     let mut known = SimpleAuth::new();

@@ -1,6 +1,7 @@
 //! The S3 operations, each a method of [`S3Front`]: metadata reads and writes through
 //! [`crate::meta::cluster`], blob reads and writes through the node's cluster client.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -36,6 +37,18 @@ pub const S3_KEY_BYTES_MAX: usize = 1024;
 
 /// Most bytes of user metadata (`x-amz-meta-*` names and values) on one object: 2 KiB, as S3.
 pub const S3_USER_METADATA_BYTES_MAX: usize = 2 * 1024;
+
+/// Part records deleted in one metadata write when an upload is completed or aborted: with
+/// keys of at most `S3_KEY_BYTES_MAX`, a batch stays far under the node protocol's limit.
+pub const S3_FORGET_BATCH_ENTRIES_MAX: usize = 500;
+
+/// How long a node takes a bucket it found to still exist without asking again: a
+/// DeleteBucket through another node may let puts through this one into the deleted bucket
+/// for this long (their objects stay invisible unless the bucket is created again).
+pub const S3_BUCKET_SEEN_MS: u64 = 1_000;
+
+/// Buckets a node remembers as seen; beyond it, it forgets them all.
+pub const S3_BUCKETS_SEEN_MAX: usize = 10_000;
 
 /// Pieces of an object read ahead of the client.
 pub const S3_READ_AHEAD_PIECES: usize = 8;
@@ -118,6 +131,19 @@ fn metadata_map(pairs: &[(String, String)]) -> Option<Metadata> {
     (!pairs.is_empty()).then(|| pairs.iter().cloned().collect())
 }
 
+/// Conditional writes (`If-Match`, `If-None-Match: *` on PutObject and
+/// CompleteMultipartUpload) need a compare-and-set the metadata does not offer: refuse them
+/// rather than overwrite silently.
+fn refuse_conditional_write(conditional: bool) -> S3Result<()> {
+    if conditional {
+        return Err(s3_error!(
+            NotImplemented,
+            "conditional writes (If-Match, If-None-Match) are not supported"
+        ));
+    }
+    Ok(())
+}
+
 fn check_key(key: &str) -> S3Result<()> {
     if key.is_empty() || key.len() > S3_KEY_BYTES_MAX {
         return Err(s3_error!(
@@ -194,6 +220,30 @@ fn segments(blobs: &[BlobRef], offset: u64, len: u64) -> Vec<(Hash, ByteRange, u
     out
 }
 
+/// Where one blob's piece of an object comes from.
+enum Segment {
+    Local(Bytes),
+    Remote(cairn_client::BlobReader),
+}
+
+/// Opens one blob's piece of an object: from this node's engine if it holds a good replica,
+/// else through the cluster.
+async fn open_segment(
+    state: &Arc<crate::server::State>,
+    (hash, range, blob_len): (Hash, ByteRange, u64),
+) -> S3Result<Segment> {
+    let range = (range.offset != 0 || range.len != blob_len).then_some(range);
+    if let Some(bytes) = crate::server::local_read(state, hash, range).await {
+        return Ok(Segment::Local(bytes));
+    }
+    state
+        .cluster_client
+        .open_read(&hash, range)
+        .await
+        .map(Segment::Remote)
+        .map_err(client_error)
+}
+
 /// An object's bytes as a stream: its blobs read one after another, each verified.
 struct ObjectStream {
     rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
@@ -230,9 +280,20 @@ impl S3Front {
     }
 
     async fn require_bucket(&self, bucket: &str) -> S3Result<()> {
+        let seen = self.buckets_seen.lock().get(bucket).copied();
+        if seen.is_some_and(|t| t.elapsed() < Duration::from_millis(S3_BUCKET_SEEN_MS)) {
+            return Ok(());
+        }
         let entry = self.read_meta(&records::bucket_key(bucket)).await?;
         match decode_record::<BucketRecord>(entry) {
-            Some(_) => Ok(()),
+            Some(_) => {
+                let mut seen = self.buckets_seen.lock();
+                if seen.len() >= S3_BUCKETS_SEEN_MAX {
+                    seen.clear();
+                }
+                seen.insert(bucket.to_string(), Instant::now());
+                Ok(())
+            }
             None => Err(s3_error!(NoSuchBucket, "no bucket {bucket}")),
         }
     }
@@ -313,7 +374,8 @@ impl S3Front {
         Ok(())
     }
 
-    /// Opens an object's bytes (or `range` of them) and streams them.
+    /// Opens an object's bytes (or `range` of them) and streams them. A blob this node holds
+    /// a replica of is read from its own engine (checked); the others through the cluster.
     async fn open_object(
         &self,
         record: &ObjectRecord,
@@ -325,45 +387,38 @@ impl S3Front {
         // The first blob opens before the answer starts, so a missing or unreachable blob is a
         // typed error rather than a cut-off body.
         let first = match parts.next() {
-            Some((hash, range, blob_len)) => {
-                let range = (range.offset != 0 || range.len != blob_len).then_some(range);
-                Some(
-                    self.client()
-                        .open_read(&hash, range)
-                        .await
-                        .map_err(client_error)?,
-                )
-            }
+            Some(segment) => Some(open_segment(&self.state, segment).await?),
             None => None,
         };
-        let client = self.client().clone();
+        let state = self.state.clone();
         tokio::spawn(async move {
-            let mut reader = first;
-            loop {
-                let Some(mut current) = reader.take() else {
-                    break;
-                };
-                loop {
-                    let piece = std::future::poll_fn(|cx| current.stream.poll_piece(cx)).await;
-                    match piece {
-                        Some(Ok(bytes)) => {
-                            if tx.send(Ok(bytes)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Some(Err(e)) => {
-                            let _ = tx.send(Err(e)).await;
+            let mut next = first;
+            while let Some(source) = next.take() {
+                match source {
+                    Segment::Local(bytes) => {
+                        if tx.send(Ok(bytes)).await.is_err() {
                             return;
                         }
-                        None => break,
                     }
+                    Segment::Remote(mut reader) => loop {
+                        let piece = std::future::poll_fn(|cx| reader.stream.poll_piece(cx)).await;
+                        match piece {
+                            Some(Ok(bytes)) => {
+                                if tx.send(Ok(bytes)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Some(Err(e)) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                            None => break,
+                        }
+                    },
                 }
-                let Some((hash, range, blob_len)) = parts.next() else {
-                    break;
-                };
-                let range = (range.offset != 0 || range.len != blob_len).then_some(range);
-                match client.open_read(&hash, range).await {
-                    Ok(next) => reader = Some(next),
+                let Some(segment) = parts.next() else { break };
+                match open_segment(&state, segment).await {
+                    Ok(source) => next = Some(source),
                     Err(e) => {
                         let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
                         return;
@@ -519,12 +574,16 @@ impl S3Front {
             records::upload_key(bucket, key, upload_id),
             Entry { stamp, value: None },
         )];
-        let (a, b) = tokio::join!(
-            meta::write(&self.state, upload_delete),
-            meta::write(&self.state, part_deletes)
-        );
-        a.map_err(meta_error)?;
-        b.map_err(meta_error)
+        // Parts first, in batches well under the node protocol's message limit; the upload
+        // last, so a failure part-way leaves it listed and an abort can be retried.
+        for batch in part_deletes.chunks(S3_FORGET_BATCH_ENTRIES_MAX) {
+            meta::write(&self.state, batch.to_vec())
+                .await
+                .map_err(meta_error)?;
+        }
+        meta::write(&self.state, upload_delete)
+            .await
+            .map_err(meta_error)
     }
 }
 
@@ -730,6 +789,7 @@ impl S3 for S3Front {
                 "bucket {bucket} holds objects or uploads"
             ));
         }
+        self.buckets_seen.lock().remove(&bucket);
         self.write_meta(records::bucket_key(&bucket), None).await?;
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
@@ -771,6 +831,7 @@ impl S3 for S3Front {
         let started = Instant::now();
         let input = req.input;
         check_key(&input.key)?;
+        refuse_conditional_write(input.if_match.is_some() || input.if_none_match.is_some())?;
         let user_metadata = user_metadata(input.metadata)?;
         let claimed = claimed_of(
             input.content_length,
@@ -835,6 +896,10 @@ impl S3 for S3Front {
                         record.size
                     )
                 })?;
+                if r.end <= r.start {
+                    // A suffix range of an empty object: there is no byte to send.
+                    return Err(s3_error!(InvalidRange, "the object is empty"));
+                }
                 (
                     r.start,
                     r.end - r.start,
@@ -1300,6 +1365,7 @@ impl S3 for S3Front {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
+        refuse_conditional_write(input.if_match.is_some() || input.if_none_match.is_some())?;
         let upload = self
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
