@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(a.digest(&part("x")).unwrap(), b.digest(&part("x")).unwrap());
         assert_eq!(
             a.apply(&[(key("x", "k"), entry(2, Some("late")))]).unwrap(),
-            vec![false]
+            vec![Some(entry(3, None).stamp)]
         );
     }
 

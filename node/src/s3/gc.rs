@@ -38,7 +38,7 @@ use super::records::{self, BlobMark, ObjectRecord, PartRecord};
 use crate::config::S3Settings;
 use crate::healing::wall_ms;
 use crate::meta::cluster::{self as meta, Walk};
-use crate::meta::{Entry, Partition, Table};
+use crate::meta::{Entry, MetaKey, Partition, Table};
 use crate::server::State;
 
 /// How long after writing or touching a blob an operation may start committing a reference to
@@ -290,6 +290,87 @@ impl Collector {
             ));
         }
         Ok(referenced)
+    }
+}
+
+/// Marks waiting for the mark writer; beyond it, a put waits for room.
+pub const S3_MARK_QUEUE_MAX: usize = 16_384;
+
+/// Marks written in one go (grouped by partition).
+pub const S3_MARK_BATCH_MAX: usize = 512;
+
+/// Tries of one batch of marks before the writer gives up on it (its blobs are then never
+/// collected: space, never data).
+pub const S3_MARK_WRITE_ATTEMPTS: u32 = 5;
+
+/// Pause between tries of a batch of marks, times the try's number.
+pub const S3_MARK_RETRY_PAUSE_MS: u64 = 500;
+
+/// Writes the marks of blobs the S3 front stored, after their records, in batches: a mark
+/// only tells the collector which blobs are its to consider (a put's own version keeps its
+/// blob safe), so it need not delay the put's answer.
+pub(crate) struct MarkWriter {
+    queue: tokio::sync::mpsc::Sender<(MetaKey, Entry)>,
+}
+
+impl MarkWriter {
+    pub(crate) fn start(state: Arc<State>) -> MarkWriter {
+        let (queue, pending) = tokio::sync::mpsc::channel(S3_MARK_QUEUE_MAX);
+        tokio::spawn(write_marks(state, pending));
+        MarkWriter { queue }
+    }
+
+    /// Notes that `blob` was written (or referred to) now.
+    pub(crate) async fn note(&self, state: &State, blob: &records::BlobRef) {
+        let entry = Entry {
+            stamp: meta::stamp(state),
+            value: Some(records::encode(&BlobMark {
+                touched_ms: wall_ms(),
+                len: blob.len,
+            })),
+        };
+        let _ = self
+            .queue
+            .send((records::blob_mark_key(&blob.hash), entry))
+            .await;
+    }
+}
+
+async fn write_marks(
+    state: Arc<State>,
+    mut pending: tokio::sync::mpsc::Receiver<(MetaKey, Entry)>,
+) {
+    while let Some(first) = pending.recv().await {
+        let mut by_partition: std::collections::BTreeMap<Partition, Vec<(MetaKey, Entry)>> =
+            Default::default();
+        by_partition
+            .entry(first.0.part.clone())
+            .or_default()
+            .push(first);
+        let mut taken = 1;
+        while taken < S3_MARK_BATCH_MAX {
+            let Ok(mark) = pending.try_recv() else { break };
+            by_partition
+                .entry(mark.0.part.clone())
+                .or_default()
+                .push(mark);
+            taken += 1;
+        }
+        for (part, marks) in by_partition {
+            for attempt in 1..=S3_MARK_WRITE_ATTEMPTS {
+                match meta::write(&state, marks.clone()).await {
+                    Ok(()) => break,
+                    Err(e) if attempt == S3_MARK_WRITE_ATTEMPTS => {
+                        tracing::warn!(partition = ?part, error = %e, marks = marks.len(),
+                            "blob marks not written; their blobs will not be collected");
+                    }
+                    Err(_) => {
+                        let pause = S3_MARK_RETRY_PAUSE_MS * u64::from(attempt);
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                }
+            }
+        }
     }
 }
 

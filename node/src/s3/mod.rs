@@ -60,6 +60,8 @@ pub(crate) struct S3Front {
     /// Buckets found to exist, and when: a put checks its bucket at most once per
     /// `S3_BUCKET_SEEN_MS` through this node.
     buckets_seen: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Notes the blobs this front wrote for the collector, in the background.
+    marks: gc::MarkWriter,
 }
 
 /// A running S3 front.
@@ -113,7 +115,9 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
         addr: settings.listen,
         source,
     })?;
+    let marks = gc::MarkWriter::start(state.clone());
     let front = S3Front {
+        marks,
         state,
         settings: settings.clone(),
         spool_dir,

@@ -326,34 +326,23 @@ impl S3Front {
         .await
     }
 
-    /// Stores a received body as a blob (and notes it for the collector); returns what the
-    /// object's record names. The put's version, set when it starts, keeps the blob from any
-    /// collection decided before.
+    /// Stores a received body as a blob; returns what the object's record names. The put's
+    /// version, set when it starts, keeps the blob from any collection decided before. The
+    /// caller notes the blob for the collector (`marks`) once the record is written.
     async fn store_blob(&self, received: Received) -> S3Result<Vec<BlobRef>> {
         if received.len == 0 {
             return Ok(Vec::new());
         }
         let hash = received.hash;
-        let mark = self.write_meta(
-            records::blob_mark_key(hash.as_bytes()),
-            Some(records::encode(&BlobMark {
-                touched_ms: now_ms(),
-                len: received.len,
-            })),
-        );
-        let put = async {
-            match &received.held {
-                Held::Memory(bytes) => self.client().put_known(hash, bytes.clone()).await,
-                Held::Spooled(file) => {
-                    self.client()
-                        .put_file_known(hash, received.len, file.path())
-                        .await
-                }
+        let put = match &received.held {
+            Held::Memory(bytes) => self.client().put_known(hash, bytes.clone()).await,
+            Held::Spooled(file) => {
+                self.client()
+                    .put_file_known(hash, received.len, file.path())
+                    .await
             }
         };
-        let (marked, put) = tokio::join!(mark, put);
         put.map_err(client_error)?;
-        marked?;
         Ok(vec![BlobRef {
             hash: *hash.as_bytes(),
             len: received.len,
@@ -867,6 +856,9 @@ impl S3 for S3Front {
             Some(records::encode(&record)),
         )
         .await?;
+        for blob in &record.blobs {
+            self.marks.note(&self.state, blob).await;
+        }
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&md5)),
             ..Default::default()
@@ -1264,6 +1256,7 @@ impl S3 for S3Front {
             input.part_number as u32,
         );
         self.write_meta(key, Some(records::encode(&record))).await?;
+        self.marks.note(&self.state, &record.blob).await;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(etag(&md5)),
             ..Default::default()
@@ -1350,6 +1343,7 @@ impl S3 for S3Front {
             input.part_number as u32,
         );
         self.write_meta(key, Some(records::encode(&record))).await?;
+        self.marks.note(&self.state, &record.blob).await;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(etag(&md5)),
