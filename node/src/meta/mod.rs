@@ -34,7 +34,7 @@ pub enum Table {
     Uploads = 3,
     /// Per bucket: `key \0 upload id \0 part number (u32 BE)` → part record.
     Parts = 4,
-    /// Per first byte of a blob hash (as two hex digits): blob hash → when the S3 front last
+    /// Per first four bits of a blob hash (one hex digit): blob hash → when the S3 front last
     /// wrote or referred to it. The blobs the garbage collector may remove.
     Blobs = 5,
 }

@@ -154,8 +154,8 @@ impl Collector {
 
         // 1. Candidates: marks older than the grace period.
         let mut candidates: Vec<[u8; 32]> = Vec::new();
-        for first in 0..=255u8 {
-            let part = Partition::new(Table::Blobs, records::blob_mark_partition(first));
+        for index in 0..records::BLOB_MARK_PARTITIONS {
+            let part = Partition::new(Table::Blobs, records::blob_mark_partition(index));
             let mut scanned = 0;
             meta::walk(state, &part, None, b"", |key, entry| {
                 scanned += 1;
@@ -303,6 +303,10 @@ pub const S3_MARK_BATCH_MAX: usize = 512;
 /// collected: space, never data).
 pub const S3_MARK_WRITE_ATTEMPTS: u32 = 5;
 
+/// How long the mark writer gathers marks after the first before writing them: under load,
+/// one write per partition carries many marks.
+pub const S3_MARK_LINGER_MS: u64 = 100;
+
 /// Pause between tries of a batch of marks, times the try's number.
 pub const S3_MARK_RETRY_PAUSE_MS: u64 = 500;
 
@@ -348,8 +352,14 @@ async fn write_marks(
             .or_default()
             .push(first);
         let mut taken = 1;
+        let linger = tokio::time::sleep(Duration::from_millis(S3_MARK_LINGER_MS));
+        tokio::pin!(linger);
         while taken < S3_MARK_BATCH_MAX {
-            let Ok(mark) = pending.try_recv() else { break };
+            let mark = tokio::select! {
+                mark = pending.recv() => mark,
+                _ = &mut linger => None,
+            };
+            let Some(mark) = mark else { break };
             by_partition
                 .entry(mark.0.part.clone())
                 .or_default()
