@@ -349,11 +349,14 @@ pub(crate) async fn read(state: &Arc<State>, key: &MetaKey) -> Result<Option<Ent
     Ok(best)
 }
 
+/// Entries of a partition in key order, and where to go on from (`None`: the end).
+pub type Merged = (Vec<(Vec<u8>, Entry)>, Option<Vec<u8>>);
+
 /// Merges pages of one partition from several owners: the highest stamp per key, in key
 /// order. A page cut short covers keys only up to its last one, so the merge is complete only
 /// up to the smallest such key: entries past it are left out and that key is returned as the
 /// place to go on from.
-pub fn merge_pages(pages: Vec<Page>) -> (Vec<(Vec<u8>, Entry)>, Option<Vec<u8>>) {
+pub fn merge_pages(pages: Vec<Page>) -> Merged {
     let horizon: Option<Vec<u8>> = pages
         .iter()
         .filter(|p| p.truncated)
@@ -384,7 +387,7 @@ pub(crate) async fn scan_page(
     after: Option<Vec<u8>>,
     prefix: &[u8],
     limit: usize,
-) -> Result<(Vec<(Vec<u8>, Entry)>, Option<Vec<u8>>), MetaError> {
+) -> Result<Merged, MetaError> {
     let (owners, _, needed) = owners(state, part);
     let msg = MetaMsg::Scan {
         part: part.clone(),

@@ -677,7 +677,7 @@ fn decode_token(token: &str) -> S3Result<String> {
         })
         .collect();
     bytes
-        .filter(|_| token.len() % 2 == 0)
+        .filter(|_| token.len().is_multiple_of(2))
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| s3_error!(InvalidArgument, "the continuation token is not valid"))
 }
@@ -734,7 +734,6 @@ impl S3 for S3Front {
         self.write_meta(key, Some(records::encode(&record))).await?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{bucket}")),
-            ..Default::default()
         }))
     }
 
