@@ -180,21 +180,30 @@ pub const HTTP_TOKEN_RANDOM_BYTES: usize = 32;
 /// Writes `dir/http.token` (a random bearer token for the HTTP front) unless it exists; returns
 /// its path.
 pub fn generate_http_token(dir: &Path) -> Result<PathBuf, CertError> {
-    use ring::rand::SecureRandom;
     let path = dir.join("http.token");
     if path.exists() {
         return Ok(path);
     }
-    let mut bytes = [0u8; HTTP_TOKEN_RANDOM_BYTES];
+    let bytes = random_bytes::<HTTP_TOKEN_RANDOM_BYTES>(&path)?;
+    write(&path, &format!("{}\n", hex(&bytes)))?;
+    Ok(path)
+}
+
+/// `N` bytes from the system's random source (`path` names the file they are for, in errors).
+fn random_bytes<const N: usize>(path: &Path) -> Result<[u8; N], CertError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; N];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| CertError::Io {
-            path: path.clone(),
+            path: path.to_path_buf(),
             source: std::io::Error::other("the system random source failed"),
         })?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write(&path, &format!("{hex}\n"))?;
-    Ok(path)
+    Ok(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Random bytes in a generated S3 secret key (hex-encoded: 40 characters).
@@ -203,19 +212,11 @@ pub const S3_SECRET_RANDOM_BYTES: usize = 20;
 /// Writes `dir/s3-credentials.toml` with one random access key for the S3 front, unless it
 /// exists; returns its path.
 pub fn generate_s3_credentials(dir: &Path) -> Result<PathBuf, CertError> {
-    use ring::rand::SecureRandom;
     let path = dir.join("s3-credentials.toml");
     if path.exists() {
         return Ok(path);
     }
-    let mut bytes = [0u8; 5 + S3_SECRET_RANDOM_BYTES];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| CertError::Io {
-            path: path.clone(),
-            source: std::io::Error::other("the system random source failed"),
-        })?;
-    let hex = |b: &[u8]| -> String { b.iter().map(|b| format!("{b:02x}")).collect() };
+    let bytes = random_bytes::<{ 5 + S3_SECRET_RANDOM_BYTES }>(&path)?;
     let text = format!(
         "# Access keys of the S3 front. Each [[keys]] table is one key.\n\
          [[keys]]\naccess_key = \"CAIRN{}\"\nsecret_key = \"{}\"\n",

@@ -32,6 +32,7 @@ pub mod quorum;
 pub mod recordlog;
 pub mod s3;
 pub mod server;
+mod spool;
 pub mod versions;
 
 pub use config::{ClientFileConfig, NodeConfig};

@@ -51,37 +51,8 @@ EOF
 : >"$AWS_SHARED_CREDENTIALS_FILE"
 
 aws() { "$AWS_CLI" --endpoint-url "$CAIRN_S3_ENDPOINT" "$@"; }
-ok() { printf 'ok: %s\n' "$*"; }
-fail() {
-  printf 'FAIL: %s\n' "$*" >&2
-  exit 1
-}
-# check_eq ACTUAL EXPECTED WHAT
-check_eq() {
-  if [ "$1" != "$2" ]; then
-    fail "$3 (expected '$2', got '$1')"
-  fi
-  ok "$3"
-}
-# check_contains TEXT NEEDLE WHAT: TEXT has a line containing NEEDLE (a fixed string).
-check_contains() {
-  if ! grep -qF -- "$2" <<<"$1"; then
-    fail "$3 (no '$2' in: $1)"
-  fi
-  ok "$3"
-}
-check_lacks() {
-  if grep -qF -- "$2" <<<"$1"; then
-    fail "$3 ('$2' is in: $1)"
-  fi
-  ok "$3"
-}
-check_same_file() {
-  if ! cmp "$1" "$2"; then
-    fail "$3 ($1 and $2 differ)"
-  fi
-  ok "$3"
-}
+# shellcheck source=tests/s3/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 echo "$("$AWS_CLI" --version) against $CAIRN_S3_ENDPOINT"
 

@@ -55,35 +55,8 @@ progress_meter = False
 max_retries = 2
 EOF
 
-ok() { printf 'ok: %s\n' "$*"; }
-fail() {
-  printf 'FAIL: %s\n' "$*" >&2
-  exit 1
-}
-check_eq() {
-  if [ "$1" != "$2" ]; then
-    fail "$3 (expected '$2', got '$1')"
-  fi
-  ok "$3"
-}
-check_contains() {
-  if ! grep -qF -- "$2" <<<"$1"; then
-    fail "$3 (no '$2' in: $1)"
-  fi
-  ok "$3"
-}
-check_lacks() {
-  if grep -qF -- "$2" <<<"$1"; then
-    fail "$3 ('$2' is in: $1)"
-  fi
-  ok "$3"
-}
-check_same_file() {
-  if ! cmp "$1" "$2"; then
-    fail "$3 ($1 and $2 differ)"
-  fi
-  ok "$3"
-}
+# shellcheck source=tests/s3/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 md5_of() { md5sum <"$1" | cut -d' ' -f1; }
 
 echo "$("$S3CMD" --version) against $CAIRN_S3_ENDPOINT"

@@ -10,7 +10,7 @@ use std::time::Duration;
 use cairn_client::Hash;
 use cairn_engine::BlobStat;
 use cairn_tests::http::{HttpClient, HttpResponse};
-use common::{TestCluster, blob};
+use common::{TestCluster, blob, stored_nowhere};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,15 +20,6 @@ fn front(cluster: &TestCluster, id: &str, token: Option<&str>) -> HttpClient {
 
 fn hash_of(response: &HttpResponse) -> Hash {
     response.json()["hash"].as_str().unwrap().parse().unwrap()
-}
-
-/// No node's engine holds `hash`.
-fn stored_nowhere(cluster: &TestCluster, hash: &Hash) -> bool {
-    cluster
-        .nodes
-        .iter()
-        .flatten()
-        .all(|n| matches!(n.store().stat(hash), Ok(BlobStat::Absent)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

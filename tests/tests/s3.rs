@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_client::{Hash, Routing};
-use cairn_engine::BlobStat;
 use cairn_node::meta::{Partition, Table};
 use cairn_tests::http::HttpResponse;
 use cairn_tests::s3::{S3Client, S3Signer, xml_values};
-use common::{TestCluster, seeded_bytes, wait_until};
+use common::{TestCluster, seeded_bytes, stored_nowhere, wait_until};
 
 const IDS: [&str; 6] = ["n1", "n2", "n3", "n4", "n5", "n6"];
 
@@ -85,14 +84,6 @@ fn local_keys(cluster: &TestCluster, id: &str, part: &Partition) -> BTreeSet<Str
         .filter(|(_, e)| e.value.is_some())
         .map(|(k, _)| String::from_utf8(k).unwrap())
         .collect()
-}
-
-fn stored_nowhere(cluster: &TestCluster, hash: &Hash) -> bool {
-    cluster
-        .nodes
-        .iter()
-        .flatten()
-        .all(|n| matches!(n.store().stat(hash), Ok(BlobStat::Absent)))
 }
 
 fn stored_somewhere(cluster: &TestCluster, hash: &Hash) -> bool {

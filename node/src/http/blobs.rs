@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cairn_client::wire::{ByteRange, ErrorCode};
 use cairn_client::{BlobStream, ClientError, Hash};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use tokio::io::AsyncWriteExt;
 
 use super::range::{self, RangeRequest};
 use super::{Body, Front, HTTP_BODY_IN_MEMORY_BYTES_MAX, HttpError, json_response};
+use crate::spool::{Held, Spool};
 
 /// The optional request header that states a put's length in bytes.
 pub const EXPECTED_LENGTH_HEADER: &str = "x-cairn-length";
@@ -26,11 +26,6 @@ struct Received {
     hash: Hash,
     len: u64,
     bytes: Held,
-}
-
-enum Held {
-    Memory(Bytes),
-    Spooled(tempfile::NamedTempFile),
 }
 
 impl Front {
@@ -81,11 +76,11 @@ impl Front {
         }
         let client = &self.state.cluster_client;
         let (hash, len) = (received.hash, received.len);
-        let outcome = match received.bytes {
-            Held::Memory(bytes) => client.put_known(hash, bytes).await,
-            Held::Spooled(file) => client.put_file_known(hash, len, file.path()).await,
-        }
-        .map_err(from_client)?;
+        let outcome = received
+            .bytes
+            .put(client, hash, len)
+            .await
+            .map_err(from_client)?;
         let status = match outcome.existed {
             true => StatusCode::OK,
             false => StatusCode::CREATED,
@@ -105,8 +100,7 @@ impl Front {
     /// memory and spooling the rest. Nothing reaches the cluster before the body is whole.
     async fn receive(&self, mut body: Incoming, max: u64) -> Result<Received, HttpError> {
         let mut hasher = blake3::Hasher::new();
-        let mut memory = BytesMut::new();
-        let mut spool: Option<(tempfile::NamedTempFile, tokio::fs::File)> = None;
+        let mut spool = Spool::new(self.spool_dir.clone(), HTTP_BODY_IN_MEMORY_BYTES_MAX);
         let mut len = 0u64;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
@@ -126,30 +120,12 @@ impl Front {
                 .received_bytes
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
             hasher.update(&data);
-            if spool.is_none() && len > HTTP_BODY_IN_MEMORY_BYTES_MAX {
-                let named =
-                    tempfile::NamedTempFile::new_in(&self.spool_dir).map_err(spool_error)?;
-                let mut file = tokio::fs::File::from_std(named.reopen().map_err(spool_error)?);
-                file.write_all(&memory).await.map_err(spool_error)?;
-                memory = BytesMut::new();
-                spool = Some((named, file));
-            }
-            match &mut spool {
-                Some((_, file)) => file.write_all(&data).await.map_err(spool_error)?,
-                None => memory.extend_from_slice(&data),
-            }
+            spool.push(&data).await.map_err(spool_error)?;
         }
-        let bytes = match spool {
-            Some((named, mut file)) => {
-                file.flush().await.map_err(spool_error)?;
-                Held::Spooled(named)
-            }
-            None => Held::Memory(memory.freeze()),
-        };
         Ok(Received {
             hash: Hash::from(hasher.finalize()),
             len,
-            bytes,
+            bytes: spool.finish().await.map_err(spool_error)?,
         })
     }
 

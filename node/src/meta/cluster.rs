@@ -534,6 +534,17 @@ pub(crate) async fn sync_round(state: &Arc<State>) -> Result<SyncReport, MetaErr
     Ok(report)
 }
 
+/// A page's entries as writes to `part`.
+fn keyed(part: &Partition, entries: Vec<(Vec<u8>, Entry)>) -> Vec<(MetaKey, Entry)> {
+    entries
+        .into_iter()
+        .map(|(key, entry)| {
+            let part = part.clone();
+            (MetaKey { part, key }, entry)
+        })
+        .collect()
+}
+
 /// Brings one partition in line with one owner; says whether anything had to move.
 async fn sync_with(
     state: &Arc<State>,
@@ -562,19 +573,7 @@ async fn sync_with(
             )
             .map_err(|e| e.to_string())?;
         after = page.entries.last().map(|(k, _)| k.clone());
-        let writes: Vec<(MetaKey, Entry)> = page
-            .entries
-            .into_iter()
-            .map(|(key, entry)| {
-                (
-                    MetaKey {
-                        part: part.clone(),
-                        key,
-                    },
-                    entry,
-                )
-            })
-            .collect();
+        let writes = keyed(part, page.entries);
         if !writes.is_empty() {
             ask(state, node, MetaMsg::Write { writes }).await?;
         }
@@ -598,19 +597,7 @@ async fn sync_with(
             return Err("unexpected answer to a scan".into());
         };
         after = page.entries.last().map(|(k, _)| k.clone());
-        let writes: Vec<(MetaKey, Entry)> = page
-            .entries
-            .into_iter()
-            .map(|(key, entry)| {
-                (
-                    MetaKey {
-                        part: part.clone(),
-                        key,
-                    },
-                    entry,
-                )
-            })
-            .collect();
+        let writes = keyed(part, page.entries);
         let s = state.clone();
         tokio::task::spawn_blocking(move || answer(&s, MetaMsg::Write { writes }))
             .await

@@ -4,21 +4,16 @@
 
 use std::path::Path;
 
-use bytes::{Bytes, BytesMut};
 use cairn_engine::Hash;
 use md5::Digest as _;
 use s3s::dto::StreamingBlob;
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
-use tokio::io::AsyncWriteExt;
+
+use crate::spool::Held;
+use crate::spool::Spool;
 
 /// Bodies up to this size are held in memory; larger ones go to a spool file.
 pub const S3_BODY_IN_MEMORY_BYTES_MAX: u64 = 2 * 1024 * 1024;
-
-/// Where a received body is.
-pub enum Held {
-    Memory(Bytes),
-    Spooled(tempfile::NamedTempFile),
-}
 
 pub struct Received {
     pub hash: Hash,
@@ -86,8 +81,7 @@ pub async fn receive(
     if claimed.crc64nvme.is_some() || trailer_named(claimed, "x-amz-checksum-crc64nvme") {
         checks.crc64nvme = Some(Default::default());
     }
-    let mut memory = BytesMut::new();
-    let mut spool: Option<(tempfile::NamedTempFile, tokio::fs::File)> = None;
+    let mut spool = Spool::new(spool_dir.to_path_buf(), S3_BODY_IN_MEMORY_BYTES_MAX);
     let mut len = 0u64;
     if let Some(mut body) = body {
         loop {
@@ -112,17 +106,7 @@ pub async fn receive(
             hasher.update(&data);
             md5.update(&data);
             checks.update(&data);
-            if spool.is_none() && len > S3_BODY_IN_MEMORY_BYTES_MAX {
-                let named = tempfile::NamedTempFile::new_in(spool_dir).map_err(spool_error)?;
-                let mut file = tokio::fs::File::from_std(named.reopen().map_err(spool_error)?);
-                file.write_all(&memory).await.map_err(spool_error)?;
-                memory = BytesMut::new();
-                spool = Some((named, file));
-            }
-            match &mut spool {
-                Some((_, file)) => file.write_all(&data).await.map_err(spool_error)?,
-                None => memory.extend_from_slice(&data),
-            }
+            spool.push(&data).await.map_err(spool_error)?;
         }
     }
     if let Some(expected) = claimed.content_length
@@ -173,13 +157,7 @@ pub async fn receive(
             ));
         }
     }
-    let held = match spool {
-        Some((named, mut file)) => {
-            file.flush().await.map_err(spool_error)?;
-            Held::Spooled(named)
-        }
-        None => Held::Memory(memory.freeze()),
-    };
+    let held = spool.finish().await.map_err(spool_error)?;
     Ok(Received {
         hash: Hash::from(hasher.finalize()),
         len,

@@ -98,23 +98,8 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
     let keys = settings
         .load_credentials()
         .map_err(|e| NodeError::Config(e.to_string()))?;
-    let spool_dir = state.data_dir.join("s3-spool");
-    // Bodies spooled before a crash belong to requests nobody was answered for.
-    let _ = std::fs::remove_dir_all(&spool_dir);
-    std::fs::create_dir_all(&spool_dir).map_err(|source| NodeError::Io {
-        path: spool_dir.clone(),
-        source,
-    })?;
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(|source| NodeError::Bind {
-            addr: settings.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| NodeError::Bind {
-        addr: settings.listen,
-        source,
-    })?;
+    let spool_dir = crate::spool::empty_dir(&state.data_dir.join("s3-spool"))?;
+    let (listener, addr) = crate::spool::bind(settings.listen).await?;
     let marks = gc::MarkWriter::start(state.clone());
     let front = S3Front {
         marks,

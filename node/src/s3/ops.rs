@@ -12,7 +12,7 @@ use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Front;
-use super::body::{self, Claimed, Held, Received};
+use super::body::{self, Claimed, Received};
 use super::records::{
     self, BlobMark, BlobRef, BucketRecord, ObjectRecord, PartRecord, UploadRecord,
 };
@@ -220,6 +220,14 @@ fn segments(blobs: &[BlobRef], offset: u64, len: u64) -> Vec<(Hash, ByteRange, u
     out
 }
 
+/// Which upload a part belongs to.
+#[derive(Clone, Copy)]
+struct UploadKey<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    upload_id: &'a str,
+}
+
 /// Where one blob's piece of an object comes from.
 enum Segment {
     Local(Bytes),
@@ -334,19 +342,36 @@ impl S3Front {
             return Ok(Vec::new());
         }
         let hash = received.hash;
-        let put = match &received.held {
-            Held::Memory(bytes) => self.client().put_known(hash, bytes.clone()).await,
-            Held::Spooled(file) => {
-                self.client()
-                    .put_file_known(hash, received.len, file.path())
-                    .await
-            }
-        };
+        let put = received.held.put(self.client(), hash, received.len).await;
         put.map_err(client_error)?;
         Ok(vec![BlobRef {
             hash: *hash.as_bytes(),
             len: received.len,
         }])
+    }
+
+    /// Stores a part's received bytes and its record (within the reference window of `started`),
+    /// and notes its blob for the collector.
+    async fn commit_part(
+        &self,
+        upload: UploadKey<'_>,
+        number: i32,
+        received: Received,
+        started: Instant,
+    ) -> S3Result<PartRecord> {
+        let (len, etag) = (received.len, received.md5_hex.clone());
+        let hash = *received.hash.as_bytes();
+        self.store_blob(received).await?;
+        let record = PartRecord {
+            blob: BlobRef { hash, len },
+            etag,
+            last_modified_ms: now_ms(),
+        };
+        self.within_reference_window(started)?;
+        let key = records::part_key(upload.bucket, upload.key, upload.upload_id, number as u32);
+        self.write_meta(key, Some(records::encode(&record))).await?;
+        self.marks.note(&self.state, &record.blob).await;
+        Ok(record)
     }
 
     /// Refuses to commit a reference later than the collector allows (see `gc`): the caller
@@ -1239,25 +1264,16 @@ impl S3 for S3Front {
         );
         upload?;
         let received = received?;
-        let (len, md5) = (received.len, received.md5_hex.clone());
-        let hash = *received.hash.as_bytes();
-        self.store_blob(received).await?;
-        let record = PartRecord {
-            blob: BlobRef { hash, len },
-            etag: md5.clone(),
-            last_modified_ms: now_ms(),
+        let upload = UploadKey {
+            bucket: &input.bucket,
+            key: &input.key,
+            upload_id: &input.upload_id,
         };
-        self.within_reference_window(started)?;
-        let key = records::part_key(
-            &input.bucket,
-            &input.key,
-            &input.upload_id,
-            input.part_number as u32,
-        );
-        self.write_meta(key, Some(records::encode(&record))).await?;
-        self.marks.note(&self.state, &record.blob).await;
+        let record = self
+            .commit_part(upload, input.part_number, received, started)
+            .await?;
         Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(etag(&md5)),
+            e_tag: Some(etag(&record.etag)),
             ..Default::default()
         }))
     }
@@ -1326,26 +1342,17 @@ impl S3 for S3Front {
             ..Default::default()
         };
         let received = self.receive(Some(stream), claimed, None).await?;
-        let md5 = received.md5_hex.clone();
-        let hash = *received.hash.as_bytes();
-        self.store_blob(received).await?;
-        let record = PartRecord {
-            blob: BlobRef { hash, len },
-            etag: md5.clone(),
-            last_modified_ms: now_ms(),
+        let upload = UploadKey {
+            bucket: &input.bucket,
+            key: &input.key,
+            upload_id: &input.upload_id,
         };
-        self.within_reference_window(started)?;
-        let key = records::part_key(
-            &input.bucket,
-            &input.key,
-            &input.upload_id,
-            input.part_number as u32,
-        );
-        self.write_meta(key, Some(records::encode(&record))).await?;
-        self.marks.note(&self.state, &record.blob).await;
+        let record = self
+            .commit_part(upload, input.part_number, received, started)
+            .await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
-                e_tag: Some(etag(&md5)),
+                e_tag: Some(etag(&record.etag)),
                 last_modified: Some(timestamp(record.last_modified_ms)),
                 ..Default::default()
             }),

@@ -257,3 +257,12 @@ pub fn corrupt_copies(dir: &std::path::Path, needle: &[u8]) -> usize {
     }
     flipped
 }
+
+/// No node's engine holds `hash`.
+pub fn stored_nowhere(cluster: &TestCluster, hash: &Hash) -> bool {
+    cluster
+        .nodes
+        .iter()
+        .flatten()
+        .all(|n| matches!(n.store().stat(hash), Ok(cairn_engine::BlobStat::Absent)))
+}
