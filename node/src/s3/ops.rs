@@ -220,6 +220,14 @@ fn segments(blobs: &[BlobRef], offset: u64, len: u64) -> Vec<(Hash, ByteRange, u
     out
 }
 
+/// The bucket and key a copy reads from.
+fn copy_source_key(source: &CopySource) -> S3Result<(&str, &str)> {
+    match source {
+        CopySource::Bucket { bucket, key, .. } => Ok((bucket, key)),
+        _ => Err(s3_error!(NotImplemented, "only bucket/key copy sources")),
+    }
+}
+
 /// Which upload a part belongs to.
 #[derive(Clone, Copy)]
 struct UploadKey<'a> {
@@ -348,6 +356,30 @@ impl S3Front {
             hash: *hash.as_bytes(),
             len: received.len,
         }])
+    }
+
+    /// A copy's source object, with its `x-amz-copy-source-if-(none-)match` conditions.
+    async fn copy_source(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&ETagCondition>,
+        if_none_match: Option<&ETagCondition>,
+    ) -> S3Result<ObjectRecord> {
+        let source = self.object(bucket, key).await?;
+        if if_match.is_some_and(|c| !condition_matches(c, &source.etag)) {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "x-amz-copy-source-if-match failed"
+            ));
+        }
+        if if_none_match.is_some_and(|c| condition_matches(c, &source.etag)) {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "x-amz-copy-source-if-none-match failed"
+            ));
+        }
+        Ok(source)
     }
 
     /// Stores a part's received bytes and its record (within the reference window of `started`),
@@ -1036,31 +1068,15 @@ impl S3 for S3Front {
         let started = Instant::now();
         let input = req.input;
         check_key(&input.key)?;
-        let CopySource::Bucket {
-            bucket: src_bucket,
-            key: src_key,
-            ..
-        } = &input.copy_source
-        else {
-            return Err(s3_error!(NotImplemented, "only bucket/key copy sources"));
-        };
-        let source = self.object(src_bucket, src_key).await?;
-        if let Some(cond) = &input.copy_source_if_match
-            && !condition_matches(cond, &source.etag)
-        {
-            return Err(s3_error!(
-                PreconditionFailed,
-                "x-amz-copy-source-if-match failed"
-            ));
-        }
-        if let Some(cond) = &input.copy_source_if_none_match
-            && condition_matches(cond, &source.etag)
-        {
-            return Err(s3_error!(
-                PreconditionFailed,
-                "x-amz-copy-source-if-none-match failed"
-            ));
-        }
+        let (src_bucket, src_key) = copy_source_key(&input.copy_source)?;
+        let source = self
+            .copy_source(
+                src_bucket,
+                src_key,
+                input.copy_source_if_match.as_ref(),
+                input.copy_source_if_none_match.as_ref(),
+            )
+            .await?;
         self.require_bucket(&input.bucket).await?;
         // The copy refers to the source's blobs without writing them: touch their marks, then
         // read the source again, so the collector either sees the touch or the source (see
@@ -1290,25 +1306,17 @@ impl S3 for S3Front {
                 "part numbers run from 1 to {S3_PART_NUMBER_MAX}"
             ));
         }
-        let CopySource::Bucket {
-            bucket: src_bucket,
-            key: src_key,
-            ..
-        } = &input.copy_source
-        else {
-            return Err(s3_error!(NotImplemented, "only bucket/key copy sources"));
-        };
+        let (src_bucket, src_key) = copy_source_key(&input.copy_source)?;
         self.upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
-        let source = self.object(src_bucket, src_key).await?;
-        if let Some(cond) = &input.copy_source_if_match
-            && !condition_matches(cond, &source.etag)
-        {
-            return Err(s3_error!(
-                PreconditionFailed,
-                "x-amz-copy-source-if-match failed"
-            ));
-        }
+        let source = self
+            .copy_source(
+                src_bucket,
+                src_key,
+                input.copy_source_if_match.as_ref(),
+                input.copy_source_if_none_match.as_ref(),
+            )
+            .await?;
         let (offset, len) = match &input.copy_source_range {
             None => (0, source.size),
             Some(text) => {
