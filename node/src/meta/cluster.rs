@@ -148,13 +148,20 @@ pub(crate) fn answer(state: &State, msg: MetaMsg) -> MetaReply {
     })
 }
 
+/// Answers a request from this node's own store, off the async threads.
+async fn ask_local(state: &Arc<State>, msg: MetaMsg) -> Result<MetaReply, String> {
+    let s = state.clone();
+    match tokio::task::spawn_blocking(move || answer(&s, msg)).await {
+        Ok(MetaReply::Failed { message }) => Err(message),
+        Ok(reply) => Ok(reply),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Sends one request to one owner (this node included) and waits for its answer.
 async fn ask(state: &Arc<State>, node: &NodeSpec, msg: MetaMsg) -> Result<MetaReply, String> {
     if node.id == state.id {
-        let s = state.clone();
-        return tokio::task::spawn_blocking(move || answer(&s, msg))
-            .await
-            .map_err(|e| e.to_string());
+        return ask_local(state, msg).await;
     }
     let layout_version = state.routing().layout.version;
     let request = PeerMsg::Meta {
@@ -552,7 +559,10 @@ async fn sync_with(
     part: &Partition,
     pull: bool,
 ) -> Result<bool, String> {
-    let local = state.meta.store.digest(part).map_err(|e| e.to_string())?;
+    let MetaReply::Digest(local) = ask_local(state, MetaMsg::Digest { part: part.clone() }).await?
+    else {
+        return Err("unexpected answer to a digest".into());
+    };
     match ask(state, node, MetaMsg::Digest { part: part.clone() }).await? {
         MetaReply::Digest(remote) if remote == local => return Ok(false),
         MetaReply::Digest(_) => {}
@@ -561,17 +571,15 @@ async fn sync_with(
     // Push every entry of ours, a page at a time.
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = state
-            .meta
-            .store
-            .scan(
-                part,
-                after.as_deref(),
-                b"",
-                META_PAGE_ENTRIES_MAX,
-                META_PAGE_BYTES_MAX,
-            )
-            .map_err(|e| e.to_string())?;
+        let msg = MetaMsg::Scan {
+            part: part.clone(),
+            after: after.clone(),
+            prefix: Vec::new(),
+            limit: META_PAGE_ENTRIES_MAX as u32,
+        };
+        let MetaReply::Page(page) = ask_local(state, msg).await? else {
+            return Err("unexpected answer to a scan".into());
+        };
         after = page.entries.last().map(|(k, _)| k.clone());
         let writes = keyed(part, page.entries);
         if !writes.is_empty() {
@@ -598,10 +606,9 @@ async fn sync_with(
         };
         after = page.entries.last().map(|(k, _)| k.clone());
         let writes = keyed(part, page.entries);
-        let s = state.clone();
-        tokio::task::spawn_blocking(move || answer(&s, MetaMsg::Write { writes }))
-            .await
-            .map_err(|e| e.to_string())?;
+        if !writes.is_empty() {
+            ask_local(state, MetaMsg::Write { writes }).await?;
+        }
         if !page.truncated {
             break;
         }
