@@ -81,13 +81,28 @@ impl S3Signer {
         query: &[(&str, &str)],
         headers: &[(&str, &str)],
     ) -> Vec<(String, String)> {
+        self.sign_payload(method, host, path, query, headers, "UNSIGNED-PAYLOAD")
+            .headers
+    }
+
+    /// [`S3Signer::sign`] with `payload` as `x-amz-content-sha256` (a hash, `UNSIGNED-PAYLOAD`,
+    /// or one of the streaming encodings); also returns what signing the chunks of a
+    /// streaming body needs.
+    pub fn sign_payload(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        payload: &str,
+    ) -> Signed {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("the clock is after 1970")
             .as_secs() as i64
             + self.clock_offset_secs;
         let (date, amz_date) = amz_dates(now);
-        let payload = "UNSIGNED-PAYLOAD";
         let mut signed: Vec<(String, String)> = headers
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
@@ -134,8 +149,92 @@ impl S3Signer {
                 self.access_key
             ),
         ));
-        out
+        Signed {
+            headers: out,
+            signature,
+            key,
+            scope,
+            amz_date,
+        }
     }
+}
+
+/// A signed request's headers, and the state chunk signatures chain from.
+pub struct Signed {
+    pub headers: Vec<(String, String)>,
+    pub signature: String,
+    key: Vec<u8>,
+    scope: String,
+    amz_date: String,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(digest::digest(&digest::SHA256, bytes).as_ref())
+}
+
+/// Standard base64 with padding (the checksum headers' encoding).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// `x-amz-checksum-crc32` of `bytes`.
+pub fn crc32_checksum(bytes: &[u8]) -> String {
+    base64(&crc32fast::hash(bytes).to_be_bytes())
+}
+
+/// A body in the aws-chunked encoding with a signature per chunk
+/// (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`), chained from the request's signature.
+pub fn signed_chunks(signed: &Signed, data: &[u8], chunk_bytes: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut previous = signed.signature.clone();
+    let empty = sha256_hex(b"");
+    let pieces: Vec<&[u8]> = data.chunks(chunk_bytes).chain([&[][..]]).collect();
+    for piece in pieces {
+        let to_sign = format!(
+            "AWS4-HMAC-SHA256-PAYLOAD\n{}\n{}\n{previous}\n{empty}\n{}",
+            signed.amz_date,
+            signed.scope,
+            sha256_hex(piece)
+        );
+        let signature = hex(&hmac_sha256(&signed.key, to_sign.as_bytes()));
+        out.extend_from_slice(
+            format!("{:x};chunk-signature={signature}\r\n", piece.len()).as_bytes(),
+        );
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+        previous = signature;
+    }
+    out
+}
+
+/// A body in the aws-chunked encoding without signatures, ending with a trailer
+/// (`STREAMING-UNSIGNED-PAYLOAD-TRAILER`): `x-amz-checksum-crc32` set to `checksum`.
+pub fn unsigned_chunks_with_crc32(data: &[u8], chunk_bytes: usize, checksum: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in data.chunks(chunk_bytes) {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("0\r\nx-amz-checksum-crc32:{checksum}\r\n\r\n").as_bytes());
+    out
 }
 
 /// An S3 endpoint and the credentials to reach it.

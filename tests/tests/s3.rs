@@ -599,3 +599,134 @@ async fn a_conditional_delete_spares_a_blob_written_after_its_version() {
     client.close().await;
     cluster.shutdown().await;
 }
+
+/// Sends `body` as it is (already encoded) with headers signed for `payload`.
+async fn put_encoded(
+    client: &S3Client,
+    path: &str,
+    payload: &str,
+    extra: &[(&str, &str)],
+    encode: impl FnOnce(&cairn_tests::s3::Signed) -> Vec<u8>,
+    decoded_len: usize,
+) -> HttpResponse {
+    let host = client.addr.to_string();
+    let decoded = decoded_len.to_string();
+    let mut headers: Vec<(&str, &str)> = vec![
+        ("content-encoding", "aws-chunked"),
+        ("x-amz-decoded-content-length", &decoded),
+    ];
+    headers.extend_from_slice(extra);
+    let signed = client
+        .signer
+        .sign_payload("PUT", &host, path, &[], &headers, payload);
+    let body = encode(&signed);
+    let mut all = headers.clone();
+    all.push(("host", &host));
+    for (k, v) in &signed.headers {
+        all.push((k, v));
+    }
+    cairn_tests::http::HttpClient::new(client.addr, None)
+        .connect()
+        .await
+        .unwrap()
+        .request_raw("PUT", path, &all, body)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_chunked_bodies_signed_and_with_trailing_checksums_are_taken_and_checked() {
+    use cairn_tests::s3::{crc32_checksum, signed_chunks, unsigned_chunks_with_crc32};
+    let cluster = TestCluster::start(57).await;
+    let n2 = s3(&cluster, "n2");
+    assert_eq!(
+        call(&n2, "PUT", "/chunked", &[], Bytes::new()).await.status,
+        200
+    );
+    let data = seeded_bytes(30, 200_000);
+    let code = |r: &HttpResponse| xml_values(&r.body, "Code").join(",");
+    let read = |key: &'static str| {
+        let c = s3(&cluster, "n5");
+        async move { call(&c, "GET", &format!("/chunked/{key}"), &[], Bytes::new()).await }
+    };
+
+    // Signed chunks (STREAMING-AWS4-HMAC-SHA256-PAYLOAD), 64 KiB each.
+    let signed = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+    let r = put_encoded(
+        &n2,
+        "/chunked/signed",
+        signed,
+        &[],
+        |s| signed_chunks(s, &data, 65_536),
+        data.len(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let got = read("signed").await;
+    assert!(
+        got.status == 200 && got.body == data,
+        "signed chunks read back wrong"
+    );
+
+    // One byte changed after the chunks were signed: refused, nothing stored.
+    let r = put_encoded(
+        &n2,
+        "/chunked/tampered",
+        signed,
+        &[],
+        |s| {
+            let mut body = signed_chunks(s, &data, 65_536);
+            let at = body.len() / 2;
+            body[at] ^= 1;
+            body
+        },
+        data.len(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (403, "SignatureDoesNotMatch"),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(read("tampered").await.status, 404);
+
+    // Unsigned chunks with a trailing CRC32 (STREAMING-UNSIGNED-PAYLOAD-TRAILER), as current
+    // SDKs send by default: the right checksum is taken, a wrong one is BadDigest.
+    let trailer = [("x-amz-trailer", "x-amz-checksum-crc32")];
+    let unsigned = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
+    let good = crc32_checksum(&data);
+    let r = put_encoded(
+        &n2,
+        "/chunked/trailer",
+        unsigned,
+        &trailer,
+        |_| unsigned_chunks_with_crc32(&data, 65_536, &good),
+        data.len(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let got = read("trailer").await;
+    assert!(
+        got.status == 200 && got.body == data,
+        "trailer upload read back wrong"
+    );
+    let wrong = crc32_checksum(b"other bytes");
+    let r = put_encoded(
+        &n2,
+        "/chunked/bad-trailer",
+        unsigned,
+        &trailer,
+        |_| unsigned_chunks_with_crc32(&data, 65_536, &wrong),
+        data.len(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (400, "BadDigest"),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(read("bad-trailer").await.status, 404);
+    cluster.shutdown().await;
+}

@@ -89,12 +89,7 @@ pub async fn receive(
             let data = match next {
                 None => break,
                 Some(Ok(data)) => data,
-                Some(Err(e)) => {
-                    return Err(s3_error!(
-                        IncompleteBody,
-                        "the body ended early after {len} bytes ({e}); nothing was stored"
-                    ));
-                }
+                Some(Err(e)) => return Err(body_error(len, &*e)),
             };
             len += data.len() as u64;
             if len > max {
@@ -164,6 +159,23 @@ pub async fn receive(
         md5_hex: super::records::hex(&md5),
         held,
     })
+}
+
+/// What a body that failed part-way is answered with. s3s reports a chunk whose signature
+/// does not verify through the body stream, with an error type it does not export, so its
+/// message is what tells it apart from a body cut short.
+fn body_error(len: u64, e: &(dyn std::error::Error + Send + Sync)) -> S3Error {
+    let text = e.to_string();
+    if text.contains("SignatureMismatch") {
+        return s3_error!(
+            SignatureDoesNotMatch,
+            "a chunk's signature does not match its bytes; nothing was stored"
+        );
+    }
+    s3_error!(
+        IncompleteBody,
+        "the body ended early after {len} bytes ({text}); nothing was stored"
+    )
 }
 
 /// Does the request announce a trailer of this name (`x-amz-trailer`)? Trailers arrive after
