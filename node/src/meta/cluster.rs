@@ -226,6 +226,37 @@ fn fan_out(
     rx
 }
 
+/// Asks every owner and collects the answers `pick` accepts (it hands back the others) until `needed` have come, or so
+/// many failed that `needed` no longer can; returns them with the owner's index.
+async fn gather<T>(
+    state: &Arc<State>,
+    owners: &[NodeSpec],
+    msg: &MetaMsg,
+    needed: usize,
+    pick: impl Fn(MetaReply) -> Result<T, MetaReply>,
+) -> Result<Vec<(usize, T)>, MetaError> {
+    let mut answers = fan_out(state, owners, msg);
+    let (mut got, mut failed) = (Vec::new(), Vec::new());
+    while let Some((i, reply)) = answers.recv().await {
+        match reply.map(&pick) {
+            Ok(Ok(answer)) => got.push((i, answer)),
+            Ok(Err(other)) => failed.push(format!("unexpected answer {other:?}")),
+            Err(e) => failed.push(e),
+        }
+        if got.len() >= needed || failed.len() > owners.len() - needed {
+            break;
+        }
+    }
+    if got.len() < needed {
+        return Err(MetaError::Unavailable {
+            answered: got.len(),
+            needed,
+            detail: failed.join("; "),
+        });
+    }
+    Ok(got)
+}
+
 /// A new stamp from this node's clock.
 pub(crate) fn stamp(state: &State) -> super::Stamp {
     state.meta.hlc.lock().now(wall_ms())
@@ -281,55 +312,24 @@ async fn write_once(
     let msg = MetaMsg::Write {
         writes: writes.to_vec(),
     };
-    let mut answers = fan_out(state, &owners, &msg);
-    let (mut ok, mut failed, mut newest) = (0, Vec::new(), None);
-    while let Some((_, reply)) = answers.recv().await {
-        match reply {
-            Ok(MetaReply::Written { newer }) => {
-                ok += 1;
-                newest = newest.max(newer);
-                if ok >= needed {
-                    return Ok(newest);
-                }
-            }
-            Ok(other) => failed.push(format!("unexpected answer {other:?}")),
-            Err(e) => failed.push(e),
-        }
-        if failed.len() > owners.len() - needed {
-            break;
-        }
-    }
-    Err(MetaError::Unavailable {
-        answered: ok,
-        needed,
-        detail: failed.join("; "),
+    let written = gather(state, &owners, &msg, needed, |reply| match reply {
+        MetaReply::Written { newer } => Ok(newer),
+        other => Err(other),
     })
+    .await?;
+    Ok(written.into_iter().filter_map(|(_, newer)| newer).max())
 }
 
 /// Reads one record from a read quorum of its owners: the entry with the highest stamp (a
 /// tombstone included). Owners found behind are sent the winner.
 pub(crate) async fn read(state: &Arc<State>, key: &MetaKey) -> Result<Option<Entry>, MetaError> {
     let (owners, _, needed) = owners(state, &key.part);
-    let mut answers = fan_out(state, &owners, &MetaMsg::Read { key: key.clone() });
-    let mut seen: Vec<(usize, Option<Entry>)> = Vec::new();
-    let mut failed = Vec::new();
-    while let Some((i, reply)) = answers.recv().await {
-        match reply {
-            Ok(MetaReply::Entry(entry)) => seen.push((i, entry)),
-            Ok(other) => failed.push(format!("unexpected answer {other:?}")),
-            Err(e) => failed.push(e),
-        }
-        if seen.len() >= needed || failed.len() > owners.len() - needed {
-            break;
-        }
-    }
-    if seen.len() < needed {
-        return Err(MetaError::Unavailable {
-            answered: seen.len(),
-            needed,
-            detail: failed.join("; "),
-        });
-    }
+    let msg = MetaMsg::Read { key: key.clone() };
+    let seen = gather(state, &owners, &msg, needed, |reply| match reply {
+        MetaReply::Entry(entry) => Ok(entry),
+        other => Err(other),
+    })
+    .await?;
     let best = seen
         .iter()
         .filter_map(|(_, e)| e.clone())
@@ -402,26 +402,14 @@ pub(crate) async fn scan_page(
         prefix: prefix.to_vec(),
         limit: limit.clamp(1, META_PAGE_ENTRIES_MAX) as u32,
     };
-    let mut answers = fan_out(state, &owners, &msg);
-    let (mut pages, mut failed) = (Vec::new(), Vec::new());
-    while let Some((_, reply)) = answers.recv().await {
-        match reply {
-            Ok(MetaReply::Page(page)) => pages.push(page),
-            Ok(other) => failed.push(format!("unexpected answer {other:?}")),
-            Err(e) => failed.push(e),
-        }
-        if pages.len() >= needed || failed.len() > owners.len() - needed {
-            break;
-        }
-    }
-    if pages.len() < needed {
-        return Err(MetaError::Unavailable {
-            answered: pages.len(),
-            needed,
-            detail: failed.join("; "),
-        });
-    }
-    Ok(merge_pages(pages))
+    let pages = gather(state, &owners, &msg, needed, |reply| match reply {
+        MetaReply::Page(page) => Ok(page),
+        other => Err(other),
+    })
+    .await?;
+    Ok(merge_pages(
+        pages.into_iter().map(|(_, page)| page).collect(),
+    ))
 }
 
 /// What a walk over a partition does after one entry.
