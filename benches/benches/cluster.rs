@@ -31,7 +31,7 @@ use cairn_client::{Client, ClientOptions, Hash, Identity, Layout};
 use cairn_node::dev::{ClusterFiles, ClusterSpec, write_cluster};
 use cairn_node::{Node, NodeConfig};
 use cairn_tests::http::{HttpClient, HttpConnection, HttpResponse};
-use cairn_tests::s3::{S3Client, S3Connection, S3Signer};
+use cairn_tests::s3::S3Signer;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -591,9 +591,11 @@ async fn measure_gets(
     .await
 }
 
-/// Keep-alive connections to every node's HTTP front, reused across operations.
+/// Keep-alive connections to every node's HTTP front, or S3 front, reused across operations.
 struct Fronts {
     clients: Vec<HttpClient>,
+    /// Signs every request (the S3 fronts).
+    signer: Option<S3Signer>,
     idle: Vec<std::sync::Mutex<Vec<HttpConnection>>>,
 }
 
@@ -605,6 +607,33 @@ impl Fronts {
                 .iter()
                 .map(|n| HttpClient::new(n.http_addr(), None))
                 .collect(),
+            signer: None,
+            idle: cluster.nodes.iter().map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// The S3 fronts, with the cluster's first access key.
+    fn s3(cluster: &Cluster) -> Fronts {
+        let settings = NodeConfig::load(&cluster.files.node_configs[0])
+            .expect("load node configuration")
+            .s3
+            .expect("the benchmark cluster runs the S3 front");
+        let key = settings
+            .load_credentials()
+            .expect("load S3 credentials")
+            .remove(0);
+        Fronts {
+            clients: cluster
+                .nodes
+                .iter()
+                .map(|n| HttpClient::new(n.s3_addr().expect("an S3 front"), None))
+                .collect(),
+            signer: Some(S3Signer {
+                access_key: key.access_key,
+                secret_key: key.secret_key,
+                region: settings.region,
+                clock_offset_secs: 0,
+            }),
             idle: cluster.nodes.iter().map(|_| Default::default()).collect(),
         }
     }
@@ -627,10 +656,15 @@ impl Fronts {
                 .await
                 .map_err(|e| e.to_string())?,
         };
-        let response = connection
-            .request(method, path, &[], body)
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = match &self.signer {
+            Some(signer) => {
+                let addr = self.clients[front].addr;
+                let sent = signer.send(&mut connection, addr, method, path, &[], &[], body);
+                sent.await
+            }
+            None => connection.request(method, path, &[], body).await,
+        }
+        .map_err(|e| e.to_string())?;
         self.idle[front].lock().expect("pool lock").push(connection);
         Ok(response)
     }
@@ -722,64 +756,6 @@ async fn http_round(scale: &Scale, cluster: &Cluster, fronts: &Arc<Fronts>, resu
     }
 }
 
-/// The nodes' S3 fronts, with a pool of idle keep-alive connections per front.
-struct S3Fronts {
-    clients: Vec<S3Client>,
-    idle: Vec<std::sync::Mutex<Vec<S3Connection>>>,
-}
-
-impl S3Fronts {
-    fn new(cluster: &Cluster) -> S3Fronts {
-        let settings = NodeConfig::load(&cluster.files.node_configs[0])
-            .expect("load node configuration")
-            .s3
-            .expect("the benchmark cluster runs the S3 front");
-        let key = settings
-            .load_credentials()
-            .expect("load S3 credentials")
-            .remove(0);
-        let signer = S3Signer {
-            access_key: key.access_key,
-            secret_key: key.secret_key,
-            region: settings.region,
-            clock_offset_secs: 0,
-        };
-        S3Fronts {
-            clients: cluster
-                .nodes
-                .iter()
-                .map(|n| S3Client::new(n.s3_addr().expect("an S3 front"), signer.clone()))
-                .collect(),
-            idle: cluster.nodes.iter().map(|_| Default::default()).collect(),
-        }
-    }
-
-    /// One signed request to front `i % fronts`, on an idle connection when there is one.
-    async fn request(
-        &self,
-        i: usize,
-        method: &str,
-        path: &str,
-        body: Bytes,
-    ) -> Result<HttpResponse, String> {
-        let front = i % self.clients.len();
-        let idle = self.idle[front].lock().expect("pool lock").pop();
-        let mut connection = match idle {
-            Some(c) => c,
-            None => self.clients[front]
-                .connect()
-                .await
-                .map_err(|e| e.to_string())?,
-        };
-        let response = connection
-            .request(method, path, &[], &[], body)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.idle[front].lock().expect("pool lock").push(connection);
-        Ok(response)
-    }
-}
-
 /// The S3 mode: for 4 KiB (one at a time, for latency) and 4 MiB objects (`IN_FLIGHT` at
 /// once, for throughput), puts then gets through the HTTP fronts and through the S3 fronts,
 /// in the same round.
@@ -787,7 +763,7 @@ async fn s3_round(
     scale: &Scale,
     cluster: &Cluster,
     fronts: &Arc<Fronts>,
-    s3: &Arc<S3Fronts>,
+    s3: &Arc<Fronts>,
     results: &mut Results,
 ) {
     if cluster.error.is_some() {
@@ -1293,7 +1269,7 @@ async fn run(scale: &Scale, scratch: &Path) -> (Results, Value) {
     let _ = raw.requests(scale, 64, IN_FLIGHT).await;
     let _ = raw.bulk_streams(scale).await;
     let fronts = Arc::new(Fronts::new(&factor3));
-    let s3 = Arc::new(S3Fronts::new(&factor3));
+    let s3 = Arc::new(Fronts::s3(&factor3));
     let created = s3
         .request(0, "PUT", &format!("/{S3_BENCH_BUCKET}"), Bytes::new())
         .await

@@ -244,24 +244,9 @@ pub struct S3Client {
     pub signer: S3Signer,
 }
 
-/// One open keep-alive connection to an S3 front.
-pub struct S3Connection {
-    connection: HttpConnection,
-    addr: SocketAddr,
-    signer: S3Signer,
-}
-
 impl S3Client {
     pub fn new(addr: SocketAddr, signer: S3Signer) -> S3Client {
         S3Client { addr, signer }
-    }
-
-    pub async fn connect(&self) -> std::io::Result<S3Connection> {
-        Ok(S3Connection {
-            connection: HttpClient::new(self.addr, None).connect().await?,
-            addr: self.addr,
-            signer: self.signer.clone(),
-        })
     }
 
     /// One signed request on a fresh connection.
@@ -273,17 +258,29 @@ impl S3Client {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> std::io::Result<HttpResponse> {
-        self.connect()
-            .await?
-            .request(method, path, query, headers, body)
+        let mut connection = HttpClient::new(self.addr, None).connect().await?;
+        self.signer
+            .send(
+                &mut connection,
+                self.addr,
+                method,
+                path,
+                query,
+                headers,
+                body,
+            )
             .await
     }
 }
 
-impl S3Connection {
-    /// `path` is `/bucket` or `/bucket/key` (unencoded); `query` pairs are unencoded.
-    pub async fn request(
-        &mut self,
+impl S3Signer {
+    /// Sends a request signed by this signer on `connection` (open to `addr`). `path` is
+    /// `/bucket` or `/bucket/key` and `query` pairs are unencoded.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send(
+        &self,
+        connection: &mut HttpConnection,
+        addr: SocketAddr,
         method: &str,
         path: &str,
         query: &[(&str, &str)],
@@ -291,8 +288,8 @@ impl S3Connection {
         body: impl Into<Bytes>,
     ) -> std::io::Result<HttpResponse> {
         let path = uri_encode(path, true);
-        let host = self.addr.to_string();
-        let signed = self.signer.sign(method, &host, &path, query, headers);
+        let host = addr.to_string();
+        let signed = self.sign(method, &host, &path, query, headers);
         let mut all: Vec<(&str, &str)> = headers.to_vec();
         all.push(("host", &host));
         for (k, v) in &signed {
@@ -306,22 +303,7 @@ impl S3Connection {
                 .collect();
             uri = format!("{uri}?{}", q.join("&"));
         }
-        self.connection.request_raw(method, &uri, &all, body).await
-    }
-
-    pub async fn put_object(
-        &mut self,
-        bucket: &str,
-        key: &str,
-        body: impl Into<Bytes>,
-    ) -> std::io::Result<HttpResponse> {
-        self.request("PUT", &format!("/{bucket}/{key}"), &[], &[], body)
-            .await
-    }
-
-    pub async fn get_object(&mut self, bucket: &str, key: &str) -> std::io::Result<HttpResponse> {
-        self.request("GET", &format!("/{bucket}/{key}"), &[], &[], Bytes::new())
-            .await
+        connection.request_raw(method, &uri, &all, body).await
     }
 }
 

@@ -540,6 +540,20 @@ fn keyed(part: &Partition, entries: Vec<(Vec<u8>, Entry)>) -> Vec<(MetaKey, Entr
         .collect()
 }
 
+/// This node's store, or another owner's.
+#[derive(Clone, Copy)]
+enum Side<'a> {
+    Here,
+    Peer(&'a NodeSpec),
+}
+
+async fn ask_side(state: &Arc<State>, side: Side<'_>, msg: MetaMsg) -> Result<MetaReply, String> {
+    match side {
+        Side::Here => ask_local(state, msg).await,
+        Side::Peer(node) => ask(state, node, msg).await,
+    }
+}
+
 /// Brings one partition in line with one owner; says whether anything had to move.
 async fn sync_with(
     state: &Arc<State>,
@@ -547,61 +561,48 @@ async fn sync_with(
     part: &Partition,
     pull: bool,
 ) -> Result<bool, String> {
-    let MetaReply::Digest(local) = ask_local(state, MetaMsg::Digest { part: part.clone() }).await?
-    else {
-        return Err("unexpected answer to a digest".into());
-    };
-    match ask(state, node, MetaMsg::Digest { part: part.clone() }).await? {
-        MetaReply::Digest(remote) if remote == local => return Ok(false),
-        MetaReply::Digest(_) => {}
-        other => return Err(format!("unexpected answer {other:?}")),
+    let digest = |side| ask_side(state, side, MetaMsg::Digest { part: part.clone() });
+    match (digest(Side::Here).await?, digest(Side::Peer(node)).await?) {
+        (MetaReply::Digest(local), MetaReply::Digest(remote)) if local == remote => {
+            return Ok(false);
+        }
+        (MetaReply::Digest(_), MetaReply::Digest(_)) => {}
+        other => return Err(format!("unexpected answers {other:?}")),
     }
-    // Push every entry of ours, a page at a time.
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let msg = MetaMsg::Scan {
-            part: part.clone(),
-            after: after.clone(),
-            prefix: Vec::new(),
-            limit: META_PAGE_ENTRIES_MAX as u32,
-        };
-        let MetaReply::Page(page) = ask_local(state, msg).await? else {
-            return Err("unexpected answer to a scan".into());
-        };
-        after = page.entries.last().map(|(k, _)| k.clone());
-        let writes = keyed(part, page.entries);
-        if !writes.is_empty() {
-            ask(state, node, MetaMsg::Write { writes }).await?;
-        }
-        if !page.truncated {
-            break;
-        }
-    }
-    if !pull {
-        return Ok(true);
-    }
-    // Take every entry of theirs.
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let msg = MetaMsg::Scan {
-            part: part.clone(),
-            after: after.clone(),
-            prefix: Vec::new(),
-            limit: META_PAGE_ENTRIES_MAX as u32,
-        };
-        let MetaReply::Page(page) = ask(state, node, msg).await? else {
-            return Err("unexpected answer to a scan".into());
-        };
-        after = page.entries.last().map(|(k, _)| k.clone());
-        let writes = keyed(part, page.entries);
-        if !writes.is_empty() {
-            ask_local(state, MetaMsg::Write { writes }).await?;
-        }
-        if !page.truncated {
-            break;
-        }
+    copy_partition(state, part, Side::Here, Side::Peer(node)).await?;
+    if pull {
+        copy_partition(state, part, Side::Peer(node), Side::Here).await?;
     }
     Ok(true)
+}
+
+/// Sends every entry of `part` that `from` holds to `to`, a page at a time (`to` merges them).
+async fn copy_partition(
+    state: &Arc<State>,
+    part: &Partition,
+    from: Side<'_>,
+    to: Side<'_>,
+) -> Result<(), String> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let msg = MetaMsg::Scan {
+            part: part.clone(),
+            after: after.clone(),
+            prefix: Vec::new(),
+            limit: META_PAGE_ENTRIES_MAX as u32,
+        };
+        let MetaReply::Page(page) = ask_side(state, from, msg).await? else {
+            return Err("unexpected answer to a scan".into());
+        };
+        after = page.entries.last().map(|(k, _)| k.clone());
+        let writes = keyed(part, page.entries);
+        if !writes.is_empty() {
+            ask_side(state, to, MetaMsg::Write { writes }).await?;
+        }
+        if !page.truncated {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]
