@@ -27,7 +27,7 @@ use bytes::Bytes;
 use cairn_benches::{
     blob, load_average, median, stamp, sync_all_file_systems, target_dir, unique_id,
 };
-use cairn_client::{Client, ClientOptions, Hash, Identity, Layout};
+use cairn_client::{Client, ClientOptions, Hash, Identity};
 use cairn_node::dev::{ClusterFiles, ClusterSpec, write_cluster};
 use cairn_node::{Node, NodeConfig};
 use cairn_tests::http::{HttpClient, HttpConnection, HttpResponse};
@@ -457,7 +457,7 @@ impl Cluster {
         let client_tls = files.client_tls();
         let identity = Identity::load(&client_tls.ca, &client_tls.cert, &client_tls.key)
             .expect("load client identity");
-        let layout = Layout::load(&files.layout).expect("load layout");
+        let layout = cairn_client::load_layout(&files.layout).expect("load layout");
         let options = ClientOptions {
             zone: Some(CLIENT_ZONE.to_string()),
             deadline_ms: DEADLINE_MS,

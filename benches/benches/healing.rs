@@ -41,15 +41,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cairn_benches::{blob, load_average, median, stamp, sync_all_file_systems, target_dir};
 use cairn_client::{Client, ClientOptions, Hash, Identity, Layout, NodeSpec, Routing};
+use cairn_core::heal::{Action, Catalog, Direction, HealSettings, Healer};
+use cairn_core::layout_edit::remove_node;
+use cairn_core::limits::HANDOFF_SCAN_ENTRIES_PER_TICK;
+use cairn_core::membership::FailureDetectorSettings;
 use cairn_engine::{BlobStat, Config as EngineConfig, Store, SyncMode};
-use cairn_node::admin::remove_node;
-use cairn_node::catalog::{NodeCatalog, SNAPSHOT_AGE_MS_MAX};
 use cairn_node::dev::{ClusterFiles, ClusterSpec, write_cluster};
-use cairn_node::heal::{
-    Action, Catalog, Direction, HANDOFF_SCAN_ENTRIES_PER_TICK, HealSettings, Healer,
-};
-use cairn_node::membership::FailureDetectorSettings;
-use cairn_node::versions::VersionTable;
+use cairn_node::limits::SNAPSHOT_AGE_MS_MAX;
+use cairn_node::local::catalog::NodeCatalog;
+use cairn_node::local::versions::VersionTable;
 use cairn_node::{Node, NodeConfig, NodeError};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -779,7 +779,7 @@ async fn rereplication_round(
         let config = NodeConfig::load(path).expect("load node configuration");
         nodes.push(Some(Node::start(&config).await.expect("start node")));
     }
-    let layout = Layout::load(&files.layout).expect("load layout");
+    let layout = cairn_client::load_layout(&files.layout).expect("load layout");
     let client_tls = files.client_tls();
     let identity = Identity::load(&client_tls.ca, &client_tls.cert, &client_tls.key)
         .expect("load client identity");

@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use cairn_client::layout::{Layout, NodeSpec};
-use cairn_client::placement::Placement;
+use cairn_core::layout::{Layout, NodeSpec};
+use cairn_core::placement::Placement;
 use cairn_engine::Hash;
 use criterion::{Criterion, criterion_group, criterion_main};
 

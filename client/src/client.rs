@@ -11,12 +11,14 @@ use cairn_engine::Hash;
 use parking_lot::RwLock;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use cairn_core::layout::{Layout, NodeSpec};
+use cairn_core::routing::Routing;
+use cairn_core::wire::{self, ByteRange, DeleteRole, ErrorCode, Op, PutRole, Request, Response};
+
 use crate::error::ClientError;
-use crate::layout::{Layout, LayoutError, NodeSpec};
-use crate::placement::Placement;
+use crate::framing;
 use crate::pool::{Pool, read_response};
 use crate::tls::{self, Identity};
-use crate::wire::{self, ByteRange, DeleteRole, ErrorCode, Op, PutRole, Request, Response};
 
 /// Default time an operation may take, retries included.
 pub const DEADLINE_MS_DEFAULT: u64 = 30_000;
@@ -45,75 +47,6 @@ pub const GET_IN_MEMORY_BYTES_MAX: u64 = 1 << 30;
 /// Server name a seed node is reached by when only its address is known. Node certificates
 /// made by `cairn certs` carry it beside their node id.
 pub const SEED_SERVER_NAME: &str = "node.cairn";
-
-/// A layout and the placement computed from it, swapped together when a newer layout arrives;
-/// with the layout before it, whose replicas reads fall back to while data moves.
-#[derive(Clone)]
-pub struct Routing {
-    pub layout: Layout,
-    pub placement: Arc<Placement>,
-    pub previous: Option<Arc<Routing>>,
-}
-
-impl Routing {
-    pub fn new(layout: Layout) -> Result<Routing, LayoutError> {
-        let placement = Arc::new(Placement::new(&layout)?);
-        Ok(Routing {
-            layout,
-            placement,
-            previous: None,
-        })
-    }
-
-    /// The routing of `layout`, which follows `self`; `previous_layout` is the layout before
-    /// `layout` if known (else `self`'s is taken).
-    pub fn successor(
-        self: &Arc<Routing>,
-        layout: Layout,
-        previous_layout: Option<Layout>,
-    ) -> Result<Routing, LayoutError> {
-        let previous = match previous_layout {
-            Some(p) if p.version == self.layout.version => self.without_previous(),
-            Some(p) if p.version < layout.version => Arc::new(Routing::new(p)?),
-            _ => self.without_previous(),
-        };
-        let mut next = Routing::new(layout)?;
-        next.previous = Some(previous);
-        Ok(next)
-    }
-
-    fn without_previous(&self) -> Arc<Routing> {
-        Arc::new(Routing {
-            layout: self.layout.clone(),
-            placement: self.placement.clone(),
-            previous: None,
-        })
-    }
-
-    /// Where to read a blob: its replicas, then those of the previous layout that are not
-    /// replicas now (they may still hold it while data moves).
-    pub fn read_candidates(&self, hash: &Hash) -> (Vec<&NodeSpec>, Vec<&NodeSpec>) {
-        let current = self.replicas(hash);
-        let fallback = match &self.previous {
-            Some(p) => p
-                .replicas(hash)
-                .into_iter()
-                .filter(|n| !current.iter().any(|c| c.id == n.id))
-                .collect(),
-            None => Vec::new(),
-        };
-        (current, fallback)
-    }
-
-    /// The blob's replicas, in placement order.
-    pub fn replicas(&self, hash: &Hash) -> Vec<&NodeSpec> {
-        self.placement
-            .replicas(hash)
-            .iter()
-            .map(|&i| &self.layout.nodes[usize::from(i)])
-            .collect()
-    }
-}
 
 /// How a client behaves.
 #[derive(Clone, Debug)]
@@ -155,7 +88,7 @@ pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 /// ```no_run
 /// # async fn example() -> Result<(), cairn_client::ClientError> {
 /// use cairn_client::{Client, ClientOptions, Identity, Layout};
-/// let layout = Layout::load("cairn-dev/layout.toml".as_ref())?;
+/// let layout = cairn_client::load_layout("cairn-dev/layout.toml".as_ref())?;
 /// let identity = Identity::load(
 ///     "cairn-dev/certs/ca.pem".as_ref(),
 ///     "cairn-dev/certs/client.pem".as_ref(),
@@ -782,7 +715,7 @@ impl Client {
                     });
                 }
                 Ok(chunk) => {
-                    chunk.map_err(|e| ClientError::from_frame(&node.id, wire::read_error(e)))?
+                    chunk.map_err(|e| ClientError::from_frame(&node.id, framing::read_error(e)))?
                 }
             };
             let Some(chunk) = chunk else {
@@ -1181,7 +1114,7 @@ async fn send_body(
         node: node.to_string(),
         message: format!("the body did not move for {BODY_STALL_MS} ms"),
     };
-    let fail = |e: quinn::WriteError| ClientError::from_frame(node, wire::write_error(e));
+    let fail = |e: quinn::WriteError| ClientError::from_frame(node, framing::write_error(e));
     match body {
         Body::Bytes(bytes) => {
             for at in (0..bytes.len()).step_by(UPLOAD_CHUNK_BYTES) {

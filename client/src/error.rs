@@ -3,9 +3,11 @@
 
 use cairn_engine::Hash;
 
-use crate::layout::LayoutError;
+use cairn_core::layout::LayoutError;
+use cairn_core::wire::{self, ErrorCode};
+
+use crate::framing::FramingError;
 use crate::tls::TlsError;
-use crate::wire::{self, ErrorCode, FrameError};
 
 /// TLS alert codes (RFC 8446) that say why a handshake was refused.
 const ALERT_BAD_CERTIFICATE: u64 = 42;
@@ -80,10 +82,10 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    pub(crate) fn from_frame(node: &str, e: FrameError) -> ClientError {
+    pub(crate) fn from_frame(node: &str, e: FramingError) -> ClientError {
         match e {
-            FrameError::Connection(c) => classify_connection_error(node, &c),
-            FrameError::Stream(message) => ClientError::Unreachable {
+            FramingError::Connection(c) => classify_connection_error(node, &c),
+            FramingError::Stream(message) => ClientError::Unreachable {
                 node: node.to_string(),
                 message,
             },

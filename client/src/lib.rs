@@ -1,15 +1,15 @@
-//! Cairn's cluster client, and the pieces every Cairn peer shares: the cluster layout, the
-//! placement function, the wire protocol and the TLS setup.
+//! Cairn's cluster client over QUIC, and the network pieces every Cairn peer shares: TLS setup,
+//! pooled connections and frames on streams.
 //!
-//! Nodes use this crate too, so the client and the nodes route by the same code and cannot
-//! disagree on where a blob lives.
+//! What the client decides (the layout, placement, routing, the wire messages) is
+//! `cairn-core`'s; nodes route by the same code, so client and nodes cannot disagree on where a
+//! blob lives. This crate does the IO.
 //!
-//! - [`layout`]: the cluster's nodes, zones, weights, replication factor and write quorum.
-//! - [`placement`]: the pure function from a blob hash and a layout to its replicas.
-//! - [`wire`]: request and response headers, framing, error codes, the ALPN version.
+//! - [`Client`]: put, get, head, delete with failover, retries and verification.
+//! - [`load_layout`]: a layout file, read and validated.
 //! - [`tls`]: mutual-TLS identities, quinn configurations, endpoints.
 //! - [`pool`]: one pooled connection per node.
-//! - [`Client`]: put, get, head, delete with failover, retries and verification.
+//! - [`framing`]: the wire's frames on QUIC streams.
 //!
 //! A whole round trip against a three-node cluster started in this process (`cairn dev` runs
 //! a six-node one; a real deployment has a layout file and certificates from its CA):
@@ -33,7 +33,7 @@
 //!     nodes.push(Node::start(&NodeConfig::load(config)?).await?);
 //! }
 //!
-//! let layout = Layout::load(&files.layout)?;
+//! let layout = cairn_client::load_layout(&files.layout)?;
 //! let tls = files.client_tls();
 //! let identity = Identity::load(&tls.ca, &tls.cert, &tls.key)?;
 //! let client = Client::connect(layout, &identity, ClientOptions::default()).await?;
@@ -55,18 +55,17 @@
 
 mod client;
 mod error;
-pub mod layout;
-pub mod placement;
+pub mod framing;
+mod layout_file;
 pub mod pool;
 pub mod tls;
-pub mod wire;
 
-pub use cairn_engine::Hash;
+pub use cairn_core::{Hash, Layout, LayoutError, NodeSpec, Routing};
 pub use client::{
     BlobReader, BlobStream, Client, ClientOptions, DEADLINE_MS_DEFAULT, GET_IN_MEMORY_BYTES_MAX,
-    Progress, PutOutcome, RETRY_BACKOFF_MS_MAX, RETRY_BACKOFF_MS_MIN, Routing, SEED_SERVER_NAME,
+    Progress, PutOutcome, RETRY_BACKOFF_MS_MAX, RETRY_BACKOFF_MS_MIN, SEED_SERVER_NAME,
     STREAM_QUEUE_PIECES, UPLOAD_CHUNK_BYTES, hash_file, hash_file_with_progress,
 };
 pub use error::{ClientError, classify_connection_error};
-pub use layout::{Layout, LayoutError, NodeSpec};
+pub use layout_file::load_layout;
 pub use tls::Identity;

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use cairn_core::layout::NodeSpec;
+use cairn_core::limits::{REQUEST_HEADER_BYTES_MAX, RESPONSE_HEADER_BYTES_MAX};
+use cairn_core::wire::{self, Request, Response};
+
 use crate::error::{ClientError, classify_connection_error};
-use crate::layout::NodeSpec;
-use crate::wire::{self, Request, Response};
+use crate::framing;
 
 /// How long a connection attempt may take before the node counts as unreachable.
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
@@ -183,7 +186,7 @@ impl Pool {
                 return Err(classify_connection_error(&node.id, &e));
             }
         };
-        wire::write_frame(&mut send, request, wire::REQUEST_HEADER_BYTES_MAX)
+        framing::write_frame(&mut send, request, REQUEST_HEADER_BYTES_MAX)
             .await
             .map_err(|e| ClientError::from_frame(&node.id, e))?;
         Ok((send, recv))
@@ -214,7 +217,7 @@ pub async fn read_response(
     node: &str,
     recv: &mut quinn::RecvStream,
 ) -> Result<Response, ClientError> {
-    wire::read_frame(recv, wire::RESPONSE_HEADER_BYTES_MAX)
+    framing::read_frame(recv, RESPONSE_HEADER_BYTES_MAX)
         .await
         .map_err(|e| ClientError::from_frame(node, e))
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::wire::ALPN;
+use cairn_core::wire::ALPN;
 
 /// Concurrent bidirectional streams (requests) one peer may open on a connection.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;

@@ -41,7 +41,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use cairn_core::heal::HealSettings;
+use cairn_core::membership::FailureDetectorSettings;
 use serde::{Deserialize, Serialize};
+
+use crate::limits::{GC_GRACE_MS_MIN, HTTP_TOKEN_BYTES_MIN, S3_SECRET_KEY_BYTES_MIN};
 
 /// First pause before a failed hint delivery is retried.
 pub const HINT_RETRY_MS_MIN_DEFAULT: u64 = 200;
@@ -176,10 +180,6 @@ pub const GC_INTERVAL_MS_DEFAULT: u64 = 3_600_000;
 /// How long a blob is kept after it was last written or referred to, unless configured: a day.
 pub const GC_GRACE_MS_DEFAULT: u64 = 86_400_000;
 
-/// Shortest grace period accepted: well above any clock skew between nodes and any request's
-/// duration.
-pub const GC_GRACE_MS_MIN: u64 = 10_000;
-
 /// Blobs the collector deletes per second unless configured.
 pub const GC_DELETES_PER_SEC_DEFAULT: u32 = 200;
 
@@ -284,9 +284,6 @@ impl S3Settings {
     }
 }
 
-/// Shortest S3 secret key accepted.
-pub const S3_SECRET_KEY_BYTES_MIN: usize = 16;
-
 /// One S3 access key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct S3Key {
@@ -299,9 +296,6 @@ struct S3CredentialsFile {
     #[serde(default)]
     keys: Vec<S3Key>,
 }
-
-/// Shortest bearer token accepted.
-pub const HTTP_TOKEN_BYTES_MIN: usize = 16;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -316,9 +310,9 @@ pub struct NodeConfig {
     #[serde(default)]
     pub hints: HintSettings,
     #[serde(default)]
-    pub failure_detector: crate::membership::FailureDetectorSettings,
+    pub failure_detector: FailureDetectorSettings,
     #[serde(default)]
-    pub heal: crate::heal::HealSettings,
+    pub heal: HealSettings,
     #[serde(default)]
     pub http: HttpSettings,
     /// The S3 front; off unless the section is present.

@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use cairn_client::{Layout, NodeSpec};
+use cairn_core::heal::HealSettings;
+use cairn_core::layout::{Layout, NodeSpec};
+use cairn_core::membership::FailureDetectorSettings;
 
 use crate::certs::{self, CertError};
 use crate::config::{ClientFileConfig, HintSettings, NodeConfig, TlsFiles};
@@ -31,7 +33,7 @@ pub enum DevError {
     #[error("certificates: {0}")]
     Certs(#[from] CertError),
     #[error("layout: {0}")]
-    Layout(#[from] cairn_client::LayoutError),
+    Layout(#[from] cairn_core::LayoutError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -48,8 +50,8 @@ pub struct ClusterSpec {
     pub write_quorum: usize,
     pub segment_bytes: u64,
     pub hints: HintSettings,
-    pub failure_detector: crate::membership::FailureDetectorSettings,
-    pub heal: crate::heal::HealSettings,
+    pub failure_detector: FailureDetectorSettings,
+    pub heal: HealSettings,
     /// Every node's `[http]`; each listens on its own `http_addr`.
     pub http: crate::config::HttpSettings,
     /// Every node's `[s3]`, if the S3 front is on; each listens on its own `s3_addr`, and the

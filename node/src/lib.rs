@@ -1,42 +1,43 @@
-//! A Cairn storage node: one engine, one QUIC endpoint, the put coordinator, read and delete
-//! handling, hinted handoff; and the pieces of the `cairn` command (certificates, local
-//! clusters).
+//! A Cairn storage node, the IO shell around `cairn-core`: one engine, one QUIC endpoint, the
+//! healing, hint and metadata loops, the HTTP and S3 fronts; and the pieces of the `cairn`
+//! command (certificates, local clusters, administration).
 //!
-//! - [`server`]: the running node and its request handlers.
-//! - [`quorum`]: the write-quorum state machine a coordinator follows.
-//! - [`hints`]: hinted handoff, a queue state machine over a durable log.
-//! - [`membership`]: failure detection from heartbeats, a plain state machine.
-//! - [`heal`]: anti-entropy, hand-off, tombstone purge and scrub pacing, a plain state machine.
-//! - [`http`]: the HTTP front (blobs, probes, cluster status, metrics).
-//! - [`metrics`]: the Prometheus text exposition of `/metrics`.
-//! - [`meta`]: replicated, versioned metadata records and their local redb store.
-//! - [`s3`]: the S3 front (objects, multipart uploads, listings) and its garbage collector.
-//! - [`config`]: node and client configuration files.
-//! - [`certs`]: a development CA and certificates.
-//! - [`dev`]: the files of a local cluster.
+//! The modules form layers; each imports only from the layers below it:
+//!
+//! 1. [`node`]: the composition root, [`Node`].
+//! 2. `quic` (the QUIC server), [`healing`], [`hints`], [`meta`], [`http`], [`s3`], [`admin`]:
+//!    the servers, loops and fronts, side by side.
+//! 3. [`net`] (calls to other nodes), [`front`] (what the fronts share), [`replica`] (this
+//!    node's own blob operations).
+//! 4. `state`: the handles every part shares.
+//! 5. [`error`], then [`local`]: this node's own durable state.
+//! 6. [`clock`] (the only module that reads the time), [`limits`], [`config`].
+//!
+//! [`certs`] and [`dev`] serve the `cairn` command and tests.
 
 pub mod admin;
-pub mod catalog;
 pub mod certs;
+pub mod clock;
 pub mod config;
 pub mod dev;
-pub mod heal;
+pub mod error;
+pub mod front;
 pub mod healing;
 pub mod hints;
 pub mod http;
-pub mod membership;
+pub mod limits;
+pub mod local;
 pub mod meta;
-pub mod metrics;
-pub mod peer;
-pub mod quorum;
-pub mod recordlog;
+pub mod net;
+pub mod node;
+mod quic;
+pub mod replica;
 pub mod s3;
-pub mod server;
-mod spool;
-pub mod versions;
+mod state;
 
 pub use config::{ClientFileConfig, NodeConfig};
-pub use server::{Node, NodeError};
+pub use error::NodeError;
+pub use node::Node;
 
 /// Sets up structured logs on stderr, filtered by `CAIRN_LOG` (for example `info` or
 /// `cairn_node=debug,warn`; default `info`).

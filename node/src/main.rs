@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cairn_client::{
-    Client, ClientOptions, Hash, Identity, Layout, NodeSpec, hash_file_with_progress,
+    Client, ClientOptions, Hash, Identity, NodeSpec, hash_file_with_progress, load_layout,
 };
-use cairn_node::admin::{self, Admin, ClusterStatus, MoveProgress};
+use cairn_core::layout_edit;
+use cairn_core::status::{ClusterStatus, MoveProgress, NodeStatus};
+use cairn_node::admin::Admin;
 use cairn_node::config::{ClientFileConfig, NodeConfig};
 use cairn_node::dev::{self, ClusterSpec};
-use cairn_node::peer::NodeStatus;
-use cairn_node::{Node, certs};
+use cairn_node::{Node, certs, clock};
 use clap::{Parser, Subcommand};
 
 /// Client configuration used when neither --client nor CAIRN_CLIENT says otherwise: the one
@@ -401,7 +402,7 @@ fn admin(path: &Path) -> Result<Admin> {
     let config = ClientFileConfig::load(path).map_err(|e| {
         format!("{e}\n(start a local cluster with `cairn dev`, or pass --client FILE)")
     })?;
-    let layout = Layout::load(&config.layout)?;
+    let layout = load_layout(&config.layout)?;
     let identity = Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     Ok(Admin::new(layout, &identity)?)
 }
@@ -466,7 +467,7 @@ async fn layout_command(client: &Path, command: LayoutCommand) -> Result<()> {
             addr,
             zone,
             weight,
-        } => admin::add_node(
+        } => layout_edit::add_node(
             &current,
             NodeSpec {
                 id,
@@ -475,12 +476,12 @@ async fn layout_command(client: &Path, command: LayoutCommand) -> Result<()> {
                 weight,
             },
         )?,
-        LayoutCommand::Remove { id } => admin::remove_node(&current, &id)?,
-        LayoutCommand::Reweight { id, weight } => admin::reweight(&current, &id, weight)?,
+        LayoutCommand::Remove { id } => layout_edit::remove_node(&current, &id)?,
+        LayoutCommand::Reweight { id, weight } => layout_edit::reweight(&current, &id, weight)?,
         LayoutCommand::SetFactor {
             factor,
             write_quorum,
-        } => admin::set_factor(&current, factor, write_quorum)?,
+        } => layout_edit::set_factor(&current, factor, write_quorum)?,
         LayoutCommand::Rebalance => {
             let statuses: Vec<(String, NodeStatus)> = admin
                 .statuses()
@@ -488,7 +489,7 @@ async fn layout_command(client: &Path, command: LayoutCommand) -> Result<()> {
                 .into_iter()
                 .filter_map(|(n, s)| s.ok().map(|s| (n.id, s)))
                 .collect();
-            match admin::rebalance(&current, &statuses) {
+            match layout_edit::rebalance(&current, &statuses) {
                 Some(next) => next,
                 None => {
                     println!("every node holds about its weight's share; nothing to do");
@@ -497,7 +498,7 @@ async fn layout_command(client: &Path, command: LayoutCommand) -> Result<()> {
             }
         }
         LayoutCommand::Apply { file } => {
-            let next = Layout::load(&file)?;
+            let next = load_layout(&file)?;
             if next.version <= current.version {
                 return Err(format!(
                     "{}: version {} is not above the cluster's {}",
@@ -513,8 +514,8 @@ async fn layout_command(client: &Path, command: LayoutCommand) -> Result<()> {
             return follow_moves(&mut admin, once, timeout_secs).await;
         }
     };
-    for (id, said) in admin.apply(&next).await? {
-        println!("  {id}: {said}");
+    for said in admin.apply(&next).await? {
+        println!("  {said}");
     }
     println!(
         "layout version {} applied; data moves in the background (`cairn layout status`)",
@@ -527,7 +528,8 @@ async fn layout_command(client: &Path, command: LayoutCommand) -> Result<()> {
 /// Polls every node until the moves of the current layout are done, with a progress bar on a
 /// terminal (a line per poll otherwise).
 async fn follow_moves(admin: &mut Admin, once: bool, timeout_secs: u64) -> Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+    let started = clock::now();
+    let timeout = std::time::Duration::from_secs(timeout_secs);
     let bar = transfer_bar(0, "moves");
     if once {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -559,7 +561,7 @@ async fn follow_moves(admin: &mut Admin, once: bool, timeout_secs: u64) -> Resul
             }
             break;
         }
-        if std::time::Instant::now() >= deadline {
+        if clock::since(started) >= timeout {
             bar.abandon();
             return Err(format!("still moving after {timeout_secs} s: {line}").into());
         }
@@ -576,7 +578,7 @@ async fn connect(path: &Path) -> Result<Client> {
     let config = ClientFileConfig::load(path).map_err(|e| {
         format!("{e}\n(start a local cluster with `cairn dev`, or pass --client FILE)")
     })?;
-    let layout = Layout::load(&config.layout)?;
+    let layout = load_layout(&config.layout)?;
     let identity = Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     let options = ClientOptions {
         zone: config.zone.clone(),
@@ -592,7 +594,7 @@ async fn run_dev(dir: &Path, base_port: u16, check_only: bool) -> Result<()> {
     for path in &files.node_configs {
         nodes.push(Node::start(&NodeConfig::load(path)?).await?);
     }
-    let layout = Layout::load(&files.layout)?;
+    let layout = load_layout(&files.layout)?;
     println!(
         "Cairn dev cluster: {} nodes in {} zones, replication factor {}, write quorum {}",
         layout.nodes.len(),

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use cairn_client::pool::{Pool, read_response};
 use cairn_client::tls::{self, Identity};
-use cairn_client::wire::{self, ErrorCode, Op, PutRole, Request, Response};
 use cairn_client::{Client, ClientError, ClientOptions, Hash};
+use cairn_core::wire::{self, ErrorCode, Op, PutRole, Request, Response};
 
 mod common;
 use common::*;

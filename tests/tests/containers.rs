@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_client::Layout;
 use cairn_node::config::NodeConfig;
 use cairn_tests::http::{HttpClient, HttpResponse};
 use parking_lot::Mutex;
@@ -521,7 +520,8 @@ impl Cluster {
             .parent()
             .expect("the compose file's directory")
             .join("cluster");
-        let layout = Layout::load(&dir.join("layout.toml")).expect("docker/cluster/layout.toml");
+        let layout = cairn_client::load_layout(&dir.join("layout.toml"))
+            .expect("docker/cluster/layout.toml");
         // A project left over by an earlier run of the same name goes first.
         let _ = run("docker-compose", compose.args(&["down", "-v", "-t", "5"])).await;
         compose.run(&["up", "-d"]).await;

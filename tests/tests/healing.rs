@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use cairn_client::{Client, Hash, Routing};
-use cairn_node::admin;
-use cairn_node::heal::HealSettings;
+use cairn_core::heal::HealSettings;
+use cairn_core::layout_edit;
 
 mod common;
 use common::*;
@@ -70,7 +70,7 @@ async fn removing_a_dead_node_re_replicates_everything_it_held() {
     let blobs = put_blobs(&client, 100, 40).await;
     cluster.kill("n3").await;
     // One command: the layout without n3, told to one node; the others learn it by gossip.
-    let next = admin::remove_node(&cluster.layout(), "n3").unwrap();
+    let next = layout_edit::remove_node(&cluster.layout(), "n3").unwrap();
     cluster.node("n1").apply_layout(next.clone()).unwrap();
     let routing = Routing::new(next).unwrap();
     wait_until("every blob to be on its new replicas", || {

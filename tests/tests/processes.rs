@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_client::{Client, ClientOptions, Hash, Identity, Layout};
+use cairn_client::{Client, ClientOptions, Hash, Identity};
 use cairn_node::dev::{self, ClusterFiles};
 use parking_lot::Mutex;
 
@@ -113,7 +113,7 @@ impl Cluster {
     async fn client(&self, deadline_ms: u64) -> Client {
         let t = self.files.client_tls();
         let identity = Identity::load(&t.ca, &t.cert, &t.key).unwrap();
-        let layout = Layout::load(&self.files.layout).unwrap();
+        let layout = cairn_client::load_layout(&self.files.layout).unwrap();
         let options = ClientOptions {
             zone: Some("zone-a".into()),
             deadline_ms,

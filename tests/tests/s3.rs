@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_client::{Hash, Routing};
-use cairn_node::meta::{Partition, Table};
+use cairn_core::meta::{Partition, Table};
 use cairn_tests::http::HttpResponse;
 use cairn_tests::s3::{S3Client, S3Signer, xml_values};
 use common::{TestCluster, seeded_bytes, stored_nowhere, wait_until};
@@ -219,7 +219,7 @@ async fn a_metadata_owner_that_missed_writes_catches_up_and_reads_survive_losing
     }
     // Writers keep retrying an unreachable owner for a while after their quorum answered;
     // outlast that, so only the digest exchange can bring the writes back.
-    let retries = cairn_node::meta::cluster::META_CALL_TIMEOUT_MS;
+    let retries = cairn_node::limits::META_CALL_TIMEOUT_MS;
     tokio::time::sleep(Duration::from_millis(retries + 1_000)).await;
     cluster.restart(&absent).await;
     assert!(local_keys(&cluster, &absent, &part).is_empty());
@@ -441,7 +441,7 @@ async fn bad_requests_get_s3_errors_and_store_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_collector_removes_exactly_the_blobs_nothing_refers_to() {
-    let grace_ms = cairn_node::config::GC_GRACE_MS_MIN;
+    let grace_ms = cairn_node::limits::GC_GRACE_MS_MIN;
     let cluster = TestCluster::start_spec(55, |spec| {
         let s3 = spec.s3.as_mut().unwrap();
         s3.gc_grace_ms = grace_ms;
@@ -591,7 +591,7 @@ async fn a_conditional_delete_spares_a_blob_written_after_its_version() {
     let after = seeded_bytes(21, 2_000);
     let old = client.put(before.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let cutoff = cairn_node::healing::wall_ms();
+    let cutoff = cairn_node::clock::wall_ms();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let new = client.put(after.clone()).await.unwrap();
     // The collector's delete: "only where last written before the cutoff". A put racing it

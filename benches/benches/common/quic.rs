@@ -11,7 +11,8 @@ use std::net::{SocketAddr, UdpSocket};
 
 use bytes::Bytes;
 use cairn_benches::blob;
-use cairn_client::{Identity, tls, wire};
+use cairn_client::{Identity, tls};
+use cairn_core::wire;
 use cairn_node::dev::ClusterFiles;
 
 /// The request/response baseline's answer: a 4 KiB body, as a 4 KiB get returns.

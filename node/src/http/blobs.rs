@@ -7,16 +7,17 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use cairn_client::wire::{ByteRange, ErrorCode};
 use cairn_client::{BlobStream, ClientError, Hash};
+use cairn_core::wire::{ByteRange, ErrorCode};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use super::range::{self, RangeRequest};
-use super::{Body, Front, HTTP_BODY_IN_MEMORY_BYTES_MAX, HttpError, json_response};
-use crate::spool::{Held, Spool};
+use super::{Body, Front, HttpError, json_response};
+use crate::front::spool::{Held, Spool};
+use crate::limits::HTTP_BODY_IN_MEMORY_BYTES_MAX;
 
 /// The optional request header that states a put's length in bytes.
 pub const EXPECTED_LENGTH_HEADER: &str = "x-cairn-length";
@@ -209,7 +210,7 @@ impl Front {
     /// BLAKE3-checked as the client checks it; a range, by the engine's chunk checksums. Any
     /// miss or damage falls back to the cluster (damage is also reported for repair).
     async fn local_read(&self, hash: Hash, range: Option<ByteRange>) -> Option<Bytes> {
-        crate::server::local_read(&self.state, hash, range).await
+        crate::replica::local_read(&self.state, hash, range).await
     }
 
     pub(super) async fn delete(self: &Arc<Self>, hash: Hash) -> Result<Response<Body>, HttpError> {

@@ -17,52 +17,41 @@
 //! | `GET /metrics` | Prometheus text |
 
 mod blobs;
+pub(crate) mod metrics;
+mod probes;
 pub mod range;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use cairn_core::status::ClusterStatus;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use metrics::{HttpMetrics, Operation, Rejection};
+
+use crate::clock;
 use crate::config::HttpSettings;
-use crate::membership::PeerState;
-use crate::metrics::{self, HttpMetrics, Operation, Rejection};
-use crate::server::{NodeError, State};
-
-/// Connections the front holds open at once; beyond it, a new connection gets a 503 and is
-/// closed.
-pub const HTTP_CONNECTIONS_MAX: usize = 1024;
-
-/// Largest request head (request line and headers); beyond it, 431.
-pub const HTTP_HEADER_BYTES_MAX: usize = 16 * 1024;
-
-/// Most header fields in one request; beyond it, 431.
-pub const HTTP_HEADERS_COUNT_MAX: usize = 64;
-
-/// Longest request path; beyond it, 414.
-pub const HTTP_PATH_BYTES_MAX: usize = 1024;
-
-/// Request bodies up to this size are held in memory on their way to the cluster; larger ones
-/// are spooled to a file in the data directory.
-pub const HTTP_BODY_IN_MEMORY_BYTES_MAX: u64 = 2 * 1024 * 1024;
-
-/// The `Retry-After` a 503 carries.
-pub const HTTP_RETRY_AFTER_SECS: u64 = 1;
+use crate::error::NodeError;
+use crate::front::stall::StallGuard;
+use crate::limits::{
+    ACCEPT_RETRY_PAUSE_MS, HTTP_CONNECTIONS_MAX, HTTP_HEADER_BYTES_MAX, HTTP_HEADERS_COUNT_MAX,
+    HTTP_PATH_BYTES_MAX, HTTP_RETRY_AFTER_SECS, REFUSAL_WRITE_MS_MAX,
+};
+use crate::local::files;
+use crate::state::State;
 
 /// A response body in the making: a JSON document, or a blob streaming from the cluster.
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
@@ -99,11 +88,9 @@ pub(crate) async fn start(
     state: Arc<State>,
     settings: &HttpSettings,
 ) -> Result<HttpServer, NodeError> {
-    let token = settings
-        .load_token()
-        .map_err(|e| NodeError::Config(e.to_string()))?;
-    let spool_dir = crate::spool::empty_dir(&state.data_dir.join("http-spool"))?;
-    let (listener, addr) = crate::spool::bind(settings.listen).await?;
+    let token = settings.load_token()?;
+    let spool_dir = files::empty_dir(&state.data_dir.join("http-spool"))?;
+    let (listener, addr) = crate::front::bind(settings.listen).await?;
     let front = Arc::new(Front {
         state,
         settings: settings.clone(),
@@ -133,7 +120,7 @@ async fn accept_loop(front: Arc<Front>, listener: TcpListener, stopped: watch::R
             Err(e) => {
                 // Out of file descriptors, say: wait for some to be given back.
                 tracing::warn!(error = %e, "HTTP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_PAUSE_MS)).await;
                 continue;
             }
         };
@@ -179,7 +166,7 @@ async fn refuse(mut tcp: TcpStream) {
         tcp.write_all(body.as_bytes()).await?;
         tcp.shutdown().await
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    let _ = tokio::time::timeout(Duration::from_millis(REFUSAL_WRITE_MS_MAX), write).await;
 }
 
 /// A failed request, answered with a JSON body `{"code", "message"}`.
@@ -257,11 +244,11 @@ enum Route {
 
 impl Front {
     async fn serve(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
-        let started = Instant::now();
+        let started = clock::now();
         let (op, result) = self.route(request).await;
         let response = result.unwrap_or_else(HttpError::into_response);
         self.metrics
-            .finished(op, response.status().as_u16(), started.elapsed());
+            .finished(op, response.status().as_u16(), clock::since(started));
         response
     }
 
@@ -338,7 +325,7 @@ impl Front {
                 StatusCode::OK,
                 serde_json::json!({ "status": "ok" }).to_string(),
             )),
-            Route::Ready => match readiness(&self.state) {
+            Route::Ready => match probes::readiness(&self.state) {
                 Ok(()) => Ok(json_response(
                     StatusCode::OK,
                     serde_json::json!({ "status": "ready" }).to_string(),
@@ -346,7 +333,7 @@ impl Front {
                 Err(reason) => Err(HttpError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_ready",
-                    reason,
+                    reason.to_string(),
                 )),
             },
             Route::Cluster => Ok(self.cluster().await),
@@ -397,10 +384,10 @@ impl Front {
 
     async fn cluster(&self) -> Response<Body> {
         let layout = self.state.routing().layout.clone();
-        let own = crate::healing::status(&self.state);
+        let own = crate::healing::status::status(&self.state);
         let statuses =
             crate::admin::statuses(&self.state.pool, &layout, Some((&self.state.id, own))).await;
-        let status = crate::admin::ClusterStatus::of(&layout, &statuses);
+        let status = ClusterStatus::of(&layout, &statuses);
         let json = serde_json::to_string(&status).expect("a cluster status serializes");
         json_response(StatusCode::OK, json)
     }
@@ -451,152 +438,13 @@ fn route(path: &str) -> Result<Route, HttpError> {
     }
 }
 
-fn parse_hash(text: &str) -> Result<cairn_client::Hash, HttpError> {
+fn parse_hash(text: &str) -> Result<cairn_engine::Hash, HttpError> {
     text.parse().map_err(|e| {
         HttpError::bad_request(
             "bad_hash",
             format!("a blob is named by 64 lowercase hex digits of its BLAKE3 hash: {e}"),
         )
     })
-}
-
-/// Whether this node can serve: its engine takes writes, it is in the layout, and enough of
-/// the layout's nodes are up (itself included) for a read quorum.
-fn readiness(state: &State) -> Result<(), String> {
-    if let Some(reason) = state.store.stats().read_only {
-        return Err(format!("the engine is read-only: {reason:?}"));
-    }
-    let routing = state.routing();
-    let layout = &routing.layout;
-    if layout.node_index(&state.id).is_none() {
-        return Err(format!(
-            "this node is not in layout version {}",
-            layout.version
-        ));
-    }
-    let need = (layout.replication_factor + 1)
-        .saturating_sub(layout.write_quorum)
-        .max(1);
-    let up = 1 + state
-        .healing
-        .membership
-        .lock()
-        .view()
-        .filter(|v| v.state == PeerState::Up && layout.node_index(&v.id).is_some())
-        .count();
-    if up < need {
-        return Err(format!(
-            "{up} of {} nodes are up; a read quorum needs {need}",
-            layout.nodes.len()
-        ));
-    }
-    Ok(())
-}
-
-/// A connection that makes no progress (nothing read, nothing written) for `stall` fails with
-/// `TimedOut`: a client that stops sending a body, or stops reading a response, lets go of its
-/// connection and request slot.
-pub(crate) struct StallGuard<T> {
-    io: T,
-    stall: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
-    armed: bool,
-}
-
-impl<T> StallGuard<T> {
-    pub(crate) fn new(io: T, stall: Duration) -> Self {
-        StallGuard {
-            io,
-            stall,
-            timer: Box::pin(tokio::time::sleep(stall)),
-            armed: false,
-        }
-    }
-
-    fn progress(&mut self) {
-        self.armed = false;
-    }
-
-    /// The IO is pending: arm the timer if it is not, and fail once it fires.
-    fn pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
-        if !self.armed {
-            let deadline = tokio::time::Instant::now() + self.stall;
-            self.timer.as_mut().reset(deadline);
-            self.armed = true;
-        }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no progress for {} ms", self.stall.as_millis()),
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                this.progress();
-                Poll::Ready(r)
-            }
-            Poll::Pending => this.pending(cx),
-        }
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                this.progress();
-                Poll::Ready(r)
-            }
-            Poll::Pending => this.pending(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                this.progress();
-                Poll::Ready(r)
-            }
-            Poll::Pending => this.pending(cx),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_flush(cx) {
-            Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => this.pending(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

@@ -1,71 +1,43 @@
-//! Metadata across the cluster: quorum writes, quorum reads with read repair, merged scans,
-//! and the digest exchange that brings every owner of a partition to the same contents.
-//!
-//! The messages travel in the node protocol (`PeerMsg::Meta`). The merging is plain code
-//! ([`merge_pages`]); this file's async functions only fan requests out and count answers.
+//! Metadata across the cluster: quorum writes, quorum reads with read repair, merged scans and
+//! walks, and the answers an owner gives from its own store. The messages travel in the node
+//! protocol (`PeerMsg::Meta`); the merge rules are `cairn_core::meta`'s; this module fans
+//! requests out to a partition's owners and counts their answers against
+//! `cairn_core::quorum::Quorums`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_client::NodeSpec;
-use serde::{Deserialize, Serialize};
+use cairn_core::layout::NodeSpec;
+use cairn_core::limits::{META_PAGE_BYTES_MAX, META_PAGE_ENTRIES_MAX};
+use cairn_core::meta::{Entry, Merged, MetaKey, MetaMsg, MetaReply, Partition, Stamp, merge_pages};
+use cairn_core::node_proto::{PeerMsg, PeerReply};
+use cairn_core::quorum::Quorums;
 use tokio::sync::mpsc;
 
-use super::{Digest, Entry, MetaKey, Page, Partition, Stamp, StoreError};
-use crate::healing::wall_ms;
-use crate::peer::{self, PeerMsg, PeerReply};
-use crate::server::State;
+use crate::clock;
+use crate::limits::{
+    META_CALL_TIMEOUT_MS, META_RESTAMP_ATTEMPTS_MAX, META_RETRY_PAUSE_MS_MAX,
+    META_RETRY_PAUSE_MS_MIN,
+};
+use crate::local::meta_store::StoreError;
+use crate::net::peer::{self, PeerCallError};
+use crate::state::State;
 
-/// Time one owner has to answer one metadata request.
-pub const META_CALL_TIMEOUT_MS: u64 = 5_000;
-
-/// First pause before a metadata request to an unreachable owner is tried again; it doubles
-/// up to `META_RETRY_PAUSE_MS_MAX` while `META_CALL_TIMEOUT_MS` lasts.
-pub const META_RETRY_PAUSE_MS_MIN: u64 = 25;
-pub const META_RETRY_PAUSE_MS_MAX: u64 = 500;
-
-/// Most entries in one scan page.
-pub const META_PAGE_ENTRIES_MAX: usize = 1_000;
-
-/// Most bytes of entries in one scan page or one write batch: under the node protocol's
-/// message limit with room to spare.
-pub const META_PAGE_BYTES_MAX: usize = 2 * 1024 * 1024;
-
-/// A metadata request between nodes.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum MetaMsg {
-    /// Merge these entries (one partition).
-    Write {
-        writes: Vec<(MetaKey, Entry)>,
-    },
-    Read {
-        key: MetaKey,
-    },
-    /// A page of a partition after `after`, with `prefix`, tombstones included.
-    Scan {
-        part: Partition,
-        after: Option<Vec<u8>>,
-        prefix: Vec<u8>,
-        limit: u32,
-    },
-    Digest {
-        part: Partition,
-    },
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum MetaReply {
-    /// The entries were merged; `newer`: the highest stamp this owner kept over one of them
-    /// (a write it had seen with a higher stamp), if any.
-    Written {
-        newer: Option<Stamp>,
-    },
-    Entry(Option<Entry>),
-    Page(Page),
-    Digest(Digest),
-    Failed {
-        message: String,
-    },
+/// Why one owner did not answer a metadata request as asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaCallError {
+    #[error(transparent)]
+    Peer(#[from] PeerCallError),
+    /// The owner answered with a failure of its own.
+    #[error("{node} refused: {message}")]
+    Refused { node: String, message: String },
+    #[error("{node}: unexpected answer {reply:?}")]
+    Unexpected { node: String, reply: Box<PeerReply> },
+    #[error("{node}: no answer in {META_CALL_TIMEOUT_MS} ms")]
+    Timeout { node: String },
+    #[error("a blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Why a metadata operation failed.
@@ -73,15 +45,27 @@ pub enum MetaReply {
 #[non_exhaustive]
 pub enum MetaError {
     #[error(
-        "metadata quorum not reached: {answered} of the {needed} owners needed answered ({detail})"
+        "metadata quorum not reached: {answered} of the {needed} owners needed answered ({})",
+        list(failures)
     )]
     Unavailable {
         answered: usize,
         needed: usize,
-        detail: String,
+        failures: Vec<MetaCallError>,
     },
+    #[error("unexpected answer {reply:?}")]
+    Unexpected { reply: Box<MetaReply> },
+    #[error(transparent)]
+    Call(#[from] MetaCallError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("a blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+fn list(failures: &[MetaCallError]) -> String {
+    let all: Vec<String> = failures.iter().map(|e| e.to_string()).collect();
+    all.join("; ")
 }
 
 /// Answers a metadata request from this node's store (blocking: run off the async threads).
@@ -105,7 +89,7 @@ pub(crate) fn answer(state: &State, msg: MetaMsg) -> MetaReply {
                     };
                 }
             }
-            let now = wall_ms();
+            let now = clock::wall_ms();
             {
                 let mut hlc = state.meta.hlc.lock();
                 for (_, entry) in &writes {
@@ -149,17 +133,26 @@ pub(crate) fn answer(state: &State, msg: MetaMsg) -> MetaReply {
 }
 
 /// Answers a request from this node's own store, off the async threads.
-async fn ask_local(state: &Arc<State>, msg: MetaMsg) -> Result<MetaReply, String> {
+pub(super) async fn ask_local(
+    state: &Arc<State>,
+    msg: MetaMsg,
+) -> Result<MetaReply, MetaCallError> {
     let s = state.clone();
-    match tokio::task::spawn_blocking(move || answer(&s, msg)).await {
-        Ok(MetaReply::Failed { message }) => Err(message),
-        Ok(reply) => Ok(reply),
-        Err(e) => Err(e.to_string()),
+    match tokio::task::spawn_blocking(move || answer(&s, msg)).await? {
+        MetaReply::Failed { message } => Err(MetaCallError::Refused {
+            node: state.id.clone(),
+            message,
+        }),
+        reply => Ok(reply),
     }
 }
 
 /// Sends one request to one owner (this node included) and waits for its answer.
-async fn ask(state: &Arc<State>, node: &NodeSpec, msg: MetaMsg) -> Result<MetaReply, String> {
+pub(super) async fn ask(
+    state: &Arc<State>,
+    node: &NodeSpec,
+    msg: MetaMsg,
+) -> Result<MetaReply, MetaCallError> {
     if node.id == state.id {
         return ask_local(state, msg).await;
     }
@@ -168,44 +161,57 @@ async fn ask(state: &Arc<State>, node: &NodeSpec, msg: MetaMsg) -> Result<MetaRe
         from: state.id.clone(),
         msg,
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(META_CALL_TIMEOUT_MS);
+    let deadline = clock::deadline_after(Duration::from_millis(META_CALL_TIMEOUT_MS));
     let mut pause = Duration::from_millis(META_RETRY_PAUSE_MS_MIN);
     loop {
         let call = peer::call(&state.pool, node, layout_version, &request);
         let error = match tokio::time::timeout_at(deadline, call).await {
-            Ok(Ok(PeerReply::Meta(MetaReply::Failed { message }))) => return Err(message),
+            Ok(Ok(PeerReply::Meta(MetaReply::Failed { message }))) => {
+                return Err(MetaCallError::Refused {
+                    node: node.id.clone(),
+                    message,
+                });
+            }
             Ok(Ok(PeerReply::Meta(reply))) => return Ok(reply),
-            Ok(Ok(other)) => return Err(format!("{}: unexpected answer {other:?}", node.id)),
+            Ok(Ok(other)) => {
+                return Err(MetaCallError::Unexpected {
+                    node: node.id.clone(),
+                    reply: Box::new(other),
+                });
+            }
             // The node may be restarting, or not yet known to be up: try again while the
             // deadline allows.
-            Ok(Err(peer::PeerCallError::Client(e))) if e.is_transient() => e.to_string(),
-            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Err(e)) if e.is_transient() => e,
+            Ok(Err(e)) => return Err(e.into()),
             Err(_) => {
-                return Err(format!(
-                    "{}: no answer in {META_CALL_TIMEOUT_MS} ms",
-                    node.id
-                ));
+                return Err(MetaCallError::Timeout {
+                    node: node.id.clone(),
+                });
             }
         };
-        if tokio::time::Instant::now() + pause >= deadline {
-            return Err(error);
+        if clock::passed(deadline.checked_sub(pause).unwrap_or(deadline)) {
+            return Err(error.into());
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(META_RETRY_PAUSE_MS_MAX));
     }
 }
 
-/// The owners of a partition under the current layout, and the write and read quorums.
-fn owners(state: &State, part: &Partition) -> (Vec<NodeSpec>, usize, usize) {
+/// The owners of a partition under the current layout, and the quorums over them.
+fn owners(state: &State, part: &Partition) -> (Vec<NodeSpec>, Quorums) {
     let routing = state.routing();
     let owners: Vec<NodeSpec> = routing
         .replicas(&part.placement_hash())
         .into_iter()
         .cloned()
         .collect();
-    let write_quorum = routing.layout.write_quorum.min(owners.len()).max(1);
-    let read_quorum = (owners.len() + 1).saturating_sub(write_quorum).max(1);
-    (owners, write_quorum, read_quorum)
+    let quorums = Quorums::of(&routing.layout, owners.len());
+    (owners, quorums)
+}
+
+/// The owners of a partition under the current layout (the digest exchange's partners).
+pub(super) fn owners_of(state: &State, part: &Partition) -> Vec<NodeSpec> {
+    owners(state, part).0
 }
 
 /// Asks every owner at once; the answers arrive on the receiver as they come, each owner's
@@ -214,7 +220,7 @@ fn fan_out(
     state: &Arc<State>,
     owners: &[NodeSpec],
     msg: &MetaMsg,
-) -> mpsc::UnboundedReceiver<(usize, Result<MetaReply, String>)> {
+) -> mpsc::UnboundedReceiver<(usize, Result<MetaReply, MetaCallError>)> {
     let (tx, rx) = mpsc::unbounded_channel();
     for (i, node) in owners.iter().enumerate() {
         let (state, node, msg, tx) = (state.clone(), node.clone(), msg.clone(), tx.clone());
@@ -226,8 +232,9 @@ fn fan_out(
     rx
 }
 
-/// Asks every owner and collects the answers `pick` accepts (it hands back the others) until `needed` have come, or so
-/// many failed that `needed` no longer can; returns them with the owner's index.
+/// Asks every owner and collects the answers `pick` accepts (it hands back the others) until
+/// `needed` have come, or so many failed that `needed` no longer can; returns them with the
+/// owner's index.
 async fn gather<T>(
     state: &Arc<State>,
     owners: &[NodeSpec],
@@ -236,14 +243,17 @@ async fn gather<T>(
     pick: impl Fn(MetaReply) -> Result<T, MetaReply>,
 ) -> Result<Vec<(usize, T)>, MetaError> {
     let mut answers = fan_out(state, owners, msg);
-    let (mut got, mut failed) = (Vec::new(), Vec::new());
+    let (mut got, mut failures) = (Vec::new(), Vec::new());
     while let Some((i, reply)) = answers.recv().await {
         match reply.map(&pick) {
             Ok(Ok(answer)) => got.push((i, answer)),
-            Ok(Err(other)) => failed.push(format!("unexpected answer {other:?}")),
-            Err(e) => failed.push(e),
+            Ok(Err(other)) => failures.push(MetaCallError::Unexpected {
+                node: owners[i].id.clone(),
+                reply: Box::new(PeerReply::Meta(other)),
+            }),
+            Err(e) => failures.push(e),
         }
-        if got.len() >= needed || failed.len() > owners.len() - needed {
+        if got.len() >= needed || failures.len() > owners.len() - needed {
             break;
         }
     }
@@ -251,19 +261,16 @@ async fn gather<T>(
         return Err(MetaError::Unavailable {
             answered: got.len(),
             needed,
-            detail: failed.join("; "),
+            failures,
         });
     }
     Ok(got)
 }
 
 /// A new stamp from this node's clock.
-pub(crate) fn stamp(state: &State) -> super::Stamp {
-    state.meta.hlc.lock().now(wall_ms())
+pub(crate) fn stamp(state: &State) -> Stamp {
+    state.meta.hlc.lock().now(clock::wall_ms())
 }
-
-/// Times a write that lost to a newer one on some owner is stamped again and resent.
-pub const META_RESTAMP_ATTEMPTS_MAX: usize = 3;
 
 /// Writes entries of one partition to its owners; returns once the write quorum has them
 /// durably, and they stand: if an owner kept a newer entry (written through a node whose clock
@@ -279,8 +286,8 @@ pub(crate) async fn write(
         };
         let fresh = {
             let mut hlc = state.meta.hlc.lock();
-            let _ = hlc.observe(newer, wall_ms());
-            hlc.now(wall_ms())
+            let _ = hlc.observe(newer, clock::wall_ms());
+            hlc.now(clock::wall_ms())
         };
         for (_, entry) in &mut writes {
             entry.stamp = fresh;
@@ -308,11 +315,11 @@ async fn write_once(
         return Ok(None);
     };
     debug_assert!(writes.iter().all(|(k, _)| k.part == first.part));
-    let (owners, needed, _) = owners(state, &first.part);
+    let (owners, quorums) = owners(state, &first.part);
     let msg = MetaMsg::Write {
         writes: writes.to_vec(),
     };
-    let written = gather(state, &owners, &msg, needed, |reply| match reply {
+    let written = gather(state, &owners, &msg, quorums.write, |reply| match reply {
         MetaReply::Written { newer } => Ok(newer),
         other => Err(other),
     })
@@ -323,9 +330,9 @@ async fn write_once(
 /// Reads one record from a read quorum of its owners: the entry with the highest stamp (a
 /// tombstone included). Owners found behind are sent the winner.
 pub(crate) async fn read(state: &Arc<State>, key: &MetaKey) -> Result<Option<Entry>, MetaError> {
-    let (owners, _, needed) = owners(state, &key.part);
+    let (owners, quorums) = owners(state, &key.part);
     let msg = MetaMsg::Read { key: key.clone() };
-    let seen = gather(state, &owners, &msg, needed, |reply| match reply {
+    let seen = gather(state, &owners, &msg, quorums.read, |reply| match reply {
         MetaReply::Entry(entry) => Ok(entry),
         other => Err(other),
     })
@@ -336,7 +343,7 @@ pub(crate) async fn read(state: &Arc<State>, key: &MetaKey) -> Result<Option<Ent
         .max_by_key(|e| e.stamp);
     if let Some(best) = &best {
         // Later writes through this node order after what it has read.
-        let _ = state.meta.hlc.lock().observe(best.stamp, wall_ms());
+        let _ = state.meta.hlc.lock().observe(best.stamp, clock::wall_ms());
     }
     if let Some(best) = &best {
         for (i, entry) in &seen {
@@ -356,36 +363,6 @@ pub(crate) async fn read(state: &Arc<State>, key: &MetaKey) -> Result<Option<Ent
     Ok(best)
 }
 
-/// Entries of a partition in key order, and where to go on from (`None`: the end).
-pub type Merged = (Vec<(Vec<u8>, Entry)>, Option<Vec<u8>>);
-
-/// Merges pages of one partition from several owners: the highest stamp per key, in key
-/// order. A page cut short covers keys only up to its last one, so the merge is complete only
-/// up to the smallest such key: entries past it are left out and that key is returned as the
-/// place to go on from.
-pub fn merge_pages(pages: Vec<Page>) -> Merged {
-    let horizon: Option<Vec<u8>> = pages
-        .iter()
-        .filter(|p| p.truncated)
-        .filter_map(|p| p.entries.last().map(|(k, _)| k.clone()))
-        .min();
-    let mut merged: std::collections::BTreeMap<Vec<u8>, Entry> = std::collections::BTreeMap::new();
-    for page in pages {
-        for (key, entry) in page.entries {
-            if horizon.as_ref().is_some_and(|h| &key > h) {
-                continue;
-            }
-            match merged.get(&key) {
-                Some(old) if old.stamp >= entry.stamp => {}
-                _ => {
-                    merged.insert(key, entry);
-                }
-            }
-        }
-    }
-    (merged.into_iter().collect(), horizon)
-}
-
 /// One merged page of a partition from a read quorum of its owners, tombstones included, and
 /// where the next page starts (`None`: this was the last).
 pub(crate) async fn scan_page(
@@ -395,14 +372,14 @@ pub(crate) async fn scan_page(
     prefix: &[u8],
     limit: usize,
 ) -> Result<Merged, MetaError> {
-    let (owners, _, needed) = owners(state, part);
+    let (owners, quorums) = owners(state, part);
     let msg = MetaMsg::Scan {
         part: part.clone(),
         after,
         prefix: prefix.to_vec(),
         limit: limit.clamp(1, META_PAGE_ENTRIES_MAX) as u32,
     };
-    let pages = gather(state, &owners, &msg, needed, |reply| match reply {
+    let pages = gather(state, &owners, &msg, quorums.read, |reply| match reply {
         MetaReply::Page(page) => Ok(page),
         other => Err(other),
     })
@@ -472,204 +449,5 @@ pub(crate) async fn walk_entries(
             Some(_) => {}
             None => return Ok(()),
         }
-    }
-}
-
-/// What one round of the digest exchange did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SyncReport {
-    pub partitions: u64,
-    /// Partition copies found to differ from an owner's and exchanged.
-    pub exchanged: u64,
-    /// Partitions handed to their owners and dropped here (this node no longer owns them).
-    pub handed_off: u64,
-    pub failed: u64,
-}
-
-/// Compares every partition held here with each of its other owners and, where the digests
-/// differ, sends all of ours and takes all of theirs. A partition this node no longer owns is
-/// sent to its owners and dropped once all of them have it.
-pub(crate) async fn sync_round(state: &Arc<State>) -> Result<SyncReport, MetaError> {
-    let mut report = SyncReport::default();
-    let partitions = {
-        let s = state.clone();
-        tokio::task::spawn_blocking(move || s.meta.store.partitions())
-            .await
-            .map_err(|e| MetaError::Unavailable {
-                answered: 0,
-                needed: 0,
-                detail: e.to_string(),
-            })??
-    };
-    for part in partitions {
-        report.partitions += 1;
-        let (owners, _, _) = owners(state, &part);
-        let owned = owners.iter().any(|n| n.id == state.id);
-        let mut all_synced = true;
-        for node in owners.iter().filter(|n| n.id != state.id) {
-            match sync_with(state, node, &part, owned).await {
-                Ok(exchanged) => report.exchanged += u64::from(exchanged),
-                Err(e) => {
-                    all_synced = false;
-                    report.failed += 1;
-                    tracing::debug!(node = %node.id, partition = ?part, error = %e, "metadata sync failed");
-                }
-            }
-        }
-        if !owned && all_synced {
-            let s = state.clone();
-            let p = part.clone();
-            if let Ok(Ok(())) =
-                tokio::task::spawn_blocking(move || s.meta.store.drop_partition(&p)).await
-            {
-                report.handed_off += 1;
-            }
-        }
-    }
-    Ok(report)
-}
-
-/// A page's entries as writes to `part`.
-fn keyed(part: &Partition, entries: Vec<(Vec<u8>, Entry)>) -> Vec<(MetaKey, Entry)> {
-    entries
-        .into_iter()
-        .map(|(key, entry)| {
-            let part = part.clone();
-            (MetaKey { part, key }, entry)
-        })
-        .collect()
-}
-
-/// This node's store, or another owner's.
-#[derive(Clone, Copy)]
-enum Side<'a> {
-    Here,
-    Peer(&'a NodeSpec),
-}
-
-async fn ask_side(state: &Arc<State>, side: Side<'_>, msg: MetaMsg) -> Result<MetaReply, String> {
-    match side {
-        Side::Here => ask_local(state, msg).await,
-        Side::Peer(node) => ask(state, node, msg).await,
-    }
-}
-
-/// Brings one partition in line with one owner; says whether anything had to move.
-async fn sync_with(
-    state: &Arc<State>,
-    node: &NodeSpec,
-    part: &Partition,
-    pull: bool,
-) -> Result<bool, String> {
-    let digest = |side| ask_side(state, side, MetaMsg::Digest { part: part.clone() });
-    match (digest(Side::Here).await?, digest(Side::Peer(node)).await?) {
-        (MetaReply::Digest(local), MetaReply::Digest(remote)) if local == remote => {
-            return Ok(false);
-        }
-        (MetaReply::Digest(_), MetaReply::Digest(_)) => {}
-        other => return Err(format!("unexpected answers {other:?}")),
-    }
-    copy_partition(state, part, Side::Here, Side::Peer(node)).await?;
-    if pull {
-        copy_partition(state, part, Side::Peer(node), Side::Here).await?;
-    }
-    Ok(true)
-}
-
-/// Sends every entry of `part` that `from` holds to `to`, a page at a time (`to` merges them).
-async fn copy_partition(
-    state: &Arc<State>,
-    part: &Partition,
-    from: Side<'_>,
-    to: Side<'_>,
-) -> Result<(), String> {
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let msg = MetaMsg::Scan {
-            part: part.clone(),
-            after: after.clone(),
-            prefix: Vec::new(),
-            limit: META_PAGE_ENTRIES_MAX as u32,
-        };
-        let MetaReply::Page(page) = ask_side(state, from, msg).await? else {
-            return Err("unexpected answer to a scan".into());
-        };
-        after = page.entries.last().map(|(k, _)| k.clone());
-        let writes = keyed(part, page.entries);
-        if !writes.is_empty() {
-            ask_side(state, to, MetaMsg::Write { writes }).await?;
-        }
-        if !page.truncated {
-            return Ok(());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::meta::Stamp;
-
-    fn e(wall_ms: u64, v: Option<&str>) -> Entry {
-        Entry {
-            stamp: Stamp {
-                wall_ms,
-                counter: 0,
-                node: 0,
-            },
-            value: v.map(|v| v.as_bytes().to_vec()),
-        }
-    }
-
-    fn page(entries: &[(&str, Entry)], truncated: bool) -> Page {
-        Page {
-            entries: entries
-                .iter()
-                .map(|(k, e)| (k.as_bytes().to_vec(), e.clone()))
-                .collect(),
-            truncated,
-        }
-    }
-
-    #[test]
-    fn the_newest_entry_of_each_key_wins_a_merge_tombstones_included() {
-        let a = page(&[("a", e(1, Some("old"))), ("b", e(5, None))], false);
-        let b = page(
-            &[
-                ("a", e(2, Some("new"))),
-                ("b", e(4, Some("undeleted"))),
-                ("c", e(1, Some("c"))),
-            ],
-            false,
-        );
-        let (merged, next) = merge_pages(vec![a, b]);
-        assert_eq!(next, None);
-        assert_eq!(
-            merged,
-            vec![
-                (b"a".to_vec(), e(2, Some("new"))),
-                (b"b".to_vec(), e(5, None)),
-                (b"c".to_vec(), e(1, Some("c"))),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_merge_stops_where_the_shortest_cut_page_stops() {
-        // Owner A's page was cut after "b"; owner B went further. "c" from B alone may be
-        // stale (A's entry for "c" was not sent), so the merge ends at "b".
-        let a = page(&[("a", e(1, Some("a"))), ("b", e(1, Some("b")))], true);
-        let b = page(
-            &[
-                ("a", e(1, Some("a"))),
-                ("c", e(1, Some("c"))),
-                ("d", e(1, Some("d"))),
-            ],
-            true,
-        );
-        let (merged, next) = merge_pages(vec![a, b]);
-        assert_eq!(next.as_deref(), Some(&b"b"[..]));
-        let keys: Vec<_> = merged.iter().map(|(k, _)| k.clone()).collect();
-        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
     }
 }

@@ -9,11 +9,8 @@ use md5::Digest as _;
 use s3s::dto::StreamingBlob;
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
-use crate::spool::Held;
-use crate::spool::Spool;
-
-/// Bodies up to this size are held in memory; larger ones go to a spool file.
-pub const S3_BODY_IN_MEMORY_BYTES_MAX: u64 = 2 * 1024 * 1024;
+use crate::front::spool::{Held, Spool};
+use crate::limits::S3_BODY_IN_MEMORY_BYTES_MAX;
 
 pub struct Received {
     pub hash: Hash,

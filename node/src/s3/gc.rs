@@ -25,21 +25,34 @@
 //! The collector runs on a schedule on one node (the lowest-numbered node it sees up), and on
 //! demand (`cairn gc`); it is paced at `gc_deletes_per_sec` and reports its progress.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use cairn_core::meta::{Entry, MetaKey, Partition, Table};
 use cairn_engine::Hash;
-use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 
 use super::records::{self, BlobMark, ObjectRecord, PartRecord};
+use crate::clock;
 use crate::config::S3Settings;
-use crate::healing::wall_ms;
-use crate::meta::cluster::{self as meta, Walk};
-use crate::meta::{Entry, MetaKey, Partition, Table};
-use crate::server::State;
+use crate::limits::{
+    S3_MARK_BATCH_MAX, S3_MARK_LINGER_MS, S3_MARK_QUEUE_MAX, S3_MARK_RETRY_PAUSE_MS,
+    S3_MARK_WRITE_ATTEMPTS,
+};
+use crate::meta::cluster::{self as meta, MetaError, Walk};
+use crate::state::{GcHandle, State};
+
+/// Why a collection stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GcError {
+    #[error("a layout change is still moving data; collection postponed")]
+    LayoutChanging,
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("the record of {key} is unreadable; nothing was collected")]
+    Unreadable { key: String },
+}
 
 /// How long after writing or touching a blob an operation may start committing a reference to
 /// it: a quarter of the grace period, so that with the commit's own time (at most
@@ -49,106 +62,83 @@ pub fn reference_window_ms(settings: &S3Settings) -> u64 {
     settings.gc_grace_ms / 4
 }
 
-/// Where a collection stands.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GcStatus {
-    pub running: bool,
-    /// "marks", "references", "deleting", or "done".
-    pub phase: String,
-    pub started_ms: u64,
-    pub finished_ms: u64,
-    pub marks_scanned: u64,
-    pub candidates: u64,
-    pub referenced_blobs: u64,
-    /// Candidates looked at in the deleting phase.
-    pub examined: u64,
-    pub deleted: u64,
-    pub deleted_bytes: u64,
-    /// Candidates kept: referred to, or touched again since the collection began.
-    pub kept: u64,
-    pub errors: u64,
-    pub last_error: Option<String>,
-    /// Collections finished since the node started.
-    pub runs: u64,
-}
-
-/// One node's collector.
-pub struct Collector {
-    settings: S3Settings,
-    running: AtomicBool,
-    status: Mutex<GcStatus>,
-}
-
-impl Collector {
-    pub fn new(settings: S3Settings) -> Collector {
-        Collector {
-            settings,
-            running: AtomicBool::new(false),
-            status: Mutex::new(GcStatus::default()),
+/// Runs collections, one at a time: when asked (`cairn gc`, through the node's [`GcHandle`])
+/// and every `gc_interval_ms` on the node that is the lowest-numbered one it sees up (so,
+/// normally, on one node of the cluster).
+pub(crate) async fn collector_loop(state: Arc<State>, settings: S3Settings) {
+    let Some(handle) = state.gc.as_ref() else {
+        return;
+    };
+    let interval = settings.gc_interval_ms;
+    let collector = Collector {
+        settings: &settings,
+        handle,
+    };
+    loop {
+        let scheduled = async {
+            if interval == 0 {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep(Duration::from_millis(interval)).await
+            }
+        };
+        tokio::select! {
+            _ = handle.started() => {}
+            _ = scheduled => {
+                if !state.lowest_up_node() || !handle.begin() {
+                    continue;
+                }
+            }
         }
-    }
-
-    pub fn status(&self) -> GcStatus {
-        self.status.lock().clone()
-    }
-
-    pub fn settings(&self) -> &S3Settings {
-        &self.settings
-    }
-
-    /// Starts a collection in the background unless one is running; says whether it started.
-    pub(crate) fn start(self: &Arc<Self>, state: &Arc<State>) -> bool {
-        if self.running.swap(true, Ordering::SeqCst) {
-            return false;
-        }
-        // Running from this call on, so a caller polling the status never reads the last run's.
-        self.status.lock().running = true;
-        let (me, state) = (self.clone(), state.clone());
-        tokio::spawn(async move {
-            let result = me.run(&state).await;
-            let mut status = me.status.lock();
-            status.running = false;
-            status.finished_ms = wall_ms();
+        let result = collector.run(&state).await;
+        handle.end(|status| {
+            status.finished_ms = clock::wall_ms();
             status.phase = "done".into();
             status.runs += 1;
-            if let Err(e) = result {
-                status.errors += 1;
-                status.last_error = Some(e.clone());
-                tracing::warn!(error = %e, "garbage collection stopped");
-            } else {
-                tracing::info!(
+            match &result {
+                Err(e) => {
+                    status.errors += 1;
+                    status.last_error = Some(e.to_string());
+                    tracing::warn!(error = %e, "garbage collection stopped");
+                }
+                Ok(()) => tracing::info!(
                     deleted = status.deleted,
                     bytes = status.deleted_bytes,
                     kept = status.kept,
                     "garbage collection finished"
-                );
+                ),
             }
-            drop(status);
-            me.running.store(false, Ordering::SeqCst);
         });
-        true
+    }
+}
+
+/// One collection's view of its settings and of the handle it reports its progress to.
+struct Collector<'a> {
+    settings: &'a S3Settings,
+    handle: &'a GcHandle,
+}
+
+impl Collector<'_> {
+    fn update(&self, f: impl FnOnce(&mut cairn_core::status::GcStatus)) {
+        self.handle.update(f);
     }
 
-    fn update(&self, f: impl FnOnce(&mut GcStatus)) {
-        f(&mut self.status.lock());
-    }
-
-    async fn run(&self, state: &Arc<State>) -> Result<(), String> {
+    async fn run(&self, state: &Arc<State>) -> Result<(), GcError> {
         // While a layout change moves partitions, a read quorum of the new owners may not yet
         // hold every reference: collect nothing until the move is done.
         if state.routing().previous.is_some() {
-            return Err("a layout change is still moving data; collection postponed".into());
+            return Err(GcError::LayoutChanging);
         }
-        let start = wall_ms();
+        let start = clock::wall_ms();
         let cutoff = start.saturating_sub(self.settings.gc_grace_ms);
         self.update(|s| {
             let runs = s.runs;
-            *s = GcStatus {
+            *s = cairn_core::status::GcStatus {
                 running: true,
                 phase: "marks".into(),
                 started_ms: start,
                 runs,
-                ..GcStatus::default()
+                ..Default::default()
             };
         });
 
@@ -168,8 +158,7 @@ impl Collector {
                 }
                 Walk::Next
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
             let found = candidates.len() as u64;
             self.update(|s| {
                 s.marks_scanned += scanned;
@@ -194,7 +183,7 @@ impl Collector {
                 continue;
             }
             let key = records::blob_mark_key(&hash);
-            let entry: Option<Entry> = meta::read(state, &key).await.map_err(|e| e.to_string())?;
+            let entry: Option<Entry> = meta::read(state, &key).await?;
             let Some(entry) = entry else { continue };
             let mark: Option<BlobMark> = entry.value.as_deref().and_then(records::decode);
             let Some(mark) = mark else { continue };
@@ -238,7 +227,7 @@ impl Collector {
     ///
     /// Per bucket, parts are gathered before objects: completing an upload writes the object
     /// and only then forgets the parts, so a part's blob is seen in one of the two.
-    async fn references(&self, state: &Arc<State>) -> Result<HashSet<[u8; 32]>, String> {
+    async fn references(&self, state: &Arc<State>) -> Result<HashSet<[u8; 32]>, GcError> {
         let mut buckets = Vec::new();
         let part = Partition::new(Table::Buckets, records::BUCKETS_PARTITION);
         meta::walk_entries(state, &part, None, b"", true, |name, _| {
@@ -247,8 +236,7 @@ impl Collector {
             }
             Walk::Next
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         let mut referenced = HashSet::new();
         let mut unreadable = None;
         for bucket in buckets {
@@ -266,8 +254,7 @@ impl Collector {
                 }
                 Walk::Next
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
             let objects = Partition::new(Table::Objects, &*bucket);
             meta::walk(state, &objects, None, b"", |key, entry| {
                 match entry
@@ -280,35 +267,15 @@ impl Collector {
                 }
                 Walk::Next
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         }
         // A record the collector cannot read might name anything: collect nothing.
         if let Some(key) = unreadable {
-            return Err(format!(
-                "the record of {key} is unreadable; nothing was collected"
-            ));
+            return Err(GcError::Unreadable { key });
         }
         Ok(referenced)
     }
 }
-
-/// Marks waiting for the mark writer; beyond it, a put waits for room.
-pub const S3_MARK_QUEUE_MAX: usize = 16_384;
-
-/// Marks written in one go (grouped by partition).
-pub const S3_MARK_BATCH_MAX: usize = 512;
-
-/// Tries of one batch of marks before the writer gives up on it (its blobs are then never
-/// collected: space, never data).
-pub const S3_MARK_WRITE_ATTEMPTS: u32 = 5;
-
-/// How long the mark writer gathers marks after the first before writing them: under load,
-/// one write per partition carries many marks.
-pub const S3_MARK_LINGER_MS: u64 = 100;
-
-/// Pause between tries of a batch of marks, times the try's number.
-pub const S3_MARK_RETRY_PAUSE_MS: u64 = 500;
 
 /// Writes the marks of blobs the S3 front stored, after their records, in batches: a mark
 /// only tells the collector which blobs are its to consider (a put's own version keeps its
@@ -329,7 +296,7 @@ impl MarkWriter {
         let entry = Entry {
             stamp: meta::stamp(state),
             value: Some(records::encode(&BlobMark {
-                touched_ms: wall_ms(),
+                touched_ms: clock::wall_ms(),
                 len: blob.len,
             })),
         };
@@ -345,8 +312,7 @@ async fn write_marks(
     mut pending: tokio::sync::mpsc::Receiver<(MetaKey, Entry)>,
 ) {
     while let Some(first) = pending.recv().await {
-        let mut by_partition: std::collections::BTreeMap<Partition, Vec<(MetaKey, Entry)>> =
-            Default::default();
+        let mut by_partition: BTreeMap<Partition, Vec<(MetaKey, Entry)>> = BTreeMap::new();
         by_partition
             .entry(first.0.part.clone())
             .or_default()
@@ -380,21 +346,6 @@ async fn write_marks(
                     }
                 }
             }
-        }
-    }
-}
-
-/// Runs a collection every `gc_interval_ms` on the node that is the lowest-numbered one it
-/// sees up (so, normally, on one node of the cluster).
-pub(crate) async fn schedule(state: Arc<State>, collector: Arc<Collector>) {
-    let interval = collector.settings.gc_interval_ms;
-    if interval == 0 {
-        return;
-    }
-    loop {
-        tokio::time::sleep(Duration::from_millis(interval)).await;
-        if crate::healing::lowest_up_node(&state) {
-            collector.start(&state);
         }
     }
 }

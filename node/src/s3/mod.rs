@@ -8,7 +8,8 @@
 //! (completing it writes no bytes again), none for an empty object. Blobs are written through
 //! the node's cluster client, like any client's, before the record that names them.
 //!
-//! - [`ops`]: the operations.
+//! - [`ops`]: the operations, by family (buckets, objects, listings, multipart uploads).
+//! - [`rules`]: S3's rules as plain functions (keys, conditions, ranges, tokens, errors).
 //! - [`body`]: taking in a request body (hashes, checksums, spooling).
 //! - [`records`]: the records and their keys.
 //! - [`gc`]: removing blobs no object or upload refers to.
@@ -17,6 +18,7 @@ mod body;
 pub mod gc;
 mod ops;
 pub mod records;
+mod rules;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,23 +36,14 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::S3Settings;
-use crate::http::StallGuard;
-use crate::server::{NodeError, State};
-
-/// Connections the S3 front holds open at once; beyond it, new connections are closed.
-pub const S3_CONNECTIONS_MAX: usize = 1024;
-
-/// Largest request head; beyond it, 431.
-pub const S3_HEADER_BYTES_MAX: usize = 64 * 1024;
-
-/// Most header fields in one request (S3 requests carry many `x-amz-` headers).
-pub const S3_HEADERS_COUNT_MAX: usize = 128;
-
-/// Largest XML request body (CompleteMultipartUpload's part list, DeleteObjects' keys).
-pub const S3_XML_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
-
-/// Most a request's signing time may differ from the node's clock: 15 minutes, as S3.
-pub const S3_CLOCK_SKEW_SECS_MAX: u32 = 15 * 60;
+use crate::error::NodeError;
+use crate::front::stall::StallGuard;
+use crate::limits::{
+    ACCEPT_RETRY_PAUSE_MS, HTTP_RETRY_AFTER_SECS, S3_CLOCK_SKEW_SECS_MAX, S3_CONNECTIONS_MAX,
+    S3_HEADER_BYTES_MAX, S3_HEADERS_COUNT_MAX, S3_XML_BODY_BYTES_MAX,
+};
+use crate::local::files;
+use crate::state::State;
 
 /// The S3 front of one node: the operations' side.
 pub(crate) struct S3Front {
@@ -95,11 +88,9 @@ impl s3s::auth::S3Auth for AccessKeys {
 
 /// Binds the S3 front and starts serving.
 pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3Server, NodeError> {
-    let keys = settings
-        .load_credentials()
-        .map_err(|e| NodeError::Config(e.to_string()))?;
-    let spool_dir = crate::spool::empty_dir(&state.data_dir.join("s3-spool"))?;
-    let (listener, addr) = crate::spool::bind(settings.listen).await?;
+    let keys = settings.load_credentials()?;
+    let spool_dir = files::empty_dir(&state.data_dir.join("s3-spool"))?;
+    let (listener, addr) = crate::front::bind(settings.listen).await?;
     let marks = gc::MarkWriter::start(state.clone());
     let front = S3Front {
         marks,
@@ -148,7 +139,7 @@ async fn accept_loop(
             Ok((tcp, _)) => tcp,
             Err(e) => {
                 tracing::warn!(error = %e, "S3 accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_PAUSE_MS)).await;
                 continue;
             }
         };
@@ -209,7 +200,7 @@ fn slow_down() -> Response<s3s::Body> {
     let mut response = xml_error(503, "SlowDown", "Please reduce your request rate.");
     response.headers_mut().insert(
         hyper::header::RETRY_AFTER,
-        hyper::header::HeaderValue::from(crate::http::HTTP_RETRY_AFTER_SECS),
+        hyper::header::HeaderValue::from(HTTP_RETRY_AFTER_SECS),
     );
     response
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::meta::{MetaKey, Table};
+use cairn_core::meta::{MetaKey, Table};
 
 /// A blob an object is made of, or a part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

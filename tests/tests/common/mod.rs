@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use cairn_client::pool::Pool;
 use cairn_client::tls::{self, Identity};
-use cairn_client::wire;
 use cairn_client::{Client, ClientOptions, Hash, Layout, Routing};
+use cairn_core::heal::HealSettings;
+use cairn_core::membership::FailureDetectorSettings;
+use cairn_core::wire;
 use cairn_node::config::HintSettings;
 use cairn_node::dev::{self, ClusterFiles, ClusterSpec};
-use cairn_node::heal::HealSettings;
-use cairn_node::membership::FailureDetectorSettings;
 use cairn_node::{Node, NodeConfig};
 
 /// Engine segments of test nodes: small, so six nodes preallocate little.
@@ -75,7 +75,7 @@ impl TestCluster {
     }
 
     pub fn layout(&self) -> Layout {
-        Layout::load(&self.files.layout).unwrap()
+        cairn_client::load_layout(&self.files.layout).unwrap()
     }
 
     pub async fn client(&self) -> Client {

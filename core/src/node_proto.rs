@@ -1,0 +1,72 @@
+//! The node protocol: heartbeats, anti-entropy, status, layout changes, metadata and the
+//! garbage collector's controls, carried by `Op::Peer` streams as postcard messages
+//! ([`PeerMsg`] in, [`PeerReply`] out). Nodes speak it to each other; the `cairn` command
+//! speaks it for `status`, `layout` and `gc`. Data only: who answers what is the node's.
+
+use serde::{Deserialize, Serialize};
+
+use crate::heal::HealMsg;
+use crate::layout::Layout;
+use crate::membership::NodeReport;
+use crate::meta::{MetaMsg, MetaReply};
+use crate::status::{GcStatus, NodeStatus};
+
+/// A message of the node protocol.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum PeerMsg {
+    Heartbeat {
+        from: String,
+        report: NodeReport,
+    },
+    Heal {
+        from: String,
+        msg: HealMsg,
+    },
+    /// What `cairn status` shows.
+    Status,
+    /// Adopt this layout if it is newer (from `cairn layout`, or a peer passing it on).
+    ApplyLayout {
+        layout: Layout,
+    },
+    /// Send your layout and the one before it.
+    FetchLayouts,
+    /// A metadata request.
+    Meta {
+        from: String,
+        msg: MetaMsg,
+    },
+    /// Start a garbage collection (from `cairn gc`).
+    GcStart,
+    /// How is the garbage collection going?
+    GcStatus,
+}
+
+/// The answer to a `PeerMsg`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum PeerReply {
+    /// The answer to a heartbeat, with the receiver's layout version: a sender with a newer
+    /// layout offers it (the receiver may not know the sender, so could not fetch it).
+    HeartbeatAck {
+        layout_version: u64,
+    },
+    Heal {
+        msg: Option<HealMsg>,
+    },
+    Status(Box<NodeStatus>),
+    LayoutApplied {
+        version: u64,
+    },
+    Layouts {
+        layout: Layout,
+        previous: Option<Layout>,
+    },
+    Refused {
+        message: String,
+    },
+    Meta(MetaReply),
+    Gc {
+        /// A collection was started by this request (false: one was already running).
+        started: bool,
+        status: GcStatus,
+    },
+}

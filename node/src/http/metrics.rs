@@ -1,0 +1,472 @@
+//! `/metrics`: the node's figures in the Prometheus text format (version 0.0.4).
+//!
+//! Request figures are recorded as requests finish ([`HttpMetrics`]); engine, replication and
+//! peer figures are read from the node when scraped ([`render`]). The format is written here by
+//! hand: three line shapes (`# HELP`, `# TYPE`, samples), escaped label values, and histograms
+//! as cumulative `_bucket` lines with `_sum` and `_count`.
+
+use std::collections::BTreeMap;
+use std::fmt::{Display, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cairn_engine::latency::{LATENCY_BUCKET_BOUNDS_US, LatencyHistogram, LatencySnapshot};
+use parking_lot::Mutex;
+
+use crate::state::State;
+use cairn_core::membership::PeerState;
+
+/// What an HTTP request did, as metrics label it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Operation {
+    Put,
+    Get,
+    Head,
+    Delete,
+    Replicas,
+    Cluster,
+    Health,
+    Metrics,
+    Other,
+}
+
+impl Operation {
+    pub fn label(self) -> &'static str {
+        match self {
+            Operation::Put => "put",
+            Operation::Get => "get",
+            Operation::Head => "head",
+            Operation::Delete => "delete",
+            Operation::Replicas => "replicas",
+            Operation::Cluster => "cluster",
+            Operation::Health => "health",
+            Operation::Metrics => "metrics",
+            Operation::Other => "other",
+        }
+    }
+}
+
+/// Why the front turned a request or connection away before serving it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rejection {
+    /// Over `requests_in_flight_max`.
+    Requests,
+    /// Over `HTTP_CONNECTIONS_MAX`.
+    Connections,
+    /// Missing or wrong bearer token.
+    Unauthorized,
+}
+
+impl Rejection {
+    fn label(self) -> &'static str {
+        match self {
+            Rejection::Requests => "requests_in_flight",
+            Rejection::Connections => "connections",
+            Rejection::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+/// Figures the HTTP front records as it serves.
+#[derive(Default)]
+pub struct HttpMetrics {
+    /// Latency of finished requests, by operation and status code.
+    requests: Mutex<BTreeMap<(Operation, u16), Arc<LatencyHistogram>>>,
+    rejected: Mutex<BTreeMap<Rejection, u64>>,
+    pub received_bytes: AtomicU64,
+    pub sent_bytes: AtomicU64,
+}
+
+impl HttpMetrics {
+    pub fn finished(&self, op: Operation, status: u16, elapsed: Duration) {
+        let series = self
+            .requests
+            .lock()
+            .entry((op, status))
+            .or_default()
+            .clone();
+        series.record(elapsed);
+    }
+
+    pub fn rejected(&self, why: Rejection) {
+        *self.rejected.lock().entry(why).or_default() += 1;
+    }
+
+    /// Requests finished with `op` and `status` so far.
+    #[cfg(test)]
+    pub fn count(&self, op: Operation, status: u16) -> u64 {
+        self.requests
+            .lock()
+            .get(&(op, status))
+            .map_or(0, |h| h.count())
+    }
+}
+
+/// A Prometheus text exposition being written.
+#[derive(Default)]
+pub struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    /// Starts a metric family: its help and type lines.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.text.push_str(name);
+        write_labels(&mut self.text, labels, None);
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    /// A histogram's buckets (cumulative, in seconds), sum and count.
+    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &LatencySnapshot) {
+        let mut cumulative = 0;
+        for (i, count) in h.counts.iter().enumerate() {
+            cumulative += count;
+            let le = match LATENCY_BUCKET_BOUNDS_US.get(i) {
+                Some(us) => seconds(*us),
+                None => "+Inf".to_string(),
+            };
+            self.text.push_str(name);
+            self.text.push_str("_bucket");
+            write_labels(&mut self.text, labels, Some(&le));
+            let _ = writeln!(self.text, " {cumulative}");
+        }
+        self.sample(&format!("{name}_sum"), labels, seconds(h.sum_us));
+        self.sample(&format!("{name}_count"), labels, cumulative);
+    }
+
+    pub fn finish(self) -> String {
+        self.text
+    }
+}
+
+/// Microseconds as decimal seconds, exactly.
+fn seconds(us: u64) -> String {
+    let frac = us % 1_000_000;
+    if frac == 0 {
+        return format!("{}", us / 1_000_000);
+    }
+    let digits = format!("{frac:06}");
+    format!("{}.{}", us / 1_000_000, digits.trim_end_matches('0'))
+}
+
+fn write_labels(out: &mut String, labels: &[(&str, &str)], le: Option<&str>) {
+    if labels.is_empty() && le.is_none() {
+        return;
+    }
+    out.push('{');
+    let all = labels.iter().copied().chain(le.map(|le| ("le", le)));
+    for (i, (key, value)) in all.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(key);
+        out.push_str("=\"");
+        for c in value.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+}
+
+/// Everything `/metrics` shows: the front's request figures, then the node's, read now.
+pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usize) -> String {
+    let mut e = Exposition::default();
+    let requests: Vec<_> = http
+        .requests
+        .lock()
+        .iter()
+        .map(|(k, h)| (*k, h.snapshot()))
+        .collect();
+    e.family(
+        "cairn_http_requests_total",
+        "counter",
+        "HTTP requests served, by operation and status code.",
+    );
+    for ((op, status), h) in &requests {
+        let status = status.to_string();
+        let labels = [("operation", op.label()), ("status", status.as_str())];
+        e.sample("cairn_http_requests_total", &labels, h.count());
+    }
+    e.family(
+        "cairn_http_request_duration_seconds",
+        "histogram",
+        "Time from a request's arrival to its response's headers (a GET's body streams after).",
+    );
+    for ((op, status), h) in &requests {
+        let status = status.to_string();
+        let labels = [("operation", op.label()), ("status", status.as_str())];
+        e.histogram("cairn_http_request_duration_seconds", &labels, h);
+    }
+    e.family(
+        "cairn_http_rejected_total",
+        "counter",
+        "Requests or connections turned away before being served, by reason.",
+    );
+    for (why, n) in http.rejected.lock().iter() {
+        e.sample("cairn_http_rejected_total", &[("reason", why.label())], n);
+    }
+    e.family(
+        "cairn_http_requests_in_flight",
+        "gauge",
+        "HTTP requests being served now.",
+    );
+    e.sample("cairn_http_requests_in_flight", &[], requests_in_flight);
+    e.family(
+        "cairn_http_received_bytes_total",
+        "counter",
+        "Request body bytes received.",
+    );
+    let received = http.received_bytes.load(Ordering::Relaxed);
+    e.sample("cairn_http_received_bytes_total", &[], received);
+    e.family(
+        "cairn_http_sent_bytes_total",
+        "counter",
+        "Response body bytes sent.",
+    );
+    let sent = http.sent_bytes.load(Ordering::Relaxed);
+    e.sample("cairn_http_sent_bytes_total", &[], sent);
+
+    let stats = state.store.stats();
+    let gauges: [(&str, &str, u64); 7] = [
+        (
+            "cairn_engine_blobs",
+            "Blobs in this node's engine.",
+            stats.blob_count,
+        ),
+        (
+            "cairn_engine_live_bytes",
+            "Bytes on disk of records readers can reach.",
+            stats.live_bytes,
+        ),
+        (
+            "cairn_engine_dead_bytes",
+            "Bytes on disk of deleted or superseded records: what compaction can reclaim.",
+            stats.dead_bytes,
+        ),
+        (
+            "cairn_engine_segments",
+            "Segment files.",
+            stats.segment_count,
+        ),
+        (
+            "cairn_engine_used_bytes",
+            "Bytes of segment files.",
+            stats.used_bytes,
+        ),
+        (
+            "cairn_engine_quarantined_blobs",
+            "Blobs found corrupt and no longer served from this node.",
+            stats.quarantined_count,
+        ),
+        (
+            "cairn_engine_read_only",
+            "1 if the engine stopped taking writes after an IO failure.",
+            u64::from(stats.read_only.is_some()),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        e.family(name, "gauge", help);
+        e.sample(name, &[], value);
+    }
+    e.family(
+        "cairn_engine_fsync_duration_seconds",
+        "histogram",
+        "Time the engine's fsyncs of segment files took.",
+    );
+    e.histogram(
+        "cairn_engine_fsync_duration_seconds",
+        &[],
+        &stats.fsync_latency,
+    );
+
+    let status = crate::healing::status::status(state);
+    e.family(
+        "cairn_node_free_bytes",
+        "gauge",
+        "Bytes this node can still store (engine capacity and file system, whichever is less).",
+    );
+    e.sample("cairn_node_free_bytes", &[], status.report.free_bytes);
+    let replication: [(&str, &str, &str, u64); 9] = [
+        (
+            "cairn_layout_version",
+            "gauge",
+            "Version of the layout this node routes by.",
+            status.report.layout_version,
+        ),
+        (
+            "cairn_hints_pending",
+            "gauge",
+            "Hints this node holds for replicas that missed a write or delete.",
+            status.hints_pending,
+        ),
+        (
+            "cairn_repair_transfers_queued",
+            "gauge",
+            "Blob copies the healer has queued (anti-entropy repairs and hand-offs).",
+            status.transfers_queued,
+        ),
+        (
+            "cairn_repair_transfers_in_flight",
+            "gauge",
+            "Blob copies being made now.",
+            status.transfers_in_flight,
+        ),
+        (
+            "cairn_antientropy_rounds_total",
+            "counter",
+            "Anti-entropy sessions this node completed with a peer.",
+            status.sessions_completed,
+        ),
+        (
+            "cairn_repair_copied_bytes_total",
+            "counter",
+            "Blob bytes the healer copied to or from peers.",
+            state.healing.copied_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "cairn_misplaced_bytes",
+            "gauge",
+            "Bytes held here that the layout places elsewhere, still to hand over.",
+            status.report.misplaced_bytes,
+        ),
+        (
+            "cairn_tombstones",
+            "gauge",
+            "Delete tombstones this node keeps until every owner has them.",
+            status.tombstones,
+        ),
+        (
+            "cairn_corrupt_copies_found_total",
+            "counter",
+            "Corrupt copies found here, by the scrub or by a read.",
+            status.corrupt_found + status.scrub_corrupt_found,
+        ),
+    ];
+    for (name, kind, help, value) in replication {
+        e.family(name, kind, help);
+        e.sample(name, &[], value);
+    }
+    if let Some(gc) = &state.gc {
+        let gc = gc.status();
+        let collector = [
+            (
+                "cairn_gc_running",
+                "gauge",
+                "1 while a garbage collection runs on this node.",
+                u64::from(gc.running),
+            ),
+            (
+                "cairn_gc_runs_total",
+                "counter",
+                "Garbage collections finished on this node.",
+                gc.runs,
+            ),
+            (
+                "cairn_gc_candidates",
+                "gauge",
+                "Blobs the current or last collection found unwritten for the grace period.",
+                gc.candidates,
+            ),
+            (
+                "cairn_gc_deleted_blobs",
+                "gauge",
+                "Blobs the current or last collection deleted.",
+                gc.deleted,
+            ),
+            (
+                "cairn_gc_deleted_bytes",
+                "gauge",
+                "Bytes of the blobs the current or last collection deleted.",
+                gc.deleted_bytes,
+            ),
+            (
+                "cairn_gc_errors",
+                "gauge",
+                "Errors in the current or last collection.",
+                gc.errors,
+            ),
+        ];
+        for (name, kind, help, value) in collector {
+            e.family(name, kind, help);
+            e.sample(name, &[], value);
+        }
+    }
+    e.family(
+        "cairn_peer_state",
+        "gauge",
+        "1 for each peer's current state as this node's failure detector sees it.",
+    );
+    for peer in &status.peers {
+        for (state, label) in [
+            (PeerState::Up, "up"),
+            (PeerState::Suspect, "suspect"),
+            (PeerState::Down, "down"),
+        ] {
+            let labels = [("peer", peer.id.as_str()), ("state", label)];
+            e.sample("cairn_peer_state", &labels, u8::from(peer.state == state));
+        }
+    }
+    e.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_with_an_infinite_bucket_sum_and_count() {
+        let h = LatencyHistogram::default();
+        h.record(Duration::from_micros(40));
+        h.record(Duration::from_micros(700));
+        h.record(Duration::from_secs(20));
+        let mut e = Exposition::default();
+        e.family("x_seconds", "histogram", "help");
+        e.histogram("x_seconds", &[("op", "get")], &h.snapshot());
+        let text = e.finish();
+        assert!(text.contains("x_seconds_bucket{op=\"get\",le=\"0.00005\"} 1\n"));
+        assert!(text.contains("x_seconds_bucket{op=\"get\",le=\"0.001\"} 2\n"));
+        assert!(text.contains("x_seconds_bucket{op=\"get\",le=\"10\"} 2\n"));
+        assert!(text.contains("x_seconds_bucket{op=\"get\",le=\"+Inf\"} 3\n"));
+        assert!(text.contains("x_seconds_sum{op=\"get\"} 20.00074\n"));
+        assert!(text.contains("x_seconds_count{op=\"get\"} 3\n"));
+        assert!(text.starts_with("# HELP x_seconds help\n# TYPE x_seconds histogram\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut e = Exposition::default();
+        e.sample("m", &[("peer", "a\"b\\c\nd")], 1);
+        assert_eq!(e.finish(), "m{peer=\"a\\\"b\\\\c\\nd\"} 1\n");
+    }
+
+    #[test]
+    fn seconds_are_exact_decimals() {
+        assert_eq!(seconds(0), "0");
+        assert_eq!(seconds(50), "0.00005");
+        assert_eq!(seconds(2_500_000), "2.5");
+        assert_eq!(seconds(10_000_000), "10");
+    }
+
+    #[test]
+    fn request_series_count_by_operation_and_status() {
+        let m = HttpMetrics::default();
+        m.finished(Operation::Put, 201, Duration::from_millis(2));
+        m.finished(Operation::Put, 201, Duration::from_millis(3));
+        m.finished(Operation::Put, 413, Duration::from_millis(1));
+        assert_eq!(m.count(Operation::Put, 201), 2);
+        assert_eq!(m.count(Operation::Put, 413), 1);
+        assert_eq!(m.count(Operation::Get, 200), 0);
+    }
+}

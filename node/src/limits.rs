@@ -1,0 +1,254 @@
+//! Every bound of the node shell in one place: its timeouts, concurrency caps and buffer sizes,
+//! for the QUIC server, healing, hints, metadata, the HTTP and S3 fronts and the node's own
+//! logs. Units are last in every name. The protocol's bounds are `cairn_core::limits`; the
+//! relations between the two are checked here when the crate compiles. Exceeding a bound is an
+//! error answered to whoever asked (`Busy`, 503, `EntityTooLarge`, ...), never a crash.
+
+use cairn_core::limits::{META_PAGE_BYTES_MAX, NODE_ID_BYTES_MAX, PEER_MESSAGE_BYTES_MAX};
+
+// ---- The QUIC server ----
+
+/// Requests a node handles at once; beyond it, requests are answered `Busy`.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
+
+/// Connections a node accepts at once; beyond it, new connections are refused.
+pub const CONNECTIONS_MAX: usize = 1024;
+
+/// Time a peer has to send a request header after opening a stream.
+pub const HEADER_TIMEOUT_MS: u64 = 10_000;
+
+/// Longest pause between two pieces of a body being received or forwarded.
+pub const BODY_STALL_TIMEOUT_MS: u64 = 10_000;
+
+/// Time a replica waits for the coordinator's commit or abort.
+pub const DECISION_TIMEOUT_MS: u64 = 30_000;
+
+/// Time a coordinator waits for a replica's answer (prepared, stored, deleted).
+pub const REPLICA_RESPONSE_TIMEOUT_MS: u64 = 60_000;
+
+/// Largest piece of a body read from a stream at once.
+pub const BODY_CHUNK_BYTES_MAX: usize = 256 * 1024;
+
+/// Body pieces queued toward each replica while it catches up: with `BODY_CHUNK_BYTES_MAX`,
+/// at most 4 MiB per replica per put.
+pub const FORWARD_QUEUE_CHUNKS: usize = 16;
+
+/// Body bytes a replica link takes while its connection is still opening; a replica slower than
+/// that to connect misses the put (and gets a hint).
+pub const FORWARD_PENDING_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Stripes of the per-hash commit lock (a hash's stripe is its first byte, modulo this).
+pub const ENTRY_LOCK_STRIPES: usize = 256;
+
+/// Whole blobs up to this size are served by a front (HTTP or S3) from its own engine when it
+/// holds a replica; larger ones stream through the cluster path, which verifies as it goes.
+pub const LOCAL_READ_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// How long `shutdown` waits for connections to close cleanly.
+pub const SHUTDOWN_IDLE_WAIT_MS: u64 = 3_000;
+
+/// How long `shutdown` waits for the node's tasks to let go of it: steps of this many ms.
+pub const SHUTDOWN_WAIT_STEP_MS: u64 = 20;
+pub const SHUTDOWN_WAIT_STEPS: u32 = 250;
+
+// ---- Healing and the node protocol ----
+
+/// Longest pause of the heal loop between two ticks.
+pub const HEAL_TICK_MS_MAX: u64 = 100;
+
+/// Longest a node-protocol call (a heartbeat, an anti-entropy request) may take.
+pub const PEER_CALL_TIMEOUT_MS: u64 = 10_000;
+
+/// Longest a blob copy may take.
+pub const TRANSFER_TIMEOUT_MS: u64 = 300_000;
+
+/// How often a node writes down that it is alive, and where its scrub stands.
+pub const ALIVE_WRITE_INTERVAL_MS: u64 = 10_000;
+
+// ---- Hints ----
+
+/// Hints delivered per round of the delivery loop.
+pub const HINT_DELIVERY_BATCH_MAX: usize = 64;
+
+/// How often the delivery loop looks for due hints.
+pub const HINT_TICK_MS: u64 = 100;
+
+/// Largest hint record accepted when replaying (a hash, an id and a node id).
+pub const HINT_RECORD_BYTES_MAX: usize = 1024;
+
+/// Hints a node keeps at most; beyond it new hints are refused (the replica is then repaired by
+/// read repair or, later, anti-entropy).
+pub const HINTS_PENDING_MAX: usize = 1_000_000;
+
+/// Delivered records the hint log may hold before it is rewritten.
+pub const HINT_LOG_DEAD_RECORDS_MAX: usize = 4096;
+
+// ---- This node's own logs and views ----
+
+/// Largest version record accepted when replaying.
+pub const VERSION_RECORD_BYTES_MAX: usize = 128;
+
+/// Dead records the version log may hold before it is rewritten.
+pub const VERSION_LOG_DEAD_RECORDS_MAX: usize = 4096;
+
+/// A snapshot of a changing store is rebuilt once it is this old.
+pub const SNAPSHOT_AGE_MS_MAX: u64 = 2_000;
+
+// ---- Metadata ----
+
+/// Time one owner has to answer one metadata request.
+pub const META_CALL_TIMEOUT_MS: u64 = 5_000;
+
+/// First pause before a metadata request to an unreachable owner is tried again; it doubles
+/// up to `META_RETRY_PAUSE_MS_MAX` while `META_CALL_TIMEOUT_MS` lasts.
+pub const META_RETRY_PAUSE_MS_MIN: u64 = 25;
+pub const META_RETRY_PAUSE_MS_MAX: u64 = 500;
+
+/// Times a write that lost to a newer one on some owner is stamped again and resent.
+pub const META_RESTAMP_ATTEMPTS_MAX: usize = 3;
+
+/// Shortest pause between two rounds of the metadata digest exchange.
+pub const META_SYNC_INTERVAL_MS_MIN: u64 = 100;
+
+// ---- The HTTP front ----
+
+/// Connections the HTTP front holds open at once; beyond it, a new connection gets a 503 and
+/// is closed.
+pub const HTTP_CONNECTIONS_MAX: usize = 1024;
+
+/// Largest request head (request line and headers); beyond it, 431.
+pub const HTTP_HEADER_BYTES_MAX: usize = 16 * 1024;
+
+/// Most header fields in one request; beyond it, 431.
+pub const HTTP_HEADERS_COUNT_MAX: usize = 64;
+
+/// Longest request path; beyond it, 414.
+pub const HTTP_PATH_BYTES_MAX: usize = 1024;
+
+/// Request bodies up to this size are held in memory on their way to the cluster; larger ones
+/// are spooled to a file in the data directory.
+pub const HTTP_BODY_IN_MEMORY_BYTES_MAX: u64 = 2 * 1024 * 1024;
+
+/// The `Retry-After` a 503 carries.
+pub const HTTP_RETRY_AFTER_SECS: u64 = 1;
+
+/// Shortest bearer token accepted.
+pub const HTTP_TOKEN_BYTES_MIN: usize = 16;
+
+/// How long a front waits to tell a refused connection why before closing it.
+pub const REFUSAL_WRITE_MS_MAX: u64 = 1_000;
+
+/// Pause after a failed `accept` (out of file descriptors, say) before trying again.
+pub const ACCEPT_RETRY_PAUSE_MS: u64 = 50;
+
+// ---- The S3 front ----
+
+/// Connections the S3 front holds open at once; beyond it, new connections are closed.
+pub const S3_CONNECTIONS_MAX: usize = 1024;
+
+/// Largest request head; beyond it, 431.
+pub const S3_HEADER_BYTES_MAX: usize = 64 * 1024;
+
+/// Most header fields in one request (S3 requests carry many `x-amz-` headers).
+pub const S3_HEADERS_COUNT_MAX: usize = 128;
+
+/// Largest XML request body (CompleteMultipartUpload's part list, DeleteObjects' keys).
+pub const S3_XML_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Most a request's signing time may differ from the node's clock: 15 minutes, as S3.
+pub const S3_CLOCK_SKEW_SECS_MAX: u32 = 15 * 60;
+
+/// S3 request bodies up to this size are held in memory; larger ones go to a spool file.
+pub const S3_BODY_IN_MEMORY_BYTES_MAX: u64 = 2 * 1024 * 1024;
+
+/// Keys a listing returns at most, whatever `max-keys` asks: 1,000, as S3.
+pub const S3_LIST_KEYS_MAX: usize = 1_000;
+
+/// Keys one DeleteObjects may name: 1,000, as S3.
+pub const S3_DELETE_OBJECTS_MAX: usize = 1_000;
+
+/// Part numbers run from 1 to this, as S3.
+pub const S3_PART_NUMBER_MAX: i32 = 10_000;
+
+/// Every part but the last must be at least this long: 5 MiB, as S3.
+pub const S3_PART_BYTES_MIN: u64 = 5 * 1024 * 1024;
+
+/// Longest object key, in bytes, as S3.
+pub const S3_KEY_BYTES_MAX: usize = 1024;
+
+/// Most bytes of user metadata (`x-amz-meta-*` names and values) on one object: 2 KiB, as S3.
+pub const S3_USER_METADATA_BYTES_MAX: usize = 2 * 1024;
+
+/// Part records deleted in one metadata write when an upload is completed or aborted: with
+/// keys of at most `S3_KEY_BYTES_MAX`, a batch stays far under the node protocol's limit.
+pub const S3_FORGET_BATCH_ENTRIES_MAX: usize = 500;
+
+/// How long a node takes a bucket it found to still exist without asking again: a
+/// DeleteBucket through another node may let puts through this one into the deleted bucket
+/// for this long (their objects stay invisible unless the bucket is created again).
+pub const S3_BUCKET_SEEN_MS: u64 = 1_000;
+
+/// Buckets a node remembers as seen; beyond it, it forgets them all.
+pub const S3_BUCKETS_SEEN_MAX: usize = 10_000;
+
+/// Pieces of an object read ahead of the client.
+pub const S3_READ_AHEAD_PIECES: usize = 8;
+
+/// Shortest S3 secret key accepted.
+pub const S3_SECRET_KEY_BYTES_MIN: usize = 16;
+
+/// Shortest grace period of the garbage collector accepted: well above any clock skew between
+/// nodes and any request's duration.
+pub const GC_GRACE_MS_MIN: u64 = 10_000;
+
+/// Marks waiting for the mark writer; beyond it, a put waits for room.
+pub const S3_MARK_QUEUE_MAX: usize = 16_384;
+
+/// Marks written in one go (grouped by partition).
+pub const S3_MARK_BATCH_MAX: usize = 512;
+
+/// Tries of one batch of marks before the writer gives up on it (its blobs are then never
+/// collected: space, never data).
+pub const S3_MARK_WRITE_ATTEMPTS: u32 = 5;
+
+/// How long the mark writer gathers marks after the first before writing them: under load,
+/// one write per partition carries many marks.
+pub const S3_MARK_LINGER_MS: u64 = 100;
+
+/// Pause between tries of a batch of marks, times the try's number.
+pub const S3_MARK_RETRY_PAUSE_MS: u64 = 500;
+
+// ---- Relations ----
+
+// A replica's queue of body pieces fits what a replica link may hold while it connects.
+const _: () = assert!(FORWARD_QUEUE_CHUNKS * BODY_CHUNK_BYTES_MAX <= FORWARD_PENDING_BYTES_MAX);
+// A stalled body is noticed before the coordinator gives up on the replica, and a replica's
+// wait for its decision ends before the coordinator's wait for it.
+const _: () = assert!(BODY_STALL_TIMEOUT_MS < REPLICA_RESPONSE_TIMEOUT_MS);
+const _: () = assert!(DECISION_TIMEOUT_MS < REPLICA_RESPONSE_TIMEOUT_MS);
+const _: () = assert!(HEADER_TIMEOUT_MS <= DECISION_TIMEOUT_MS);
+// The commit lock is striped by one byte of the hash.
+const _: () = assert!(ENTRY_LOCK_STRIPES > 0 && ENTRY_LOCK_STRIPES <= 256);
+// The heal loop ticks well within a peer call's time.
+const _: () = assert!(HEAL_TICK_MS_MAX < PEER_CALL_TIMEOUT_MS);
+/// Most postcard bytes of a hint record: its tag, an id, a hash, a node id with its length,
+/// and a kind.
+const HINT_RECORD_WIRE_BYTES_MAX: usize = 1 + 10 + 32 + (NODE_ID_BYTES_MAX + 1) + 1;
+const _: () = assert!(HINT_RECORD_WIRE_BYTES_MAX <= HINT_RECORD_BYTES_MAX);
+/// Most postcard bytes of a version record: its tag, a hash, a kind, three varint u64s.
+const VERSION_RECORD_WIRE_BYTES_MAX: usize = 1 + 32 + 1 + 3 * 10;
+const _: () = assert!(VERSION_RECORD_WIRE_BYTES_MAX <= VERSION_RECORD_BYTES_MAX);
+// A metadata call retries within its own time.
+const _: () = assert!(META_RETRY_PAUSE_MS_MIN <= META_RETRY_PAUSE_MS_MAX);
+const _: () = assert!(META_RETRY_PAUSE_MS_MAX < META_CALL_TIMEOUT_MS);
+// A batch of part deletions (keys of at most `S3_KEY_BYTES_MAX` and their stamps) fits one
+// metadata write, and so one node-protocol message.
+const _: () = assert!(S3_FORGET_BATCH_ENTRIES_MAX * (S3_KEY_BYTES_MAX + 64) <= META_PAGE_BYTES_MAX);
+const _: () = assert!(META_PAGE_BYTES_MAX <= PEER_MESSAGE_BYTES_MAX);
+// A batch of marks (a 32-byte hash, a stamp and a touch time each) fits one metadata write.
+const _: () = assert!(S3_MARK_BATCH_MAX * (32 + 64) <= META_PAGE_BYTES_MAX);
+const _: () = assert!(S3_MARK_BATCH_MAX <= S3_MARK_QUEUE_MAX);
+// Shutdown waits a bounded time for its tasks.
+const _: () = assert!(SHUTDOWN_WAIT_STEP_MS * SHUTDOWN_WAIT_STEPS as u64 <= 10_000);
+// The in-memory part of a front's body is far below what a blob may be.
+const _: () = assert!(HTTP_BODY_IN_MEMORY_BYTES_MAX <= LOCAL_READ_BYTES_MAX);

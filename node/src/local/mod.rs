@@ -1,0 +1,27 @@
+//! This node's own durable state and its views of it, all synchronous: the version table and
+//! the hint log (small checksummed record logs), the metadata store (redb), the small files a
+//! node keeps beside them (its adopted layout, where its scrub stands, when it was last alive),
+//! and the catalog the healer reads. Nothing here knows about the network or the other nodes.
+
+pub mod catalog;
+pub mod files;
+pub mod hint_log;
+pub mod meta_store;
+pub mod recordlog;
+pub mod versions;
+
+/// Bytes the file system holding `path` has free for an unprivileged writer.
+pub fn fs_available_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of the
+    // right type; statvfs fills it in full when it returns 0.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so `st` is initialized.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}

@@ -1,0 +1,552 @@
+//! A client's put and delete, coordinated by this node: the IO around
+//! `cairn_core::coordinator`. A put streams the body to every replica as it arrives (and into
+//! this node's engine, if it is one), reports each replica's progress to a [`PutCoordinator`]
+//! and carries out what it decides: commit, abort, hint, answer. A delete sends the tombstone to
+//! every replica and does the same with a [`DeleteCoordinator`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_client::ClientError;
+use cairn_client::framing::{self, FramingError};
+use cairn_client::pool::read_response;
+use cairn_core::Routing;
+use cairn_core::coordinator::{DeleteAction, DeleteCoordinator, PutAction, PutCoordinator};
+use cairn_core::hints::HintKind;
+use cairn_core::layout::NodeSpec;
+use cairn_core::limits::REQUEST_HEADER_BYTES_MAX;
+use cairn_core::wire::{self, Decision, DeleteRole, ErrorCode, Op, PutRole, Request, Response};
+use cairn_engine::{BlobStat, BlobWriter, Hash};
+use tokio::sync::{mpsc, oneshot};
+
+use super::body::BodyReader;
+use super::{fail, respond};
+use crate::clock;
+use crate::limits::{
+    BODY_STALL_TIMEOUT_MS, FORWARD_PENDING_BYTES_MAX, FORWARD_QUEUE_CHUNKS,
+    REPLICA_RESPONSE_TIMEOUT_MS,
+};
+use crate::replica::{self, LocalError};
+use crate::state::State;
+
+/// What one replica reported to the coordinator.
+#[derive(Debug)]
+enum Event {
+    Prepared,
+    Stored,
+    Failed,
+}
+
+/// A put from a client: store locally if this node is a replica, stream the bytes to the other
+/// replicas as they arrive, and acknowledge at write quorum. Replicas that end after the answer
+/// are followed in the background (a late failure still gets its hint).
+pub(super) async fn put(
+    state: &Arc<State>,
+    routing: &Routing,
+    hash: Hash,
+    len: u64,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let replicas: Vec<NodeSpec> = routing.replicas(&hash).into_iter().cloned().collect();
+    let local = replicas.iter().position(|n| n.id == state.id);
+    let existed =
+        local.is_some() && matches!(state.store.stat(&hash), Ok(BlobStat::Present { .. }));
+    let version = clock::wall_ms();
+    let (coordinator, first) =
+        PutCoordinator::new(replicas.len(), routing.layout.write_quorum, local);
+
+    // One link per remote replica, fed the body as it arrives.
+    let (events, reports) = mpsc::unbounded_channel::<(usize, Event)>();
+    let mut feeds: Vec<mpsc::Sender<Bytes>> = Vec::with_capacity(replicas.len());
+    let mut decisions: Vec<Option<oneshot::Sender<Decision>>> = Vec::with_capacity(replicas.len());
+    for (i, node) in replicas.iter().enumerate() {
+        if Some(i) == local {
+            decisions.push(None);
+            continue;
+        }
+        let (feed, feed_rx) = mpsc::channel::<Bytes>(FORWARD_QUEUE_CHUNKS);
+        let (decide, decision) = oneshot::channel::<Decision>();
+        let link = ReplicaLink {
+            state: state.clone(),
+            node: node.clone(),
+            request: Request {
+                layout_version: routing.layout.version,
+                op: Op::Put {
+                    hash: *hash.as_bytes(),
+                    len,
+                    role: PutRole::Replica,
+                    version,
+                },
+            },
+            len,
+        };
+        tokio::spawn(link.run(feed_rx, decision, events.clone(), i));
+        feeds.push(feed);
+        decisions.push(Some(decide));
+    }
+    drop(events);
+    let links_open = !feeds.is_empty();
+    let mut run = PutRun {
+        state: state.clone(),
+        replicas,
+        local,
+        hash,
+        version,
+        write_quorum: routing.layout.write_quorum,
+        coordinator,
+        decisions,
+        writer: local.map(|_| {
+            let mut w = state.store.writer();
+            w.reserve(len);
+            w
+        }),
+        local_commit: None,
+        local_error: None,
+        reports,
+        links_open,
+    };
+
+    let mut hasher = local.is_none().then(blake3::Hasher::new);
+    let mut body = BodyReader::new(&mut recv, len);
+    let received = loop {
+        let chunk = match body.next().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        if let Some(w) = &mut run.writer
+            && let Err(e) = w.write(&chunk)
+        {
+            run.local_error = Some(e.into());
+            run.writer = None;
+        }
+        if let Some(h) = &mut hasher {
+            h.update(&chunk);
+        }
+        let mut i = 0;
+        while i < feeds.len() {
+            if feeds[i].send(chunk.clone()).await.is_err() {
+                feeds.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    };
+    // Dropping the feeds before `len` bytes makes every replica link reset its stream.
+    drop(feeds);
+    if let Err(e) = received {
+        let actions = run.coordinator.cancel();
+        run.carry_out(actions);
+        let _ = recv.stop(wire::STREAM_ABORT_CODE.into());
+        return fail(&mut send, e.code(), e.to_string()).await;
+    }
+    // The body's hash, as this node's copy or its hasher saw it.
+    let actual = match (&run.writer, hasher) {
+        (Some(w), _) => Some(w.hash()),
+        (None, Some(h)) => Some(Hash::from(h.finalize())),
+        (None, None) => None,
+    };
+    if let Some(actual) = actual
+        && actual != hash
+    {
+        let actions = run.coordinator.cancel();
+        run.carry_out(actions);
+        let message = format!("body hashes to {actual}, not {hash}");
+        return fail(&mut send, ErrorCode::HashMismatch, message).await;
+    }
+    if let Some(e) = &run.local_error {
+        tracing::warn!(%hash, error = %e, "local copy failed");
+    }
+    let mut actions = first;
+    if let Some(l) = local {
+        actions.extend(match run.writer {
+            Some(_) => run.coordinator.on_prepared(l),
+            None => run.coordinator.on_failed(l),
+        });
+    }
+    match run.until_answer(actions).await {
+        Answer::Stored => {
+            let stored = Response::Stored {
+                hash: *hash.as_bytes(),
+                existed,
+            };
+            respond(&mut send, &stored).await;
+        }
+        Answer::Failed(message) => fail(&mut send, ErrorCode::QuorumFailed, message).await,
+    }
+    if !run.coordinator.is_settled() {
+        tokio::spawn(run.until_settled());
+    }
+}
+
+/// The client's answer to a put, once the coordinator gives it.
+enum Answer {
+    Stored,
+    Failed(String),
+}
+
+/// One put in progress: the coordinator and what its decisions act on.
+struct PutRun {
+    state: Arc<State>,
+    replicas: Vec<NodeSpec>,
+    local: Option<usize>,
+    hash: Hash,
+    version: u64,
+    write_quorum: usize,
+    coordinator: PutCoordinator,
+    /// Per remote replica, where its link waits for the decision (taken once given).
+    decisions: Vec<Option<oneshot::Sender<Decision>>>,
+    /// This node's own copy, until it is committed or dropped.
+    writer: Option<BlobWriter>,
+    /// This node's commit, running off the async threads.
+    local_commit: Option<oneshot::Receiver<Result<(), LocalError>>>,
+    local_error: Option<LocalError>,
+    reports: mpsc::UnboundedReceiver<(usize, Event)>,
+    links_open: bool,
+}
+
+impl PutRun {
+    /// Drives the coordinator until it gives the client's answer.
+    async fn until_answer(&mut self, mut actions: Vec<PutAction>) -> Answer {
+        loop {
+            if let Some(answer) = self.carry_out(actions) {
+                return answer;
+            }
+            assert!(
+                !self.coordinator.is_settled(),
+                "a settled put gave its answer"
+            );
+            actions = self.next().await;
+        }
+    }
+
+    /// Drives the coordinator until every replica has ended.
+    async fn until_settled(mut self) {
+        while !self.coordinator.is_settled() {
+            let actions = self.next().await;
+            self.carry_out(actions);
+        }
+    }
+
+    /// Carries out the coordinator's actions in order: commits and aborts go to the links,
+    /// this node's commit runs off the async threads, hints are recorded durably; returns the
+    /// client's answer if it is among them (after every hint before it).
+    fn carry_out(&mut self, actions: Vec<PutAction>) -> Option<Answer> {
+        let mut answer = None;
+        for action in actions {
+            match action {
+                PutAction::Commit(i) => match self.decisions[i].take() {
+                    Some(d) => {
+                        let _ = d.send(Decision::Commit);
+                    }
+                    None => {
+                        let w = self.writer.take().expect("the local replica prepared");
+                        let (tx, rx) = oneshot::channel();
+                        let (s, hash, version) = (self.state.clone(), self.hash, self.version);
+                        tokio::task::spawn_blocking(move || {
+                            let _ = tx.send(replica::commit_copy(&s, w, hash, version, true));
+                        });
+                        self.local_commit = Some(rx);
+                    }
+                },
+                PutAction::Abort(i) => match self.decisions[i].take() {
+                    Some(d) => {
+                        let _ = d.send(Decision::Abort);
+                    }
+                    None => self.writer = None,
+                },
+                PutAction::Hint(i) => {
+                    self.state
+                        .hint(self.hash, &self.replicas[i].id, HintKind::Put)
+                }
+                PutAction::Acknowledge => answer = Some(Answer::Stored),
+                PutAction::Fail => answer = Some(Answer::Failed(self.failure())),
+            }
+        }
+        answer
+    }
+
+    /// Why the put failed, for the client.
+    fn failure(&self) -> String {
+        let failed: Vec<&str> = self
+            .coordinator
+            .failed()
+            .map(|i| self.replicas[i].id.as_str())
+            .collect();
+        let mut reasons = failed.join(", ");
+        if let Some(e) = &self.local_error {
+            reasons.push_str(&format!("; {}: {e}", self.state.id));
+        }
+        format!(
+            "fewer than {} of {} replicas could store the blob (failed: {reasons})",
+            self.write_quorum,
+            self.replicas.len()
+        )
+    }
+
+    /// Waits for the next report (a replica's, or this node's own commit's) and tells the
+    /// coordinator. Every link reports its own failure before it ends, so a closed channel
+    /// only means no link is left.
+    async fn next(&mut self) -> Vec<PutAction> {
+        loop {
+            let (replica, event) = tokio::select! {
+                event = self.reports.recv(), if self.links_open => match event {
+                    Some(event) => event,
+                    None => {
+                        self.links_open = false;
+                        continue;
+                    }
+                },
+                result = async { self.local_commit.as_mut().expect("guarded").await },
+                    if self.local_commit.is_some() => {
+                    self.local_commit = None;
+                    let l = self.local.expect("a local commit has a local replica");
+                    match result {
+                        Ok(Ok(())) => (l, Event::Stored),
+                        Ok(Err(e)) => {
+                            tracing::warn!(hash = %self.hash, error = %e, "local commit failed");
+                            self.local_error = Some(e);
+                            (l, Event::Failed)
+                        }
+                        Err(_) => (l, Event::Failed),
+                    }
+                }
+                else => {
+                    // Nothing left to hear from: whatever has not ended has failed.
+                    let silent: Vec<usize> = self.coordinator.unfinished().collect();
+                    let actions = silent
+                        .into_iter()
+                        .flat_map(|i| self.coordinator.on_failed(i))
+                        .collect();
+                    assert!(
+                        self.coordinator.is_settled(),
+                        "a put with nothing left to hear from is settled"
+                    );
+                    return actions;
+                }
+            };
+            return match event {
+                Event::Prepared => self.coordinator.on_prepared(replica),
+                Event::Stored => self.coordinator.on_stored(replica),
+                Event::Failed => self.coordinator.on_failed(replica),
+            };
+        }
+    }
+}
+
+/// Why a replica link failed.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("replica too slow to connect")]
+    SlowToConnect,
+    #[error("sending: {0}")]
+    Send(#[from] quinn::WriteError),
+    #[error("sending: {0}")]
+    Frame(#[from] FramingError),
+    #[error("replica stalled")]
+    Stalled,
+    #[error("put abandoned")]
+    Abandoned,
+    #[error("answered {0:?}")]
+    Unexpected(Box<Response>),
+    #[error("no answer within {REPLICA_RESPONSE_TIMEOUT_MS} ms")]
+    Timeout,
+}
+
+/// The coordinator's side of one replica's put: streams the body, reports `Prepared`, passes
+/// the decision on, reports `Stored`. Any failure reports `Failed` (once).
+struct ReplicaLink {
+    state: Arc<State>,
+    node: NodeSpec,
+    request: Request,
+    len: u64,
+}
+
+impl ReplicaLink {
+    async fn run(
+        self,
+        feed: mpsc::Receiver<Bytes>,
+        decision: oneshot::Receiver<Decision>,
+        events: mpsc::UnboundedSender<(usize, Event)>,
+        i: usize,
+    ) {
+        if let Err(e) = self.exchange(feed, decision, &events, i).await {
+            tracing::info!(node = %self.node.id, error = %e, "replica missed a put");
+            let _ = events.send((i, Event::Failed));
+        }
+    }
+
+    async fn exchange(
+        &self,
+        mut feed: mpsc::Receiver<Bytes>,
+        decision: oneshot::Receiver<Decision>,
+        events: &mpsc::UnboundedSender<(usize, Event)>,
+        i: usize,
+    ) -> Result<(), LinkError> {
+        // While the connection opens, keep taking the body (up to a bound) so a slow or dead
+        // replica does not hold back the others.
+        let open = self.state.pool.open(&self.node, &self.request);
+        tokio::pin!(open);
+        let mut early = Vec::new();
+        let mut early_bytes = 0usize;
+        let mut feed_open = true;
+        let (mut send, mut recv) = loop {
+            tokio::select! {
+                opened = &mut open => break opened?,
+                chunk = feed.recv(), if feed_open => match chunk {
+                    Some(chunk) => {
+                        early_bytes += chunk.len();
+                        if early_bytes > FORWARD_PENDING_BYTES_MAX {
+                            return Err(LinkError::SlowToConnect);
+                        }
+                        early.push(chunk);
+                    }
+                    None => feed_open = false,
+                },
+            }
+        };
+        let stall = Duration::from_millis(BODY_STALL_TIMEOUT_MS);
+        let mut sent = 0u64;
+        let mut pieces = early.into_iter();
+        loop {
+            let chunk = match pieces.next() {
+                Some(chunk) => chunk,
+                None if feed_open => match feed.recv().await {
+                    Some(chunk) => chunk,
+                    None => break,
+                },
+                None => break,
+            };
+            sent += chunk.len() as u64;
+            match tokio::time::timeout(stall, send.write_chunk(chunk)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(LinkError::Stalled),
+            }
+        }
+        if sent < self.len {
+            let _ = send.reset(wire::STREAM_ABORT_CODE.into());
+            return Err(LinkError::Abandoned);
+        }
+        match self.answer(&mut recv).await? {
+            Response::Prepared => {}
+            other => return Err(LinkError::Unexpected(Box::new(other))),
+        }
+        let _ = events.send((i, Event::Prepared));
+        let decision = decision.await.unwrap_or(Decision::Abort);
+        framing::write_frame(&mut send, &decision, REQUEST_HEADER_BYTES_MAX).await?;
+        let _ = send.finish();
+        if decision == Decision::Abort {
+            return Ok(());
+        }
+        match self.answer(&mut recv).await? {
+            Response::Stored { .. } => {
+                let _ = events.send((i, Event::Stored));
+                Ok(())
+            }
+            other => Err(LinkError::Unexpected(Box::new(other))),
+        }
+    }
+
+    async fn answer(&self, recv: &mut quinn::RecvStream) -> Result<Response, LinkError> {
+        let wait = Duration::from_millis(REPLICA_RESPONSE_TIMEOUT_MS);
+        match tokio::time::timeout(wait, read_response(&self.node.id, recv)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(LinkError::Timeout),
+        }
+    }
+}
+
+/// A delete from a client: delete on every replica, acknowledge at write quorum, hint the rest.
+/// The tombstone's version is the client's if it set one (a conditional delete, standing only
+/// where the blob was last written before it), else now.
+pub(super) async fn delete(
+    state: &Arc<State>,
+    routing: &Routing,
+    hash: Hash,
+    requested_version: u64,
+    mut send: quinn::SendStream,
+) {
+    let replicas: Vec<NodeSpec> = routing.replicas(&hash).into_iter().cloned().collect();
+    let local = replicas.iter().position(|n| n.id == state.id);
+    let version = if requested_version > 0 {
+        requested_version
+    } else {
+        clock::wall_ms()
+    };
+    let (mut coordinator, mut actions) =
+        DeleteCoordinator::new(replicas.len(), routing.layout.write_quorum, local);
+    let (answers, mut outcomes) = mpsc::unbounded_channel::<(usize, Option<bool>)>();
+    for (i, node) in replicas.iter().enumerate() {
+        if Some(i) == local {
+            continue;
+        }
+        let (state, node, answers) = (state.clone(), node.clone(), answers.clone());
+        let request = Request {
+            layout_version: routing.layout.version,
+            op: Op::Delete {
+                hash: *hash.as_bytes(),
+                role: DeleteRole::Replica,
+                version,
+            },
+        };
+        tokio::spawn(async move {
+            let wait = Duration::from_millis(REPLICA_RESPONSE_TIMEOUT_MS);
+            let result = tokio::time::timeout(wait, state.pool.call(&node, &request)).await;
+            let existed = match result {
+                Ok(Ok((Response::Deleted { existed }, _))) => Some(existed),
+                _ => None,
+            };
+            let _ = answers.send((i, existed));
+        });
+    }
+    drop(answers);
+    if let Some(l) = local {
+        let outcome = replica::local_delete(state, hash, version).await;
+        actions.extend(match outcome {
+            Ok(existed) => coordinator.on_deleted(l, existed),
+            Err(e) => {
+                tracing::warn!(%hash, error = %e, "local delete failed");
+                coordinator.on_failed(l)
+            }
+        });
+    }
+    loop {
+        for action in actions.drain(..) {
+            match action {
+                DeleteAction::Hint(i) => state.hint(hash, &replicas[i].id, HintKind::Delete),
+                DeleteAction::Acknowledge { existed } => {
+                    return respond(&mut send, &Response::Deleted { existed }).await;
+                }
+                DeleteAction::Fail => {
+                    let message = format!(
+                        "only {} of {} replicas deleted the blob; retry the delete",
+                        coordinator.deleted(),
+                        replicas.len()
+                    );
+                    return fail(&mut send, ErrorCode::QuorumFailed, message).await;
+                }
+            }
+        }
+        match outcomes.recv().await {
+            Some((i, Some(existed))) => actions = coordinator.on_deleted(i, existed),
+            Some((i, None)) => actions = coordinator.on_failed(i),
+            None => {
+                let silent: Vec<usize> = coordinator.waiting().collect();
+                actions = silent
+                    .into_iter()
+                    .flat_map(|i| coordinator.on_failed(i))
+                    .collect();
+                assert!(
+                    coordinator.verdict().is_some(),
+                    "a delete every replica answered has a verdict"
+                );
+            }
+        }
+    }
+}

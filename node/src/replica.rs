@@ -1,0 +1,193 @@
+//! This node's own blob operations as a replica: making a received copy durable with its
+//! version, applying a tombstone, dropping a handed-off copy, forgetting a version, and reading
+//! a blob it holds for a front. Each keeps the engine, the version table and the catalog in
+//! step under the hash's entry lock; the merge rule that decides is `cairn_core::heal::compare`.
+//!
+//! These are synchronous (they fsync): async callers run them with `spawn_blocking`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_core::heal::{Catalog, Entry, Verdict, compare};
+use cairn_core::wire::{ByteRange, ErrorCode};
+use cairn_engine::{BlobStat, BlobWriter, Error as EngineError, Hash};
+
+use crate::clock;
+use crate::limits::LOCAL_READ_BYTES_MAX;
+use crate::local::recordlog::LogError;
+use crate::state::State;
+
+/// Why an operation on this node's own copy failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalError {
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("version table: {0}")]
+    Versions(#[from] LogError),
+    #[error("body hashes to {actual}, not {expected}")]
+    HashMismatch { expected: Hash, actual: Hash },
+    #[error("a blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl LocalError {
+    /// The wire's code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            LocalError::Engine(e) => engine_code(e),
+            LocalError::HashMismatch { .. } => ErrorCode::HashMismatch,
+            LocalError::Versions(_) | LocalError::Task(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// The wire's code for an engine failure.
+pub fn engine_code(e: &EngineError) -> ErrorCode {
+    match e {
+        EngineError::DiskFull { .. } | EngineError::StoreFull { .. } => ErrorCode::StoreFull,
+        EngineError::BlobTooLarge { .. } => ErrorCode::BlobTooLarge,
+        EngineError::HashMismatch { .. } => ErrorCode::HashMismatch,
+        EngineError::Corrupted { .. } | EngineError::Quarantined { .. } => ErrorCode::Corrupted,
+        EngineError::ReadOnly(_) => ErrorCode::ReadOnly,
+        EngineError::RangeOutOfBounds { .. } => ErrorCode::RangeOutOfBounds,
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// Whether an engine failure means the local copy is corrupt (and now quarantined).
+pub fn is_corrupt(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::Corrupted { .. } | EngineError::Quarantined { .. }
+    )
+}
+
+/// The version a live entry of `hash` must carry to stand: for a fresh put, above any local
+/// tombstone; for a copy, its own (`None`: a newer tombstone stands here, drop the copy).
+pub(crate) fn put_version(
+    state: &State,
+    hash: &[u8; 32],
+    version: u64,
+    fresh: bool,
+) -> Option<u64> {
+    let tombstone = state.versions.tombstone(hash);
+    match tombstone {
+        Some(t) if fresh => Some(version.max(t.version + 1)),
+        Some(t) => {
+            let incoming = Entry::live(*hash, version, 0);
+            (compare(Some(&incoming), Some(&t)) == Verdict::Ours).then_some(version)
+        }
+        None => Some(version),
+    }
+}
+
+/// Makes a received blob durable and visible with its version, unless a newer tombstone of
+/// the hash stands here (then the copy is superseded and dropped). `fresh`: a client's put,
+/// which must stand over any tombstone here.
+pub(crate) fn commit_copy(
+    state: &State,
+    writer: BlobWriter,
+    hash: Hash,
+    version: u64,
+    fresh: bool,
+) -> Result<(), LocalError> {
+    let _guard = state.entry_lock(hash.as_bytes()).lock();
+    let Some(version) = put_version(state, hash.as_bytes(), version, fresh) else {
+        return Ok(());
+    };
+    if version > 0 {
+        state.versions.record(
+            &[Entry::live(*hash.as_bytes(), version, 0)],
+            clock::wall_ms(),
+        )?;
+    }
+    writer.commit(Some(&hash))?;
+    state.catalog.touch();
+    Ok(())
+}
+
+/// Records a tombstone if it stands over the local entry, then drops the local copy; says
+/// whether a copy was here.
+pub(crate) fn apply_tombstone(state: &State, tombstone: Entry) -> Result<bool, LocalError> {
+    let _guard = state.entry_lock(&tombstone.hash).lock();
+    let local = state.catalog.entry(&tombstone.hash);
+    if compare(local.as_ref(), Some(&tombstone)) != Verdict::Theirs {
+        return Ok(false);
+    }
+    state.versions.record(&[tombstone], clock::wall_ms())?;
+    let existed = state.store.delete(&Hash::from_bytes(tombstone.hash))?;
+    state.catalog.touch();
+    Ok(existed)
+}
+
+/// Deletes a hash here: records its tombstone (if it stands over what is here) and drops the
+/// bytes, off the async threads.
+pub(crate) async fn local_delete(
+    state: &Arc<State>,
+    hash: Hash,
+    version: u64,
+) -> Result<bool, LocalError> {
+    let s = state.clone();
+    let tombstone = Entry::tombstone(*hash.as_bytes(), version);
+    tokio::task::spawn_blocking(move || apply_tombstone(&s, tombstone)).await?
+}
+
+/// Drops the local copy or tombstone of a hash this node no longer owns (its owners hold it).
+pub(crate) fn drop_local(state: &State, hash: &[u8; 32]) -> Result<(), LocalError> {
+    state.store.delete(&Hash::from_bytes(*hash))?;
+    state.versions.forget(hash, None)?;
+    state.catalog.touch();
+    Ok(())
+}
+
+/// Forgets an entry's version (purges a tombstone, keeps a live copy as version 0), if the
+/// entry is still the one the healer saw.
+pub(crate) fn forget_version(state: &State, entry: &Entry) -> Result<(), LocalError> {
+    state.versions.forget(&entry.hash, Some(entry))?;
+    state.catalog.touch();
+    Ok(())
+}
+
+/// A blob (or `range` of it) from this node's own engine, if the node is one of its replicas
+/// and holds a good copy: a whole blob is hashed against its name, a range checked by the
+/// engine's chunk CRCs. A corrupt copy is reported to the healer and `None` returned, so the
+/// caller goes through the cluster instead.
+pub(crate) async fn local_read(
+    state: &Arc<State>,
+    hash: Hash,
+    range: Option<ByteRange>,
+) -> Option<Bytes> {
+    let routing = state.routing();
+    if !routing.replicas(&hash).iter().any(|n| n.id == state.id) {
+        return None;
+    }
+    let state = state.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        // Hashing first would hold back the first byte: large blobs stream instead.
+        if range.is_none()
+            && matches!(state.store.stat(&hash), Ok(BlobStat::Present { bytes }) if bytes > LOCAL_READ_BYTES_MAX)
+        {
+            return None;
+        }
+        let blob = match range {
+            None => state.store.get(&hash),
+            Some(r) => state.store.read_range(&hash, r.offset, r.len),
+        };
+        match blob {
+            Ok(Some(blob)) if range.is_some() || Hash::of(&blob) == hash => {
+                Some(Bytes::from_owner(blob))
+            }
+            Ok(Some(_)) => {
+                state.noticed_corrupt(hash);
+                None
+            }
+            Err(e) if is_corrupt(&e) => {
+                state.noticed_corrupt(hash);
+                None
+            }
+            Ok(None) | Err(_) => None,
+        }
+    });
+    read.await.ok().flatten()
+}

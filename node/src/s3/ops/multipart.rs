@@ -1,0 +1,462 @@
+//! Multipart uploads: Create, UploadPart, UploadPartCopy, Complete (one record naming the
+//! parts' blobs; no bytes written again), Abort, ListParts and ListMultipartUploads.
+
+use cairn_core::meta::Table;
+
+use super::*;
+use crate::limits::{
+    S3_FORGET_BATCH_ENTRIES_MAX, S3_LIST_KEYS_MAX, S3_PART_BYTES_MIN, S3_PART_NUMBER_MAX,
+};
+use crate::s3::records::{PartRecord, UploadRecord};
+use crate::s3::rules::{
+    check_key, claimed_of, copy_source_key, etag, refuse_conditional_write, timestamp,
+    user_metadata,
+};
+
+impl S3Front {
+    /// Stores a part's received bytes and its record (within the reference window of `started`),
+    /// and notes its blob for the collector.
+    pub(super) async fn commit_part(
+        &self,
+        upload: UploadKey<'_>,
+        number: i32,
+        received: Received,
+        started: Instant,
+    ) -> S3Result<PartRecord> {
+        let (len, etag) = (received.len, received.md5_hex.clone());
+        let hash = *received.hash.as_bytes();
+        self.store_blob(received).await?;
+        let record = PartRecord {
+            blob: BlobRef { hash, len },
+            etag,
+            last_modified_ms: now_ms(),
+        };
+        self.within_reference_window(started)?;
+        let key = records::part_key(upload.bucket, upload.key, upload.upload_id, number as u32);
+        self.write_meta(key, Some(records::encode(&record))).await?;
+        self.marks.note(&self.state, &record.blob).await;
+        Ok(record)
+    }
+
+    /// Every part record of an upload, in part number order.
+    pub(super) async fn parts_of(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> S3Result<Vec<(u32, PartRecord)>> {
+        let part = Partition::new(Table::Parts, bucket);
+        let mut parts = Vec::new();
+        self.walk(
+            &part,
+            None,
+            &records::parts_prefix(key, upload_id),
+            |k, v| {
+                if let (Some(n), Some(record)) = (records::part_number_of(k), records::decode(v)) {
+                    parts.push((n, record));
+                }
+                Walk::Next
+            },
+        )
+        .await?;
+        Ok(parts)
+    }
+
+    pub(super) async fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> S3Result<UploadRecord> {
+        let entry = self
+            .read_meta(&records::upload_key(bucket, key, upload_id))
+            .await?;
+        decode_record(entry)
+            .ok_or_else(|| s3_error!(NoSuchUpload, "no upload {upload_id} for {key}"))
+    }
+
+    /// Deletes an upload's record and its parts' records (their blobs are left to the
+    /// collector).
+    pub(super) async fn forget_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u32, PartRecord)],
+    ) -> S3Result<()> {
+        let stamp = meta::stamp(&self.state);
+        let part_deletes: Vec<(MetaKey, Entry)> = parts
+            .iter()
+            .map(|(n, _)| {
+                (
+                    records::part_key(bucket, key, upload_id, *n),
+                    Entry { stamp, value: None },
+                )
+            })
+            .collect();
+        let upload_delete = vec![(
+            records::upload_key(bucket, key, upload_id),
+            Entry { stamp, value: None },
+        )];
+        // Parts first, in batches well under the node protocol's message limit; the upload
+        // last, so a failure part-way leaves it listed and an abort can be retried.
+        for batch in part_deletes.chunks(S3_FORGET_BATCH_ENTRIES_MAX) {
+            meta::write(&self.state, batch.to_vec())
+                .await
+                .map_err(meta_error)?;
+        }
+        meta::write(&self.state, upload_delete)
+            .await
+            .map_err(meta_error)
+    }
+
+    pub(super) async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        check_key(&input.key)?;
+        self.require_bucket(&input.bucket).await?;
+        let upload_id = new_upload_id()?;
+        let record = UploadRecord {
+            initiated_ms: now_ms(),
+            content_type: input.content_type,
+            user_metadata: user_metadata(input.metadata)?,
+        };
+        self.write_meta(
+            records::upload_key(&input.bucket, &input.key, &upload_id),
+            Some(records::encode(&record)),
+        )
+        .await?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload_id),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let started = Instant::now();
+        let input = req.input;
+        if !(1..=S3_PART_NUMBER_MAX).contains(&input.part_number) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "part numbers run from 1 to {S3_PART_NUMBER_MAX}"
+            ));
+        }
+        let claimed = claimed_of(
+            input.content_length,
+            input.content_md5,
+            [
+                input.checksum_crc32,
+                input.checksum_crc32c,
+                input.checksum_sha1,
+                input.checksum_sha256,
+                input.checksum_crc64nvme,
+            ],
+            &req.headers,
+        );
+        let (upload, received) = tokio::join!(
+            self.upload(&input.bucket, &input.key, &input.upload_id),
+            self.receive(input.body, claimed, req.trailing_headers.as_ref())
+        );
+        upload?;
+        let received = received?;
+        let upload = UploadKey {
+            bucket: &input.bucket,
+            key: &input.key,
+            upload_id: &input.upload_id,
+        };
+        let record = self
+            .commit_part(upload, input.part_number, received, started)
+            .await?;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(etag(&record.etag)),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let started = Instant::now();
+        let input = req.input;
+        if !(1..=S3_PART_NUMBER_MAX).contains(&input.part_number) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "part numbers run from 1 to {S3_PART_NUMBER_MAX}"
+            ));
+        }
+        let (src_bucket, src_key) = copy_source_key(&input.copy_source)?;
+        self.upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let source = self
+            .copy_source(
+                src_bucket,
+                src_key,
+                input.copy_source_if_match.as_ref(),
+                input.copy_source_if_none_match.as_ref(),
+            )
+            .await?;
+        let (offset, len) = match &input.copy_source_range {
+            None => (0, source.size),
+            Some(text) => {
+                let range = Range::parse(text).map_err(|_| {
+                    s3_error!(
+                        InvalidArgument,
+                        "x-amz-copy-source-range {text} is not a byte range"
+                    )
+                })?;
+                let r = range.check(source.size).map_err(|_| {
+                    s3_error!(
+                        InvalidRange,
+                        "the range is outside the source's {} bytes",
+                        source.size
+                    )
+                })?;
+                (r.start, r.end - r.start)
+            }
+        };
+        if len > self.settings.object_bytes_max {
+            return Err(s3_error!(
+                EntityTooLarge,
+                "a part of {len} bytes is over the limit"
+            ));
+        }
+        // The part's bytes are a new blob (a range need not fall on the source's blobs); they
+        // are read verified and taken in like an upload's.
+        let stream = self.open_object(&source, offset, len).await?;
+        let claimed = Claimed {
+            content_length: Some(len as i64),
+            ..Default::default()
+        };
+        let received = self.receive(Some(stream), claimed, None).await?;
+        let upload = UploadKey {
+            bucket: &input.bucket,
+            key: &input.key,
+            upload_id: &input.upload_id,
+        };
+        let record = self
+            .commit_part(upload, input.part_number, received, started)
+            .await?;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(etag(&record.etag)),
+                last_modified: Some(timestamp(record.last_modified_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        refuse_conditional_write(input.if_match.is_some() || input.if_none_match.is_some())?;
+        let upload = self
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let stored = self
+            .parts_of(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let requested = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default();
+        if requested.is_empty() {
+            return Err(s3_error!(MalformedXML, "no parts named"));
+        }
+        let mut chosen: Vec<&PartRecord> = Vec::with_capacity(requested.len());
+        let mut previous = 0;
+        for part in &requested {
+            let number = part.part_number.unwrap_or(0);
+            if number <= previous {
+                return Err(s3_error!(
+                    InvalidPartOrder,
+                    "parts must be listed in ascending order"
+                ));
+            }
+            previous = number;
+            let Some((_, record)) = stored.iter().find(|(n, _)| *n as i32 == number) else {
+                return Err(s3_error!(InvalidPart, "part {number} was not uploaded"));
+            };
+            if let Some(tag) = &part.e_tag
+                && tag.value() != record.etag
+            {
+                return Err(s3_error!(InvalidPart, "part {number}'s ETag differs"));
+            }
+            chosen.push(record);
+        }
+        for record in &chosen[..chosen.len() - 1] {
+            if record.blob.len < S3_PART_BYTES_MIN {
+                return Err(s3_error!(
+                    EntityTooSmall,
+                    "every part but the last needs at least {S3_PART_BYTES_MIN} bytes"
+                ));
+            }
+        }
+        let etags: Vec<String> = chosen.iter().map(|r| r.etag.clone()).collect();
+        let etag_hex = records::multipart_etag(&etags)
+            .ok_or_else(|| s3_error!(InternalError, "a part's ETag is not hex"))?;
+        let record = ObjectRecord {
+            size: chosen.iter().map(|r| r.blob.len).sum(),
+            etag: etag_hex.clone(),
+            content_type: upload.content_type,
+            user_metadata: upload.user_metadata,
+            last_modified_ms: now_ms(),
+            blobs: chosen
+                .iter()
+                .map(|r| r.blob)
+                .filter(|b| b.len > 0)
+                .collect(),
+        };
+        // The object first: until the upload's records go, its parts are referred to twice,
+        // never zero times.
+        self.write_meta(
+            records::object_key(&input.bucket, &input.key),
+            Some(records::encode(&record)),
+        )
+        .await?;
+        self.forget_upload(&input.bucket, &input.key, &input.upload_id, &stored)
+            .await?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            e_tag: Some(etag(&etag_hex)),
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        self.upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let stored = self
+            .parts_of(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        self.forget_upload(&input.bucket, &input.key, &input.upload_id, &stored)
+            .await?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    pub(super) async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let input = req.input;
+        self.upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let stored = self
+            .parts_of(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
+        let max = input
+            .max_parts
+            .map(|m| m.max(0) as usize)
+            .unwrap_or(S3_LIST_KEYS_MAX)
+            .min(S3_LIST_KEYS_MAX);
+        let after: Vec<&(u32, PartRecord)> = stored.iter().filter(|(n, _)| *n > marker).collect();
+        let truncated = after.len() > max;
+        let page: Vec<Part> = after
+            .iter()
+            .take(max)
+            .map(|(n, r)| Part {
+                part_number: Some(*n as i32),
+                e_tag: Some(etag(&r.etag)),
+                size: Some(r.blob.len as i64),
+                last_modified: Some(timestamp(r.last_modified_ms)),
+                ..Default::default()
+            })
+            .collect();
+        let next = page.last().and_then(|p| p.part_number);
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: truncated.then_some(next).flatten(),
+            max_parts: Some(max as i32),
+            is_truncated: Some(truncated),
+            parts: Some(page),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        self.require_bucket(&input.bucket).await?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max = input
+            .max_uploads
+            .map(|m| m.max(0) as usize)
+            .unwrap_or(S3_LIST_KEYS_MAX)
+            .min(S3_LIST_KEYS_MAX);
+        let after = input
+            .key_marker
+            .as_ref()
+            .map(|key| match &input.upload_id_marker {
+                Some(id) => records::upload_sort_key(key, id),
+                None => {
+                    let mut k = records::upload_sort_key(key, "");
+                    k.push(0xFF);
+                    k
+                }
+            });
+        let mut uploads = Vec::new();
+        let mut truncated = false;
+        self.walk(
+            &Partition::new(Table::Uploads, &*input.bucket),
+            after,
+            prefix.as_bytes(),
+            |k, v| {
+                if uploads.len() == max {
+                    truncated = true;
+                    return Walk::Stop;
+                }
+                if let (Some((key, id)), Some(record)) = (
+                    records::split_upload_sort_key(k),
+                    records::decode::<UploadRecord>(v),
+                ) {
+                    uploads.push(MultipartUpload {
+                        key: Some(key),
+                        upload_id: Some(id),
+                        initiated: Some(timestamp(record.initiated_ms)),
+                        ..Default::default()
+                    });
+                }
+                Walk::Next
+            },
+        )
+        .await?;
+        let (next_key, next_id) = match uploads.last() {
+            Some(u) if truncated => (u.key.clone(), u.upload_id.clone()),
+            _ => (None, None),
+        };
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            next_key_marker: next_key,
+            next_upload_id_marker: next_id,
+            max_uploads: Some(max as i32),
+            is_truncated: Some(truncated),
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
+    }
+}

@@ -1,0 +1,287 @@
+//! Object operations: PutObject, GetObject and HeadObject (ranges and conditional headers),
+//! DeleteObject, DeleteObjects and CopyObject (a new record naming the same blobs).
+
+use super::*;
+use crate::limits::S3_DELETE_OBJECTS_MAX;
+use crate::s3::records::BlobMark;
+use crate::s3::rules::{
+    check_conditions, check_key, claimed_of, copy_source_key, etag, metadata_map,
+    refuse_conditional_write, timestamp, user_metadata,
+};
+
+impl S3Front {
+    pub(super) async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let started = Instant::now();
+        let input = req.input;
+        check_key(&input.key)?;
+        refuse_conditional_write(input.if_match.is_some() || input.if_none_match.is_some())?;
+        let user_metadata = user_metadata(input.metadata)?;
+        let claimed = claimed_of(
+            input.content_length,
+            input.content_md5,
+            [
+                input.checksum_crc32,
+                input.checksum_crc32c,
+                input.checksum_sha1,
+                input.checksum_sha256,
+                input.checksum_crc64nvme,
+            ],
+            &req.headers,
+        );
+        let (bucket_ok, received) = tokio::join!(
+            self.require_bucket(&input.bucket),
+            self.receive(input.body, claimed, req.trailing_headers.as_ref())
+        );
+        bucket_ok?;
+        let received = received?;
+        let (size, md5) = (received.len, received.md5_hex.clone());
+        let blobs = self.store_blob(received).await?;
+        let record = ObjectRecord {
+            size,
+            etag: md5.clone(),
+            content_type: input.content_type,
+            user_metadata,
+            last_modified_ms: now_ms(),
+            blobs,
+        };
+        self.within_reference_window(started)?;
+        self.write_meta(
+            records::object_key(&input.bucket, &input.key),
+            Some(records::encode(&record)),
+        )
+        .await?;
+        for blob in &record.blobs {
+            self.marks.note(&self.state, blob).await;
+        }
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(etag(&md5)),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let record = self.object(&input.bucket, &input.key).await?;
+        check_conditions(
+            &record,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let (offset, len, content_range) = match input.range {
+            None => (0, record.size, None),
+            Some(range) => {
+                let r = range.check(record.size).map_err(|_| {
+                    s3_error!(
+                        InvalidRange,
+                        "the range is outside the object's {} bytes",
+                        record.size
+                    )
+                })?;
+                if r.end <= r.start {
+                    // A suffix range of an empty object: there is no byte to send.
+                    return Err(s3_error!(InvalidRange, "the object is empty"));
+                }
+                (
+                    r.start,
+                    r.end - r.start,
+                    Some(format!("bytes {}-{}/{}", r.start, r.end - 1, record.size)),
+                )
+            }
+        };
+        let body = self.open_object(&record, offset, len).await?;
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(body),
+            content_length: Some(len as i64),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&record.etag)),
+            last_modified: Some(timestamp(record.last_modified_ms)),
+            content_type: record.content_type.clone(),
+            metadata: metadata_map(&record.user_metadata),
+            parts_count: (record.etag.contains('-')).then_some(record.blobs.len() as i32),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        let record = self.object(&input.bucket, &input.key).await?;
+        check_conditions(
+            &record,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(record.size as i64),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&record.etag)),
+            last_modified: Some(timestamp(record.last_modified_ms)),
+            content_type: record.content_type.clone(),
+            metadata: metadata_map(&record.user_metadata),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        self.require_bucket(&input.bucket).await?;
+        self.write_meta(records::object_key(&input.bucket, &input.key), None)
+            .await?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    pub(super) async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        self.require_bucket(&input.bucket).await?;
+        let objects = input.delete.objects;
+        if objects.len() > S3_DELETE_OBJECTS_MAX {
+            return Err(s3_error!(
+                MalformedXML,
+                "more than {S3_DELETE_OBJECTS_MAX} keys"
+            ));
+        }
+        let stamp = meta::stamp(&self.state);
+        let writes: Vec<(MetaKey, Entry)> = objects
+            .iter()
+            .map(|o| {
+                (
+                    records::object_key(&input.bucket, &o.key),
+                    Entry { stamp, value: None },
+                )
+            })
+            .collect();
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let result = meta::write(&self.state, writes).await;
+        let (deleted, errors) = match result {
+            Ok(()) => (
+                objects
+                    .iter()
+                    .map(|o| DeletedObject {
+                        key: Some(o.key.clone()),
+                        ..Default::default()
+                    })
+                    .collect(),
+                Vec::new(),
+            ),
+            Err(e) => (
+                Vec::new(),
+                objects
+                    .iter()
+                    .map(|o| Error {
+                        key: Some(o.key.clone()),
+                        code: Some("ServiceUnavailable".into()),
+                        message: Some(e.to_string()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        };
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: (!quiet && !deleted.is_empty()).then_some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let started = Instant::now();
+        let input = req.input;
+        check_key(&input.key)?;
+        let (src_bucket, src_key) = copy_source_key(&input.copy_source)?;
+        let source = self
+            .copy_source(
+                src_bucket,
+                src_key,
+                input.copy_source_if_match.as_ref(),
+                input.copy_source_if_none_match.as_ref(),
+            )
+            .await?;
+        self.require_bucket(&input.bucket).await?;
+        // The copy refers to the source's blobs without writing them: touch their marks, then
+        // read the source again, so the collector either sees the touch or the source (see
+        // `gc`).
+        let stamp = meta::stamp(&self.state);
+        let marks: Vec<(MetaKey, Entry)> = source
+            .blobs
+            .iter()
+            .map(|b| {
+                (
+                    records::blob_mark_key(&b.hash),
+                    Entry {
+                        stamp,
+                        value: Some(records::encode(&BlobMark {
+                            touched_ms: now_ms(),
+                            len: b.len,
+                        })),
+                    },
+                )
+            })
+            .collect();
+        let mut by_partition: std::collections::BTreeMap<Partition, Vec<(MetaKey, Entry)>> =
+            Default::default();
+        for (k, e) in marks {
+            by_partition.entry(k.part.clone()).or_default().push((k, e));
+        }
+        for writes in by_partition.into_values() {
+            meta::write(&self.state, writes).await.map_err(meta_error)?;
+        }
+        let again = self.object(src_bucket, src_key).await?;
+        if again.blobs != source.blobs {
+            return Err(s3_error!(
+                ServiceUnavailable,
+                "the source changed during the copy; retry it"
+            ));
+        }
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let (content_type, user_metadata) = if replace {
+            (input.content_type, user_metadata(input.metadata)?)
+        } else {
+            (source.content_type.clone(), source.user_metadata.clone())
+        };
+        let record = ObjectRecord {
+            content_type,
+            user_metadata,
+            last_modified_ms: now_ms(),
+            ..source
+        };
+        self.within_reference_window(started)?;
+        self.write_meta(
+            records::object_key(&input.bucket, &input.key),
+            Some(records::encode(&record)),
+        )
+        .await?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&record.etag)),
+                last_modified: Some(timestamp(record.last_modified_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+}

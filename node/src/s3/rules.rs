@@ -1,0 +1,322 @@
+//! S3's rules, as plain functions: keys, user metadata and conditional headers, the byte
+//! ranges of an object's blobs, continuation tokens and URL encoding, and the S3 errors that
+//! Cairn's own errors become. No IO; the operations (`ops/`) call these.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cairn_client::ClientError;
+use cairn_core::wire::{ByteRange, ErrorCode};
+use cairn_engine::Hash;
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
+
+use super::body::Claimed;
+use super::records::{self, BlobRef, ObjectRecord};
+use crate::limits::{S3_KEY_BYTES_MAX, S3_LIST_KEYS_MAX, S3_USER_METADATA_BYTES_MAX};
+use crate::meta::cluster::MetaError;
+
+pub(super) fn timestamp(ms: u64) -> Timestamp {
+    Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+pub(super) fn ms_of(ts: &Timestamp) -> u64 {
+    let t: SystemTime = time_to_system(ts);
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(super) fn time_to_system(ts: &Timestamp) -> SystemTime {
+    let odt: time::OffsetDateTime = ts.clone().into();
+    SystemTime::from(odt)
+}
+
+pub(super) fn etag(hex: &str) -> ETag {
+    ETag::Strong(hex.to_string())
+}
+
+pub(super) fn meta_error(e: MetaError) -> S3Error {
+    let mut err = s3_error!(ServiceUnavailable, "metadata unavailable: {e}");
+    err.set_status_code(hyper::StatusCode::SERVICE_UNAVAILABLE);
+    err
+}
+
+pub(super) fn client_error(e: ClientError) -> S3Error {
+    match &e {
+        ClientError::Remote {
+            code: ErrorCode::StoreFull,
+            ..
+        } => {
+            let mut err = S3Error::with_message(
+                S3ErrorCode::Custom("InsufficientStorage".into()),
+                format!("the cluster has no room: {e}"),
+            );
+            err.set_status_code(hyper::StatusCode::INSUFFICIENT_STORAGE);
+            err
+        }
+        ClientError::Remote {
+            code: ErrorCode::NotFound,
+            ..
+        }
+        | ClientError::NotFound { .. } => {
+            s3_error!(InternalError, "an object's blob is missing: {e}")
+        }
+        _ if e.is_transient() => s3_error!(ServiceUnavailable, "{e}"),
+        _ => s3_error!(InternalError, "{e}"),
+    }
+}
+
+pub(super) fn user_metadata(metadata: Option<Metadata>) -> S3Result<Vec<(String, String)>> {
+    let mut pairs: Vec<(String, String)> = metadata.unwrap_or_default().into_iter().collect();
+    pairs.sort();
+    let bytes: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > S3_USER_METADATA_BYTES_MAX {
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "{bytes} bytes of user metadata; the limit is {S3_USER_METADATA_BYTES_MAX}"
+        ));
+    }
+    Ok(pairs)
+}
+
+pub(super) fn metadata_map(pairs: &[(String, String)]) -> Option<Metadata> {
+    (!pairs.is_empty()).then(|| pairs.iter().cloned().collect())
+}
+
+/// Conditional writes (`If-Match`, `If-None-Match: *` on PutObject and
+/// CompleteMultipartUpload) need a compare-and-set the metadata does not offer: refuse them
+/// rather than overwrite silently.
+pub(super) fn refuse_conditional_write(conditional: bool) -> S3Result<()> {
+    if conditional {
+        return Err(s3_error!(
+            NotImplemented,
+            "conditional writes (If-Match, If-None-Match) are not supported"
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_key(key: &str) -> S3Result<()> {
+    if key.is_empty() || key.len() > S3_KEY_BYTES_MAX {
+        return Err(s3_error!(
+            KeyTooLongError,
+            "a key is 1 to {S3_KEY_BYTES_MAX} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// Does an `If-Match`-style condition hold for this ETag?
+pub(super) fn condition_matches(condition: &ETagCondition, etag_hex: &str) -> bool {
+    match condition.as_etag() {
+        None => condition.is_any(),
+        Some(tag) => tag.value() == etag_hex,
+    }
+}
+
+/// Evaluates a GET's or HEAD's conditional headers (RFC 9110 order, as S3).
+pub(super) fn check_conditions(
+    record: &ObjectRecord,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let modified_secs = record.last_modified_ms / 1000;
+    if let Some(cond) = if_match {
+        if !condition_matches(cond, &record.etag) {
+            return Err(s3_error!(PreconditionFailed, "If-Match failed"));
+        }
+    } else if let Some(since) = if_unmodified_since
+        && modified_secs > ms_of(since) / 1000
+    {
+        return Err(s3_error!(
+            PreconditionFailed,
+            "modified since If-Unmodified-Since"
+        ));
+    }
+    if let Some(cond) = if_none_match {
+        if condition_matches(cond, &record.etag) {
+            return Err(s3_error!(NotModified));
+        }
+    } else if let Some(since) = if_modified_since
+        && modified_secs <= ms_of(since) / 1000
+    {
+        return Err(s3_error!(NotModified));
+    }
+    Ok(())
+}
+
+/// The pieces of an object's blobs covering `range` (offset, length) of the object.
+pub(super) fn segments(blobs: &[BlobRef], offset: u64, len: u64) -> Vec<(Hash, ByteRange, u64)> {
+    let mut out = Vec::new();
+    let (mut start, end) = (offset, offset + len);
+    let mut base = 0u64;
+    for blob in blobs {
+        let blob_end = base + blob.len;
+        if start < blob_end && start < end {
+            let from = start - base;
+            let to = end.min(blob_end) - base;
+            out.push((
+                Hash::from_bytes(blob.hash),
+                ByteRange {
+                    offset: from,
+                    len: to - from,
+                },
+                blob.len,
+            ));
+            start = base + to;
+        }
+        base = blob_end;
+    }
+    out
+}
+
+/// The bucket and key a copy reads from.
+pub(super) fn copy_source_key(source: &CopySource) -> S3Result<(&str, &str)> {
+    match source {
+        CopySource::Bucket { bucket, key, .. } => Ok((bucket, key)),
+        _ => Err(s3_error!(NotImplemented, "only bucket/key copy sources")),
+    }
+}
+
+/// Percent-encodes all but unreserved characters and `/`, as S3 does for `encoding-type=url`.
+pub(super) fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `text` percent-encoded if the client asked for `encoding-type=url`.
+pub(super) fn encoded(text: Option<String>, encoding: Option<&EncodingType>) -> Option<String> {
+    match encoding {
+        Some(e) if e.as_str() == EncodingType::URL => text.as_deref().map(url_encode),
+        _ => text,
+    }
+}
+
+pub(super) fn max_keys(requested: Option<i32>) -> usize {
+    requested
+        .map(|m| m.max(0) as usize)
+        .unwrap_or(S3_LIST_KEYS_MAX)
+        .min(S3_LIST_KEYS_MAX)
+}
+
+/// Continuation tokens are the hex of the last key or prefix a page returned.
+pub(super) fn encode_token(marker: &str) -> String {
+    records::hex(marker.as_bytes())
+}
+
+pub(super) fn decode_token(token: &str) -> S3Result<String> {
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| {
+            token
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    bytes
+        .filter(|_| token.len().is_multiple_of(2))
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| s3_error!(InvalidArgument, "the continuation token is not valid"))
+}
+
+pub(super) fn claimed_of(
+    content_length: Option<i64>,
+    content_md5: Option<String>,
+    sums: [Option<String>; 5],
+    headers: &hyper::HeaderMap,
+) -> Claimed {
+    let [crc32, crc32c, sha1, sha256, crc64nvme] = sums;
+    let trailers_announced = headers
+        .get_all("x-amz-trailer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    Claimed {
+        content_length,
+        content_md5,
+        crc32,
+        crc32c,
+        sha1,
+        sha256,
+        crc64nvme,
+        trailers_announced,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(n: u8, len: u64) -> BlobRef {
+        BlobRef { hash: [n; 32], len }
+    }
+
+    #[test]
+    fn a_range_over_part_boundaries_reads_each_part_in_turn() {
+        let blobs = [blob(1, 10), blob(2, 10), blob(3, 5)];
+        let got: Vec<(u8, u64, u64)> = segments(&blobs, 8, 14)
+            .into_iter()
+            .map(|(h, r, _)| (h.as_bytes()[0], r.offset, r.len))
+            .collect();
+        assert_eq!(got, vec![(1, 8, 2), (2, 0, 10), (3, 0, 2)]);
+        let whole: u64 = segments(&blobs, 0, 25).iter().map(|(_, r, _)| r.len).sum();
+        assert_eq!(whole, 25);
+        assert!(segments(&blobs, 0, 0).is_empty());
+    }
+
+    #[test]
+    fn continuation_tokens_round_trip_and_refuse_garbage() {
+        let token = encode_token("a/b c");
+        assert_eq!(decode_token(&token).unwrap(), "a/b c");
+        assert!(decode_token("zz").is_err());
+        assert!(decode_token("abc").is_err());
+    }
+
+    fn record(etag: &str, last_modified_ms: u64) -> ObjectRecord {
+        ObjectRecord {
+            size: 1,
+            etag: etag.into(),
+            content_type: None,
+            user_metadata: Vec::new(),
+            last_modified_ms,
+            blobs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn conditional_headers_follow_s3() {
+        let r = record("abc", 10_000);
+        let tag = |t: &str| ETagCondition::ETag(ETag::Strong(t.into()));
+        assert!(check_conditions(&r, Some(&tag("abc")), None, None, None).is_ok());
+        let failed = check_conditions(&r, Some(&tag("x")), None, None, None).unwrap_err();
+        assert_eq!(*failed.code(), S3ErrorCode::PreconditionFailed);
+        let unchanged = check_conditions(&r, None, Some(&tag("abc")), None, None).unwrap_err();
+        assert_eq!(*unchanged.code(), S3ErrorCode::NotModified);
+        let later = timestamp(20_000);
+        let earlier = timestamp(5_000);
+        assert_eq!(
+            *check_conditions(&r, None, None, Some(&later), None)
+                .unwrap_err()
+                .code(),
+            S3ErrorCode::NotModified
+        );
+        assert!(check_conditions(&r, None, None, Some(&earlier), None).is_ok());
+        assert_eq!(
+            *check_conditions(&r, None, None, None, Some(&earlier))
+                .unwrap_err()
+                .code(),
+            S3ErrorCode::PreconditionFailed
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! The handles every part of a running node shares ([`State`]): its engine, its routing, its
+//! connection pool, its own durable state, the healing state machines, its metadata, the
+//! garbage collector's controls, and the cluster client its fronts route through. Adopting a
+//! new layout happens here, because every one of them must learn it together.
+//!
+//! Architecture invariant: this module imports none of the node's servers, loops or fronts
+//! (`quic`, `healing`, `hints`, `meta`, `http`, `s3`, `net`, `admin`); they all import it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use cairn_core::Routing;
+use cairn_core::heal::{Healer, Scrubber};
+use cairn_core::hints::{Hint, HintKind};
+use cairn_core::layout::Layout;
+use cairn_core::membership::Membership;
+use cairn_core::status::GcStatus;
+use cairn_engine::{Hash, Store};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+use crate::clock;
+use crate::error::NodeError;
+use crate::limits::ENTRY_LOCK_STRIPES;
+use crate::local::catalog::NodeCatalog;
+use crate::local::files;
+use crate::local::hint_log::HintLog;
+use crate::local::meta_store::Meta;
+use crate::local::versions::VersionTable;
+
+/// What tasks report back to the heal loop (`crate::healing`).
+pub(crate) enum HealEvent {
+    Reply {
+        from: String,
+        msg: cairn_core::heal::HealMsg,
+    },
+    TransferDone {
+        id: u64,
+        ok: bool,
+    },
+    PeerUp {
+        peer: String,
+    },
+    /// A read found the local copy corrupt (the engine quarantined it).
+    Corrupt {
+        hash: [u8; 32],
+    },
+    Wake,
+}
+
+/// The healing state machines of a node, each under its own lock (never held across an
+/// `await`), and the channel to the loop that drives them.
+pub(crate) struct HealingState {
+    pub membership: Mutex<Membership>,
+    pub healer: Mutex<Healer>,
+    pub scrubber: Mutex<Scrubber>,
+    pub events: mpsc::UnboundedSender<HealEvent>,
+    /// Corrupt copies found here by any read, and by the scrub alone.
+    pub corrupt_found: AtomicU64,
+    pub scrub_corrupt_found: AtomicU64,
+    /// Blob bytes copied to or from peers by transfers that succeeded.
+    pub copied_bytes: AtomicU64,
+}
+
+impl HealingState {
+    /// Wakes the heal loop (a new layout, say).
+    pub(crate) fn wake(&self) {
+        let _ = self.events.send(HealEvent::Wake);
+    }
+}
+
+/// The garbage collector's controls and progress: the node protocol (`cairn gc`) and the node
+/// start it and read it here, without knowing the S3 front that runs it.
+pub(crate) struct GcHandle {
+    running: AtomicBool,
+    status: Mutex<GcStatus>,
+    wake: Notify,
+}
+
+impl GcHandle {
+    pub(crate) fn new() -> GcHandle {
+        GcHandle {
+            running: AtomicBool::new(false),
+            status: Mutex::new(GcStatus::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    pub(crate) fn status(&self) -> GcStatus {
+        self.status.lock().clone()
+    }
+
+    /// Asks the collector to start now unless a collection is running; says whether this call
+    /// started one.
+    pub(crate) fn start(&self) -> bool {
+        if !self.begin() {
+            return false;
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    /// Claims the collector for a run: false if one is running.
+    pub(crate) fn begin(&self) -> bool {
+        if self.running.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        // Running from this call on, so a caller polling the status never reads the last run's.
+        self.status.lock().running = true;
+        true
+    }
+
+    /// Waits until [`GcHandle::start`] asks for a run.
+    pub(crate) async fn started(&self) {
+        self.wake.notified().await;
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut GcStatus)) {
+        f(&mut self.status.lock());
+    }
+
+    /// The run claimed by `begin` or `start` is over.
+    pub(crate) fn end(&self, f: impl FnOnce(&mut GcStatus)) {
+        {
+            let mut status = self.status.lock();
+            f(&mut status);
+            status.running = false;
+        }
+        self.running.store(false, Ordering::SeqCst);
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) id: String,
+    pub(crate) store: Store,
+    routing: RwLock<Arc<Routing>>,
+    pub(crate) pool: cairn_client::pool::Pool,
+    pub(crate) hints: Mutex<HintLog>,
+    pub(crate) hint_wake: Notify,
+    /// The start of the monotonic clock the hint queue runs on.
+    started: Instant,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) requests: Arc<Semaphore>,
+    pub(crate) connections: Arc<Semaphore>,
+    pub(crate) versions: Arc<VersionTable>,
+    pub(crate) catalog: NodeCatalog,
+    pub(crate) healing: HealingState,
+    /// Routes requests taken in over HTTP and S3 through the cluster, as any client would.
+    pub(crate) cluster_client: cairn_client::Client,
+    /// This node's replicas of the cluster's metadata, and its clock.
+    pub(crate) meta: Meta,
+    /// The garbage collector, when the S3 front is on.
+    pub(crate) gc: Option<GcHandle>,
+    /// Taken while a hash's version and bytes change together (a commit, a tombstone), so a
+    /// put and a delete of one hash on one node are ordered; striped by the hash's first byte.
+    entry_locks: Vec<Mutex<()>>,
+}
+
+/// What a [`State`] is made of; everything but the locks and the clock's start.
+pub(crate) struct StateParts {
+    pub id: String,
+    pub store: Store,
+    pub routing: Arc<Routing>,
+    pub pool: cairn_client::pool::Pool,
+    pub hints: HintLog,
+    pub data_dir: PathBuf,
+    pub requests_in_flight_max: usize,
+    pub connections_max: usize,
+    pub versions: Arc<VersionTable>,
+    pub catalog: NodeCatalog,
+    pub healing: HealingState,
+    pub cluster_client: cairn_client::Client,
+    pub meta: Meta,
+    pub gc: Option<GcHandle>,
+}
+
+impl State {
+    pub(crate) fn new(parts: StateParts) -> State {
+        State {
+            id: parts.id,
+            store: parts.store,
+            routing: RwLock::new(parts.routing),
+            pool: parts.pool,
+            hints: Mutex::new(parts.hints),
+            hint_wake: Notify::new(),
+            started: clock::now(),
+            data_dir: parts.data_dir,
+            requests: Arc::new(Semaphore::new(parts.requests_in_flight_max)),
+            connections: Arc::new(Semaphore::new(parts.connections_max)),
+            versions: parts.versions,
+            catalog: parts.catalog,
+            healing: parts.healing,
+            cluster_client: parts.cluster_client,
+            meta: parts.meta,
+            gc: parts.gc,
+            entry_locks: (0..ENTRY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    pub(crate) fn routing(&self) -> Arc<Routing> {
+        self.routing.read().clone()
+    }
+
+    pub(crate) fn entry_lock(&self, hash: &[u8; 32]) -> &Mutex<()> {
+        &self.entry_locks[hash[0] as usize % ENTRY_LOCK_STRIPES]
+    }
+
+    /// Milliseconds on the monotonic clock the hint queue runs on.
+    pub(crate) fn now_ms(&self) -> u64 {
+        clock::since_ms(self.started)
+    }
+
+    /// Adopts a newer layout, keeping it (and the one it replaces) durably for restarts first.
+    /// A layout without this node is adopted too: the node then hands off what it holds.
+    pub(crate) fn adopt(&self, layout: Layout, previous: Option<Layout>) -> Result<(), NodeError> {
+        layout.validate()?;
+        let mut routing = self.routing.write();
+        if layout == routing.layout {
+            return Ok(()); // already adopted, from a peer
+        }
+        if layout.version <= routing.layout.version {
+            return Err(NodeError::LayoutNotNewer {
+                offered: layout.version,
+                current: routing.layout.version,
+            });
+        }
+        tracing::info!(
+            from = routing.layout.version,
+            to = layout.version,
+            "adopting layout"
+        );
+        let next = Arc::new(routing.successor(layout, previous)?);
+        files::save_layouts(
+            &self.data_dir,
+            &next.layout,
+            next.previous.as_ref().map(|p| &p.layout),
+        )?;
+        *routing = next.clone();
+        drop(routing);
+        let previous = next.previous.as_ref().map(|p| p.layout.clone());
+        if let Err(e) = self
+            .cluster_client
+            .adopt_layout(next.layout.clone(), previous)
+        {
+            tracing::warn!(error = %e, "the fronts' client kept its layout");
+        }
+        let now = clock::wall_ms();
+        self.catalog.set_routing(next.clone());
+        self.healing.healer.lock().set_routing(now, next.clone());
+        self.healing.membership.lock().set_peers(
+            peer_ids(&next, &self.id).iter().map(|s| s.as_str()),
+            next.layout.version,
+        );
+        if next.layout.node_index(&self.id).is_none() {
+            tracing::warn!(
+                version = next.layout.version,
+                "this node left the layout; handing off what it holds"
+            );
+        }
+        self.healing.wake();
+        Ok(())
+    }
+
+    /// Records a durable hint and wakes the delivery loop.
+    pub(crate) fn hint(&self, hash: Hash, target: &str, kind: HintKind) {
+        let hint = Hint {
+            hash,
+            target: target.to_string(),
+            kind,
+        };
+        let now = self.now_ms();
+        match self.hints.lock().add(hint, now) {
+            Ok(_) => tracing::info!(%hash, target, ?kind, "hint recorded"),
+            Err(e) => tracing::error!(%hash, target, error = %e, "cannot record hint"),
+        }
+        self.hint_wake.notify_one();
+    }
+
+    /// A read found a corrupt copy here (the engine quarantined it): count it and have the
+    /// healer fetch a good one.
+    pub(crate) fn noticed_corrupt(&self, hash: Hash) {
+        tracing::warn!(%hash, "corrupt copy quarantined; fetching a good one");
+        self.healing.corrupt_found.fetch_add(1, Ordering::Relaxed);
+        self.catalog.touch();
+        let _ = self.healing.events.send(HealEvent::Corrupt {
+            hash: *hash.as_bytes(),
+        });
+    }
+
+    /// Is this node the first of the layout (in layout order) it sees up? Scheduled work meant
+    /// for one node runs there.
+    pub(crate) fn lowest_up_node(&self) -> bool {
+        let routing = self.routing();
+        let membership = self.healing.membership.lock();
+        routing
+            .layout
+            .nodes
+            .iter()
+            .find(|n| n.id == self.id || membership.is_up(&n.id))
+            .is_some_and(|n| n.id == self.id)
+    }
+}
+
+/// The ids of the layout's nodes, and of the previous layout's, but `me`.
+pub(crate) fn peer_ids(routing: &Routing, me: &str) -> Vec<String> {
+    let mut ids: Vec<String> = routing.layout.nodes.iter().map(|n| n.id.clone()).collect();
+    if let Some(p) = &routing.previous {
+        ids.extend(p.layout.nodes.iter().map(|n| n.id.clone()));
+    }
+    ids.sort();
+    ids.dedup();
+    ids.retain(|id| id != me);
+    ids
+}
