@@ -17,32 +17,15 @@ use cairn_core::wire::{self, ByteRange, DeleteRole, ErrorCode, Op, PutRole, Requ
 
 use crate::error::ClientError;
 use crate::framing;
+use crate::limits::{
+    ANSWER_AFTER_BODY_MS, BODY_STALL_MS, GET_IN_MEMORY_BYTES_MAX, RETRY_BACKOFF_MS_MAX,
+    RETRY_BACKOFF_MS_MIN, STREAM_QUEUE_PIECES, UPLOAD_CHUNK_BYTES,
+};
 use crate::pool::{Pool, read_response};
 use crate::tls::{self, Identity};
 
 /// Default time an operation may take, retries included.
 pub const DEADLINE_MS_DEFAULT: u64 = 30_000;
-
-/// First pause between retry rounds; doubles up to `RETRY_BACKOFF_MS_MAX`.
-pub const RETRY_BACKOFF_MS_MIN: u64 = 20;
-
-/// Longest pause between retry rounds.
-pub const RETRY_BACKOFF_MS_MAX: u64 = 1_000;
-
-/// Size of the reads a put makes from a file or stream.
-pub const UPLOAD_CHUNK_BYTES: usize = 256 * 1024;
-
-/// Longest pause between two pieces of a body being sent or received once a transfer has
-/// started; the operation's deadline bounds only its start, so a large blob that keeps moving
-/// is not cut off.
-pub const BODY_STALL_MS: u64 = 10_000;
-
-/// Time a node has to answer a put once its body is sent (the replicas' commits; an fsync of a
-/// large blob), or the operation's time left if that is longer.
-pub const ANSWER_AFTER_BODY_MS: u64 = 60_000;
-
-/// Largest blob `get` collects into memory; larger blobs are read with `get_to_writer`.
-pub const GET_IN_MEMORY_BYTES_MAX: u64 = 1 << 30;
 
 /// Server name a seed node is reached by when only its address is known. Node certificates
 /// made by `cairn certs` carry it beside their node id.
@@ -1001,9 +984,6 @@ impl<W: AsyncWrite + Unpin + Send> Sink for WriterSink<'_, W> {
         false
     }
 }
-
-/// Pieces a `BlobStream` buffers ahead of its reader.
-pub const STREAM_QUEUE_PIECES: usize = 16;
 
 /// A blob being read as a stream; see [`Client::get_stream`].
 pub struct BlobStream {

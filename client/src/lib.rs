@@ -10,6 +10,7 @@
 //! - [`tls`]: mutual-TLS identities, quinn configurations, endpoints.
 //! - [`pool`]: one pooled connection per node.
 //! - [`framing`]: the wire's frames on QUIC streams.
+//! - [`limits`]: every bound of the client and the QUIC transport.
 //!
 //! A whole round trip against a three-node cluster started in this process (`cairn dev` runs
 //! a six-node one; a real deployment has a layout file and certificates from its CA):
@@ -57,14 +58,14 @@ mod client;
 mod error;
 pub mod framing;
 mod layout_file;
+pub mod limits;
 pub mod pool;
 pub mod tls;
 
 pub use cairn_core::{Hash, Layout, LayoutError, NodeSpec, Routing};
 pub use client::{
-    BlobReader, BlobStream, Client, ClientOptions, DEADLINE_MS_DEFAULT, GET_IN_MEMORY_BYTES_MAX,
-    Progress, PutOutcome, RETRY_BACKOFF_MS_MAX, RETRY_BACKOFF_MS_MIN, SEED_SERVER_NAME,
-    STREAM_QUEUE_PIECES, UPLOAD_CHUNK_BYTES, hash_file, hash_file_with_progress,
+    BlobReader, BlobStream, Client, ClientOptions, DEADLINE_MS_DEFAULT, Progress, PutOutcome,
+    SEED_SERVER_NAME, hash_file, hash_file_with_progress,
 };
 pub use error::{ClientError, classify_connection_error};
 pub use layout_file::load_layout;

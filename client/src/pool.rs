@@ -15,17 +15,7 @@ use cairn_core::wire::{self, Request, Response};
 
 use crate::error::{ClientError, classify_connection_error};
 use crate::framing;
-
-/// How long a connection attempt may take before the node counts as unreachable.
-pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
-
-/// After a failed connection attempt, requests skip the node for this long before trying
-/// again; each further failure doubles the pause, up to `DOWN_BACKOFF_MS_MAX`.
-pub const DOWN_BACKOFF_MS_MIN: u64 = 250;
-
-/// Longest pause before a node that keeps failing is tried again. Bounds how long a node that
-/// came back waits to be used.
-pub const DOWN_BACKOFF_MS_MAX: u64 = 4_000;
+use crate::limits::{CONNECT_TIMEOUT_MS, DOWN_BACKOFF_MS_MAX, DOWN_BACKOFF_MS_MIN};
 
 #[derive(Default)]
 struct Slot {

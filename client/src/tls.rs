@@ -16,27 +16,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use cairn_core::wire::ALPN;
 
-/// Concurrent bidirectional streams (requests) one peer may open on a connection.
-pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
-
-/// A connection silent for this long is closed; a dead peer is noticed within it.
-pub const IDLE_TIMEOUT_MS: u64 = 4_000;
-
-/// Keep-alive period: well under the idle timeout so idle pooled connections stay open.
-pub const KEEP_ALIVE_INTERVAL_MS: u64 = 1_000;
-
-/// Bytes one stream may have in flight toward the receiver before flow control stops it.
-pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
-
-/// Bytes all streams of a connection may have in flight toward the receiver.
-pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
-
-/// Bytes buffered for sending per connection.
-pub const SEND_WINDOW_BYTES: u64 = 16 * 1024 * 1024;
-
-/// UDP socket send and receive buffer size. The default 208 KiB loses thousands of packets per
-/// GiB on loopback bursts; 4 MiB loses none.
-pub const UDP_SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+use crate::limits::{
+    CONNECTION_RECEIVE_WINDOW_BYTES, IDLE_TIMEOUT_MS, KEEP_ALIVE_INTERVAL_MS, SEND_WINDOW_BYTES,
+    STREAM_RECEIVE_WINDOW_BYTES, STREAMS_PER_CONNECTION_MAX, UDP_SOCKET_BUFFER_BYTES,
+};
 
 /// Why a TLS identity or configuration could not be set up.
 #[derive(Debug, thiserror::Error)]

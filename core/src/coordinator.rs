@@ -384,6 +384,7 @@ impl DeleteCoordinator {
         };
         let mut actions = Vec::new();
         coordinator.decide(&mut actions);
+        coordinator.assert_invariants();
         (coordinator, actions)
     }
 
@@ -431,6 +432,7 @@ impl DeleteCoordinator {
         self.replicas[replica] = state;
         self.existed |= existed;
         self.decide(&mut actions);
+        self.assert_invariants();
         actions
     }
 
@@ -459,6 +461,27 @@ impl DeleteCoordinator {
         actions.push(DeleteAction::Acknowledge {
             existed: self.existed,
         });
+    }
+
+    fn assert_invariants(&self) {
+        let waiting = self.waiting().count();
+        // What must hold: a verdict once every replica answered, and an acknowledgement only
+        // on the write quorum's tombstones.
+        if waiting == 0 {
+            assert!(self.verdict.is_some(), "every replica answered, no verdict");
+        }
+        if self.verdict == Some(Verdict::Acknowledged) {
+            assert!(
+                self.deleted() >= self.write_quorum,
+                "acknowledged with {} of {} tombstones",
+                self.deleted(),
+                self.write_quorum
+            );
+        }
+        // What must not: a verdict while a replica may still answer.
+        if self.verdict.is_some() {
+            assert_eq!(waiting, 0, "a verdict before every replica answered");
+        }
     }
 }
 

@@ -39,6 +39,16 @@ struct Pending {
 }
 
 /// Pending hints and when each is due. Pure: the caller passes the time in milliseconds.
+///
+/// # The driver's contract
+///
+/// - `now_ms` is any monotonic millisecond clock of the caller's; it never decreases.
+/// - Insert each hint once, under an id never used before (the durable log hands them out),
+///   only once it is durable.
+/// - [`HintQueue::take_due`] hands each hint out once; report how its delivery went with
+///   [`HintQueue::delivered`] or [`HintQueue::failed`] (a delivery that hangs is ended by a
+///   timeout, as a failure). What delivering means is [`plan`]'s.
+/// - Call [`HintQueue::wake`] when a target is seen alive again.
 #[derive(Debug)]
 pub struct HintQueue {
     entries: BTreeMap<u64, Pending>,

@@ -129,6 +129,18 @@ pub enum MemberEvent {
 }
 
 /// The failure detector of one node.
+///
+/// # The driver's contract
+///
+/// - Time is an argument: `now_ms` is this node's wall clock in milliseconds and never
+///   decreases from one call to the next.
+/// - Call [`Membership::set_peers`] at start and whenever a layout is adopted, with every node
+///   to watch: the layout's and the previous layout's, this node aside.
+/// - Call [`Membership::tick`] at least once per heartbeat interval, and send this node's
+///   heartbeat to each peer a `SendHeartbeat` names.
+/// - Give every heartbeat received, from any node, to [`Membership::on_heartbeat`].
+/// - On `NewerLayout`, fetch that peer's layout; on `StateChanged` to `Up`, tell the healer
+///   (`Healer::on_peer_up`) and wake the hints for that peer.
 #[derive(Debug)]
 pub struct Membership {
     settings: FailureDetectorSettings,
@@ -162,6 +174,7 @@ impl Membership {
         }
         self.peers = next;
         self.layout_version = layout_version;
+        self.assert_invariants();
     }
 
     /// Heartbeats due and state changes from silence.
@@ -199,6 +212,7 @@ impl Membership {
                 view.state = state;
             }
         }
+        self.assert_invariants();
         events
     }
 
@@ -230,6 +244,7 @@ impl Membership {
             });
             view.state = PeerState::Up;
         }
+        self.assert_invariants();
         events
     }
 
@@ -247,6 +262,21 @@ impl Membership {
 
     pub fn settings(&self) -> &FailureDetectorSettings {
         &self.settings
+    }
+
+    /// Checks the views in debug builds and in the simulator.
+    fn assert_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        for (id, view) in &self.peers {
+            assert_eq!(*id, view.id, "a view filed under another id");
+            // What must not: a peer trusted before it has spoken.
+            assert!(
+                view.state != PeerState::Up || view.heard_ms.is_some(),
+                "{id} is up but was never heard from"
+            );
+        }
     }
 }
 

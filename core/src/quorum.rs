@@ -73,7 +73,10 @@ enum Phase {
     Done,
 }
 
-/// Tracks one put's replicas toward its write quorum.
+/// Tracks one put's replicas toward its write quorum: the arithmetic under
+/// [`crate::coordinator::PutCoordinator`], which keeps each replica's state and hands this
+/// counter each replica's reports in order (`Prepared` at most once, then `Stored` or `Failed`
+/// once). Drive the coordinator, not this.
 #[derive(Debug)]
 pub struct WriteQuorum {
     replicas: usize,

@@ -1,10 +1,12 @@
-//! Deterministic simulation of a Cairn cluster: six nodes run the real healer
-//! (`cairn_node::heal`), failure detector (`membership`) and write quorum (`quorum`) on a
-//! virtual clock, under clients and injected faults (lost, late, duplicated and reordered
-//! messages; one-way and two-way partitions; crashes that lose unsynced writes; corrupt copies;
-//! layout changes). After the faults stop the cluster must converge, and the history of
-//! acknowledged operations must hold: no acknowledged blob lost, no deleted blob back, nothing
-//! corrupt served. See `sim/world.rs` for the model.
+//! Deterministic simulation of a Cairn cluster, built from `cairn-core` alone: six nodes run
+//! the state machines that ship (the healer and scrubber of `heal`, the failure detector of
+//! `membership`, the put and delete coordinators of `coordinator`, and hinted handoff's queue
+//! and plan of `hints`) on a virtual clock, under clients and injected faults (lost, late,
+//! duplicated and reordered messages; one-way and two-way partitions; crashes that lose unsynced
+//! writes; corrupt copies; layout changes). After the faults stop the cluster must converge,
+//! every hint must have been delivered, and the history of acknowledged operations must hold:
+//! no acknowledged blob lost, no deleted blob back, nothing corrupt served. See `sim/world.rs`
+//! for the model.
 //!
 //! Environment: `CAIRN_SIM_SEEDS` (default 2000) seeds are run, from `CAIRN_SIM_FIRST_SEED`
 //! (default 0); `CAIRN_SIM_SEED=<n>` replays one seed and prints its trace

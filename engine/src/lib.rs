@@ -27,14 +27,13 @@ pub mod limits;
 mod segment;
 pub mod storage;
 mod store;
-mod writer;
 
 pub use error::{CorruptionKind, Error, ReadOnlyReason, Result};
 pub use hash::{Hash, HashParseError};
 pub use store::{
-    BlobStat, CompactionReport, Config, RecoveryReport, ScrubReport, Stats, Store, SyncMode,
+    BlobStat, BlobWriter, CompactionReport, Config, RecoveryReport, ScrubReport, Stats, Store,
+    SyncMode,
 };
-pub use writer::BlobWriter;
 
 use std::fmt;
 use std::ops::Deref;

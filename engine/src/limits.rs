@@ -52,6 +52,9 @@ pub const SYNC_INTERVAL_MS_MAX: u64 = 60_000;
 /// segment, so one retry is normally enough.
 pub const READ_RETRY_COUNT_MAX: u32 = 8;
 
+/// Zeros are written over a torn tail in pieces of at most this size.
+pub const ZERO_WRITE_BYTES_MAX: u64 = 1024 * 1024;
+
 const _: () = assert!(SEGMENT_BYTES_MIN >= SEGMENT_HEADER_BYTES + 16 * RECORD_HEADER_BYTES);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT >= SEGMENT_BYTES_MIN);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);

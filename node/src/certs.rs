@@ -209,6 +209,10 @@ fn hex(bytes: &[u8]) -> String {
 /// Random bytes in a generated S3 secret key (hex-encoded: 40 characters).
 pub const S3_SECRET_RANDOM_BYTES: usize = 20;
 
+// Generated secrets, written as hex, are long enough for the node to accept them.
+const _: () = assert!(2 * HTTP_TOKEN_RANDOM_BYTES >= crate::limits::HTTP_TOKEN_BYTES_MIN);
+const _: () = assert!(2 * S3_SECRET_RANDOM_BYTES >= crate::limits::S3_SECRET_KEY_BYTES_MIN);
+
 /// Writes `dir/s3-credentials.toml` with one random access key for the S3 front, unless it
 /// exists; returns its path.
 pub fn generate_s3_credentials(dir: &Path) -> Result<PathBuf, CertError> {

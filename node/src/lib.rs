@@ -6,7 +6,10 @@
 //!
 //! 1. [`node`]: the composition root, [`Node`].
 //! 2. `quic` (the QUIC server), [`healing`], [`hints`], [`meta`], [`http`], [`s3`], [`admin`]:
-//!    the servers, loops and fronts, side by side.
+//!    the servers, loops and fronts, side by side. The few arrows between them run one way:
+//!    `quic` hands node-protocol messages to `healing` and `meta`, `http` asks `healing` and
+//!    `admin` for the cluster's status, `s3` reads and writes through `meta`; none of them is
+//!    imported by `healing`, `meta` or `admin`.
 //! 3. [`net`] (calls to other nodes), [`front`] (what the fronts share), [`replica`] (this
 //!    node's own blob operations).
 //! 4. `state`: the handles every part shares.

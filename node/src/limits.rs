@@ -218,6 +218,14 @@ pub const S3_MARK_LINGER_MS: u64 = 100;
 /// Pause between tries of a batch of marks, times the try's number.
 pub const S3_MARK_RETRY_PAUSE_MS: u64 = 500;
 
+// ---- The `cairn` command ----
+
+/// How often `cairn gc` asks for progress.
+pub const GC_POLL_MS: u64 = 500;
+
+/// How often `cairn layout status` asks the nodes.
+pub const MOVE_POLL_MS: u64 = 1_000;
+
 // ---- Relations ----
 
 // A replica's queue of body pieces fits what a replica link may hold while it connects.

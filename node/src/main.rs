@@ -12,6 +12,7 @@ use cairn_core::status::{ClusterStatus, MoveProgress, NodeStatus};
 use cairn_node::admin::Admin;
 use cairn_node::config::{ClientFileConfig, NodeConfig};
 use cairn_node::dev::{self, ClusterSpec};
+use cairn_node::limits::{GC_POLL_MS, MOVE_POLL_MS};
 use cairn_node::{Node, certs, clock};
 use clap::{Parser, Subcommand};
 
@@ -278,9 +279,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Gc { node, status } => gc_command(&cli.client, node, status).await,
     }
 }
-
-/// How often `cairn gc` asks for progress.
-const GC_POLL_MS: u64 = 500;
 
 async fn gc_command(client: &Path, node: Option<String>, status_only: bool) -> Result<()> {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -570,9 +568,6 @@ async fn follow_moves(admin: &mut Admin, once: bool, timeout_secs: u64) -> Resul
     admin.close().await;
     Ok(())
 }
-
-/// How often `cairn layout status` asks the nodes.
-const MOVE_POLL_MS: u64 = 1_000;
 
 async fn connect(path: &Path) -> Result<Client> {
     let config = ClientFileConfig::load(path).map_err(|e| {

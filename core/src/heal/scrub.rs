@@ -10,6 +10,14 @@ use crate::limits::SCRUB_BLOBS_PER_STEP_MAX;
 
 /// Scrub pacing: which hashes to verify next, at a bytes-per-second budget, resumable from a
 /// cursor the driver stores.
+///
+/// # The driver's contract
+///
+/// - Call [`Scrubber::step`] regularly with the time (milliseconds on the wall clock, never
+///   decreasing); read each blob it returns, check it against its name, and report a corrupt
+///   one to the healer (`Healer::on_corrupt`) once the engine has quarantined it.
+/// - Store [`Scrubber::cursor`] now and then and give it to [`Scrubber::new`] after a restart,
+///   so a pass resumes where it stood.
 #[derive(Debug)]
 pub struct Scrubber {
     cursor: Option<BlobHash>,

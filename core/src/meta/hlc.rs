@@ -42,6 +42,12 @@ impl Stamp {
 }
 
 /// One node's clock.
+///
+/// # The driver's contract
+///
+/// - Stamp every write with [`Hlc::now`], passing the node's wall clock in milliseconds.
+/// - Show it every stamp that arrives from elsewhere (a write to merge, a record read) with
+///   [`Hlc::observe`], so later stamps order after it; a stamp too far ahead is refused.
 #[derive(Debug)]
 pub struct Hlc {
     node: u64,

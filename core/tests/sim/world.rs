@@ -1,5 +1,5 @@
-//! The simulated cluster of one seed: six nodes driving the real healer, failure detector and
-//! write-quorum state machines, a faulty network, clients, and a fault injector, all on one
+//! The simulated cluster of one seed: six nodes driving the shipped healer, failure detector,
+//! coordinators and hint queue, a faulty network, clients, and a fault injector, all on one
 //! virtual clock. Every choice comes from one seeded generator and events run in (time,
 //! sequence) order, so a seed replays exactly.
 //!
@@ -23,12 +23,20 @@
 //! counts every peer as up (it has no failure detector for them).
 //!
 //! **Clients.** A put goes to a random coordinator of the operator's layout, which gives it
-//! its clock as version and runs `WriteQuorum` over the owners in its own layout: prepare
-//! (staged, invisible), commit (durable; a copy already there takes the newer version and, if
-//! corrupt, the put's good bytes), abort; replicas that do not answer a phase in time count as
-//! failed. A delete writes tombstones on the owners, acknowledged at the write quorum. A read
-//! asks the owners of the current and the previous layout; replicas never serve a corrupt copy.
-//! Every operation is recorded (`history.rs`); one whose coordinator crashed stays pending.
+//! its clock as version and drives the shipped `PutCoordinator` over the owners in its own
+//! layout (itself among them when it is one): prepare (staged, invisible), commit (durable; a
+//! copy already there takes the newer version and, if corrupt, the put's good bytes), abort;
+//! replicas that do not answer a phase in time count as failed. A delete drives the shipped
+//! `DeleteCoordinator`: tombstones on the owners, decided once every owner answered or timed
+//! out, acknowledged at the write quorum. A read asks the owners of the current and the previous
+//! layout; replicas never serve a corrupt copy. Every operation is recorded (`history.rs`); one
+//! whose coordinator crashed stays pending.
+//!
+//! **Hints.** A replica the coordinator knows missed a put or a delete gets a hint, durable on
+//! the coordinator (like the node's hint log) before its answer. Each tick, a node hands the
+//! due hints of its `HintQueue` to `hints::plan` with what it holds now, and pushes the copy or
+//! the tombstone, or drops the hint; failures back off, a peer seen up again wakes its hints,
+//! and a restart replays the log. The cluster has converged only once every hint is delivered.
 //!
 //! **Faults.** In storms: lost, duplicated and (by random latency) reordered messages,
 //! one-way and two-way partitions, crashes, a corrupt copy of a blob that has another intact

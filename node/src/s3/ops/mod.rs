@@ -116,7 +116,7 @@ impl S3Front {
 
     pub(super) async fn require_bucket(&self, bucket: &str) -> S3Result<()> {
         let seen = self.buckets_seen.lock().get(bucket).copied();
-        if seen.is_some_and(|t| t.elapsed() < Duration::from_millis(S3_BUCKET_SEEN_MS)) {
+        if seen.is_some_and(|t| clock::since(t) < Duration::from_millis(S3_BUCKET_SEEN_MS)) {
             return Ok(());
         }
         let entry = self.read_meta(&records::bucket_key(bucket)).await?;
@@ -126,7 +126,7 @@ impl S3Front {
                 if seen.len() >= S3_BUCKETS_SEEN_MAX {
                     seen.clear();
                 }
-                seen.insert(bucket.to_string(), Instant::now());
+                seen.insert(bucket.to_string(), clock::now());
                 Ok(())
             }
             None => Err(s3_error!(NoSuchBucket, "no bucket {bucket}")),
@@ -205,7 +205,7 @@ impl S3Front {
     /// wrote or touched what it refers to at `since`.
     pub(super) fn within_reference_window(&self, since: Instant) -> S3Result<()> {
         let window = Duration::from_millis(super::gc::reference_window_ms(&self.settings));
-        if since.elapsed() > window {
+        if clock::since(since) > window {
             return Err(s3_error!(
                 ServiceUnavailable,
                 "the request took longer than {} ms; nothing was committed, retry it",

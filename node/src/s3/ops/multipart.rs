@@ -140,7 +140,7 @@ impl S3Front {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let started = Instant::now();
+        let started = clock::now();
         let input = req.input;
         if !(1..=S3_PART_NUMBER_MAX).contains(&input.part_number) {
             return Err(s3_error!(
@@ -184,7 +184,7 @@ impl S3Front {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        let started = Instant::now();
+        let started = clock::now();
         let input = req.input;
         if !(1..=S3_PART_NUMBER_MAX).contains(&input.part_number) {
             return Err(s3_error!(

@@ -14,7 +14,7 @@ impl S3Front {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let started = Instant::now();
+        let started = clock::now();
         let input = req.input;
         check_key(&input.key)?;
         refuse_conditional_write(input.if_match.is_some() || input.if_none_match.is_some())?;
@@ -206,7 +206,7 @@ impl S3Front {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
-        let started = Instant::now();
+        let started = clock::now();
         let input = req.input;
         check_key(&input.key)?;
         let (src_bucket, src_key) = copy_source_key(&input.copy_source)?;

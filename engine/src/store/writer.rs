@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::{Inner, Store};
 use crate::Hash;
 use crate::error::{Error, Result};
 use crate::format::{self, RecordHeader, RecordKind, SegmentHeader, SegmentKind};
@@ -15,7 +16,6 @@ use crate::limits::{
 };
 use crate::segment::Segment;
 use crate::storage::StorageFile;
-use crate::store::{Inner, Store};
 
 /// Where a dedicated segment's payload starts.
 const PAYLOAD_OFFSET: u64 = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES;

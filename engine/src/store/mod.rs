@@ -2,6 +2,10 @@
 //! shared segment under one lock, then a shared fsync), reads, deletes, sealing with hint files,
 //! compaction and scrubbing.
 
+mod writer;
+
+pub use writer::BlobWriter;
+
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -21,11 +25,11 @@ use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::limits::{
     BLOB_BYTES_MAX, READ_RETRY_COUNT_MAX, RECORD_HEADER_BYTES, SEGMENT_BYTES_DEFAULT,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, STREAM_BUFFER_BYTES_MAX,
-    SYNC_INTERVAL_MS_MAX,
+    SYNC_INTERVAL_MS_MAX, ZERO_WRITE_BYTES_MAX,
 };
 use crate::segment::{Segment, SyncFailed};
 use crate::storage::{RealStorage, Storage, StorageFile};
-use crate::{Blob, BlobWriter, Hash};
+use crate::{Blob, Hash};
 
 /// When writes become durable. See the crate documentation for the exact contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -520,7 +524,7 @@ impl Inner {
         }
         self.check_writable()?;
         if format::record_bytes(len) > self.shared_record_bytes_max() {
-            let mut file = crate::writer::DedicatedFile::create(self)?;
+            let mut file = writer::DedicatedFile::create(self)?;
             let written = file.append(self, bytes);
             return match written {
                 Ok(()) => file.finish(self, hash),
@@ -1023,7 +1027,7 @@ impl Inner {
         Ok(())
     }
 
-    /// Rebuilds the index from the segment files. See ARCHITECTURE.md, "Recovery".
+    /// Rebuilds the index from the segment files. See engine/FORMAT.md, "Recovery".
     fn recover(&mut self, report: &mut RecoveryReport) -> Result<()> {
         let dir = self.segment_dir.clone();
         let names = self
@@ -1298,9 +1302,6 @@ fn read_segment_header(
     }
     Ok(header)
 }
-
-/// Zeros are written over a torn tail in pieces of at most this size.
-const ZERO_WRITE_BYTES_MAX: u64 = 1024 * 1024;
 
 /// The length of the shortest prefix of `tail` after which every byte is zero; `None` if the
 /// whole tail is zero. Checks 4 KiB blocks from the end, eight bytes at a time.
