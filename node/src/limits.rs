@@ -256,6 +256,11 @@ const _: () = assert!(META_PAGE_BYTES_MAX <= PEER_MESSAGE_BYTES_MAX);
 // A batch of marks (a 32-byte hash, a stamp and a touch time each) fits one metadata write.
 const _: () = assert!(S3_MARK_BATCH_MAX * (32 + 64) <= META_PAGE_BYTES_MAX);
 const _: () = assert!(S3_MARK_BATCH_MAX <= S3_MARK_QUEUE_MAX);
+// A reference to a blob is in place within the collector's grace period: its commit starts
+// within a quarter of it (`s3::gc::reference_window_ms`) and a metadata write, new stamps
+// included, ends within `META_CALL_TIMEOUT_MS`; both well before a collection that could take
+// the blob.
+const _: () = assert!(GC_GRACE_MS_MIN / 4 + META_CALL_TIMEOUT_MS < GC_GRACE_MS_MIN);
 // Shutdown waits a bounded time for its tasks.
 const _: () = assert!(SHUTDOWN_WAIT_STEP_MS * SHUTDOWN_WAIT_STEPS as u64 <= 10_000);
 // The in-memory part of a front's body is far below what a blob may be.

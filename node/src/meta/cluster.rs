@@ -147,11 +147,23 @@ pub(super) async fn ask_local(
     }
 }
 
-/// Sends one request to one owner (this node included) and waits for its answer.
+/// Sends one request to one owner (this node included) and waits for its answer, for at
+/// most `META_CALL_TIMEOUT_MS`.
 pub(super) async fn ask(
     state: &Arc<State>,
     node: &NodeSpec,
     msg: MetaMsg,
+) -> Result<MetaReply, MetaCallError> {
+    let deadline = clock::deadline_after(Duration::from_millis(META_CALL_TIMEOUT_MS));
+    ask_until(state, node, msg, deadline).await
+}
+
+/// [`ask`], given up at `deadline`; an owner that is restarting is asked again meanwhile.
+async fn ask_until(
+    state: &Arc<State>,
+    node: &NodeSpec,
+    msg: MetaMsg,
+    deadline: tokio::time::Instant,
 ) -> Result<MetaReply, MetaCallError> {
     if node.id == state.id {
         return ask_local(state, msg).await;
@@ -161,7 +173,6 @@ pub(super) async fn ask(
         from: state.id.clone(),
         msg,
     };
-    let deadline = clock::deadline_after(Duration::from_millis(META_CALL_TIMEOUT_MS));
     let mut pause = Duration::from_millis(META_RETRY_PAUSE_MS_MIN);
     loop {
         let call = peer::call(&state.pool, node, layout_version, &request);
@@ -214,18 +225,19 @@ pub(super) fn owners_of(state: &State, part: &Partition) -> Vec<NodeSpec> {
     owners(state, part).0
 }
 
-/// Asks every owner at once; the answers arrive on the receiver as they come, each owner's
-/// request running to its end even after the caller stops listening.
+/// Asks every owner at once, until `deadline`; the answers arrive on the receiver as they
+/// come, each owner's request running to its end even after the caller stops listening.
 fn fan_out(
     state: &Arc<State>,
     owners: &[NodeSpec],
     msg: &MetaMsg,
+    deadline: tokio::time::Instant,
 ) -> mpsc::UnboundedReceiver<(usize, Result<MetaReply, MetaCallError>)> {
     let (tx, rx) = mpsc::unbounded_channel();
     for (i, node) in owners.iter().enumerate() {
         let (state, node, msg, tx) = (state.clone(), node.clone(), msg.clone(), tx.clone());
         tokio::spawn(async move {
-            let reply = ask(&state, &node, msg).await;
+            let reply = ask_until(&state, &node, msg, deadline).await;
             let _ = tx.send((i, reply));
         });
     }
@@ -233,16 +245,17 @@ fn fan_out(
 }
 
 /// Asks every owner and collects the answers `pick` accepts (it hands back the others) until
-/// `needed` have come, or so many failed that `needed` no longer can; returns them with the
-/// owner's index.
+/// `needed` have come, or so many failed (or `deadline` passed) that `needed` no longer can;
+/// returns them with the owner's index.
 async fn gather<T>(
     state: &Arc<State>,
     owners: &[NodeSpec],
     msg: &MetaMsg,
     needed: usize,
+    deadline: tokio::time::Instant,
     pick: impl Fn(MetaReply) -> Result<T, MetaReply>,
 ) -> Result<Vec<(usize, T)>, MetaError> {
-    let mut answers = fan_out(state, owners, msg);
+    let mut answers = fan_out(state, owners, msg, deadline);
     let (mut got, mut failures) = (Vec::new(), Vec::new());
     while let Some((i, reply)) = answers.recv().await {
         match reply.map(&pick) {
@@ -275,13 +288,16 @@ pub(crate) fn stamp(state: &State) -> Stamp {
 /// Writes entries of one partition to its owners; returns once the write quorum has them
 /// durably, and they stand: if an owner kept a newer entry (written through a node whose clock
 /// ran ahead of ours), the clock moves past it and the write is sent again with a new stamp, so
-/// a write acknowledged after another one is never hidden behind it.
+/// a write acknowledged after another one is never hidden behind it. The whole write, its new
+/// stamps included, ends within `META_CALL_TIMEOUT_MS` (the collector's safety counts on it:
+/// see `s3::gc`), or fails.
 pub(crate) async fn write(
     state: &Arc<State>,
     mut writes: Vec<(MetaKey, Entry)>,
 ) -> Result<(), MetaError> {
+    let deadline = clock::deadline_after(Duration::from_millis(META_CALL_TIMEOUT_MS));
     for _ in 0..META_RESTAMP_ATTEMPTS_MAX {
-        let Some(newer) = write_once(state, &writes).await? else {
+        let Some(newer) = write_once(state, &writes, deadline).await? else {
             return Ok(());
         };
         let fresh = {
@@ -293,7 +309,7 @@ pub(crate) async fn write(
             entry.stamp = fresh;
         }
     }
-    write_once(state, &writes).await.map(|_| ())
+    write_once(state, &writes, deadline).await.map(|_| ())
 }
 
 /// Writes entries that stand only if nothing newer was written meanwhile (the collector's
@@ -302,7 +318,8 @@ pub(crate) async fn write_conditional(
     state: &Arc<State>,
     writes: Vec<(MetaKey, Entry)>,
 ) -> Result<(), MetaError> {
-    write_once(state, &writes).await.map(|_| ())
+    let deadline = clock::deadline_after(Duration::from_millis(META_CALL_TIMEOUT_MS));
+    write_once(state, &writes, deadline).await.map(|_| ())
 }
 
 /// One round of a write: every owner asked, done at the write quorum; returns the newest stamp
@@ -310,6 +327,7 @@ pub(crate) async fn write_conditional(
 async fn write_once(
     state: &Arc<State>,
     writes: &[(MetaKey, Entry)],
+    deadline: tokio::time::Instant,
 ) -> Result<Option<Stamp>, MetaError> {
     let Some((first, _)) = writes.first() else {
         return Ok(None);
@@ -319,10 +337,17 @@ async fn write_once(
     let msg = MetaMsg::Write {
         writes: writes.to_vec(),
     };
-    let written = gather(state, &owners, &msg, quorums.write, |reply| match reply {
-        MetaReply::Written { newer } => Ok(newer),
-        other => Err(other),
-    })
+    let written = gather(
+        state,
+        &owners,
+        &msg,
+        quorums.write,
+        deadline,
+        |reply| match reply {
+            MetaReply::Written { newer } => Ok(newer),
+            other => Err(other),
+        },
+    )
     .await?;
     Ok(written.into_iter().filter_map(|(_, newer)| newer).max())
 }
@@ -332,10 +357,18 @@ async fn write_once(
 pub(crate) async fn read(state: &Arc<State>, key: &MetaKey) -> Result<Option<Entry>, MetaError> {
     let (owners, quorums) = owners(state, &key.part);
     let msg = MetaMsg::Read { key: key.clone() };
-    let seen = gather(state, &owners, &msg, quorums.read, |reply| match reply {
-        MetaReply::Entry(entry) => Ok(entry),
-        other => Err(other),
-    })
+    let deadline = clock::deadline_after(Duration::from_millis(META_CALL_TIMEOUT_MS));
+    let seen = gather(
+        state,
+        &owners,
+        &msg,
+        quorums.read,
+        deadline,
+        |reply| match reply {
+            MetaReply::Entry(entry) => Ok(entry),
+            other => Err(other),
+        },
+    )
     .await?;
     let best = seen
         .iter()
@@ -379,10 +412,18 @@ pub(crate) async fn scan_page(
         prefix: prefix.to_vec(),
         limit: limit.clamp(1, META_PAGE_ENTRIES_MAX) as u32,
     };
-    let pages = gather(state, &owners, &msg, quorums.read, |reply| match reply {
-        MetaReply::Page(page) => Ok(page),
-        other => Err(other),
-    })
+    let deadline = clock::deadline_after(Duration::from_millis(META_CALL_TIMEOUT_MS));
+    let pages = gather(
+        state,
+        &owners,
+        &msg,
+        quorums.read,
+        deadline,
+        |reply| match reply {
+            MetaReply::Page(page) => Ok(page),
+            other => Err(other),
+        },
+    )
     .await?;
     Ok(merge_pages(
         pages.into_iter().map(|(_, page)| page).collect(),
