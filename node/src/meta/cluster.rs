@@ -147,6 +147,11 @@ pub(super) async fn ask_local(
     }
 }
 
+/// When a metadata call started now must end: `META_CALL_TIMEOUT_MS` from now.
+fn call_deadline() -> tokio::time::Instant {
+    clock::deadline_after(Duration::from_millis(META_CALL_TIMEOUT_MS))
+}
+
 /// Sends one request to one owner (this node included) and waits for its answer, for at
 /// most `META_CALL_TIMEOUT_MS`.
 pub(super) async fn ask(
@@ -154,7 +159,7 @@ pub(super) async fn ask(
     node: &NodeSpec,
     msg: MetaMsg,
 ) -> Result<MetaReply, MetaCallError> {
-    let deadline = clock::deadline_after(Duration::from_millis(META_CALL_TIMEOUT_MS));
+    let deadline = call_deadline();
     ask_until(state, node, msg, deadline).await
 }
 
@@ -295,7 +300,7 @@ pub(crate) async fn write(
     state: &Arc<State>,
     mut writes: Vec<(MetaKey, Entry)>,
 ) -> Result<(), MetaError> {
-    let deadline = clock::deadline_after(Duration::from_millis(META_CALL_TIMEOUT_MS));
+    let deadline = call_deadline();
     for _ in 0..META_RESTAMP_ATTEMPTS_MAX {
         let Some(newer) = write_once(state, &writes, deadline).await? else {
             return Ok(());
@@ -318,7 +323,7 @@ pub(crate) async fn write_conditional(
     state: &Arc<State>,
     writes: Vec<(MetaKey, Entry)>,
 ) -> Result<(), MetaError> {
-    let deadline = clock::deadline_after(Duration::from_millis(META_CALL_TIMEOUT_MS));
+    let deadline = call_deadline();
     write_once(state, &writes, deadline).await.map(|_| ())
 }
 
@@ -357,7 +362,7 @@ async fn write_once(
 pub(crate) async fn read(state: &Arc<State>, key: &MetaKey) -> Result<Option<Entry>, MetaError> {
     let (owners, quorums) = owners(state, &key.part);
     let msg = MetaMsg::Read { key: key.clone() };
-    let deadline = clock::deadline_after(Duration::from_millis(META_CALL_TIMEOUT_MS));
+    let deadline = call_deadline();
     let seen = gather(
         state,
         &owners,
@@ -412,7 +417,7 @@ pub(crate) async fn scan_page(
         prefix: prefix.to_vec(),
         limit: limit.clamp(1, META_PAGE_ENTRIES_MAX) as u32,
     };
-    let deadline = clock::deadline_after(Duration::from_millis(META_CALL_TIMEOUT_MS));
+    let deadline = call_deadline();
     let pages = gather(
         state,
         &owners,

@@ -10,7 +10,7 @@ use cairn_core::Routing;
 use cairn_core::hints::HintKind;
 use cairn_core::limits::{REPAIR_TARGETS_MAX, REQUEST_HEADER_BYTES_MAX, RESPONSE_HEADER_BYTES_MAX};
 use cairn_core::wire::{ByteRange, Decision, ErrorCode, Response};
-use cairn_engine::{BlobStat, Hash};
+use cairn_engine::{BlobStat, BlobWriter, Hash};
 
 use super::body::receive;
 use super::{fail, respond};
@@ -103,17 +103,23 @@ pub(super) async fn replica_put(
         // Abort, or the coordinator went away: nothing becomes visible.
         return;
     }
-    let s = state.clone();
-    let committed =
-        tokio::task::spawn_blocking(move || replica::commit_copy(&s, writer, hash, version, true))
-            .await;
-    respond(&mut send, &stored_or_error(hash, committed)).await;
+    let stored = commit(state, writer, hash, version, true).await;
+    respond(&mut send, &stored).await;
 }
 
-fn stored_or_error(
+/// Makes a received copy durable off the async threads (`replica::commit_copy`); the answer
+/// to send.
+async fn commit(
+    state: &Arc<State>,
+    writer: BlobWriter,
     hash: Hash,
-    committed: Result<Result<(), LocalError>, tokio::task::JoinError>,
+    version: u64,
+    fresh: bool,
 ) -> Response {
+    let s = state.clone();
+    let committed =
+        tokio::task::spawn_blocking(move || replica::commit_copy(&s, writer, hash, version, fresh))
+            .await;
     match committed.map_err(LocalError::from).and_then(|r| r) {
         Ok(()) => Response::Stored {
             hash: *hash.as_bytes(),
@@ -137,11 +143,8 @@ pub(super) async fn store_copy(
         Ok(writer) => writer,
         Err(e) => return fail(&mut send, e.code(), e.to_string()).await,
     };
-    let s = state.clone();
-    let committed =
-        tokio::task::spawn_blocking(move || replica::commit_copy(&s, writer, hash, version, false))
-            .await;
-    respond(&mut send, &stored_or_error(hash, committed)).await;
+    let stored = commit(state, writer, hash, version, false).await;
+    respond(&mut send, &stored).await;
 }
 
 /// A delete from a coordinator: this node's copy only.
