@@ -232,21 +232,13 @@ fn library_code_returns_no_string_errors() {
             }
             let code = code_of(&read(&path));
             let flat: String = code.split_whitespace().collect::<Vec<_>>().join(" ");
-            for pattern in [", String>", "(ErrorCode, String)"] {
-                let mut at = 0;
-                while let Some(i) = flat[at..].find(pattern) {
-                    let hit = at + i;
-                    // `Result<...` opened before this `, String>` on the same item.
-                    let before = &flat[..hit];
-                    let open = before.rfind("Result<").unwrap_or(0);
-                    let item_start = before.rfind([';', '{', '}']).unwrap_or(0);
-                    if pattern.starts_with('(') || open > item_start {
-                        let snippet: String =
-                            flat[hit.saturating_sub(60)..hit + pattern.len()].to_string();
-                        broken.push(format!("{}: …{snippet}", relative(&path)));
-                    }
-                    at = hit + pattern.len();
+            for args in generic_args(&flat, "Result<") {
+                if args.len() == 2 && args[1] == "String" {
+                    broken.push(format!("{}: Result<{}>", relative(&path), args.join(", ")));
                 }
+            }
+            if flat.contains("(ErrorCode, String)") {
+                broken.push(format!("{}: (ErrorCode, String)", relative(&path)));
             }
         }
     }
@@ -284,6 +276,36 @@ fn architecture_names_every_crate_and_top_level_module() {
         "ARCHITECTURE.md does not name:\n{}",
         missing.join("\n")
     );
+}
+
+/// The top-level generic arguments of every `name<...>` in `text` (`name` ends in `<`).
+fn generic_args<'a>(text: &'a str, name: &str) -> Vec<Vec<&'a str>> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find(name) {
+        let start = from + i + name.len();
+        let (mut depth, mut last, mut args) = (1, start, Vec::new());
+        for (j, c) in text[start..].char_indices() {
+            match c {
+                '<' | '(' | '[' => depth += 1,
+                '>' | ')' | ']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        args.push(text[last..start + j].trim());
+                        break;
+                    }
+                }
+                ',' if depth == 1 => {
+                    args.push(text[last..start + j].trim());
+                    last = start + j + 1;
+                }
+                _ => {}
+            }
+        }
+        out.push(args);
+        from = start;
+    }
+    out
 }
 
 /// The modules a file declares (`mod x;`, `pub mod x;`, `pub(crate) mod x;`), tests aside.
@@ -606,6 +628,11 @@ fn the_circle_finder_finds_circles_and_only_circles() {
     let circle = find_circle(&edge(&[("a", "b"), ("b", "c"), ("c", "a")])).expect("a circle");
     assert_eq!(circle.first(), circle.last());
     assert_eq!(circle.len(), 4);
+    // Generic arguments are split at the top level only.
+    let found = generic_args("fn f() -> Result<HashMap<String, String>, E> {}", "Result<");
+    assert_eq!(found[0], vec!["HashMap<String, String>", "E"]);
+    let found = generic_args("-> Result<Vec<u8>, String>;", "Result<");
+    assert_eq!(found[0], vec!["Vec<u8>", "String"]);
     // Paths are read from `use` trees and code alike.
     let paths = named_paths("use super::{a, b::{c, d as e}};\nfn f() { crate::x::y(); }");
     assert!(paths.contains(&vec!["super".into(), "a".into()]));
