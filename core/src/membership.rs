@@ -22,7 +22,7 @@ pub const DOWN_AFTER_MS_DEFAULT: u64 = 10_000;
 
 /// Timeouts of failure detection, from the node's configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FailureDetectorSettings {
     pub heartbeat_interval_ms: u64,
     pub suspect_after_ms: u64,

@@ -71,6 +71,7 @@ impl Authority {
     pub fn in_dir(dir: &Path) -> Result<Authority, CertError> {
         let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
         if cert_path.exists() && key_path.exists() {
+            narrow_secret(&key_path)?;
             let cert_pem = read(&cert_path)?;
             let key = KeyPair::from_pem(&read(&key_path)?)?;
             return Ok(Authority {
@@ -81,7 +82,7 @@ impl Authority {
         }
         let ca = Authority::new()?;
         write(&cert_path, &ca.cert_pem)?;
-        write(&key_path, &ca.key.serialize_pem())?;
+        write_secret(&key_path, &ca.key.serialize_pem())?;
         Ok(ca)
     }
 
@@ -139,6 +140,53 @@ fn write(path: &Path, text: &str) -> Result<(), CertError> {
     })
 }
 
+/// Writes a secret (a private key, a token, credentials) readable by its owner only: mode 0600
+/// from its creation on, and an existing file's mode is narrowed too.
+fn write_secret(path: &Path, text: &str) -> Result<(), CertError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| CertError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)
+}
+
+/// Narrows a secret written by an earlier version (mode 0644) to its owner.
+fn narrow_secret(path: &Path) -> Result<(), CertError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        CertError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Narrows every private key (`*.key`) in `dir` to its owner.
+pub fn narrow_keys(dir: &Path) -> Result<(), CertError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| CertError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "key") {
+            narrow_secret(&path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes `dir/ca.pem` (and `ca.key`) if absent, then `{name}.pem` and `{name}.key` for every
 /// node and client. Returns the files written.
 pub fn generate(
@@ -167,7 +215,7 @@ pub fn generate(
             dir.join(format!("{name}.key")),
         );
         write(&cert_path, &cert.cert_pem)?;
-        write(&key_path, &cert.key_pem)?;
+        write_secret(&key_path, &cert.key_pem)?;
         written.push(cert_path);
         written.push(key_path);
     }
@@ -182,10 +230,11 @@ pub const HTTP_TOKEN_RANDOM_BYTES: usize = 32;
 pub fn generate_http_token(dir: &Path) -> Result<PathBuf, CertError> {
     let path = dir.join("http.token");
     if path.exists() {
+        narrow_secret(&path)?;
         return Ok(path);
     }
     let bytes = random_bytes::<HTTP_TOKEN_RANDOM_BYTES>(&path)?;
-    write(&path, &format!("{}\n", hex(&bytes)))?;
+    write_secret(&path, &format!("{}\n", hex(&bytes)))?;
     Ok(path)
 }
 
@@ -218,6 +267,7 @@ const _: () = assert!(2 * S3_SECRET_RANDOM_BYTES >= crate::limits::S3_SECRET_KEY
 pub fn generate_s3_credentials(dir: &Path) -> Result<PathBuf, CertError> {
     let path = dir.join("s3-credentials.toml");
     if path.exists() {
+        narrow_secret(&path)?;
         return Ok(path);
     }
     let bytes = random_bytes::<{ 5 + S3_SECRET_RANDOM_BYTES }>(&path)?;
@@ -227,6 +277,6 @@ pub fn generate_s3_credentials(dir: &Path) -> Result<PathBuf, CertError> {
         hex(&bytes[..5]).to_uppercase(),
         hex(&bytes[5..])
     );
-    write(&path, &text)?;
+    write_secret(&path, &text)?;
     Ok(path)
 }

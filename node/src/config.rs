@@ -60,10 +60,28 @@ pub enum ConfigError {
     Read { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
+    /// A key no configuration knows: a misspelling, most likely.
+    #[error(
+        "{path}{}: unknown key `{key}`{}",
+        line.map(|l| format!(", line {l}")).unwrap_or_default(),
+        closest.as_ref().map(|c| format!("; did you mean `{c}`?")).unwrap_or_default()
+    )]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        line: Option<usize>,
+        closest: Option<String>,
+    },
+    /// A file holding a secret that others than its owner may read.
+    #[error(
+        "{path} holds a secret and is readable by others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
+    Exposed { path: PathBuf, mode: u32 },
 }
 
 /// Paths to a peer's PEM files.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
@@ -71,6 +89,7 @@ pub struct TlsFiles {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct HintSettings {
     pub retry_ms_min: u64,
     pub retry_ms_max: u64,
@@ -105,7 +124,7 @@ pub const HTTP_IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 
 /// The HTTP front's settings (`[http]`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: SocketAddr,
     /// A file holding the bearer token every request must carry; required unless `listen` is a
@@ -148,6 +167,7 @@ impl HttpSettings {
                 ),
             });
         };
+        check_secret_file(path)?;
         let token = read(path)?.trim().to_string();
         if token.len() < HTTP_TOKEN_BYTES_MIN {
             return Err(ConfigError::Parse {
@@ -185,6 +205,7 @@ pub const GC_DELETES_PER_SEC_DEFAULT: u32 = 200;
 
 /// The S3 front's settings (`[s3]`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct S3Settings {
     #[serde(default = "s3_listen_default")]
     pub listen: SocketAddr,
@@ -256,6 +277,7 @@ impl S3Settings {
     /// Reads the access keys; at least one is required.
     pub fn load_credentials(&self) -> Result<Vec<S3Key>, ConfigError> {
         let path = &self.credentials_file;
+        check_secret_file(path)?;
         let file: S3CredentialsFile = parse(path, &read(path)?)?;
         if file.keys.is_empty() {
             return Err(ConfigError::Parse {
@@ -286,18 +308,21 @@ impl S3Settings {
 
 /// One S3 access key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct S3Key {
     pub access_key: String,
     pub secret_key: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct S3CredentialsFile {
     #[serde(default)]
     keys: Vec<S3Key>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     pub id: String,
     pub data_dir: PathBuf,
@@ -322,6 +347,7 @@ pub struct NodeConfig {
 
 /// What the CLI needs to reach a cluster.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct ClientFileConfig {
     pub layout: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -337,10 +363,95 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        match unknown_key(e.message()) {
+            Some((key, known)) => ConfigError::UnknownKey {
+                path: path.to_path_buf(),
+                closest: closest(&key, &known),
+                line: line_of_key(text, &key).or(line),
+                key,
+            },
+            None => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
+        }
+    })
+}
+
+/// The line (from 1) where `key` is set, if it is set on exactly one line.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| {
+        l.trim_start()
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    });
+    match (lines.next(), lines.next()) {
+        (Some((i, _)), None) => Some(i + 1),
+        _ => None,
+    }
+}
+
+/// The key and the known keys of serde's "unknown field `x`, expected one of `a`, `b`".
+fn unknown_key(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let known = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((key.to_string(), known))
+}
+
+/// The known key closest to `key` by edit distance, if it is close enough to be a misspelling.
+fn closest(key: &str, known: &[String]) -> Option<String> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.clone())
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// Refuses a file holding a secret (a private key, a token, credentials) that anyone but its
+/// owner may read.
+pub fn check_secret_file(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
         message: e.to_string(),
-    })
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::Exposed {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 fn resolve(base: &Path, p: &mut PathBuf) {

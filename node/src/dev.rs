@@ -178,6 +178,9 @@ pub fn write_cluster(dir: &Path, spec: &ClusterSpec) -> Result<ClusterFiles, Dev
     let ids: Vec<String> = spec.nodes.iter().map(|n| n.0.clone()).collect();
     if !certs_dir.join(format!("{CLIENT_CERT_NAME}.pem")).exists() {
         certs::generate(&certs_dir, &ids, &[CLIENT_CERT_NAME.to_string()])?;
+    } else {
+        // Kept from an earlier run, perhaps by a version that left keys readable to all.
+        certs::narrow_keys(&certs_dir)?;
     }
     let s3_key = match &spec.s3 {
         Some(_) => {

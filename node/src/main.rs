@@ -71,7 +71,7 @@ enum Command {
         #[arg(long)]
         http_token: bool,
     },
-    /// Store a file; prints its hash.
+    /// Store a file (or standard input, with -); prints its hash.
     Put { file: PathBuf },
     /// Fetch a blob into a file (or stdout with -o -).
     Get {
@@ -79,7 +79,7 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
-    /// Show a blob's length and which of its replicas hold it.
+    /// Show a blob's length and which of its replicas hold it (exit status 1: not found).
     Stat { hash: String },
     /// Delete a blob.
     Rm { hash: String },
@@ -100,6 +100,18 @@ enum Command {
         #[command(subcommand)]
         command: LayoutCommand,
     },
+    /// Check configuration files without starting anything.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a node's configuration: every key known, every setting in range, the layout
+    /// holding this node, certificates and secrets readable (and by their owner only).
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -147,7 +159,7 @@ async fn main() -> ExitCode {
     cairn_node::init_logging();
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("cairn: {e}");
             ExitCode::FAILURE
@@ -155,10 +167,89 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Exit status of `cairn stat` for a blob no replica holds.
+const EXIT_NOT_FOUND: u8 = 1;
+
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Stat { hash } => stat(&cli.client, &hash).await,
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let summary = config_check(&file)?;
+            println!("{}: ok ({summary})", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc { node, status } => gc_command(&cli.client, node, status)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        command => run_command(&cli.client, command)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// Checks a node configuration the way `cairn node` would before it starts: a summary of what
+/// it found, or the first problem.
+fn config_check(file: &Path) -> Result<String> {
+    let config = NodeConfig::load(file)?;
+    config.failure_detector.validate()?;
+    config.heal.validate()?;
+    let layout = load_layout(&config.layout)?;
+    let me = layout
+        .nodes
+        .iter()
+        .find(|n| n.id == config.id)
+        .ok_or_else(|| format!("node {} is not in {}", config.id, config.layout.display()))?;
+    cairn_node::config::check_secret_file(&config.tls.key)?;
+    Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let token = config.http.load_token()?;
+    let keys = match &config.s3 {
+        Some(s3) => s3.load_credentials()?.len(),
+        None => 0,
+    };
+    Ok(format!(
+        "node {} in zone {} of layout version {}; HTTP on {}{}; {}",
+        config.id,
+        me.zone,
+        layout.version,
+        config.http.listen,
+        if token.is_some() { " with a token" } else { "" },
+        match &config.s3 {
+            Some(s3) => format!("S3 on {} with {keys} access key(s)", s3.listen),
+            None => "S3 off".to_string(),
+        }
+    ))
+}
+
+/// `cairn stat`: the blob's length and which replicas hold it; exit status 1 when none does.
+async fn stat(client_config: &Path, hash: &str) -> Result<ExitCode> {
+    let client = connect(client_config).await?;
+    let hash: Hash = hash.parse()?;
+    let found = client.head(&hash).await?;
+    match found {
+        Some(len) => println!("{hash}: {len} bytes"),
+        None => println!("{hash}: not found"),
+    }
+    for id in client.replicas_of(&hash) {
+        let held = match client.head_on(&id, &hash).await {
+            Ok(Some(_)) => "holds it".to_string(),
+            Ok(None) => "does not hold it".to_string(),
+            Err(e) => format!("unreachable ({e})"),
+        };
+        println!("  replica {id}: {held}");
+    }
+    client.close().await;
+    Ok(match found {
+        Some(_) => ExitCode::SUCCESS,
+        None => ExitCode::from(EXIT_NOT_FOUND),
+    })
+}
+
+async fn run_command(client_config: &Path, command: Command) -> Result<()> {
+    match command {
         Command::Node { config } => {
             let config = NodeConfig::load(&config)?;
             let node = Node::start(&config).await?;
@@ -205,8 +296,15 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Put { file } if file == Path::new("-") => {
+            let client = connect(client_config).await?;
+            let hash = client.put_stream(tokio::io::stdin()).await?;
+            println!("{hash}");
+            client.close().await;
+            Ok(())
+        }
         Command::Put { file } => {
-            let client = connect(&cli.client).await?;
+            let client = connect(client_config).await?;
             let len = std::fs::metadata(&file)?.len();
             let bar = transfer_bar(len, "hashing");
             let (hash, len) = hash_file_with_progress(&file, &|n| bar.set_position(n)).await?;
@@ -225,7 +323,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Get { hash, output } => {
-            let client = connect(&cli.client).await?;
+            let client = connect(client_config).await?;
             let hash: Hash = hash.parse()?;
             if output == Path::new("-") {
                 let n = download(&client, &hash, tokio::io::stdout()).await?;
@@ -242,26 +340,8 @@ async fn run(cli: Cli) -> Result<()> {
             client.close().await;
             Ok(())
         }
-        Command::Stat { hash } => {
-            let client = connect(&cli.client).await?;
-            let hash: Hash = hash.parse()?;
-            match client.head(&hash).await? {
-                Some(len) => println!("{hash}: {len} bytes"),
-                None => println!("{hash}: not found"),
-            }
-            for id in client.replicas_of(&hash) {
-                let held = match client.head_on(&id, &hash).await {
-                    Ok(Some(_)) => "holds it".to_string(),
-                    Ok(None) => "does not hold it".to_string(),
-                    Err(e) => format!("unreachable ({e})"),
-                };
-                println!("  replica {id}: {held}");
-            }
-            client.close().await;
-            Ok(())
-        }
         Command::Rm { hash } => {
-            let client = connect(&cli.client).await?;
+            let client = connect(client_config).await?;
             let hash: Hash = hash.parse()?;
             let existed = client.delete(&hash).await?;
             println!("{}", if existed { "deleted" } else { "was not stored" });
@@ -269,14 +349,16 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status => {
-            let mut admin = admin(&cli.client)?;
+            let mut admin = admin(client_config)?;
             let layout = admin.current_layout().await?;
             print_status(&ClusterStatus::of(&layout, &admin.statuses().await));
             admin.close().await;
             Ok(())
         }
-        Command::Layout { command } => layout_command(&cli.client, command).await,
-        Command::Gc { node, status } => gc_command(&cli.client, node, status).await,
+        Command::Layout { command } => layout_command(client_config, command).await,
+        Command::Stat { .. } | Command::Config { .. } | Command::Gc { .. } => {
+            unreachable!("answered by run")
+        }
     }
 }
 

@@ -62,6 +62,7 @@ impl Node {
             })?;
         let listen = config.listen.unwrap_or(me.addr);
         let zone = me.zone.clone();
+        crate::config::check_secret_file(&config.tls.key)?;
         let identity = Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
         let io = |path: &PathBuf| {
             let path = path.clone();

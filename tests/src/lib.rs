@@ -27,6 +27,26 @@ pub fn crash_config() -> Config {
 
 pub use cairn_core::testing::SplitMix64;
 
+/// The `cairn` binary the process tests run: `CAIRN_BIN`, or the one beside the test binary
+/// (`target/debug/cairn`, which `scripts/test` builds first).
+pub fn cairn_bin() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("CAIRN_BIN") {
+        return std::path::PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/debug/deps/<test>")
+        .join("cairn");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p cairn-node --bin cairn` (scripts/test does) or set CAIRN_BIN",
+        path.display()
+    );
+    path
+}
+
 /// Derives an independent seed from a seed and a label.
 pub fn derive_seed(seed: u64, label: u64) -> u64 {
     SplitMix64::new(seed ^ label.wrapping_mul(0xd6e8_feb8_6659_fd93)).next_u64()

@@ -26,20 +26,6 @@ const LOAD_PAUSE_MS: u64 = 20;
 /// Most blobs the load writes (it also stops when told).
 const LOAD_BLOBS_MAX: usize = 2_000;
 
-fn cairn_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("CAIRN_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("cairn");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p cairn-node --bin cairn` (scripts/test does) or set CAIRN_BIN",
-        path.display()
-    );
-    path
-}
-
 struct Cluster {
     dir: tempfile::TempDir,
     files: ClusterFiles,
@@ -72,7 +58,7 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join(format!("{}.log", self.ids[i])))
             .unwrap();
-        Command::new(cairn_bin())
+        Command::new(cairn_tests::cairn_bin())
             .arg("node")
             .arg("--config")
             .arg(&self.files.node_configs[i])

@@ -28,7 +28,7 @@ pub enum HealSettingsError {
 
 /// How healing is paced, from the node's configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HealSettings {
     /// Pause between two anti-entropy sessions with the same peer.
     pub anti_entropy_interval_ms: u64,

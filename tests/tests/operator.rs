@@ -1,0 +1,172 @@
+//! What an operator meets on day two, tried with the real `cairn` command: configuration
+//! checks that name a misspelled key, secrets only their owner may read, exit codes that say
+//! what happened, standard input and output. The binary is `target/debug/cairn`
+//! (`scripts/test` builds it first; `CAIRN_BIN` overrides it).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use cairn_node::dev::{self, ClusterFiles};
+use common::TestCluster;
+
+/// Runs `cairn` with `args` (and `stdin`), returning what it printed and its exit status.
+fn cairn(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(cairn_tests::cairn_bin())
+        .args(args)
+        .env("CAIRN_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cairn runs");
+    let mut input = child.stdin.take().expect("a pipe");
+    input.write_all(stdin.unwrap_or_default()).expect("stdin");
+    drop(input);
+    child.wait_with_output().expect("cairn ends")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn cluster_files(dir: &Path) -> ClusterFiles {
+    let spec = dev::ClusterSpec::local(3, 3, [127, 0, 0, 1], 17_100);
+    dev::write_cluster(dir, &spec).expect("cluster files")
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("exists")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn config_check_names_a_misspelled_key_its_file_line_and_the_closest_known_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = cluster_files(dir.path());
+    let config = files.node_configs[0].to_str().unwrap().to_string();
+    let good = cairn(&["config", "check", &config], None);
+    assert!(good.status.success(), "{}", text(&good.stderr));
+    assert!(
+        text(&good.stdout).contains("ok (node n1"),
+        "{}",
+        text(&good.stdout)
+    );
+
+    let original = std::fs::read_to_string(&config).unwrap();
+    // A misspelling at the top level, then one inside a section.
+    let top = original.replacen("data_dir", "data_dri", 1);
+    std::fs::write(&config, &top).unwrap();
+    let line = top.lines().position(|l| l.starts_with("data_dri")).unwrap() + 1;
+    let bad = cairn(&["config", "check", &config], None);
+    assert!(!bad.status.success());
+    let err = text(&bad.stderr);
+    assert!(err.contains("unknown key `data_dri`"), "{err}");
+    assert!(err.contains("did you mean `data_dir`?"), "{err}");
+    assert!(err.contains(&format!("line {line}")), "{err}");
+    assert!(err.contains(&config), "{err}");
+    // `cairn node` refuses to start on the same file, with the same words.
+    let node = cairn(&["node", "--config", &config], None);
+    assert!(!node.status.success());
+    assert!(text(&node.stderr).contains("unknown key `data_dri`"));
+
+    assert!(original.contains("\n[heal]\n") && original.contains("anti_entropy_interval_ms"));
+    let section = original.replacen("anti_entropy_interval_ms", "anti_entropy_interval", 1);
+    std::fs::write(&config, section).unwrap();
+    let bad = cairn(&["config", "check", &config], None);
+    let err = text(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        err.contains("unknown key `anti_entropy_interval`")
+            && err.contains("did you mean `anti_entropy_interval_ms`?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_are_written_for_their_owner_only_and_loose_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = cluster_files(dir.path());
+    let certs = &files.certs;
+    let mut secrets = vec![certs.join("ca.key"), certs.join("client.key")];
+    secrets.extend((1..=3).map(|i| certs.join(format!("n{i}.key"))));
+    secrets.push(certs.join("s3-credentials.toml"));
+    for secret in &secrets {
+        assert_eq!(mode(secret), 0o600, "{}", secret.display());
+    }
+    // A key others may read: refused at start and by the check, with the fix.
+    let key = certs.join("n1.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = files.node_configs[0].to_str().unwrap().to_string();
+    for args in [
+        vec!["config", "check", config.as_str()],
+        vec!["node", "--config", config.as_str()],
+    ] {
+        let out = cairn(&args, None);
+        assert!(!out.status.success(), "{args:?} started with a loose key");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("readable by others") && err.contains("chmod 600"),
+            "{args:?}: {err}"
+        );
+    }
+    // Writing the files again narrows what an older version left open.
+    dev::write_cluster(
+        dir.path(),
+        &dev::ClusterSpec::local(3, 3, [127, 0, 0, 1], 17_100),
+    )
+    .unwrap();
+    assert_eq!(mode(&key), 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_reads_standard_input_get_writes_standard_output_and_stat_exits_1_when_missing() {
+    let cluster = TestCluster::start(61).await;
+    let client = cluster.files.client_config.to_str().unwrap().to_string();
+    let bytes = b"artifact bytes from a pipe\n".repeat(1000);
+    let put = {
+        let (client, bytes) = (client.clone(), bytes.clone());
+        tokio::task::spawn_blocking(move || cairn(&["--client", &client, "put", "-"], Some(&bytes)))
+            .await
+            .unwrap()
+    };
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let hash = text(&put.stdout).trim().to_string();
+    assert_eq!(hash, cairn_client::Hash::of(&bytes).to_string());
+
+    let (c, h) = (client.clone(), hash.clone());
+    let get =
+        tokio::task::spawn_blocking(move || cairn(&["--client", &c, "get", &h, "-o", "-"], None))
+            .await
+            .unwrap();
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    assert_eq!(
+        get.stdout, bytes,
+        "get -o - writes the blob to standard output"
+    );
+
+    let (c, h) = (client.clone(), hash.clone());
+    let found = tokio::task::spawn_blocking(move || cairn(&["--client", &c, "stat", &h], None))
+        .await
+        .unwrap();
+    assert_eq!(found.status.code(), Some(0), "{}", text(&found.stderr));
+    let missing = cairn_client::Hash::of(b"never stored").to_string();
+    let (c, h) = (client.clone(), missing.clone());
+    let not_found = tokio::task::spawn_blocking(move || cairn(&["--client", &c, "stat", &h], None))
+        .await
+        .unwrap();
+    assert_eq!(
+        not_found.status.code(),
+        Some(1),
+        "{}",
+        text(&not_found.stdout)
+    );
+    assert!(text(&not_found.stdout).contains("not found"));
+    cluster.shutdown().await;
+}
