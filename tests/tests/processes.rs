@@ -6,7 +6,6 @@
 //! The `cairn` binary is taken from `CAIRN_BIN`, or next to this test's own executable
 //! (`target/debug/cairn`); `scripts/test` builds it first.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
