@@ -183,6 +183,14 @@ impl Client {
         self.adopt_with(layout, previous)
     }
 
+    /// Stops falling back to the previous layout's replicas (its moves are over).
+    pub fn retire_previous_layout(&self) {
+        let mut routing = self.inner.routing.write();
+        if routing.previous.is_some() {
+            *routing = Arc::new(routing.retired());
+        }
+    }
+
     /// Connects through one node's address, fetching the layout from it.
     pub async fn connect_seed(
         seed: SocketAddr,

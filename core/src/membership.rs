@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::layout::Layout;
+
 /// Default pause between two heartbeats to every peer.
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
 
@@ -93,6 +95,12 @@ pub struct NodeReport {
     pub misplaced_bytes: u64,
     /// Bytes handed over since this node adopted its layout.
     pub moved_bytes: u64,
+    /// Everything this node holds is where `layout_version` places it, as far as this node can
+    /// tell: see `Healer::settled`. The layout change to that version is over once every node
+    /// of it says so.
+    pub settled: bool,
+    /// The node's engine takes writes (its disk is neither full nor failed).
+    pub writable: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +272,37 @@ impl Membership {
         &self.settings
     }
 
+    /// Whether the layout change to `layout` is over as far as the heartbeats tell, so the
+    /// previous layout (`previous_only`: the ids of its nodes that `layout` no longer has) may
+    /// be forgotten: this node is settled (`self_settled`), every other node of `layout` is up
+    /// and reports `layout`'s version and settled, and every node only the previous layout had
+    /// is settled (empty) or not up. A removed node that is down cannot be waited for; what it
+    /// held the remaining replicas had too (its copies were replicas, not the only ones).
+    pub fn layout_settled<'a>(
+        &self,
+        self_id: &str,
+        layout: &Layout,
+        previous_only: impl IntoIterator<Item = &'a str>,
+        self_settled: bool,
+    ) -> bool {
+        let settled_on = |view: &PeerView| {
+            view.report
+                .as_ref()
+                .is_some_and(|r| r.settled && r.layout_version == layout.version)
+        };
+        let current = layout.nodes.iter().filter(|n| n.id != self_id).all(|n| {
+            self.peers
+                .get(&n.id)
+                .is_some_and(|v| v.state == PeerState::Up && settled_on(v))
+        });
+        let removed = previous_only.into_iter().all(|id| {
+            self.peers
+                .get(id)
+                .is_none_or(|v| v.state != PeerState::Up || settled_on(v))
+        });
+        self_settled && current && removed
+    }
+
     /// Checks the views in debug builds and in the simulator.
     fn assert_invariants(&self) {
         if !cfg!(debug_assertions) {
@@ -362,6 +401,53 @@ mod tests {
         };
         assert!(m.on_heartbeat(1, "zz", old).is_empty());
         assert_eq!(m.view().count(), 1, "strangers are not watched");
+    }
+
+    #[test]
+    fn a_layout_change_is_over_once_every_node_of_it_is_settled_and_the_removed_ones_are_empty() {
+        use crate::layout::NodeSpec;
+        let layout = Layout {
+            version: 5,
+            replication_factor: 2,
+            write_quorum: 1,
+            nodes: ["a", "b", "me"]
+                .iter()
+                .enumerate()
+                .map(|(i, id)| NodeSpec {
+                    id: id.to_string(),
+                    addr: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                    zone: "z".into(),
+                    weight: 1,
+                })
+                .collect(),
+        };
+        let report = |version, settled| NodeReport {
+            layout_version: version,
+            settled,
+            ..NodeReport::default()
+        };
+        let mut m = Membership::new(settings(), 0);
+        m.set_peers(["a", "b", "gone"], 5);
+        let over = |m: &Membership, me| m.layout_settled("me", &layout, ["gone"], me);
+        assert!(!over(&m, true), "nobody heard from yet");
+        m.on_heartbeat(1, "a", report(5, true));
+        m.on_heartbeat(1, "b", report(4, true));
+        assert!(!over(&m, true), "b is settled on the layout before");
+        m.on_heartbeat(2, "b", report(5, true));
+        m.on_heartbeat(2, "gone", report(5, false));
+        assert!(!over(&m, true), "the removed node still holds copies");
+        assert!(!over(&m, false), "this node is not settled");
+        m.on_heartbeat(3, "gone", report(5, true));
+        assert!(over(&m, true));
+        // A removed node that went down is not waited for; a node of the layout is.
+        m.on_heartbeat(500, "gone", report(5, false));
+        m.on_heartbeat(1550, "a", report(5, true));
+        m.on_heartbeat(1550, "b", report(5, true));
+        m.tick(1600);
+        assert_eq!(m.state("gone"), Some(PeerState::Down));
+        assert!(over(&m, true));
+        m.tick(2700);
+        assert!(!over(&m, true), "a and b went silent");
     }
 
     #[test]

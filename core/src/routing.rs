@@ -45,6 +45,16 @@ impl Routing {
         Ok(next)
     }
 
+    /// This routing without the layout before it: once a layout change has moved every copy,
+    /// reads need not fall back to the old owners.
+    pub fn retired(&self) -> Routing {
+        Routing {
+            layout: self.layout.clone(),
+            placement: self.placement.clone(),
+            previous: None,
+        }
+    }
+
     fn without_previous(&self) -> Arc<Routing> {
         Arc::new(Routing {
             layout: self.layout.clone(),

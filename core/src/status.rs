@@ -12,7 +12,7 @@ use crate::layout::{Layout, NodeSpec};
 use crate::membership::{NodeReport, PeerState};
 
 /// One node's view of itself and its peers.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub id: String,
     pub report: NodeReport,
@@ -58,6 +58,9 @@ pub struct GcStatus {
     pub last_error: Option<String>,
     /// Collections finished since the node started.
     pub runs: u64,
+    /// Why the last collection did not start (a layout change still moving data); cleared by
+    /// the next collection that runs.
+    pub postponed: Option<String>,
 }
 
 /// What `cairn status` prints and `GET /v1/cluster` answers.
@@ -135,13 +138,19 @@ impl ClusterStatus {
     }
 }
 
-/// Where a layout change stands, summed over the nodes that answered.
+/// Where a layout change stands, summed over the nodes that answered: those of the layout and
+/// those only the previous layout had (they hand off what they hold).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MoveProgress {
     pub layout_version: u64,
     pub nodes_on_version: usize,
     pub nodes_answering: usize,
     pub nodes_total: usize,
+    /// Nodes that say everything they hold is where the layout places it.
+    pub nodes_settled: usize,
+    /// Nodes of the layout that did not answer, and nodes that left it but still answer and
+    /// are not empty: the change is not over while there are any.
+    pub nodes_waited_for: Vec<String>,
     pub moved_bytes: u64,
     pub misplaced_bytes: u64,
     pub transfers_pending: u64,
@@ -154,11 +163,23 @@ impl MoveProgress {
             nodes_total: statuses.len(),
             ..Default::default()
         };
-        for (_, s) in statuses {
-            let Ok(s) = s else { continue };
+        for (node, s) in statuses {
+            let member = layout.node_index(&node.id).is_some();
+            let Ok(s) = s else {
+                if member {
+                    p.nodes_waited_for.push(node.id.clone());
+                }
+                continue;
+            };
             p.nodes_answering += 1;
-            if s.report.layout_version == layout.version {
+            let on_version = s.report.layout_version == layout.version;
+            if on_version {
                 p.nodes_on_version += 1;
+            }
+            if on_version && s.report.settled {
+                p.nodes_settled += 1;
+            } else {
+                p.nodes_waited_for.push(node.id.clone());
             }
             p.moved_bytes += s.report.moved_bytes;
             p.misplaced_bytes += s.report.misplaced_bytes;
@@ -167,11 +188,75 @@ impl MoveProgress {
         p
     }
 
-    /// Every answering node runs the layout and has nothing left to move.
+    /// Every copy is where the layout places it: every node of the layout answered, runs it
+    /// and is settled, and so is every node that left it and still answers.
     pub fn done(&self) -> bool {
         self.nodes_answering > 0
-            && self.nodes_on_version == self.nodes_answering
+            && self.nodes_waited_for.is_empty()
             && self.misplaced_bytes == 0
             && self.transfers_pending == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> NodeSpec {
+        NodeSpec {
+            id: id.into(),
+            addr: "127.0.0.1:7000".parse().unwrap(),
+            zone: "z".into(),
+            weight: 1,
+        }
+    }
+
+    fn status(id: &str, version: u64, settled: bool) -> Result<NodeStatus, String> {
+        Ok(NodeStatus {
+            id: id.into(),
+            report: NodeReport {
+                layout_version: version,
+                settled,
+                ..NodeReport::default()
+            },
+            ..NodeStatus::default()
+        })
+    }
+
+    #[test]
+    fn moves_are_done_only_when_every_node_is_settled_and_the_removed_ones_are_empty() {
+        let layout = Layout {
+            version: 2,
+            replication_factor: 1,
+            write_quorum: 1,
+            nodes: vec![node("a"), node("b")],
+        };
+        let done = |statuses: Vec<(NodeSpec, Result<NodeStatus, String>)>| {
+            MoveProgress::of(&layout, &statuses).done()
+        };
+        assert!(done(vec![
+            (node("a"), status("a", 2, true)),
+            (node("b"), status("b", 2, true)),
+        ]));
+        // Nothing misplaced is reported yet, but b has not finished its first pass.
+        assert!(!done(vec![
+            (node("a"), status("a", 2, true)),
+            (node("b"), status("b", 2, false)),
+        ]));
+        assert!(!done(vec![
+            (node("a"), status("a", 2, true)),
+            (node("b"), Err("unreachable".into())),
+        ]));
+        // A removed node that still answers must be empty; one that does not is not awaited.
+        assert!(!done(vec![
+            (node("a"), status("a", 2, true)),
+            (node("b"), status("b", 2, true)),
+            (node("gone"), status("gone", 2, false)),
+        ]));
+        assert!(done(vec![
+            (node("a"), status("a", 2, true)),
+            (node("b"), status("b", 2, true)),
+            (node("gone"), Err("unreachable".into())),
+        ]));
     }
 }

@@ -22,7 +22,7 @@ use crate::layout::Layout;
 use crate::limits::ERROR_MESSAGE_BYTES_MAX;
 
 /// ALPN identifier of this protocol version.
-pub const ALPN: &[u8] = b"cairn/3";
+pub const ALPN: &[u8] = b"cairn/4";
 
 /// QUIC application error code a stream is reset or stopped with when a request is abandoned.
 pub const STREAM_ABORT_CODE: u32 = 1;

@@ -58,6 +58,8 @@ pub struct Admin {
     pool: Pool,
     /// The layout used to find nodes (the configured one, or newer once fetched).
     pub layout: Layout,
+    /// The layout before it, while the nodes still route by it (its moves are not over).
+    pub previous: Option<Layout>,
 }
 
 impl Admin {
@@ -68,6 +70,7 @@ impl Admin {
         Ok(Admin {
             pool: Pool::new(endpoint, config),
             layout,
+            previous: None,
         })
     }
 
@@ -75,15 +78,24 @@ impl Admin {
         peer::call_bounded(&self.pool, node, self.layout.version, msg).await
     }
 
-    /// The newest layout any node holds (adopted here too).
+    /// The newest layout any node holds (adopted here too, with the previous layout a node
+    /// running the newest one still routes by).
     pub async fn current_layout(&mut self) -> Result<Layout, AdminError> {
         let mut best: Option<Layout> = None;
+        let mut previous: Option<Layout> = None;
         let mut errors = Vec::new();
-        for node in self.layout.nodes.clone() {
+        for node in self.known_nodes() {
             match self.call(&node, &PeerMsg::FetchLayouts).await {
-                Ok(PeerReply::Layouts { layout, .. }) => {
+                Ok(PeerReply::Layouts {
+                    layout,
+                    previous: theirs,
+                }) => {
                     if best.as_ref().is_none_or(|b| layout.version > b.version) {
-                        best = Some(layout);
+                        previous = None;
+                        best = Some(layout.clone());
+                    }
+                    if best.as_ref().is_some_and(|b| b.version == layout.version) {
+                        previous = previous.or(theirs);
                     }
                 }
                 Ok(other) => errors.push(NodeAnswer {
@@ -97,15 +109,37 @@ impl Admin {
             }
         }
         let layout = best.ok_or(AdminError::Unreachable(errors))?;
-        if layout.version > self.layout.version {
+        if layout.version >= self.layout.version {
             self.layout = layout.clone();
+            self.previous = previous;
         }
         Ok(layout)
+    }
+
+    /// The nodes of the layout, then those only the previous layout has.
+    fn known_nodes(&self) -> Vec<NodeSpec> {
+        let mut nodes = self.layout.nodes.clone();
+        for n in self.previous.iter().flat_map(|p| &p.nodes) {
+            if !nodes.iter().any(|m| m.id == n.id) {
+                nodes.push(n.clone());
+            }
+        }
+        nodes
     }
 
     /// Every node's status, in layout order (an error for nodes that did not answer).
     pub async fn statuses(&self) -> Vec<(NodeSpec, Result<NodeStatus, PeerCallError>)> {
         statuses(&self.pool, &self.layout, None).await
+    }
+
+    /// The statuses of the layout's nodes, then of the nodes that left it while the previous
+    /// layout is still in use (they hand off what they hold).
+    pub async fn statuses_with_leaving(
+        &self,
+    ) -> Vec<(NodeSpec, Result<NodeStatus, PeerCallError>)> {
+        let mut all = self.layout.clone();
+        all.nodes = self.known_nodes();
+        statuses(&self.pool, &all, None).await
     }
 
     /// Offers `layout` to every node of it and of the current layout. Succeeds once one node

@@ -110,6 +110,10 @@ pub const META_RESTAMP_ATTEMPTS_MAX: usize = 3;
 /// Shortest pause between two rounds of the metadata digest exchange.
 pub const META_SYNC_INTERVAL_MS_MIN: u64 = 100;
 
+/// Longest pause between two rounds of the metadata digest exchange while a layout change is
+/// not yet settled for metadata (a round since the adoption left something out).
+pub const META_SYNC_UNSETTLED_INTERVAL_MS: u64 = 1_000;
+
 // ---- The HTTP front ----
 
 /// Connections the HTTP front holds open at once; beyond it, a new connection gets a 503 and

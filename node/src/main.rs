@@ -169,6 +169,8 @@ async fn main() -> ExitCode {
 
 /// Exit status of `cairn stat` for a blob no replica holds.
 const EXIT_NOT_FOUND: u8 = 1;
+/// Exit code of a command whose work was postponed and may succeed later (`EX_TEMPFAIL`).
+const EXIT_POSTPONED: u8 = 75;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -182,9 +184,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}: ok ({summary})", file.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gc { node, status } => gc_command(&cli.client, node, status)
-            .await
-            .map(|()| ExitCode::SUCCESS),
+        Command::Gc { node, status } => gc_command(&cli.client, node, status).await,
         command => run_command(&cli.client, command)
             .await
             .map(|()| ExitCode::SUCCESS),
@@ -362,7 +362,9 @@ async fn run_command(client_config: &Path, command: Command) -> Result<()> {
     }
 }
 
-async fn gc_command(client: &Path, node: Option<String>, status_only: bool) -> Result<()> {
+/// Runs or shows a collection. Exits 0 when it ran cleanly, `EXIT_POSTPONED` when it was
+/// postponed (try again later), 1 when it ran with errors.
+async fn gc_command(client: &Path, node: Option<String>, status_only: bool) -> Result<ExitCode> {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     let mut admin = admin(client)?;
     admin.current_layout().await?;
@@ -418,7 +420,14 @@ async fn gc_command(client: &Path, node: Option<String>, status_only: bool) -> R
             .unwrap_or_default()
     );
     admin.close().await;
-    Ok(())
+    if let Some(reason) = &status.postponed {
+        println!("{id}: {reason}; it runs by itself once the moves are over");
+        return Ok(ExitCode::from(EXIT_POSTPONED));
+    }
+    if status.errors > 0 {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM, the signal `docker stop` and init systems send.
@@ -616,16 +625,22 @@ async fn follow_moves(admin: &mut Admin, once: bool, timeout_secs: u64) -> Resul
     }
     loop {
         let layout = admin.current_layout().await?;
-        let statuses = admin.statuses().await;
+        let statuses = admin.statuses_with_leaving().await;
         let p = MoveProgress::of(&layout, &statuses);
         let total = p.moved_bytes + p.misplaced_bytes;
         bar.set_length(total.max(1));
         bar.set_position(p.moved_bytes);
+        let waiting = if p.nodes_waited_for.is_empty() {
+            String::new()
+        } else {
+            format!(", waiting for {}", p.nodes_waited_for.join(", "))
+        };
         let line = format!(
-            "layout {}: {}/{} nodes on it, {} moved, {} to move, {} copies pending",
+            "layout {}: {}/{} nodes on it, {} settled, {} moved, {} to move, {} copies pending{waiting}",
             p.layout_version,
             p.nodes_on_version,
             p.nodes_total,
+            p.nodes_settled,
             bytes(p.moved_bytes),
             bytes(p.misplaced_bytes),
             p.transfers_pending

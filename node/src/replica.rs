@@ -104,6 +104,15 @@ pub(crate) fn commit_copy(
     }
     writer.commit(Some(&hash))?;
     state.catalog.touch();
+    // Rare (a writer on an older layout): only then is the healer's lock taken.
+    let owned = state
+        .routing()
+        .replicas(&hash)
+        .iter()
+        .any(|n| n.id == state.id);
+    if !owned {
+        state.healing.healer.lock().on_local_write(hash.as_bytes());
+    }
     Ok(())
 }
 

@@ -153,6 +153,11 @@ pub(crate) struct State {
     pub(crate) meta: Meta,
     /// The garbage collector, when the S3 front is on.
     pub(crate) gc: Option<GcHandle>,
+    /// Start (wall clock) of the last metadata sync round that left nothing out: every partition
+    /// held here compared with every owner, none held that this node does not own.
+    pub(crate) meta_settled_since_ms: AtomicU64,
+    /// Wakes the metadata sync loop (a new layout moves partitions).
+    pub(crate) meta_sync_wake: Notify,
     /// Taken while a hash's version and bytes change together (a commit, a tombstone), so a
     /// put and a delete of one hash on one node are ordered; striped by the hash's first byte.
     entry_locks: Vec<Mutex<()>>,
@@ -195,6 +200,8 @@ impl State {
             cluster_client: parts.cluster_client,
             meta: parts.meta,
             gc: parts.gc,
+            meta_settled_since_ms: AtomicU64::new(0),
+            meta_sync_wake: Notify::new(),
             entry_locks: (0..ENTRY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         }
     }
@@ -260,6 +267,41 @@ impl State {
             );
         }
         self.healing.wake();
+        self.meta_sync_wake.notify_one();
+        Ok(())
+    }
+
+    /// Forgets the previous layout once its moves are over: reads stop falling back to its
+    /// replicas, and work that waits for moves (the collector) may run.
+    pub(crate) fn retire_previous(&self) -> Result<(), NodeError> {
+        let mut routing = self.routing.write();
+        let Some(previous) = &routing.previous else {
+            return Ok(());
+        };
+        tracing::info!(
+            version = routing.layout.version,
+            previous = previous.layout.version,
+            "every copy is where the layout places it; forgetting the previous layout"
+        );
+        files::forget_previous_layout(&self.data_dir)?;
+        let retired = Arc::new(routing.retired());
+        *routing = retired.clone();
+        drop(routing);
+        self.cluster_client.retire_previous_layout();
+        self.catalog.set_routing(retired.clone());
+        self.healing.healer.lock().retire_previous(retired);
+        self.healing.membership.lock().set_peers(
+            peer_ids(&self.routing(), &self.id)
+                .iter()
+                .map(|s| s.as_str()),
+            self.routing().layout.version,
+        );
+        // A collection postponed for the moves runs now rather than at its next turn.
+        if let Some(gc) = &self.gc
+            && gc.status().postponed.is_some()
+        {
+            gc.start();
+        }
         Ok(())
     }
 

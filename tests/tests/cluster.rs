@@ -202,7 +202,7 @@ async fn peers_without_a_cluster_certificate_or_protocol_are_refused() {
         matches!(err, ClientError::ProtocolVersion { .. }),
         "old protocol: {err}"
     );
-    assert!(err.to_string().contains("cairn/3"), "{err}");
+    assert!(err.to_string().contains("cairn/4"), "{err}");
     client.close().await;
 
     // No certificate at all: the handshake fails and no request is ever read.

@@ -170,3 +170,104 @@ async fn put_reads_standard_input_get_writes_standard_output_and_stat_exits_1_wh
     assert!(text(&not_found.stdout).contains("not found"));
     cluster.shutdown().await;
 }
+
+/// Runs `cairn --client FILE args...` off the async threads.
+async fn cairn_with(client: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["--client".to_string(), client.to_str().unwrap().to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        cairn(&args, None)
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs `cairn gc` until it exits 0 (it ran), checking that every other answer is "postponed"
+/// (75); panics after `deadline`.
+async fn gc_until_it_runs(client: &Path, deadline: std::time::Duration) -> Output {
+    let started = std::time::Instant::now();
+    loop {
+        let gc = cairn_with(client, &["gc"]).await;
+        match gc.status.code() {
+            Some(0) => return gc,
+            Some(75) => assert!(
+                text(&gc.stdout).contains("postponed"),
+                "{}",
+                text(&gc.stdout)
+            ),
+            other => panic!("cairn gc exited {other:?}: {}", text(&gc.stderr)),
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "the collector still postponed after {deadline:?}: {}",
+            text(&gc.stdout)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_is_waited_for_and_the_collector_resumes_once_the_moves_are_over() {
+    let mut cluster = TestCluster::start_spec(62, |spec| {
+        // Slow enough that the removed node still holds copies for a few seconds.
+        spec.heal.bandwidth_bytes_per_sec = 512 * 1024;
+    })
+    .await;
+    let client_file = cluster.files.client_config.clone();
+    let client = cluster.client().await;
+    for i in 0..20 {
+        client
+            .put(common::seeded_bytes(i, 300_000))
+            .await
+            .expect("put");
+    }
+    client.close().await;
+    let n3_blobs = || cluster.node("n3").store().stats().blob_count;
+    assert!(n3_blobs() > 0);
+
+    let removed = cairn_with(&client_file, &["layout", "remove", "n3"]).await;
+    assert!(removed.status.success(), "{}", text(&removed.stderr));
+    // While data moves, the collector is postponed, says why, and exits 75.
+    let gc = cairn_with(&client_file, &["gc"]).await;
+    assert_eq!(gc.status.code(), Some(75), "{}", text(&gc.stdout));
+    assert!(text(&gc.stdout).contains("a layout change is still moving data"));
+
+    // `layout status` is done only once n3, still running, has handed everything off.
+    let started = std::time::Instant::now();
+    let mut waited_for_n3 = false;
+    loop {
+        let status = cairn_with(&client_file, &["layout", "status", "--once"]).await;
+        assert!(status.status.success(), "{}", text(&status.stderr));
+        let said = text(&status.stdout);
+        if said.contains("done") {
+            assert_eq!(
+                n3_blobs(),
+                0,
+                "done while the removed node holds copies: {said}"
+            );
+            break;
+        }
+        waited_for_n3 |= said.contains("waiting for") && said.contains("n3");
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "moves never done: {said}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(waited_for_n3, "the removed node was never named as awaited");
+
+    // The collector resumes by itself: `cairn gc` runs, and the previous layout is forgotten.
+    gc_until_it_runs(&client_file, std::time::Duration::from_secs(60)).await;
+    let n1_dir = cluster.configs[cluster.index("n1")].data_dir.clone();
+    common::wait_until("n1 to forget the previous layout", || {
+        !n1_dir.join("layout.previous.toml").exists()
+    })
+    .await;
+    // ... also after a restart.
+    cluster.kill("n1").await;
+    cluster.restart("n1").await;
+    let gc = gc_until_it_runs(&client_file, std::time::Duration::from_secs(10)).await;
+    assert!(text(&gc.stdout).contains("n1:"), "{}", text(&gc.stdout));
+    cluster.shutdown().await;
+}

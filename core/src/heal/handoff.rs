@@ -33,6 +33,8 @@ pub(super) struct Handoff {
     /// Live copies are offered only when enabled (see `Healer::set_handoff_enabled`).
     pub(super) enabled: bool,
     misplaced: BTreeMap<BlobHash, Misplaced>,
+    /// Whole passes completed since the layout was adopted.
+    pub(super) passes_since_layout: u64,
 }
 
 impl Handoff {
@@ -43,6 +45,7 @@ impl Handoff {
             pass_bytes: 0,
             enabled: true,
             misplaced: BTreeMap::new(),
+            passes_since_layout: 0,
         }
     }
 
@@ -52,6 +55,7 @@ impl Handoff {
         self.cursor = None;
         self.due_ms = now_ms;
         self.pass_bytes = 0;
+        self.passes_since_layout = 0;
     }
 
     /// A pass is under way or entries wait for their owners.
@@ -161,6 +165,7 @@ impl Healer {
                 .misplaced_bytes()
                 .max(self.progress.misplaced_bytes.min(self.handoff.pass_bytes));
             self.handoff.pass_bytes = 0;
+            self.handoff.passes_since_layout += 1;
             self.handoff.due_ms = now_ms + self.settings.handoff_interval_ms;
         } else {
             self.progress.misplaced_bytes = self

@@ -121,6 +121,8 @@ pub struct Healer {
     self_id: String,
     settings: HealSettings,
     routing: Arc<Routing>,
+    /// When the current layout was adopted.
+    layout_since_ms: u64,
     ids: Ids,
     sessions: Sessions,
     transfers: Transfers,
@@ -141,6 +143,7 @@ impl Healer {
             self_id: self_id.to_string(),
             settings,
             routing,
+            layout_since_ms: now_ms,
             ids: Ids { next: 1 },
             sessions: Sessions::default(),
             transfers,
@@ -165,6 +168,7 @@ impl Healer {
     /// a hand-off pass starts at once.
     pub fn set_routing(&mut self, now_ms: u64, routing: Arc<Routing>) {
         self.routing = routing;
+        self.layout_since_ms = now_ms;
         self.sessions.active.clear();
         self.sessions.synced_since_ms.clear();
         // Queued copies were chosen under the old layout; running ones finish.
@@ -174,6 +178,21 @@ impl Healer {
         self.progress.moved_bytes = 0;
         self.reset_schedule(now_ms);
         self.assert_invariants();
+    }
+
+    /// The same layout without its predecessor (its moves are over): nothing changes for the
+    /// healer, which places by the current layout only.
+    pub fn retire_previous(&mut self, routing: Arc<Routing>) {
+        assert_eq!(
+            routing.layout, self.routing.layout,
+            "retiring the previous layout keeps the current one"
+        );
+        self.routing = routing;
+    }
+
+    /// When the current layout was adopted (wall clock, milliseconds).
+    pub fn layout_since_ms(&self) -> u64 {
+        self.layout_since_ms
     }
 
     /// Hand-off of live copies is switched off on a node that was out of contact for longer
@@ -203,6 +222,47 @@ impl Healer {
 
     fn layout_version(&self) -> u64 {
         self.routing.layout.version
+    }
+
+    /// A copy of `hash` was written here (a put or a copy). If the layout places it elsewhere
+    /// (a writer still on an older layout sent it), the node is no longer settled until a
+    /// whole hand-off pass has run again.
+    pub fn on_local_write(&mut self, hash: &BlobHash) {
+        let me = self.routing.layout.node_index(&self.self_id);
+        let owned = me.is_some_and(|me| {
+            self.routing
+                .placement
+                .replicas(&cairn_engine::Hash::from_bytes(*hash))
+                .iter()
+                .any(|&i| usize::from(i) == me)
+        });
+        if !owned {
+            self.handoff.passes_since_layout = 0;
+        }
+    }
+
+    /// Whether everything this node holds is where the current layout places it, as far as it
+    /// can tell: a whole hand-off pass has run since the layout was adopted and left nothing
+    /// misplaced, no copy is queued or running, and (for a node of the layout) every other node
+    /// of the layout has completed an anti-entropy session with it that began after the
+    /// adoption, so whatever either side lacked was copied. A node outside the layout is
+    /// settled once it holds nothing the layout places elsewhere, that is, once it is empty.
+    pub fn settled(&self) -> bool {
+        let moved_out = self.handoff.passes_since_layout > 0
+            && !self.handoff.busy()
+            && self.transfers.queued() == 0
+            && self.transfers.in_flight == 0;
+        if !moved_out {
+            return false;
+        }
+        let since = self.layout_since_ms;
+        self.routing
+            .layout
+            .nodes
+            .iter()
+            .filter(|n| n.id != self.self_id)
+            .all(|n| self.synced_since_ms(&n.id).is_some_and(|t| t >= since))
+            || self.routing.layout.node_index(&self.self_id).is_none()
     }
 
     /// Starts what is due, times out what is late, releases transfers the bandwidth allows.

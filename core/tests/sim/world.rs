@@ -1234,6 +1234,7 @@ impl World {
         match compare(ours.as_ref(), Some(&entry)) {
             Verdict::Theirs => {
                 store.write_durable(entry.hash, Some(slot(entry, now)));
+                self.nodes[ix].healer.on_local_write(&entry.hash);
                 true
             }
             Verdict::Agree => true,
@@ -1429,7 +1430,10 @@ impl World {
         let store = &mut self.nodes[ix].store;
         let ours = store.current.get(&entry.hash).copied();
         match compare(ours.map(|s| s.entry).as_ref(), Some(&entry)) {
-            Verdict::Theirs => store.write_durable(entry.hash, Some(slot(entry, now))),
+            Verdict::Theirs => {
+                store.write_durable(entry.hash, Some(slot(entry, now)));
+                self.nodes[ix].healer.on_local_write(&entry.hash);
+            }
             Verdict::Agree => {
                 if let Some(s) = ours
                     && (s.entry.version < entry.version || s.corrupt)
@@ -1909,10 +1913,38 @@ impl World {
 
     // ---- convergence and checks ----
 
+    /// A node that says it is settled (`Healer::settled`: the layout change is over as far as
+    /// it can tell) holds no live copy the layout places elsewhere: the promise a node's
+    /// `settled` report makes before the cluster forgets the previous layout.
+    fn check_settled_nodes(&self) -> Result<(), String> {
+        for n in self.nodes.iter().filter(|n| n.up && n.healer.settled()) {
+            for s in n.store.current.slots.values().filter(|s| s.is_live()) {
+                let owners = n.layout.owner_mask(&s.entry.hash);
+                if owners & (1 << n.ix) == 0 {
+                    return Err(format!(
+                        "{} says it is settled on layout v{} but holds {}, owned by {:?}",
+                        n.id(),
+                        n.layout.version(),
+                        short(&s.entry.hash),
+                        mask_nodes(owners).map(|i| NODE_IDS[i]).collect::<Vec<_>>()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Why the cluster has not converged yet, if it has not.
     fn not_converged(&self) -> Option<String> {
         let latest = &self.latest;
         for n in &self.nodes {
+            if n.up && n.layout.version() == latest.version() && !n.healer.settled() {
+                return Some(format!(
+                    "{} is not settled on v{}",
+                    n.id(),
+                    latest.version()
+                ));
+            }
             if n.layout.version() != latest.version() {
                 return Some(format!(
                     "{} is on layout v{}, not v{}",
@@ -1977,6 +2009,7 @@ impl World {
 
     fn check_convergence(&mut self) -> Result<(), String> {
         let since_ms = self.now_ms - FAULT_PHASE_MS;
+        self.check_settled_nodes()?;
         match self.not_converged() {
             None => {
                 trace!(self, "converged {since_ms} ms after faults stopped");

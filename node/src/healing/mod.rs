@@ -30,6 +30,7 @@ use crate::state::{HealEvent, State};
 /// Ticks the state machines and carries out their actions, until the node stops.
 pub(crate) async fn heal_loop(state: Arc<State>, mut events: mpsc::UnboundedReceiver<HealEvent>) {
     let mut alive_written_ms = 0;
+    let mut retire_failing = false;
     loop {
         let now = clock::wall_ms();
         if now.saturating_sub(alive_written_ms) >= ALIVE_WRITE_INTERVAL_MS {
@@ -48,6 +49,7 @@ pub(crate) async fn heal_loop(state: Arc<State>, mut events: mpsc::UnboundedRece
         };
         execute(&state, actions).await;
         scrub_step(&state, now).await;
+        retire_previous_when_settled(&state, &mut retire_failing);
         let wake = state.healing.healer.lock().next_wake_ms(now);
         let pause = wake.saturating_sub(now).clamp(1, HEAL_TICK_MS_MAX);
         let sleep = tokio::time::sleep(Duration::from_millis(pause));
@@ -63,6 +65,39 @@ pub(crate) async fn heal_loop(state: Arc<State>, mut events: mpsc::UnboundedRece
                 }
             }
         }
+    }
+}
+
+/// Forgets the previous layout once every node says its copies are where the current layout
+/// places them (`Membership::layout_settled`).
+fn retire_previous_when_settled(state: &Arc<State>, failing: &mut bool) {
+    let routing = state.routing();
+    let Some(previous) = &routing.previous else {
+        return;
+    };
+    let previous_only = previous
+        .layout
+        .nodes
+        .iter()
+        .map(|n| n.id.as_str())
+        .filter(|id| *id != state.id && routing.layout.node_index(id).is_none());
+    let self_settled = status::report(state).settled;
+    let over = state.healing.membership.lock().layout_settled(
+        &state.id,
+        &routing.layout,
+        previous_only,
+        self_settled,
+    );
+    if !over {
+        return;
+    }
+    match state.retire_previous() {
+        Ok(()) => *failing = false,
+        Err(e) if !*failing => {
+            *failing = true;
+            tracing::warn!(error = %e, "cannot forget the previous layout; retrying");
+        }
+        Err(_) => {}
     }
 }
 

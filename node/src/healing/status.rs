@@ -14,7 +14,12 @@ use crate::state::State;
 /// What this node says about itself in heartbeats.
 pub(crate) fn report(state: &State) -> NodeReport {
     let stats = state.store.stats();
-    let progress = state.healing.healer.lock().progress();
+    let (progress, settled) = {
+        let healer = state.healing.healer.lock();
+        let meta_settled =
+            state.meta_settled_since_ms.load(Ordering::Relaxed) >= healer.layout_since_ms();
+        (healer.progress(), healer.settled() && meta_settled)
+    };
     NodeReport {
         layout_version: state.routing().layout.version,
         blob_count: stats.blob_count,
@@ -24,6 +29,8 @@ pub(crate) fn report(state: &State) -> NodeReport {
             .min(local::fs_available_bytes(&state.data_dir).unwrap_or(u64::MAX)),
         misplaced_bytes: progress.misplaced_bytes,
         moved_bytes: progress.moved_bytes,
+        settled,
+        writable: stats.read_only.is_none(),
     }
 }
 

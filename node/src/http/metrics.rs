@@ -298,7 +298,7 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
         "Bytes this node can still store (engine capacity and file system, whichever is less).",
     );
     e.sample("cairn_node_free_bytes", &[], status.report.free_bytes);
-    let replication: [(&str, &str, &str, u64); 9] = [
+    let replication: [(&str, &str, &str, u64); 10] = [
         (
             "cairn_layout_version",
             "gauge",
@@ -351,7 +351,13 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
             "cairn_corrupt_copies_found_total",
             "counter",
             "Corrupt copies found here, by the scrub or by a read.",
-            status.corrupt_found + status.scrub_corrupt_found,
+            status.corrupt_found,
+        ),
+        (
+            "cairn_scrub_corrupt_copies_found_total",
+            "counter",
+            "Corrupt copies the scrub found here (also counted in cairn_corrupt_copies_found_total).",
+            status.scrub_corrupt_found,
         ),
     ];
     for (name, kind, help, value) in replication {
@@ -396,6 +402,12 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
                 "gauge",
                 "Errors in the current or last collection.",
                 gc.errors,
+            ),
+            (
+                "cairn_gc_postponed",
+                "gauge",
+                "1 while collections are postponed (a layout change still moving data).",
+                u64::from(gc.postponed.is_some()),
             ),
         ];
         for (name, kind, help, value) in collector {

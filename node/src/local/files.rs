@@ -55,6 +55,22 @@ pub fn save_layouts(
         .map_err(|source| FileError { path, source })
 }
 
+/// Forgets the previous layout (its moves are over), durably.
+pub fn forget_previous_layout(data_dir: &Path) -> Result<(), FileError> {
+    let path = data_dir.join(PREVIOUS_LAYOUT_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(FileError { path, source }),
+    }
+    std::fs::File::open(data_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|source| FileError {
+            path: data_dir.to_path_buf(),
+            source,
+        })
+}
+
 /// The scrub cursor left by the last run.
 pub fn scrub_cursor(data_dir: &Path) -> Option<[u8; 32]> {
     let bytes = std::fs::read(data_dir.join(SCRUB_CURSOR_FILE)).ok()?;

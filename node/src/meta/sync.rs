@@ -4,6 +4,7 @@
 //! to its owners and dropped here once all of them have it.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cairn_core::layout::NodeSpec;
@@ -11,21 +12,48 @@ use cairn_core::limits::META_PAGE_ENTRIES_MAX;
 use cairn_core::meta::{Entry, MetaKey, MetaMsg, MetaReply, Partition};
 
 use super::cluster::{MetaCallError, MetaError, ask, ask_local, owners_of};
-use crate::limits::META_SYNC_INTERVAL_MS_MIN;
+use crate::clock;
+use crate::limits::{META_SYNC_INTERVAL_MS_MIN, META_SYNC_UNSETTLED_INTERVAL_MS};
 use crate::state::State;
 
 /// Brings this node's metadata partitions in line with their other owners, every
-/// `interval_ms`.
+/// `interval_ms`, and at once when a layout is adopted. Until a round after the adoption
+/// leaves nothing out, rounds come every `META_SYNC_UNSETTLED_INTERVAL_MS` at most: a layout
+/// change is not over (and the collector waits) until then.
 pub(crate) async fn sync_loop(state: Arc<State>, interval_ms: u64) {
-    let interval = Duration::from_millis(interval_ms.max(META_SYNC_INTERVAL_MS_MIN));
+    let interval_ms = interval_ms.max(META_SYNC_INTERVAL_MS_MIN);
+    let mut failing = false;
     loop {
-        tokio::time::sleep(interval).await;
+        let settled = state.meta_settled_since_ms.load(Ordering::Relaxed)
+            >= state.healing.healer.lock().layout_since_ms();
+        let pause_ms = if settled {
+            interval_ms
+        } else {
+            interval_ms.min(META_SYNC_UNSETTLED_INTERVAL_MS)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(pause_ms)) => {}
+            _ = state.meta_sync_wake.notified() => {}
+        }
+        let started_ms = clock::wall_ms();
         match sync_round(&state).await {
-            Ok(report) if report.exchanged > 0 || report.handed_off > 0 => {
-                tracing::info!(?report, "metadata sync round");
+            Ok(report) => {
+                if report.exchanged > 0 || report.handed_off > 0 {
+                    tracing::info!(?report, "metadata sync round");
+                }
+                if report.failed == 0 && report.unowned_left == 0 {
+                    state
+                        .meta_settled_since_ms
+                        .store(started_ms, Ordering::Relaxed);
+                }
+                failing = false;
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "metadata sync round failed"),
+            // Once per spell of failures: the next rounds retry on their own.
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "metadata sync round failed");
+            }
+            Err(e) => tracing::debug!(error = %e, "metadata sync round failed again"),
         }
     }
 }
@@ -38,6 +66,9 @@ pub struct SyncReport {
     pub exchanged: u64,
     /// Partitions handed to their owners and dropped here (this node no longer owns them).
     pub handed_off: u64,
+    /// Partitions this node no longer owns and could not yet hand to all their owners.
+    pub unowned_left: u64,
+    /// Comparisons with an owner that failed.
     pub failed: u64,
 }
 
@@ -65,13 +96,18 @@ pub(crate) async fn sync_round(state: &Arc<State>) -> Result<SyncReport, MetaErr
                 }
             }
         }
-        if !owned && all_synced {
+        if !owned {
             let s = state.clone();
             let p = part.clone();
-            if let Ok(Ok(())) =
-                tokio::task::spawn_blocking(move || s.meta.store.drop_partition(&p)).await
-            {
+            let dropped = all_synced
+                && matches!(
+                    tokio::task::spawn_blocking(move || s.meta.store.drop_partition(&p)).await,
+                    Ok(Ok(()))
+                );
+            if dropped {
                 report.handed_off += 1;
+            } else {
+                report.unowned_left += 1;
             }
         }
     }

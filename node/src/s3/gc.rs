@@ -94,19 +94,30 @@ pub(crate) async fn collector_loop(state: Arc<State>, settings: S3Settings) {
         handle.end(|status| {
             status.finished_ms = clock::wall_ms();
             status.phase = "done".into();
-            status.runs += 1;
             match &result {
+                Err(e @ GcError::LayoutChanging) => {
+                    // Expected while data moves: said once, and shown in the status, the
+                    // metrics and `cairn gc`'s exit code until a collection runs.
+                    if status.postponed.is_none() {
+                        tracing::info!(reason = %e, "garbage collection postponed");
+                    }
+                    status.postponed = Some(e.to_string());
+                }
                 Err(e) => {
+                    status.runs += 1;
                     status.errors += 1;
                     status.last_error = Some(e.to_string());
                     tracing::warn!(error = %e, "garbage collection stopped");
                 }
-                Ok(()) => tracing::info!(
-                    deleted = status.deleted,
-                    bytes = status.deleted_bytes,
-                    kept = status.kept,
-                    "garbage collection finished"
-                ),
+                Ok(()) => {
+                    status.runs += 1;
+                    tracing::info!(
+                        deleted = status.deleted,
+                        bytes = status.deleted_bytes,
+                        kept = status.kept,
+                        "garbage collection finished"
+                    )
+                }
             }
         });
     }
