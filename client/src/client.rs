@@ -254,19 +254,29 @@ impl Client {
         self.adopt_with(layout, None)
     }
 
+    /// Computes the routing of a newer layout (its placement table takes a while) outside the
+    /// lock requests read, then swaps it in.
     fn adopt_with(&self, layout: Layout, previous: Option<Layout>) -> Result<(), ClientError> {
         layout.validate()?;
-        let mut routing = self.inner.routing.write();
-        if layout.version > routing.layout.version {
-            tracing::info!(
-                from = routing.layout.version,
-                to = layout.version,
-                "adopting newer layout"
-            );
-            let next = routing.successor(layout, previous)?;
-            *routing = Arc::new(next);
+        let current = self.inner.routing.read().clone();
+        if layout.version > current.layout.version {
+            self.adopt_routing(Arc::new(current.successor(layout, previous)?));
         }
         Ok(())
+    }
+
+    /// Routes by `next` from now on if its layout is newer (a node shares the routing it
+    /// computed with its fronts' client).
+    pub fn adopt_routing(&self, next: Arc<Routing>) {
+        let mut routing = self.inner.routing.write();
+        if next.layout.version > routing.layout.version {
+            tracing::info!(
+                from = routing.layout.version,
+                to = next.layout.version,
+                "adopting newer layout"
+            );
+            *routing = next;
+        }
     }
 
     fn request(&self, routing: &Routing, op: Op) -> Request {

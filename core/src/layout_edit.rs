@@ -3,7 +3,7 @@
 //! functions and a broadcast.
 
 use crate::layout::{Layout, LayoutError, NodeSpec};
-use crate::status::NodeStatus;
+use crate::status::{DiskState, NodeStatus};
 
 /// A node whose share of the used bytes exceeds its share of the capacity by more than this
 /// many percentage points makes `rebalance` propose weights from capacities.
@@ -75,14 +75,39 @@ pub fn set_factor(
     Ok(l)
 }
 
+/// Why `rebalance` proposes no new layout.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RebalanceRefusal {
+    #[error("every node holds about its weight's share and no disk is nearly full; nothing to do")]
+    InLine,
+    #[error(
+        "the disk of {} is {}, but with replication factor {factor} on {nodes} nodes every node \
+         holds every blob: weights cannot help; add a node or give it more space",
+        full.join(", "),
+        if full.len() == 1 { "full or nearly full" } else { "full or nearly full on each" }
+    )]
+    EveryNodeHoldsEverything {
+        full: Vec<String>,
+        factor: usize,
+        nodes: usize,
+    },
+    #[error("no node reported its fill")]
+    NoFigures,
+}
+
 /// Weights proportional to each node's capacity (used + free bytes), if some node's share of
 /// the used bytes is more than `REBALANCE_FILL_SPREAD_PERCENT` points above its share of the
-/// weights; `None` when the cluster is in line. Nodes without a status keep their weight.
-pub fn rebalance(layout: &Layout, statuses: &[(String, NodeStatus)]) -> Option<Layout> {
+/// weights, or some node's disk is full or nearly full; a refusal saying why not otherwise.
+/// Nodes without a status keep their weight.
+pub fn rebalance(
+    layout: &Layout,
+    statuses: &[(String, NodeStatus)],
+) -> Result<Layout, RebalanceRefusal> {
     let used: u64 = statuses.iter().map(|(_, s)| s.report.used_bytes).sum();
     let weights: u64 = layout.nodes.iter().map(|n| n.weight as u64).sum();
     if used == 0 || weights == 0 {
-        return None;
+        return Err(RebalanceRefusal::NoFigures);
     }
     let out_of_line = statuses.iter().any(|(id, s)| {
         let Some(i) = layout.node_index(id) else {
@@ -92,8 +117,20 @@ pub fn rebalance(layout: &Layout, statuses: &[(String, NodeStatus)]) -> Option<L
         let weight_pct = layout.nodes[i].weight as u64 * 100 / weights;
         fill_pct > weight_pct + REBALANCE_FILL_SPREAD_PERCENT
     });
-    if !out_of_line {
-        return None;
+    let full: Vec<String> = statuses
+        .iter()
+        .filter(|(id, s)| layout.node_index(id).is_some() && s.space.disk != DiskState::Ok)
+        .map(|(id, _)| id.clone())
+        .collect();
+    if !out_of_line && full.is_empty() {
+        return Err(RebalanceRefusal::InLine);
+    }
+    if layout.nodes.len() <= layout.replication_factor && !full.is_empty() {
+        return Err(RebalanceRefusal::EveryNodeHoldsEverything {
+            full,
+            factor: layout.replication_factor,
+            nodes: layout.nodes.len(),
+        });
     }
     let mut capacities: Vec<u64> = statuses
         .iter()
@@ -101,7 +138,7 @@ pub fn rebalance(layout: &Layout, statuses: &[(String, NodeStatus)]) -> Option<L
         .filter(|c| *c > 0)
         .collect();
     if capacities.is_empty() {
-        return None;
+        return Err(RebalanceRefusal::NoFigures);
     }
     capacities.sort_unstable();
     let median = capacities[capacities.len() / 2].max(1);
@@ -113,8 +150,8 @@ pub fn rebalance(layout: &Layout, statuses: &[(String, NodeStatus)]) -> Option<L
             l.nodes[i].weight = w.min(u32::MAX as u128) as u32;
         }
     }
-    l.validate().ok()?;
-    Some(l)
+    l.validate().map_err(|_| RebalanceRefusal::NoFigures)?;
+    Ok(l)
 }
 
 #[cfg(test)]
@@ -149,15 +186,7 @@ mod tests {
                     free_bytes: free,
                     ..Default::default()
                 },
-                peers: Vec::new(),
-                hints_pending: 0,
-                tombstones: 0,
-                transfers_queued: 0,
-                transfers_in_flight: 0,
-                sessions_completed: 0,
-                scrub_verified_blobs: 0,
-                scrub_corrupt_found: 0,
-                corrupt_found: 0,
+                ..NodeStatus::default()
             },
         )
     }
@@ -196,7 +225,7 @@ mod tests {
         let even: Vec<_> = (1..=4)
             .map(|i| status(&format!("n{i}"), 100, 900))
             .collect();
-        assert!(rebalance(&l, &even).is_none());
+        assert_eq!(rebalance(&l, &even), Err(RebalanceRefusal::InLine));
         // n1 has a small disk and holds far more than its quarter.
         let mut skewed = even.clone();
         skewed[0] = status("n1", 400, 100);
@@ -204,5 +233,29 @@ mod tests {
         assert_eq!(next.version, 4);
         assert!(next.nodes[0].weight < next.nodes[1].weight);
         assert_eq!(next.nodes[1].weight, REBALANCE_WEIGHT_UNIT as u32);
+    }
+
+    #[test]
+    fn a_full_disk_is_rebalanced_even_when_every_node_holds_its_share() {
+        let l = layout();
+        // Equal shares of the data, but n2's disk is small and full.
+        let mut statuses: Vec<_> = (1..=4)
+            .map(|i| status(&format!("n{i}"), 100, 900))
+            .collect();
+        statuses[1] = status("n2", 100, 0);
+        statuses[1].1.space.disk = DiskState::Full;
+        let next = rebalance(&l, &statuses).expect("a lighter weight for n2");
+        assert!(next.nodes[1].weight < next.nodes[0].weight, "{next:?}");
+        // With as many nodes as copies, weights cannot move anything: the refusal says so.
+        let three = Layout {
+            nodes: l.nodes[..3].to_vec(),
+            ..l.clone()
+        };
+        let refusal = rebalance(&three, &statuses[..3]).unwrap_err();
+        assert!(matches!(
+            refusal,
+            RebalanceRefusal::EveryNodeHoldsEverything { .. }
+        ));
+        assert!(refusal.to_string().contains("n2"), "{refusal}");
     }
 }

@@ -1,7 +1,7 @@
 //! The node protocol: heartbeats, anti-entropy, status, layout changes, metadata and the
 //! garbage collector's controls, carried by `Op::Peer` streams as postcard messages
 //! ([`PeerMsg`] in, [`PeerReply`] out). Nodes speak it to each other; the `cairn` command
-//! speaks it for `status`, `layout` and `gc`. Data only: who answers what is the node's.
+//! speaks it for `status`, `layout`, `gc`, `repair` and `scrub`. Data only: who answers what is the node's.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,13 @@ pub enum PeerMsg {
     GcStart,
     /// How is the garbage collection going?
     GcStatus,
+    /// Compare with every peer now (from `cairn repair`).
+    RepairNow,
+    /// Start a scrub pass now; where the scheduled scrub is off, one pass runs at
+    /// `bytes_per_sec` (from `cairn scrub`).
+    ScrubNow {
+        bytes_per_sec: u64,
+    },
 }
 
 /// The answer to a `PeerMsg`.
@@ -68,5 +75,13 @@ pub enum PeerReply {
         /// A collection was started by this request (false: one was already running).
         started: bool,
         status: GcStatus,
+    },
+    /// Anti-entropy sessions with every peer up are due from `started_ms` (the node's clock).
+    RepairStarted {
+        started_ms: u64,
+    },
+    /// A scrub pass is under way (`already`: it was before this request).
+    ScrubStarted {
+        already: bool,
     },
 }

@@ -15,6 +15,8 @@ use crate::membership::{NodeReport, PeerState};
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub id: String,
+    /// The software version the node runs.
+    pub version: String,
     pub report: NodeReport,
     pub peers: Vec<PeerStatus>,
     pub hints_pending: u64,
@@ -22,10 +24,166 @@ pub struct NodeStatus {
     pub transfers_queued: u64,
     pub transfers_in_flight: u64,
     pub sessions_completed: u64,
-    pub scrub_verified_blobs: u64,
-    /// Corrupt copies found here by the scrub, and by any read.
-    pub scrub_corrupt_found: u64,
+    /// Corrupt copies found here by any read or by the scrub.
     pub corrupt_found: u64,
+    pub space: SpaceStatus,
+    /// Why the engine stopped taking writes, if it did.
+    pub read_only: Option<String>,
+    pub recovery: RecoveryStatus,
+    pub repair: RepairStatus,
+    pub scrub: ScrubStatus,
+    /// The layout before the current one, while the node still routes by it (its moves are
+    /// not over).
+    pub previous_layout_version: Option<u64>,
+    /// Out of the layout and holding nothing: the node may be stopped and its data deleted.
+    pub drained: bool,
+}
+
+/// How full a node's disk is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskState {
+    #[default]
+    Ok,
+    /// Under the configured share of free space.
+    NearlyFull,
+    /// Writes fail (or did lately) for lack of space.
+    Full,
+}
+
+impl DiskState {
+    pub fn label(self) -> &'static str {
+        match self {
+            DiskState::Ok => "ok",
+            DiskState::NearlyFull => "nearly full",
+            DiskState::Full => "full",
+        }
+    }
+}
+
+/// A node's disk and what compaction does to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceStatus {
+    pub disk: DiskState,
+    /// Size of the disk (or the engine's capacity, if smaller) and what is free on it.
+    pub disk_total_bytes: u64,
+    pub free_bytes: u64,
+    /// Bytes of segment files, and of the records in them readers can reach, and of the rest.
+    pub segment_files_bytes: u64,
+    pub live_bytes: u64,
+    pub dead_bytes: u64,
+    /// What compaction would give back now.
+    pub reclaimable_bytes: u64,
+    pub compaction_rounds: u64,
+    pub compaction_reclaimed_bytes: u64,
+    pub compaction_errors: u64,
+}
+
+/// What the engine's last open dropped (the cluster's other replicas restore it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryStatus {
+    /// Records a hint file listed and recovery could not find.
+    pub records_lost: u64,
+    /// Segments whose damaged or torn tail was cut off.
+    pub torn_tails: u64,
+    /// Segments that could not be read at all, and where they were moved.
+    pub unreadable_segments: u64,
+    pub moved_aside: Vec<String>,
+}
+
+impl RecoveryStatus {
+    pub fn dropped_anything(&self) -> bool {
+        self.records_lost > 0 || self.torn_tails > 0 || self.unreadable_segments > 0
+    }
+}
+
+/// Blobs with fewer copies than the layout asks, as far as this node's healer knows, and how
+/// soon they will have them all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairStatus {
+    /// Blobs this node answers for with an owner that is not up, plus writes that missed a
+    /// replica that is up (hints held here for it). Summed over the nodes, each blob counts
+    /// about once.
+    pub under_replicated_blobs: u64,
+    /// Owners found not up: their copies wait until they return or leave the layout.
+    pub waiting_for: Vec<String>,
+    /// Copies made and hints delivered over the last minute.
+    pub repairs_per_min: u64,
+    /// When every copy that can be made now will be, at the last minute's pace (`None`:
+    /// nothing to repair, no progress in the last minute, or only nodes that are down lack
+    /// copies).
+    pub eta_secs: Option<u64>,
+}
+
+/// Where the scrub stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubStatus {
+    /// A pass is under way, and how far it has gone through the hash space.
+    pub running: bool,
+    pub pass_percent: u8,
+    pub passes_completed: u64,
+    pub verified_blobs: u64,
+    /// Corrupt copies the scrub found (also in `NodeStatus::corrupt_found`).
+    pub corrupt_found: u64,
+}
+
+impl NodeStatus {
+    /// What an operator must know about this node, one line each (empty: nothing).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.space.disk {
+            DiskState::Ok => {}
+            disk => out.push(format!(
+                "disk {} ({} of {} bytes free)",
+                disk.label(),
+                self.space.free_bytes,
+                self.space.disk_total_bytes
+            )),
+        }
+        if let Some(why) = &self.read_only {
+            out.push(format!("read-only: {why}"));
+        }
+        if self.recovery.dropped_anything() {
+            let r = &self.recovery;
+            let mut line = format!(
+                "the last open dropped {} records ({} torn tails, {} unreadable segments)",
+                r.records_lost, r.torn_tails, r.unreadable_segments
+            );
+            if !r.moved_aside.is_empty() {
+                line.push_str(&format!("; moved aside: {}", r.moved_aside.join(", ")));
+            }
+            out.push(line);
+        }
+        if self.repair.under_replicated_blobs > 0 {
+            let mut line = format!(
+                "{} blobs under-replicated",
+                self.repair.under_replicated_blobs
+            );
+            if !self.repair.waiting_for.is_empty() {
+                line.push_str(&format!(
+                    ", waiting for {}",
+                    self.repair.waiting_for.join(", ")
+                ));
+            }
+            match self.repair.eta_secs {
+                Some(eta) => line.push_str(&format!(", repaired in about {eta} s")),
+                None if self.repair.waiting_for.is_empty() => {
+                    line.push_str(", no repair progress in the last minute")
+                }
+                None => {}
+            }
+            out.push(line);
+        }
+        if self.scrub.corrupt_found > 0 {
+            out.push(format!(
+                "the scrub found {} corrupt copies (repaired from replicas)",
+                self.scrub.corrupt_found
+            ));
+        }
+        if self.drained {
+            out.push("out of the layout and empty: it can be stopped".into());
+        }
+        out
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -35,6 +193,8 @@ pub struct PeerStatus {
     /// Milliseconds since its last heartbeat (`None`: never heard).
     pub silent_ms: Option<u64>,
     pub report: Option<NodeReport>,
+    /// Start (this node's clock) of the last anti-entropy session with the peer that completed.
+    pub synced_since_ms: Option<u64>,
 }
 
 /// Where a collection stands.
@@ -61,6 +221,8 @@ pub struct GcStatus {
     /// Why the last collection did not start (a layout change still moving data); cleared by
     /// the next collection that runs.
     pub postponed: Option<String>,
+    /// When (wall clock) a collection last finished without errors; 0: never since the start.
+    pub last_success_ms: u64,
 }
 
 /// What `cairn status` prints and `GET /v1/cluster` answers.
@@ -71,6 +233,8 @@ pub struct ClusterStatus {
     pub write_quorum: usize,
     pub zones: usize,
     pub nodes: Vec<NodeLine>,
+    /// Under-replicated blobs summed over the nodes that answered.
+    pub under_replicated_blobs: u64,
 }
 
 /// One node in a [`ClusterStatus`]. Figures are absent for a node that did not answer.
@@ -88,6 +252,15 @@ pub struct NodeLine {
     pub layout_version: Option<u64>,
     pub hints_pending: Option<u64>,
     pub transfers_pending: Option<u64>,
+    pub version: Option<String>,
+    pub disk: Option<&'static str>,
+    pub live_bytes: Option<u64>,
+    pub dead_bytes: Option<u64>,
+    pub reclaimable_bytes: Option<u64>,
+    pub under_replicated_blobs: Option<u64>,
+    pub scrub_percent: Option<u8>,
+    /// What an operator must know about the node (`NodeStatus::problems`).
+    pub problems: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -124,16 +297,30 @@ impl ClusterStatus {
                     layout_version: ok.map(|s| s.report.layout_version),
                     hints_pending: ok.map(|s| s.hints_pending),
                     transfers_pending: ok.map(|s| s.transfers_queued + s.transfers_in_flight),
+                    version: ok.map(|s| s.version.clone()),
+                    disk: ok.map(|s| s.space.disk.label()),
+                    live_bytes: ok.map(|s| s.space.live_bytes),
+                    dead_bytes: ok.map(|s| s.space.dead_bytes),
+                    reclaimable_bytes: ok.map(|s| s.space.reclaimable_bytes),
+                    under_replicated_blobs: ok.map(|s| s.repair.under_replicated_blobs),
+                    scrub_percent: ok.map(|s| s.scrub.pass_percent),
+                    problems: ok.map(NodeStatus::problems).unwrap_or_default(),
                     error: s.as_ref().err().map(|e| e.to_string()),
                 }
             })
             .collect();
+        let under_replicated_blobs = statuses
+            .iter()
+            .filter_map(|(_, s)| s.as_ref().ok())
+            .map(|s| s.repair.under_replicated_blobs)
+            .sum();
         ClusterStatus {
             layout_version: layout.version,
             replication_factor: layout.replication_factor,
             write_quorum: layout.write_quorum,
             zones: layout.zone_count(),
             nodes,
+            under_replicated_blobs,
         }
     }
 }
@@ -202,6 +389,41 @@ impl MoveProgress {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_rate_window_looks_back_one_minute() {
+        let mut w = RateWindow::default();
+        assert_eq!(w.per_min(), 0);
+        w.sample(0, 0);
+        w.sample(500, 10);
+        assert_eq!(w.per_min(), 0, "under a second apart");
+        for s in 1..=120 {
+            // 2 per second for two minutes, then nothing.
+            w.sample(s * 1_000, 2 * s);
+        }
+        assert_eq!(w.per_min(), 120);
+        for s in 121..=200 {
+            w.sample(s * 1_000, 240);
+        }
+        assert_eq!(w.per_min(), 0, "nothing in the last minute");
+    }
+
+    #[test]
+    fn problems_name_what_an_operator_must_act_on() {
+        let mut s = NodeStatus::default();
+        assert!(s.problems().is_empty());
+        s.space.disk = DiskState::Full;
+        s.recovery.records_lost = 46;
+        s.repair.under_replicated_blobs = 12;
+        s.repair.waiting_for = vec!["n3".into()];
+        let problems = s.problems().join("\n");
+        assert!(problems.contains("disk full"), "{problems}");
+        assert!(problems.contains("dropped 46 records"), "{problems}");
+        assert!(
+            problems.contains("12 blobs under-replicated, waiting for n3"),
+            "{problems}"
+        );
+    }
+
     fn node(id: &str) -> NodeSpec {
         NodeSpec {
             id: id.into(),
@@ -258,5 +480,37 @@ mod tests {
             (node("b"), status("b", 2, true)),
             (node("gone"), Err("unreachable".into())),
         ]));
+    }
+}
+
+/// A running total's rate over the last minute, from samples taken now and then (time passed
+/// in, milliseconds, never decreasing).
+#[derive(Clone, Debug, Default)]
+pub struct RateWindow {
+    samples: std::collections::VecDeque<(u64, u64)>,
+}
+
+/// The span a [`RateWindow`] looks back over.
+pub const RATE_WINDOW_MS: u64 = 60_000;
+
+impl RateWindow {
+    pub fn sample(&mut self, now_ms: u64, total: u64) {
+        self.samples.push_back((now_ms, total));
+        // Keep one sample at least a window old, as the base.
+        while self.samples.len() > 2 && now_ms.saturating_sub(self.samples[1].0) >= RATE_WINDOW_MS {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The increase per minute over the samples held (0 until two are a second apart).
+    pub fn per_min(&self) -> u64 {
+        let (Some(&(t0, v0)), Some(&(t1, v1))) = (self.samples.front(), self.samples.back()) else {
+            return 0;
+        };
+        let span_ms = t1.saturating_sub(t0);
+        if span_ms < 1_000 {
+            return 0;
+        }
+        v1.saturating_sub(v0).saturating_mul(60_000) / span_ms
     }
 }

@@ -31,8 +31,8 @@ mod store;
 pub use error::{CorruptionKind, Error, ReadOnlyReason, Result};
 pub use hash::{Hash, HashParseError};
 pub use store::{
-    BlobStat, BlobWriter, CompactionReport, Config, RecoveryReport, ScrubReport, Stats, Store,
-    SyncMode,
+    BlobStat, BlobWriter, CompactionReport, Config, RecoveryReport, ScrubReport, SegmentId, Stats,
+    Store, SyncMode,
 };
 
 use std::fmt;

@@ -64,3 +64,7 @@ const _: () = assert!(INDEX_SHARD_COUNT.is_power_of_two() && INDEX_SHARD_COUNT <
 const _: () = assert!(CRC_CHUNK_BYTES.is_power_of_two());
 // A 1 TiB blob's checksum table must itself be addressable in memory on 64-bit targets.
 const _: () = assert!((BLOB_BYTES_MAX / CRC_CHUNK_BYTES) * 4 < (1 << 32));
+
+/// Copies of one segment file's name recovery keeps in `damaged/` (`NAME.0` up to this);
+/// beyond it, a damaged segment stays where it is, reported.
+pub const DAMAGED_NAMES_MAX: u32 = 1000;

@@ -267,6 +267,102 @@ fn compaction_reclaims_space_and_keeps_readers_valid() {
     }
 }
 
+/// Compacts every candidate once, as a paced caller does; returns the reports.
+fn compaction_round(store: &Store) -> Vec<CompactionReport> {
+    store
+        .compaction_candidates()
+        .into_iter()
+        .filter_map(|id| store.compact_segment(id).unwrap())
+        .collect()
+}
+
+#[test]
+fn paced_compaction_goes_a_segment_at_a_time_and_an_emptied_store_ends_with_no_segment() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    let hashes = put_many(&store, 300, 500);
+    assert_eq!(store.stats().reclaimable_bytes, 0, "nothing deleted yet");
+    // Segments fill in order: deleting the first 90% of the blobs leaves the early segments
+    // dead and the later ones live.
+    for h in &hashes[..270] {
+        store.delete(h).unwrap();
+    }
+    let before = store.stats();
+    assert!(before.reclaimable_bytes > 0);
+    let candidates = store.compaction_candidates();
+    assert!(candidates.len() > 1, "{candidates:?}");
+    let reports = compaction_round(&store);
+    assert_eq!(reports.len(), candidates.len());
+    assert!(
+        reports.iter().all(|r| r.segments_removed == 1),
+        "{reports:?}"
+    );
+    let after = store.stats();
+    assert!(after.used_bytes < before.used_bytes);
+    assert!(after.reclaimable_bytes < before.reclaimable_bytes);
+    assert_eq!(
+        store.compact_segment(candidates[0]).unwrap(),
+        None,
+        "a removed segment is no candidate"
+    );
+    for (i, h) in hashes.iter().enumerate() {
+        assert_eq!(store.get(h).unwrap().is_some(), i >= 270, "blob {i}");
+    }
+
+    // Everything goes: the open segment is sealed once nothing in it is live, and the store
+    // ends with no segment file at all (kept tombstones last a round more each).
+    for h in &hashes[270..] {
+        store.delete(h).unwrap();
+    }
+    let segment_files = |mem: &MemStorage| {
+        mem.paths()
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .count()
+    };
+    for _ in 0..10 {
+        store.seal_open_segment_if_dead(u64::MAX).unwrap();
+        compaction_round(&store);
+        if segment_files(&mem) == 0 {
+            break;
+        }
+    }
+    assert_eq!(segment_files(&mem), 0, "{:?}", mem.paths());
+    assert_eq!(store.stats().used_bytes, 0);
+    // The store still works, and reopens with what it holds.
+    let again = store.put(b"after").unwrap();
+    drop(store);
+    let store = open(&mem, small_config());
+    assert_eq!(&*store.get(&again).unwrap().unwrap(), b"after");
+    assert_eq!(store.stats().blob_count, 1);
+    for h in &hashes {
+        assert!(store.get(h).unwrap().is_none(), "a deleted blob came back");
+    }
+}
+
+#[test]
+fn the_open_segment_is_sealed_for_compaction_only_when_dead_enough() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    let a = store.put(&blob(1, 3000)).unwrap();
+    let _b = store.put(&blob(2, 4000)).unwrap();
+    assert!(!store.seal_open_segment_if_dead(1).unwrap(), "all live");
+    store.delete(&a).unwrap();
+    // Under half dead is not past the default threshold (live below half).
+    assert!(!store.seal_open_segment_if_dead(1).unwrap());
+    let c = store.put(&blob(3, 2000)).unwrap();
+    store.delete(&c).unwrap();
+    assert!(
+        !store.seal_open_segment_if_dead(1 << 20).unwrap(),
+        "dead bytes under the minimum"
+    );
+    assert!(store.seal_open_segment_if_dead(1).unwrap());
+    let reports = compaction_round(&store);
+    assert_eq!(reports.len(), 1, "the sealed segment: {reports:?}");
+    assert_eq!(reports[0].blobs_moved, 1);
+    assert_eq!(reports[0].segments_removed, 1);
+}
+
 #[test]
 fn compaction_runs_alongside_writers_and_readers() {
     let mem = MemStorage::new();
@@ -639,6 +735,65 @@ fn a_record_with_the_largest_sequence_number_does_not_overflow() {
         store.put(b"more"),
         Err(Error::IdsExhausted { .. })
     ));
+}
+
+#[test]
+fn recovery_counts_the_records_a_truncation_cut_and_sets_a_damaged_segment_aside() {
+    let mem = MemStorage::new();
+    let store = open(&mem, small_config());
+    // Enough to fill (and seal, with a hint file) the first segments.
+    let hashes = put_many(&store, 120, 500);
+    drop(store);
+    let mut segments: Vec<_> = mem
+        .paths()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    // The first segment loses its second half; the second gets a damaged header.
+    let first = &segments[0];
+    let first_len = mem.open(first).unwrap().len().unwrap();
+    let cut_at = limits::SEGMENT_HEADER_BYTES + 10 * format::record_bytes(500);
+    mem.open(first).unwrap().set_len(cut_at).unwrap();
+    assert!(cut_at < first_len);
+    let second = segments[1].clone();
+    mem.corrupt(&second, 0, b"XXXX").unwrap();
+
+    let store = open(&mem, small_config());
+    let report = store.recovery_report().clone();
+    assert!(report.dropped_anything());
+    assert_eq!(report.unreadable_segments.len(), 1, "{report:?}");
+    let damaged = &report.unreadable_segments[0];
+    assert_eq!(damaged.path, second);
+    let moved_to = damaged.moved_to.clone().expect("moved aside");
+    assert!(
+        moved_to.starts_with(Path::new(DIR).join("damaged")),
+        "{moved_to:?}"
+    );
+    let paths = mem.paths();
+    assert!(
+        paths.contains(&moved_to) && !paths.contains(&second),
+        "{paths:?}"
+    );
+    let present = hashes
+        .iter()
+        .filter(|h| store.get(h).ok().flatten().is_some())
+        .count() as u64;
+    assert_eq!(
+        report.records_lost,
+        hashes.len() as u64 - present,
+        "every blob that went is counted: {report:?}"
+    );
+    assert!(report.records_lost > 10);
+    drop(store);
+    // The next open finds nothing more to drop.
+    let store = open(&mem, small_config());
+    assert!(
+        !store.recovery_report().dropped_anything(),
+        "{:?}",
+        store.recovery_report()
+    );
 }
 
 #[test]

@@ -78,6 +78,40 @@ impl Admin {
         peer::call_bounded(&self.pool, node, self.layout.version, msg).await
     }
 
+    /// The nodes of the layout `id` names (all of them for `None`); an error naming the id if
+    /// there is no such node.
+    pub fn targets(&self, id: Option<&str>) -> Result<Vec<NodeSpec>, AdminError> {
+        let nodes: Vec<NodeSpec> = self
+            .known_nodes()
+            .into_iter()
+            .filter(|n| id.is_none_or(|id| id == n.id))
+            .collect();
+        match (id, nodes.is_empty()) {
+            (Some(id), true) => Err(LayoutEditError::Unknown { id: id.to_string() }.into()),
+            _ => Ok(nodes),
+        }
+    }
+
+    /// Asks one node something, with the answer it gave or why there was none.
+    pub async fn ask(&self, node: &NodeSpec, msg: &PeerMsg) -> Result<PeerReply, PeerCallError> {
+        self.call(node, msg).await
+    }
+
+    /// One node's status (it need not be in the layout any more).
+    pub async fn status_of(&self, node: &NodeSpec) -> Result<NodeStatus, PeerCallError> {
+        match self.call(node, &PeerMsg::Status).await? {
+            PeerReply::Status(s) => Ok(*s),
+            PeerReply::Refused { message } => Err(PeerCallError::Declined {
+                node: node.id.clone(),
+                message,
+            }),
+            other => Err(PeerCallError::UnexpectedReply {
+                node: node.id.clone(),
+                reply: Box::new(other),
+            }),
+        }
+    }
+
     /// The newest layout any node holds (adopted here too, with the previous layout a node
     /// running the newest one still routes by).
     pub async fn current_layout(&mut self) -> Result<Layout, AdminError> {

@@ -35,6 +35,12 @@
 //! gc_interval_ms = 3600000         # how often the garbage collector runs (0: only `cairn gc`)
 //! gc_grace_ms = 86400000           # a blob written or referred to this recently is kept
 //! gc_deletes_per_sec = 200         # the collector's pace
+//!
+//! [space]                          # optional
+//! compaction_dead_percent_min = 50 # a segment is rewritten once this much of it is dead
+//! compaction_bytes_per_sec = 67108864  # live bytes compaction copies per second, at most
+//! compaction_interval_ms = 60000   # how often the node looks for segments to compact
+//! nearly_full_free_percent = 10    # below this much free space the disk is "nearly full"
 //! ```
 //! Relative paths are taken from the directory holding the file.
 
@@ -77,6 +83,12 @@ pub enum ConfigError {
         "{path} holds a secret and is readable by others (mode {mode:o}); run `chmod 600 {path}`"
     )]
     Exposed { path: PathBuf, mode: u32 },
+    #[error("{path}: `{key}` {problem}")]
+    OutOfRange {
+        path: PathBuf,
+        key: &'static str,
+        problem: &'static str,
+    },
 }
 
 /// Paths to a peer's PEM files.
@@ -343,6 +355,63 @@ pub struct NodeConfig {
     /// The S3 front; off unless the section is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Settings>,
+    #[serde(default)]
+    pub space: SpaceSettings,
+}
+
+/// A segment is compacted once this share of it (percent) is dead, unless configured.
+pub const COMPACTION_DEAD_PERCENT_MIN_DEFAULT: u8 = 50;
+
+/// Live bytes compaction copies per second at most, unless configured: 64 MiB/s, a fraction
+/// of a disk's sequential bandwidth, so that foreground writes keep theirs.
+pub const COMPACTION_BYTES_PER_SEC_DEFAULT: u64 = 64 << 20;
+
+/// How often a node looks for segments to compact, unless configured.
+pub const COMPACTION_INTERVAL_MS_DEFAULT: u64 = 60_000;
+
+/// Free space (percent of the disk's usable space) under which the disk is "nearly full".
+pub const NEARLY_FULL_FREE_PERCENT_DEFAULT: u8 = 10;
+
+/// How a node keeps its disk (`[space]`): compaction's trigger and pace, and when the disk
+/// counts as nearly full.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpaceSettings {
+    pub compaction_dead_percent_min: u8,
+    pub compaction_bytes_per_sec: u64,
+    /// 0 turns automatic compaction off.
+    pub compaction_interval_ms: u64,
+    pub nearly_full_free_percent: u8,
+}
+
+impl Default for SpaceSettings {
+    fn default() -> SpaceSettings {
+        SpaceSettings {
+            compaction_dead_percent_min: COMPACTION_DEAD_PERCENT_MIN_DEFAULT,
+            compaction_bytes_per_sec: COMPACTION_BYTES_PER_SEC_DEFAULT,
+            compaction_interval_ms: COMPACTION_INTERVAL_MS_DEFAULT,
+            nearly_full_free_percent: NEARLY_FULL_FREE_PERCENT_DEFAULT,
+        }
+    }
+}
+
+impl SpaceSettings {
+    /// The first setting out of range: its key and what is wrong.
+    fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if !(1..=100).contains(&self.compaction_dead_percent_min) {
+            return Some((
+                "space.compaction_dead_percent_min",
+                "must be between 1 and 100",
+            ));
+        }
+        if self.compaction_bytes_per_sec == 0 {
+            return Some(("space.compaction_bytes_per_sec", "must be above 0"));
+        }
+        if self.nearly_full_free_percent > 50 {
+            return Some(("space.nearly_full_free_percent", "must be at most 50"));
+        }
+        None
+    }
 }
 
 /// What the CLI needs to reach a cluster.
@@ -481,6 +550,13 @@ impl NodeConfig {
         }
         if let Some(s3) = &mut config.s3 {
             resolve(base, &mut s3.credentials_file);
+        }
+        if let Some((key, problem)) = config.space.problem() {
+            return Err(ConfigError::OutOfRange {
+                path: path.to_path_buf(),
+                key,
+                problem,
+            });
         }
         Ok(config)
     }

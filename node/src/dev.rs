@@ -57,6 +57,8 @@ pub struct ClusterSpec {
     /// Every node's `[s3]`, if the S3 front is on; each listens on its own `s3_addr`, and the
     /// credentials are generated beside the certificates.
     pub s3: Option<crate::config::S3Settings>,
+    /// Every node's `[space]`.
+    pub space: crate::config::SpaceSettings,
 }
 
 impl ClusterSpec {
@@ -88,6 +90,7 @@ impl ClusterSpec {
                 SocketAddr::from((ip, 0)),
                 PathBuf::from("certs/s3-credentials.toml"),
             )),
+            space: Default::default(),
         }
     }
 
@@ -218,6 +221,7 @@ pub fn write_cluster(dir: &Path, spec: &ClusterSpec) -> Result<ClusterFiles, Dev
                 listen: spec.s3_addr(addr),
                 ..s3.clone()
             }),
+            space: spec.space.clone(),
         };
         let path = dir.join(format!("{id}.toml"));
         let text = toml::to_string(&config).expect("node configs serialize");

@@ -46,6 +46,15 @@ pub enum NodeError {
     },
     #[error("layout version {offered} is not newer than the current {current}")]
     LayoutNotNewer { offered: u64, current: u64 },
+    /// Adopting this layout failed lately; it is tried again after a pause.
+    #[error(
+        "adopting layout version {version} failed ({last_error}); next attempt in {retry_in_ms} ms"
+    )]
+    AdoptPaused {
+        version: u64,
+        last_error: String,
+        retry_in_ms: u64,
+    },
     #[error(transparent)]
     File(#[from] FileError),
     #[error("{path}: {source}")]

@@ -4,6 +4,7 @@
 //! `cairn_core::hints::plan`; the hints themselves are durable in `local::hint_log`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cairn_client::ClientError;
@@ -53,7 +54,11 @@ pub(crate) async fn hint_loop(state: Arc<State>) {
             let mut log = state.hints.lock();
             match result {
                 Ok(()) => {
-                    tracing::info!(hash = %hint.hash, target = %hint.target, "hint delivered");
+                    tracing::debug!(hash = %hint.hash, target = %hint.target, "hint delivered");
+                    state
+                        .healing
+                        .hints_delivered
+                        .fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = log.delivered(id) {
                         tracing::error!(error = %e, "cannot record a delivered hint");
                     }

@@ -33,23 +33,31 @@ pub mod local;
 pub mod meta;
 pub mod net;
 pub mod node;
+pub mod operate;
 mod quic;
 pub mod replica;
 pub mod s3;
+mod space;
 mod state;
+mod task;
 
 pub use config::{ClientFileConfig, NodeConfig};
+
+/// The log filter unless `CAIRN_LOG` says otherwise. The S3 library logs every client mistake
+/// (a typo in a key, a missing bucket) at ERROR; the S3 front logs requests itself, at WARN for
+/// server errors and DEBUG for refusals, so the library is kept quiet.
+pub const LOG_FILTER_DEFAULT: &str = "info,s3s=off";
 pub use error::NodeError;
 pub use node::Node;
 
 /// Sets up structured logs on stderr, filtered by `CAIRN_LOG` (for example `info` or
-/// `cairn_node=debug,warn`; default `info`).
+/// `cairn_node=debug,warn`; default `LOG_FILTER_DEFAULT`).
 pub fn init_logging() {
     use tracing_subscriber::prelude::*;
     let filter: tracing_subscriber::filter::Targets = std::env::var("CAIRN_LOG")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| "info".parse().expect("a valid default filter"));
+        .unwrap_or_else(|| LOG_FILTER_DEFAULT.parse().expect("a valid default filter"));
     let _ = tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(filter)

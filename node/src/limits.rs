@@ -114,6 +114,26 @@ pub const META_SYNC_INTERVAL_MS_MIN: u64 = 100;
 /// not yet settled for metadata (a round since the adoption left something out).
 pub const META_SYNC_UNSETTLED_INTERVAL_MS: u64 = 1_000;
 
+// ---- Layouts ----
+
+/// First pause before a layout that failed to be adopted (its file could not be written) is
+/// tried again; it doubles up to `ADOPT_RETRY_MS_MAX` while the failures go on.
+pub const ADOPT_RETRY_MS_MIN: u64 = 500;
+pub const ADOPT_RETRY_MS_MAX: u64 = 30_000;
+
+// ---- The disk ----
+
+/// A disk with less free than this is full: a new segment, a layout file or a log record may
+/// not fit.
+pub const DISK_FREE_BYTES_MIN: u64 = 64 * 1024 * 1024;
+
+/// After a write fails for lack of space, the disk counts as full for this long (space freed
+/// by compaction or an operator shows after it).
+pub const DISK_FULL_REMEMBERED_MS: u64 = 60_000;
+
+/// How often a node out of the layout checks whether it has emptied itself (and compacts).
+pub const LEAVING_CHECK_INTERVAL_MS: u64 = 2_000;
+
 // ---- The HTTP front ----
 
 /// Connections the HTTP front holds open at once; beyond it, a new connection gets a 503 and
@@ -229,6 +249,12 @@ pub const GC_POLL_MS: u64 = 500;
 
 /// How often `cairn layout status` asks the nodes.
 pub const MOVE_POLL_MS: u64 = 1_000;
+
+/// How often `cairn repair`, `cairn scrub` and `cairn drain` ask the nodes how it goes.
+pub const OPERATION_POLL_MS: u64 = 1_000;
+
+/// Scrub pace of a pass `cairn scrub` starts on a node whose scheduled scrub is off.
+pub const SCRUB_ON_DEMAND_BYTES_PER_SEC_DEFAULT: u64 = 256 * 1024 * 1024;
 
 // ---- Relations ----
 

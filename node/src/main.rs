@@ -7,12 +7,13 @@ use std::process::ExitCode;
 use cairn_client::{
     Client, ClientOptions, Hash, Identity, NodeSpec, hash_file_with_progress, load_layout,
 };
-use cairn_core::layout_edit;
+use cairn_core::layout_edit::{self, RebalanceRefusal};
 use cairn_core::status::{ClusterStatus, MoveProgress, NodeStatus};
 use cairn_node::admin::Admin;
 use cairn_node::config::{ClientFileConfig, NodeConfig};
 use cairn_node::dev::{self, ClusterSpec};
-use cairn_node::limits::{GC_POLL_MS, MOVE_POLL_MS};
+use cairn_node::limits::{GC_POLL_MS, MOVE_POLL_MS, SCRUB_ON_DEMAND_BYTES_PER_SEC_DEFAULT};
+use cairn_node::operate;
 use cairn_node::{Node, certs, clock};
 use clap::{Parser, Subcommand};
 
@@ -94,6 +95,34 @@ enum Command {
         /// Only show how the last or current collection went.
         #[arg(long)]
         status: bool,
+    },
+    /// Compare every node's blobs with its peers' now and make every missing copy, with
+    /// progress (exit 1: copies still missing, e.g. on a node that is down).
+    Repair {
+        /// Only this node (default: all).
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+    },
+    /// Verify every blob against its hash now, with progress; corrupt copies are replaced
+    /// from replicas (exit 1: some were found).
+    Scrub {
+        /// Only this node (default: all).
+        #[arg(long)]
+        node: Option<String>,
+        /// Pace on nodes whose scheduled scrub is off.
+        #[arg(long, default_value_t = SCRUB_ON_DEMAND_BYTES_PER_SEC_DEFAULT)]
+        bytes_per_sec: u64,
+        #[arg(long, default_value_t = 86_400)]
+        timeout_secs: u64,
+    },
+    /// Take a node out of the layout and wait until it has handed everything off and holds
+    /// nothing; then it can be stopped.
+    Drain {
+        id: String,
+        #[arg(long, default_value_t = 86_400)]
+        timeout_secs: u64,
     },
     /// Change the cluster's layout online, or follow the data moves a change started.
     Layout {
@@ -185,10 +214,51 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc { node, status } => gc_command(&cli.client, node, status).await,
+        Command::Repair { node, timeout_secs } => {
+            let mut admin = admin(&cli.client)?;
+            let timeout = std::time::Duration::from_secs(timeout_secs);
+            let outcome = operate::repair(&mut admin, node.as_deref(), timeout, &mut say).await?;
+            finish(admin, outcome).await
+        }
+        Command::Scrub {
+            node,
+            bytes_per_sec,
+            timeout_secs,
+        } => {
+            let mut admin = admin(&cli.client)?;
+            let timeout = std::time::Duration::from_secs(timeout_secs);
+            let outcome = operate::scrub(
+                &mut admin,
+                node.as_deref(),
+                bytes_per_sec,
+                timeout,
+                &mut say,
+            )
+            .await?;
+            finish(admin, outcome).await
+        }
+        Command::Drain { id, timeout_secs } => {
+            let mut admin = admin(&cli.client)?;
+            let timeout = std::time::Duration::from_secs(timeout_secs);
+            let outcome = operate::drain(&mut admin, &id, timeout, &mut say).await?;
+            finish(admin, outcome).await
+        }
         command => run_command(&cli.client, command)
             .await
             .map(|()| ExitCode::SUCCESS),
     }
+}
+
+/// A progress line of a long command.
+fn say(line: &str) {
+    println!("{line}");
+}
+
+/// Prints how an operator's command ended; its exit code.
+async fn finish(admin: Admin, outcome: operate::Outcome) -> Result<ExitCode> {
+    admin.close().await;
+    println!("{}", outcome.summary);
+    Ok(ExitCode::from(outcome.exit_code))
 }
 
 /// Checks a node configuration the way `cairn node` would before it starts: a summary of what
@@ -356,7 +426,12 @@ async fn run_command(client_config: &Path, command: Command) -> Result<()> {
             Ok(())
         }
         Command::Layout { command } => layout_command(client_config, command).await,
-        Command::Stat { .. } | Command::Config { .. } | Command::Gc { .. } => {
+        Command::Stat { .. }
+        | Command::Config { .. }
+        | Command::Gc { .. }
+        | Command::Repair { .. }
+        | Command::Scrub { .. }
+        | Command::Drain { .. } => {
             unreachable!("answered by run")
         }
     }
@@ -521,25 +596,52 @@ fn print_status(status: &ClusterStatus) {
         status.zones
     );
     println!(
-        "  {:<8} {:<8} {:<8} {:>10} {:>10} {:>8} {:>10} {:>7}",
-        "node", "zone", "state", "used", "free", "blobs", "misplaced", "layout"
+        "  {:<8} {:<8} {:<8} {:>10} {:>10} {:>10} {:>8} {:>10} {:>7} {:>11} {:<9}",
+        "node",
+        "zone",
+        "state",
+        "live",
+        "dead",
+        "free",
+        "blobs",
+        "misplaced",
+        "layout",
+        "disk",
+        "version"
     );
     let figure = |v: Option<u64>| v.unwrap_or_default();
     for n in &status.nodes {
         match &n.error {
             None => println!(
-                "  {:<8} {:<8} {:<8} {:>10} {:>10} {:>8} {:>10} {:>7}",
+                "  {:<8} {:<8} {:<8} {:>10} {:>10} {:>10} {:>8} {:>10} {:>7} {:>11} {:<9}",
                 n.id,
                 n.zone,
                 n.state,
-                bytes(figure(n.used_bytes)),
+                bytes(figure(n.live_bytes)),
+                bytes(figure(n.dead_bytes)),
                 bytes(figure(n.free_bytes)),
                 figure(n.blobs),
                 bytes(figure(n.misplaced_bytes)),
-                figure(n.layout_version)
+                figure(n.layout_version),
+                n.disk.unwrap_or_default(),
+                n.version.as_deref().unwrap_or_default()
             ),
             Some(e) => println!("  {:<8} {:<8} {:<8} ({e})", n.id, n.zone, n.state),
         }
+    }
+    let problems: Vec<String> = status
+        .nodes
+        .iter()
+        .flat_map(|n| n.problems.iter().map(move |p| format!("{}: {p}", n.id)))
+        .collect();
+    if status.under_replicated_blobs > 0 {
+        println!(
+            "{} blobs have fewer than {} copies",
+            status.under_replicated_blobs, status.replication_factor
+        );
+    }
+    for line in problems {
+        println!("! {line}");
     }
 }
 
@@ -579,11 +681,12 @@ async fn layout_command(client: &Path, command: LayoutCommand) -> Result<()> {
                 .filter_map(|(n, s)| s.ok().map(|s| (n.id, s)))
                 .collect();
             match layout_edit::rebalance(&current, &statuses) {
-                Some(next) => next,
-                None => {
-                    println!("every node holds about its weight's share; nothing to do");
+                Ok(next) => next,
+                Err(RebalanceRefusal::InLine) => {
+                    println!("{}", RebalanceRefusal::InLine);
                     return Ok(());
                 }
+                Err(refusal) => return Err(refusal.into()),
             }
         }
         LayoutCommand::Apply { file } => {

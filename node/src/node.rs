@@ -35,8 +35,10 @@ use crate::local::meta_store::{Meta, MetaStore};
 use crate::local::versions::VersionTable;
 use crate::meta::cluster::MetaError;
 use crate::meta::sync::SyncReport;
+use crate::space::{self, SpaceState};
 use crate::state::{GcHandle, HealingState, State, StateParts, peer_ids};
 use crate::{clock, healing, hints, http, meta, quic, s3};
+use tracing::Instrument;
 
 /// A running node. Dropping it without `shutdown` leaves its tasks running.
 pub struct Node {
@@ -51,6 +53,12 @@ pub struct Node {
 impl Node {
     /// Opens the engine, loads the layout and starts serving. Must run inside a tokio runtime.
     pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
+        // Everything the node logs, from any of its tasks, names it.
+        let span = tracing::info_span!("node", id = %config.id);
+        Node::start_in_span(config).instrument(span).await
+    }
+
+    async fn start_in_span(config: &NodeConfig) -> Result<Node, NodeError> {
         let layout = load_layout(config)?;
         let me = layout
             .nodes
@@ -64,36 +72,8 @@ impl Node {
         let zone = me.zone.clone();
         crate::config::check_secret_file(&config.tls.key)?;
         let identity = Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
-        let io = |path: &PathBuf| {
-            let path = path.clone();
-            move |source| NodeError::Io { path, source }
-        };
-        std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
-        let mut engine_config = cairn_engine::Config::default();
-        if let Some(bytes) = config.segment_bytes {
-            engine_config.segment_bytes = bytes;
-        }
-        let store_dir = config.data_dir.join("store");
-        let store = tokio::task::spawn_blocking(move || Store::open(store_dir, engine_config))
-            .await
-            .expect("engine open does not panic")?;
-        let report = store.recovery_report();
-        tracing::info!(blobs = report.blobs_indexed, "engine open");
-        let hint_log = HintLog::open(
-            &config.data_dir,
-            config.hints.retry_ms_min,
-            config.hints.retry_ms_max,
-        )?;
-        config.failure_detector.validate()?;
-        config.heal.validate()?;
-        let versions = Arc::new(VersionTable::open(&config.data_dir)?);
-        let meta_path = config.data_dir.join("meta.redb");
-        let node_id = config.id.clone();
-        let meta = tokio::task::spawn_blocking(move || Meta::open(&meta_path, &node_id))
-            .await
-            .expect("metadata open does not panic")?;
-        let previous =
-            files::previous_layout(&config.data_dir).filter(|p| p.version < layout.version);
+        // The address first: a node that cannot listen fails before its engine's open repairs
+        // anything (the open's report would otherwise be lost to the next attempt).
         let server = tls::server_config(&identity)?;
         let endpoint =
             tls::bind_endpoint(listen, Some(server)).map_err(|source| NodeError::Bind {
@@ -104,6 +84,60 @@ impl Node {
             addr: listen,
             source,
         })?;
+        let io = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| NodeError::Io { path, source }
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
+        let mut engine_config = cairn_engine::Config::default();
+        if let Some(bytes) = config.segment_bytes {
+            engine_config.segment_bytes = bytes;
+        }
+        engine_config.compact_live_ratio_below =
+            1.0 - f64::from(config.space.compaction_dead_percent_min) / 100.0;
+        let space = SpaceState::new(config.space.clone(), engine_config.segment_bytes);
+        let store_dir = config.data_dir.join("store");
+        let store = crate::task::spawn_blocking(move || Store::open(store_dir, engine_config))
+            .await
+            .expect("engine open does not panic")?;
+        let report = store.recovery_report();
+        tracing::info!(blobs = report.blobs_indexed, "engine open");
+        if report.dropped_anything() {
+            let moved: Vec<String> = report
+                .unreadable_segments
+                .iter()
+                .map(|u| match &u.moved_to {
+                    Some(to) => format!(
+                        "{} ({:?}) moved to {}",
+                        u.path.display(),
+                        u.problem,
+                        to.display()
+                    ),
+                    None => format!("{} ({:?}) left in place", u.path.display(), u.problem),
+                })
+                .collect();
+            tracing::warn!(
+                records_lost = report.records_lost,
+                torn_tails = report.torn_tails.len(),
+                unreadable_segments = ?moved,
+                "the engine's open dropped records; anti-entropy fetches them from the replicas"
+            );
+        }
+        let hint_log = HintLog::open(
+            &config.data_dir,
+            config.hints.retry_ms_min,
+            config.hints.retry_ms_max,
+        )?;
+        config.failure_detector.validate()?;
+        config.heal.validate()?;
+        let versions = Arc::new(VersionTable::open(&config.data_dir)?);
+        let meta_path = config.data_dir.join("meta.redb");
+        let node_id = config.id.clone();
+        let meta = crate::task::spawn_blocking(move || Meta::open(&meta_path, &node_id))
+            .await
+            .expect("metadata open does not panic")?;
+        let previous =
+            files::previous_layout(&config.data_dir).filter(|p| p.version < layout.version);
         let client = tls::client_config(&identity, wire::ALPN)?;
         let pool = Pool::new(endpoint.clone(), client.clone());
         tracing::info!(
@@ -166,10 +200,13 @@ impl Node {
                 corrupt_found: Default::default(),
                 scrub_corrupt_found: Default::default(),
                 copied_bytes: Default::default(),
+                hints_delivered: Default::default(),
+                repairs: Default::default(),
             },
             cluster_client,
             meta,
             gc: config.s3.as_ref().map(|_| GcHandle::new()),
+            space,
         }));
         let http = http::start(state.clone(), &config.http).await?;
         let s3 = match &config.s3 {
@@ -181,13 +218,14 @@ impl Node {
             .as_ref()
             .map_or(META_SYNC_INTERVAL_MS_DEFAULT, |s| s.meta_sync_interval_ms);
         let mut tasks = vec![
-            tokio::spawn(quic::accept_loop(state.clone(), endpoint.clone())),
-            tokio::spawn(hints::hint_loop(state.clone())),
-            tokio::spawn(healing::heal_loop(state.clone(), events_rx)),
-            tokio::spawn(meta::sync::sync_loop(state.clone(), sync_interval_ms)),
+            crate::task::spawn(quic::accept_loop(state.clone(), endpoint.clone())),
+            crate::task::spawn(hints::hint_loop(state.clone())),
+            crate::task::spawn(healing::heal_loop(state.clone(), events_rx)),
+            crate::task::spawn(meta::sync::sync_loop(state.clone(), sync_interval_ms)),
+            crate::task::spawn(space::compaction_loop(state.clone())),
         ];
         if let Some(settings) = &config.s3 {
-            tasks.push(tokio::spawn(s3::gc::collector_loop(
+            tasks.push(crate::task::spawn(s3::gc::collector_loop(
                 state.clone(),
                 settings.clone(),
             )));
@@ -286,7 +324,7 @@ impl Node {
         let idle = Duration::from_millis(SHUTDOWN_IDLE_WAIT_MS);
         let _ = tokio::time::timeout(idle, self.endpoint.wait_idle()).await;
         let store = self.state.store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.sync()).await;
+        let _ = crate::task::spawn_blocking(move || store.sync()).await;
         // Tasks still holding the node (a heartbeat, a copy) end once the endpoint is closed;
         // wait for them so the socket is free for a restart.
         for _ in 0..SHUTDOWN_WAIT_STEPS {

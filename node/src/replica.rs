@@ -37,9 +37,18 @@ impl LocalError {
         match self {
             LocalError::Engine(e) => engine_code(e),
             LocalError::HashMismatch { .. } => ErrorCode::HashMismatch,
+            // The version log shares the disk: out of space there is the disk being full.
+            LocalError::Versions(e) if e.source.kind() == std::io::ErrorKind::StorageFull => {
+                ErrorCode::StoreFull
+            }
             LocalError::Versions(_) | LocalError::Task(_) => ErrorCode::Internal,
         }
     }
+}
+
+/// Whether a local failure means the disk is full (the node records when it last was).
+pub fn is_full(e: &LocalError) -> bool {
+    e.code() == ErrorCode::StoreFull
 }
 
 /// The wire's code for an engine failure.
@@ -139,7 +148,7 @@ pub(crate) async fn local_delete(
 ) -> Result<bool, LocalError> {
     let s = state.clone();
     let tombstone = Entry::tombstone(*hash.as_bytes(), version);
-    tokio::task::spawn_blocking(move || apply_tombstone(&s, tombstone)).await?
+    crate::task::spawn_blocking(move || apply_tombstone(&s, tombstone)).await?
 }
 
 /// Drops the local copy or tombstone of a hash this node no longer owns (its owners hold it).
@@ -172,7 +181,7 @@ pub(crate) async fn local_read(
         return None;
     }
     let state = state.clone();
-    let read = tokio::task::spawn_blocking(move || {
+    let read = crate::task::spawn_blocking(move || {
         // Hashing first would hold back the first byte: large blobs stream instead.
         if range.is_none()
             && matches!(state.store.stat(&hash), Ok(BlobStat::Present { bytes }) if bytes > LOCAL_READ_BYTES_MAX)
@@ -199,4 +208,28 @@ pub(crate) async fn local_read(
         }
     });
     read.await.ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_under_the_version_log_is_reported_as_store_full() {
+        let log = |kind| {
+            LocalError::Versions(crate::local::recordlog::LogError {
+                path: "versions.log".into(),
+                source: std::io::Error::from(kind),
+            })
+        };
+        assert_eq!(
+            log(std::io::ErrorKind::StorageFull).code(),
+            ErrorCode::StoreFull
+        );
+        assert!(is_full(&log(std::io::ErrorKind::StorageFull)));
+        assert_eq!(
+            log(std::io::ErrorKind::PermissionDenied).code(),
+            ErrorCode::Internal
+        );
+    }
 }

@@ -21,14 +21,17 @@ use cairn_engine::{Hash, Store};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, Semaphore, mpsc};
 
+use cairn_core::status::RateWindow;
+
 use crate::clock;
 use crate::error::NodeError;
-use crate::limits::ENTRY_LOCK_STRIPES;
+use crate::limits::{ADOPT_RETRY_MS_MAX, ADOPT_RETRY_MS_MIN, ENTRY_LOCK_STRIPES};
 use crate::local::catalog::NodeCatalog;
 use crate::local::files;
 use crate::local::hint_log::HintLog;
 use crate::local::meta_store::Meta;
 use crate::local::versions::VersionTable;
+use crate::space::SpaceState;
 
 /// What tasks report back to the heal loop (`crate::healing`).
 pub(crate) enum HealEvent {
@@ -62,6 +65,10 @@ pub(crate) struct HealingState {
     pub scrub_corrupt_found: AtomicU64,
     /// Blob bytes copied to or from peers by transfers that succeeded.
     pub copied_bytes: AtomicU64,
+    /// Hints delivered since the node started.
+    pub hints_delivered: AtomicU64,
+    /// Copies made and hints delivered, over the last minute (the repair ETA's pace).
+    pub repairs: Mutex<RateWindow>,
 }
 
 impl HealingState {
@@ -153,6 +160,12 @@ pub(crate) struct State {
     pub(crate) meta: Meta,
     /// The garbage collector, when the S3 front is on.
     pub(crate) gc: Option<GcHandle>,
+    /// Compaction's progress and how full the disk is.
+    pub(crate) space: SpaceState,
+    /// The last failure to adopt a layout, while that layout is not adopted.
+    adopt_failure: Mutex<Option<AdoptFailure>>,
+    /// Held while a layout is adopted (or the previous one retired).
+    adopt_lock: Mutex<()>,
     /// Start (wall clock) of the last metadata sync round that left nothing out: every partition
     /// held here compared with every owner, none held that this node does not own.
     pub(crate) meta_settled_since_ms: AtomicU64,
@@ -161,6 +174,14 @@ pub(crate) struct State {
     /// Taken while a hash's version and bytes change together (a commit, a tombstone), so a
     /// put and a delete of one hash on one node are ordered; striped by the hash's first byte.
     entry_locks: Vec<Mutex<()>>,
+}
+
+/// A layout version this node failed to adopt, and when it may try again.
+struct AdoptFailure {
+    version: u64,
+    error: String,
+    pause_ms: u64,
+    retry_ms: u64,
 }
 
 /// What a [`State`] is made of; everything but the locks and the clock's start.
@@ -179,6 +200,7 @@ pub(crate) struct StateParts {
     pub cluster_client: cairn_client::Client,
     pub meta: Meta,
     pub gc: Option<GcHandle>,
+    pub space: SpaceState,
 }
 
 impl State {
@@ -200,6 +222,9 @@ impl State {
             cluster_client: parts.cluster_client,
             meta: parts.meta,
             gc: parts.gc,
+            space: parts.space,
+            adopt_failure: Mutex::new(None),
+            adopt_lock: Mutex::new(()),
             meta_settled_since_ms: AtomicU64::new(0),
             meta_sync_wake: Notify::new(),
             entry_locks: (0..ENTRY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -221,38 +246,84 @@ impl State {
 
     /// Adopts a newer layout, keeping it (and the one it replaces) durably for restarts first.
     /// A layout without this node is adopted too: the node then hands off what it holds.
+    ///
+    /// A failure (a full disk cannot take the layout file) is said once at WARN, and the same
+    /// version is refused without a try until a pause, doubling from `ADOPT_RETRY_MS_MIN` to
+    /// `ADOPT_RETRY_MS_MAX`, has passed: peers offer it with every heartbeat.
     pub(crate) fn adopt(&self, layout: Layout, previous: Option<Layout>) -> Result<(), NodeError> {
+        let now = clock::wall_ms();
+        if let Some(f) = &*self.adopt_failure.lock()
+            && f.version == layout.version
+            && now < f.retry_ms
+        {
+            return Err(NodeError::AdoptPaused {
+                version: f.version,
+                last_error: f.error.clone(),
+                retry_in_ms: f.retry_ms - now,
+            });
+        }
+        let version = layout.version;
+        let result = self.try_adopt(layout, previous);
+        let mut failure = self.adopt_failure.lock();
+        match &result {
+            Ok(()) => {
+                if failure.take().is_some() {
+                    tracing::info!(version, "layout adopted after earlier failures");
+                }
+            }
+            Err(NodeError::LayoutNotNewer { .. }) => {}
+            Err(e) => {
+                let pause_ms = match &*failure {
+                    Some(f) if f.version == version => (f.pause_ms * 2).min(ADOPT_RETRY_MS_MAX),
+                    _ => {
+                        tracing::warn!(
+                            version,
+                            error = %e,
+                            "cannot adopt the cluster's new layout; retrying with growing pauses"
+                        );
+                        ADOPT_RETRY_MS_MIN
+                    }
+                };
+                tracing::debug!(version, error = %e, pause_ms, "layout not adopted");
+                *failure = Some(AdoptFailure {
+                    version,
+                    error: e.to_string(),
+                    pause_ms,
+                    retry_ms: now + pause_ms,
+                });
+            }
+        }
+        result
+    }
+
+    fn try_adopt(&self, layout: Layout, previous: Option<Layout>) -> Result<(), NodeError> {
         layout.validate()?;
-        let mut routing = self.routing.write();
-        if layout == routing.layout {
+        // One adoption at a time; the placement table is computed outside the routing lock,
+        // which every request and heartbeat reads.
+        let _one_at_a_time = self.adopt_lock.lock();
+        let current = self.routing();
+        if layout == current.layout {
             return Ok(()); // already adopted, from a peer
         }
-        if layout.version <= routing.layout.version {
+        if layout.version <= current.layout.version {
             return Err(NodeError::LayoutNotNewer {
                 offered: layout.version,
-                current: routing.layout.version,
+                current: current.layout.version,
             });
         }
         tracing::info!(
-            from = routing.layout.version,
+            from = current.layout.version,
             to = layout.version,
             "adopting layout"
         );
-        let next = Arc::new(routing.successor(layout, previous)?);
+        let next = Arc::new(current.successor(layout, previous)?);
         files::save_layouts(
             &self.data_dir,
             &next.layout,
             next.previous.as_ref().map(|p| &p.layout),
         )?;
-        *routing = next.clone();
-        drop(routing);
-        let previous = next.previous.as_ref().map(|p| p.layout.clone());
-        if let Err(e) = self
-            .cluster_client
-            .adopt_layout(next.layout.clone(), previous)
-        {
-            tracing::warn!(error = %e, "the fronts' client kept its layout");
-        }
+        *self.routing.write() = next.clone();
+        self.cluster_client.adopt_routing(next.clone());
         let now = clock::wall_ms();
         self.catalog.set_routing(next.clone());
         self.healing.healer.lock().set_routing(now, next.clone());
@@ -274,6 +345,7 @@ impl State {
     /// Forgets the previous layout once its moves are over: reads stop falling back to its
     /// replicas, and work that waits for moves (the collector) may run.
     pub(crate) fn retire_previous(&self) -> Result<(), NodeError> {
+        let _one_at_a_time = self.adopt_lock.lock();
         let mut routing = self.routing.write();
         let Some(previous) = &routing.previous else {
             return Ok(());
@@ -314,7 +386,7 @@ impl State {
         };
         let now = self.now_ms();
         match self.hints.lock().add(hint, now) {
-            Ok(_) => tracing::info!(%hash, target, ?kind, "hint recorded"),
+            Ok(_) => tracing::debug!(%hash, target, ?kind, "hint recorded"),
             Err(e) => tracing::error!(%hash, target, error = %e, "cannot record hint"),
         }
         self.hint_wake.notify_one();

@@ -253,14 +253,14 @@ async fn scrub_finds_a_corrupt_copy_and_repairs_it_from_a_replica() {
     );
     let node = cluster.node(&owner);
     let started = std::time::Instant::now();
-    while node.status().scrub_corrupt_found == 0 {
+    while node.status().scrub.corrupt_found == 0 {
         let s = node.status();
         assert!(
             started.elapsed() < common::CONVERGE_TIMEOUT,
             "the scrub did not find the corrupt copy: scrub verified {} blobs, found {} corrupt; \
              other reads found {}; the copy verifies as {:?}",
-            s.scrub_verified_blobs,
-            s.scrub_corrupt_found,
+            s.scrub.verified_blobs,
+            s.scrub.corrupt_found,
             s.corrupt_found,
             node.store().verify(&hash).map_err(|e| e.to_string())
         );
@@ -272,6 +272,22 @@ async fn scrub_finds_a_corrupt_copy_and_repairs_it_from_a_replica() {
     )
     .await;
     assert_eq!(&node.store().get(&hash).unwrap().unwrap()[..], &bytes[..]);
+    // One corrupt copy, counted once: by the scrub, and in the total of all finders.
+    let status = node.status();
+    assert_eq!((status.scrub.corrupt_found, status.corrupt_found), (1, 1));
+    let metrics = cairn_tests::http::HttpClient::new(node.http_addr(), None)
+        .get("/metrics")
+        .await
+        .unwrap();
+    let text = String::from_utf8(metrics.body).unwrap();
+    assert!(
+        text.contains("\ncairn_corrupt_copies_found_total 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\ncairn_scrub_corrupt_copies_found_total 1\n"),
+        "{text}"
+    );
     read_all(&client, &blobs).await;
     client.close().await;
     cluster.shutdown().await;

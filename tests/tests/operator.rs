@@ -271,3 +271,253 @@ async fn a_removed_node_is_waited_for_and_the_collector_resumes_once_the_moves_a
     assert!(text(&gc.stdout).contains("n1:"), "{}", text(&gc.stdout));
     cluster.shutdown().await;
 }
+
+/// Bytes of segment files over the running nodes.
+fn segment_bytes(cluster: &TestCluster) -> u64 {
+    cluster
+        .nodes
+        .iter()
+        .flatten()
+        .map(|n| n.status().space.segment_files_bytes)
+        .sum()
+}
+
+/// Segment files in a node's store.
+fn segment_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("store").join("segments"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_gives_space_back_by_itself_and_a_drained_node_ends_empty() {
+    let cluster = TestCluster::start_spec(63, |spec| {
+        spec.segment_bytes = 2 * 1024 * 1024;
+        spec.space.compaction_interval_ms = 500;
+    })
+    .await;
+    let client_file = cluster.files.client_config.clone();
+    let client = cluster.client().await;
+    let mut blobs = Vec::new();
+    for i in 0..60 {
+        let bytes = common::seeded_bytes(1000 + i, 200_000);
+        blobs.push((client.put(bytes.clone()).await.unwrap(), bytes));
+    }
+    let full = segment_bytes(&cluster);
+    // Two thirds go: their copies become dead bytes on every replica.
+    let (gone, kept): (Vec<_>, Vec<_>) =
+        blobs.into_iter().enumerate().partition(|(i, _)| i % 3 != 0);
+    for (_, (hash, _)) in &gone {
+        client.delete(hash).await.unwrap();
+    }
+    common::wait_until("compaction to give back most of the deleted bytes", || {
+        segment_bytes(&cluster) < full / 2
+    })
+    .await;
+    let reclaimed: u64 = cluster
+        .nodes
+        .iter()
+        .flatten()
+        .map(|n| n.status().space.compaction_reclaimed_bytes)
+        .sum();
+    assert!(reclaimed > 0);
+    for (_, (hash, bytes)) in &kept {
+        assert_eq!(&client.get(hash).await.unwrap()[..], &bytes[..]);
+    }
+    for (_, (hash, _)) in &gone {
+        assert!(client.get(hash).await.is_err(), "a deleted blob came back");
+    }
+
+    // Draining a node: it hands everything off, empties its store and says it can go.
+    let n6_dir = cluster.configs[cluster.index("n6")].data_dir.clone();
+    assert!(segment_files(&n6_dir) > 0);
+    let drain = cairn_with(&client_file, &["drain", "n6", "--timeout-secs", "120"]).await;
+    let said = text(&drain.stdout);
+    assert_eq!(
+        drain.status.code(),
+        Some(0),
+        "{said}{}",
+        text(&drain.stderr)
+    );
+    assert!(said.contains("n6 holds nothing"), "{said}");
+    assert!(said.contains("can be stopped"), "{said}");
+    assert_eq!(segment_files(&n6_dir), 0, "n6 still has segment files");
+    assert_eq!(cluster.node("n6").store().stats().blob_count, 0);
+    let status = cairn_with(&client_file, &["status"]).await;
+    assert!(status.status.success());
+    for (_, (hash, bytes)) in &kept {
+        assert_eq!(&client.get(hash).await.unwrap()[..], &bytes[..]);
+    }
+    client.close().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_disk_is_refilled_by_cairn_repair_and_cairn_scrub_reports_corruption() {
+    let mut cluster = TestCluster::start(64).await;
+    let client_file = cluster.files.client_config.clone();
+    let client = cluster.client().await;
+    let mut blobs = Vec::new();
+    for i in 0..40 {
+        let bytes = common::seeded_bytes(2000 + i, 250_000);
+        blobs.push((client.put(bytes.clone()).await.unwrap(), bytes));
+    }
+    let clean = cairn_with(&client_file, &["repair"]).await;
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean.stdout));
+    assert!(text(&clean.stdout).contains("every blob has all its copies"));
+
+    // The disk replacement procedure of the README: stop the node, give it an empty data
+    // directory, start it, run `cairn repair --node` until it says every copy is back.
+    let n2_blobs = cluster.node("n2").store().stats().blob_count;
+    let n2_live = cluster.node("n2").status().space.live_bytes;
+    cluster.kill("n2").await;
+    let dir = cluster.configs[cluster.index("n2")].data_dir.clone();
+    std::fs::remove_dir_all(&dir).unwrap();
+    cluster.restart("n2").await;
+    let started = std::time::Instant::now();
+    let repair = cairn_with(
+        &client_file,
+        &["repair", "--node", "n2", "--timeout-secs", "120"],
+    )
+    .await;
+    let took = started.elapsed();
+    let said = text(&repair.stdout);
+    assert_eq!(
+        repair.status.code(),
+        Some(0),
+        "{said}{}",
+        text(&repair.stderr)
+    );
+    let node = cluster.node("n2");
+    assert_eq!(node.store().stats().blob_count, n2_blobs, "{said}");
+    println!(
+        "disk replacement: n2 refilled with {n2_blobs} blobs, {n2_live} bytes, in {:.1} s",
+        took.as_secs_f64()
+    );
+    let routing = cairn_client::Routing::new(cluster.layout()).unwrap();
+    for (hash, bytes) in &blobs {
+        assert!(cluster.placed_exactly(&routing, hash, bytes));
+    }
+
+    // A scrub now, on a node whose scheduled scrub is off: clean, then a corrupt copy found.
+    let scrub = cairn_with(&client_file, &["scrub", "--node", "n1"]).await;
+    assert_eq!(scrub.status.code(), Some(0), "{}", text(&scrub.stdout));
+    assert!(text(&scrub.stdout).contains("no corrupt copy"));
+    let (hash, bytes) = blobs
+        .iter()
+        .find(|(h, _)| routing.replicas(h).iter().any(|n| n.id == "n1"))
+        .unwrap();
+    let n1_store = cluster.configs[cluster.index("n1")].data_dir.join("store");
+    assert!(common::corrupt_copies(&n1_store, &bytes[1000..1064]) > 0);
+    let scrub = cairn_with(&client_file, &["scrub", "--node", "n1"]).await;
+    let said = text(&scrub.stdout);
+    assert_eq!(scrub.status.code(), Some(1), "{said}");
+    assert!(said.contains("1 corrupt copies found"), "{said}");
+    common::wait_until(
+        "the corrupt copy to be repaired",
+        || matches!(cluster.node("n1").store().get(hash), Ok(Some(b)) if b[..] == bytes[..]),
+    )
+    .await;
+    client.close().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_recovery_dropped_is_shown_and_a_damaged_segment_is_moved_aside() {
+    let mut cluster = TestCluster::start_spec(65, |spec| {
+        spec.segment_bytes = 1024 * 1024;
+    })
+    .await;
+    let client_file = cluster.files.client_config.clone();
+    let client = cluster.client().await;
+    let mut blobs = Vec::new();
+    for i in 0..60 {
+        let bytes = common::seeded_bytes(3000 + i, 100_000);
+        blobs.push((client.put(bytes.clone()).await.unwrap(), bytes));
+    }
+    let before = cluster.node("n4").store().stats().blob_count;
+    cluster.kill("n4").await;
+    let segments_dir = cluster.configs[cluster.index("n4")]
+        .data_dir
+        .join("store")
+        .join("segments");
+    let mut segments: Vec<_> = std::fs::read_dir(&segments_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    // The first segment loses its second half; the second's header is damaged.
+    let first = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segments[0])
+        .unwrap();
+    let len = first.metadata().unwrap().len();
+    first.set_len(len / 2).unwrap();
+    drop(first);
+    {
+        use std::os::unix::fs::FileExt;
+        let second = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segments[1])
+            .unwrap();
+        second.write_at(b"XXXX", 0).unwrap();
+    }
+    cluster.restart("n4").await;
+    let status = cluster.node("n4").status();
+    let after = cluster.node("n4").store().stats().blob_count;
+    assert!(after < before);
+    assert_eq!(
+        status.recovery.records_lost,
+        before - after,
+        "{:?}",
+        status.recovery
+    );
+    assert_eq!(status.recovery.unreadable_segments, 1);
+    assert_eq!(status.recovery.moved_aside.len(), 1);
+    assert!(
+        std::path::Path::new(&status.recovery.moved_aside[0]).exists(),
+        "{:?}",
+        status.recovery
+    );
+    assert!(
+        !segments[1].exists(),
+        "the damaged segment is moved out of the way"
+    );
+    let shown = cairn_with(&client_file, &["status"]).await;
+    let said = text(&shown.stdout);
+    assert!(
+        said.contains(&format!(
+            "n4: the last open dropped {} records",
+            before - after
+        )),
+        "{said}"
+    );
+    let metrics = cairn_tests::http::HttpClient::new(cluster.node("n4").http_addr(), None)
+        .get("/metrics")
+        .await
+        .unwrap();
+    let text_metrics = String::from_utf8(metrics.body).unwrap();
+    assert!(
+        text_metrics.contains(&format!(
+            "\ncairn_recovery_records_lost {}\n",
+            before - after
+        )),
+        "{text_metrics}"
+    );
+    // The cluster is right again: anti-entropy brings back every copy.
+    common::wait_until("n4 refilled from its peers", || {
+        blobs
+            .iter()
+            .all(|(h, b)| cluster.fully_replicated(&client, h, b))
+    })
+    .await;
+    client.close().await;
+    cluster.shutdown().await;
+}

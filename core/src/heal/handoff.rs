@@ -35,6 +35,19 @@ pub(super) struct Handoff {
     misplaced: BTreeMap<BlobHash, Misplaced>,
     /// Whole passes completed since the layout was adopted.
     pub(super) passes_since_layout: u64,
+    /// What this pass found under-replicated so far (see `HealProgress::under_replicated`).
+    pass_under: UnderReplicated,
+}
+
+/// Live blobs this node holds and answers for (it is the first owner, in placement order,
+/// that is up) while another of their owners is not up: they have fewer copies than the
+/// layout asks for until that owner returns or leaves the layout.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnderReplicated {
+    pub blobs: u64,
+    pub bytes: u64,
+    /// The owners found not up.
+    pub waiting_for: BTreeSet<String>,
 }
 
 impl Handoff {
@@ -46,6 +59,7 @@ impl Handoff {
             enabled: true,
             misplaced: BTreeMap::new(),
             passes_since_layout: 0,
+            pass_under: UnderReplicated::default(),
         }
     }
 
@@ -56,6 +70,7 @@ impl Handoff {
         self.due_ms = now_ms;
         self.pass_bytes = 0;
         self.passes_since_layout = 0;
+        self.pass_under = UnderReplicated::default();
     }
 
     /// A pass is under way or entries wait for their owners.
@@ -129,6 +144,21 @@ impl Healer {
             self.handoff.cursor = Some(entry.hash);
             let owners = self.owners(&entry.hash);
             if in_layout && owners.contains(&self.self_id) {
+                if entry.kind == EntryKind::Live {
+                    let answerable = owners.iter().find(|o| **o == self.self_id || up(o));
+                    if answerable == Some(&self.self_id) {
+                        let missing = owners.iter().filter(|o| **o != self.self_id && !up(o));
+                        let mut any = false;
+                        for owner in missing {
+                            any = true;
+                            self.handoff.pass_under.waiting_for.insert(owner.clone());
+                        }
+                        if any {
+                            self.handoff.pass_under.blobs += 1;
+                            self.handoff.pass_under.bytes += entry.bytes;
+                        }
+                    }
+                }
                 continue;
             }
             let old_tombstone = entry.kind == EntryKind::Tombstone
@@ -166,6 +196,7 @@ impl Healer {
                 .max(self.progress.misplaced_bytes.min(self.handoff.pass_bytes));
             self.handoff.pass_bytes = 0;
             self.handoff.passes_since_layout += 1;
+            self.progress.under_replicated = std::mem::take(&mut self.handoff.pass_under);
             self.handoff.due_ms = now_ms + self.settings.handoff_interval_ms;
         } else {
             self.progress.misplaced_bytes = self

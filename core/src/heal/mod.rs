@@ -61,6 +61,7 @@ pub use throttle::Throttle;
 use crate::limits::HANDOFF_RESCAN_WAKE_MS;
 use crate::routing::Routing;
 use handoff::Handoff;
+pub use handoff::UnderReplicated;
 use purge::Purge;
 use session::Sessions;
 use transfers::Transfers;
@@ -77,6 +78,10 @@ pub struct HealProgress {
     pub transfers_queued: usize,
     pub transfers_in_flight: usize,
     pub entries_purged: u64,
+    /// What the last complete hand-off pass found under-replicated.
+    pub under_replicated: UnderReplicated,
+    /// Copies made (pushed or fetched) since the node started.
+    pub copies_made: u64,
 }
 
 /// Ids of sessions, requests and transfers: one counter, so no two of them are ever equal.
@@ -335,6 +340,7 @@ impl Healer {
         let repair = self.sessions.kind_of(t.session) == Some(session::SessionKind::Repair);
         if ok {
             self.progress.moved_bytes += t.entry.bytes;
+            self.progress.copies_made += 1;
             if t.direction == Direction::Push {
                 self.confirm(&t.entry, &t.peer);
             }

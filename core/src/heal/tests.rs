@@ -543,3 +543,67 @@ fn throttle_paces_and_lets_large_copies_through() {
     assert!(!t.try_take(1000, 1));
     assert!(t.try_take(5001, 1));
 }
+
+#[test]
+fn a_pass_counts_blobs_an_owner_that_is_not_up_lacks_once_across_their_owners() {
+    // Three nodes, factor 3: every node owns every blob. With c down, a (first in placement
+    // order among the up owners, for some blobs) and b (for the others) count each blob once.
+    let r = routing(&["a", "b", "c"], 3);
+    let up = |p: &str| p != "c";
+    let mut total = 0;
+    for id in ["a", "b"] {
+        let catalog = live_catalog(id, &r, 40);
+        let mut healer = Healer::new(id, HealSettings::default(), r.clone(), 0);
+        let mut now = 0;
+        while healer.progress().under_replicated.blobs == 0 && now < 10_000 {
+            healer.tick(now, &catalog, &up);
+            now += 100;
+        }
+        let under = healer.progress().under_replicated;
+        assert_eq!(under.bytes, under.blobs * 100);
+        assert_eq!(under.waiting_for.iter().collect::<Vec<_>>(), ["c"]);
+        total += under.blobs;
+    }
+    // Blobs whose first up owner is c itself do not exist (c is down): a or b answers for all.
+    assert_eq!(total, 40, "every blob counted once");
+    // With everyone up, nothing is under-replicated.
+    let catalog = live_catalog("a", &r, 40);
+    let mut healer = Healer::new("a", HealSettings::default(), r.clone(), 0);
+    for now in (0..2_000).step_by(100) {
+        healer.tick(now, &catalog, &|_| true);
+    }
+    assert_eq!(
+        healer.progress().under_replicated,
+        UnderReplicated::default()
+    );
+}
+
+#[test]
+fn a_scrub_asked_for_on_a_node_whose_scrub_is_off_runs_one_pass() {
+    let r = routing(&["a"], 1);
+    let catalog = live_catalog("a", &r, 300);
+    let off = HealSettings {
+        scrub_bytes_per_sec: 0,
+        ..HealSettings::default()
+    };
+    let mut scrubber = Scrubber::new(&off, None, 0);
+    assert!(scrubber.step(0, &catalog).is_empty(), "off");
+    assert!(!scrubber.start_now(10, 1 << 30), "nothing was under way");
+    let mut verified = 0;
+    let mut percent_seen = Vec::new();
+    for now in 10..1_000 {
+        verified += scrubber.step(now, &catalog).len();
+        percent_seen.push(scrubber.pass_percent());
+        scrubber.checked();
+        if scrubber.passes_completed == 1 {
+            break;
+        }
+    }
+    assert_eq!(verified, 300);
+    assert!(
+        percent_seen.iter().any(|p| *p > 0 && *p < 100),
+        "{percent_seen:?}"
+    );
+    assert!(!scrubber.running(2_000), "one pass only");
+    assert!(scrubber.step(1_000_000, &catalog).is_empty(), "off again");
+}

@@ -1016,6 +1016,7 @@ impl World {
             }
         }
         let n = &mut self.nodes[ix];
+        n.scrubber.checked();
         n.staged
             .retain(|_, (_, at)| now.saturating_sub(*at) < STAGED_TTL_MS);
         if n.healer.next_wake_ms(now) <= now {

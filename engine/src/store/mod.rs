@@ -23,9 +23,9 @@ use crate::format::{
 use crate::index::{Index, Location};
 use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::limits::{
-    BLOB_BYTES_MAX, READ_RETRY_COUNT_MAX, RECORD_HEADER_BYTES, SEGMENT_BYTES_DEFAULT,
-    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES, STREAM_BUFFER_BYTES_MAX,
-    SYNC_INTERVAL_MS_MAX, ZERO_WRITE_BYTES_MAX,
+    BLOB_BYTES_MAX, DAMAGED_NAMES_MAX, READ_RETRY_COUNT_MAX, RECORD_HEADER_BYTES,
+    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES,
+    STREAM_BUFFER_BYTES_MAX, SYNC_INTERVAL_MS_MAX, ZERO_WRITE_BYTES_MAX,
 };
 use crate::segment::{Segment, SyncFailed};
 use crate::storage::{RealStorage, Storage, StorageFile};
@@ -102,11 +102,14 @@ impl Config {
     }
 }
 
-/// A segment file that recovery could not use; it is left in place, untouched.
+/// A segment file that recovery could not use; it is moved, untouched, into the store's
+/// `damaged/` directory (with its hint file), where an operator may look at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnreadableSegment {
     pub path: PathBuf,
     pub problem: FormatError,
+    /// Where it was moved (`None`: moving it failed, it stays where it was).
+    pub moved_to: Option<PathBuf>,
 }
 
 /// What opening the store found and did.
@@ -124,6 +127,18 @@ pub struct RecoveryReport {
     /// Leftovers of writes that never committed (streams, hint files being written).
     pub temp_files_removed: u64,
     pub blobs_indexed: u64,
+    /// Records a segment's hint file listed that recovery could not find: cut off with a torn
+    /// tail, or inside an unreadable segment. (A segment without a hint file loses records
+    /// uncounted: only the bytes are known, in `torn_tails` and `unreadable_segments`.)
+    pub records_lost: u64,
+}
+
+impl RecoveryReport {
+    /// Whether the open dropped anything: an operator should know (the cluster's other
+    /// replicas restore what was lost).
+    pub fn dropped_anything(&self) -> bool {
+        !self.torn_tails.is_empty() || !self.unreadable_segments.is_empty() || self.records_lost > 0
+    }
 }
 
 /// What `stat` knows about a hash.
@@ -159,7 +174,14 @@ pub struct Stats {
     /// How long the engine's fsyncs took.
     pub fsync_latency: LatencySnapshot,
     pub read_only: Option<ReadOnlyReason>,
+    /// Bytes compaction would give back now: the file bytes of the sealed segments past the
+    /// threshold (`Config::compact_live_ratio_below`), less the live bytes it would copy out.
+    pub reclaimable_bytes: u64,
 }
+
+/// A segment file, as compaction names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SegmentId(u32);
 
 /// What `compact` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -172,6 +194,8 @@ pub struct CompactionReport {
     pub tombstones_kept: u64,
     pub tombstones_dropped: u64,
     pub bytes_reclaimed: u64,
+    /// Bytes of live records copied into the open segment.
+    pub bytes_moved: u64,
 }
 
 /// What `scrub` found.
@@ -200,6 +224,8 @@ pub(crate) struct Inner {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) segment_dir: PathBuf,
     pub(crate) temp_dir: PathBuf,
+    /// Where recovery moves segment files it cannot read.
+    damaged_dir: PathBuf,
     pub(crate) config: Config,
     index: Index,
     segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
@@ -214,6 +240,8 @@ pub(crate) struct Inner {
     is_read_only: AtomicBool,
     quarantined: Mutex<HashSet<Hash>>,
     compaction: Mutex<()>,
+    /// Segments compaction found damaged and leaves alone (for scrub and repair).
+    compaction_damaged: Mutex<HashSet<u32>>,
     pub(crate) fsyncs: Arc<LatencyHistogram>,
     recovery: RecoveryReport,
     _stop_syncer: Option<mpsc::Sender<()>>,
@@ -247,6 +275,7 @@ impl Store {
         config.validate()?;
         let segment_dir = dir.join("segments");
         let temp_dir = dir.join("tmp");
+        let damaged_dir = dir.join("damaged");
         for d in [&segment_dir, &temp_dir] {
             storage
                 .create_dir_all(d)
@@ -277,6 +306,7 @@ impl Store {
             storage,
             segment_dir,
             temp_dir,
+            damaged_dir,
             config,
             index: Index::new(),
             segments: RwLock::new(BTreeMap::new()),
@@ -291,6 +321,7 @@ impl Store {
             is_read_only: AtomicBool::new(false),
             quarantined: Mutex::new(HashSet::new()),
             compaction: Mutex::new(()),
+            compaction_damaged: Mutex::new(HashSet::new()),
             fsyncs: Arc::new(LatencyHistogram::default()),
             recovery: RecoveryReport::default(),
             _stop_syncer: None,
@@ -382,6 +413,30 @@ impl Store {
     /// removes them. Safe to run alongside reads and writes.
     pub fn compact(&self) -> Result<CompactionReport> {
         self.inner.compact()
+    }
+
+    /// The segments `compact` would take now, oldest first (their tombstones are the likeliest
+    /// to be dropped). With [`Store::compact_segment`], lets a caller pace compaction: one
+    /// round over this list always ends, even where kept tombstones are rewritten.
+    pub fn compaction_candidates(&self) -> Vec<SegmentId> {
+        self.inner
+            .compaction_victims()
+            .iter()
+            .map(|s| SegmentId(s.id))
+            .collect()
+    }
+
+    /// Compacts one segment if it is still a candidate; `None` if it is not (gone, or live
+    /// again after a reopen).
+    pub fn compact_segment(&self, id: SegmentId) -> Result<Option<CompactionReport>> {
+        self.inner.compact_segment(id.0)
+    }
+
+    /// Seals the open shared segment when nothing in it is live, or when its dead bytes are
+    /// at least `dead_bytes_min` and past the compaction threshold, so that compaction can
+    /// take it; says whether it did. The next write opens a new segment.
+    pub fn seal_open_segment_if_dead(&self, dead_bytes_min: u64) -> Result<bool> {
+        self.inner.seal_open_segment_if_dead(dead_bytes_min)
     }
 
     /// Makes every write that returned before this call durable.
@@ -894,6 +949,17 @@ impl Inner {
             .sum();
         let written: u64 = segments.values().map(|s| s.written_bytes()).sum();
         let used_bytes = self.used_bytes.load(Ordering::Relaxed);
+        let reclaimable_bytes = {
+            let damaged = self.compaction_damaged.lock();
+            segments
+                .values()
+                .filter(|s| self.compactable(s, &damaged))
+                .map(|s| {
+                    s.file_bytes
+                        .saturating_sub(s.live_bytes.load(Ordering::Relaxed))
+                })
+                .sum()
+        };
         Stats {
             blob_count: self.index.len(),
             live_bytes,
@@ -907,30 +973,77 @@ impl Inner {
             fsync_count: self.fsyncs.count(),
             fsync_latency: self.fsyncs.snapshot(),
             read_only: self.read_only.lock().clone(),
+            reclaimable_bytes,
         }
+    }
+
+    /// Whether compaction takes `s`: sealed, not known damaged, and live below the threshold.
+    fn compactable(&self, s: &Segment, damaged: &HashSet<u32>) -> bool {
+        let live = s.live_bytes.load(Ordering::Relaxed);
+        s.sealed.load(Ordering::Acquire)
+            && !damaged.contains(&s.id)
+            && (live == 0
+                || (live as f64)
+                    < self.config.compact_live_ratio_below * s.written_bytes().max(1) as f64)
+    }
+
+    /// The segments compaction takes, oldest first.
+    fn compaction_victims(&self) -> Vec<Arc<Segment>> {
+        let damaged = self.compaction_damaged.lock();
+        let mut victims: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .values()
+            .filter(|s| self.compactable(s, &damaged))
+            .cloned()
+            .collect();
+        victims.sort_by_key(|s| s.min_seq.load(Ordering::Relaxed));
+        victims
     }
 
     fn compact(&self) -> Result<CompactionReport> {
         let _one_at_a_time = self.compaction.lock();
         self.check_writable()?;
-        let threshold = self.config.compact_live_ratio_below;
-        let victims: Vec<Arc<Segment>> = self
-            .segments
-            .read()
-            .values()
-            .filter(|s| s.sealed.load(Ordering::Acquire))
-            .filter(|s| {
-                let written = s.written_bytes().max(1) as f64;
-                (s.live_bytes.load(Ordering::Relaxed) as f64) < threshold * written
-                    || s.live_bytes.load(Ordering::Relaxed) == 0
-            })
-            .cloned()
-            .collect();
         let mut report = CompactionReport::default();
-        for victim in victims {
+        for victim in self.compaction_victims() {
             self.compact_one(&victim, &mut report)?;
         }
         Ok(report)
+    }
+
+    fn compact_segment(&self, id: u32) -> Result<Option<CompactionReport>> {
+        let _one_at_a_time = self.compaction.lock();
+        self.check_writable()?;
+        let Some(victim) = self.segment(id) else {
+            return Ok(None);
+        };
+        if !self.compactable(&victim, &self.compaction_damaged.lock()) {
+            return Ok(None);
+        }
+        let mut report = CompactionReport::default();
+        self.compact_one(&victim, &mut report)?;
+        Ok(Some(report))
+    }
+
+    fn seal_open_segment_if_dead(&self, dead_bytes_min: u64) -> Result<bool> {
+        let mut active = self.active.lock();
+        self.check_writable()?;
+        let Some(seg) = active.segment.clone() else {
+            return Ok(false);
+        };
+        let written = seg.written_bytes();
+        let live = seg.live_bytes.load(Ordering::Relaxed);
+        let dead = written.saturating_sub(live);
+        let past_threshold = (live as f64) < self.config.compact_live_ratio_below * written as f64;
+        let worth = written > 0 && (live == 0 || (dead >= dead_bytes_min && past_threshold));
+        if !worth {
+            return Ok(false);
+        }
+        active.segment = None;
+        active.end = SEGMENT_HEADER_BYTES;
+        drop(active);
+        self.seal(&seg)?;
+        Ok(true)
     }
 
     fn compact_one(&self, victim: &Arc<Segment>, report: &mut CompactionReport) -> Result<()> {
@@ -944,6 +1057,7 @@ impl Inner {
             // Damaged in the middle: records past the damage cannot be found by scanning, and
             // removing the segment would lose them. Leave it for scrub and repair.
             report.segments_skipped_damaged += 1;
+            self.compaction_damaged.lock().insert(victim.id);
             return Ok(());
         }
         for record in &scan.records {
@@ -980,6 +1094,7 @@ impl Inner {
                     if previous == Some(here) {
                         sub_saturating(&victim.live_bytes, record_bytes);
                         report.blobs_moved += 1;
+                        report.bytes_moved += record_bytes;
                     } else {
                         // Deleted or quarantined while we copied: the copy is dead. Its old
                         // sequence number keeps the segment's minimum low enough that the
@@ -1077,9 +1192,8 @@ impl Inner {
                             .remove(&path)
                             .map_err(|e| Error::io("remove", &path, e))?;
                     } else {
-                        report
-                            .unreadable_segments
-                            .push(UnreadableSegment { path, problem });
+                        drop(file);
+                        self.set_aside(id, path, problem, hint_ids.contains(&id), report);
                     }
                     continue;
                 }
@@ -1097,9 +1211,11 @@ impl Inner {
                         format::scan_records(bytes, SEGMENT_HEADER_BYTES, ScanCheck::Headers);
                     if scan.records.len() != 1 || scan.valid_end != file_bytes {
                         let problem = scan.stopped_by.unwrap_or(FormatError::BadLength);
-                        report
-                            .unreadable_segments
-                            .push(UnreadableSegment { path, problem });
+                        // The one record of a dedicated segment is lost with it.
+                        report.records_lost += 1;
+                        self.used_bytes.fetch_sub(file_bytes, Ordering::Relaxed);
+                        drop((file, map));
+                        self.set_aside(id, path, problem, false, report);
                         continue;
                     }
                     let entry = HintEntry::from_scanned(&scan.records[0]);
@@ -1134,6 +1250,20 @@ impl Inner {
                                 scan.stopped_by.filter(|p| *p != FormatError::Zeroed)
                             {
                                 report.torn_tails.push((id, scan.valid_end, problem));
+                            }
+                            // A hint file that did not fit the segment (it was cut short) still
+                            // says what the segment held.
+                            if hint_ids.contains(&id)
+                                && let Some(listed) = self.read_hint(id, SEGMENT_BYTES_MAX)?
+                            {
+                                report.records_lost += listed
+                                    .iter()
+                                    .filter(|e| {
+                                        u64::from(e.offset) + format::record_bytes(e.payload_bytes)
+                                            > scan.valid_end
+                                    })
+                                    .count()
+                                    as u64;
                             }
                             let entries =
                                 scan.records.iter().map(HintEntry::from_scanned).collect();
@@ -1262,6 +1392,45 @@ impl Inner {
     }
 
     /// The entries of a hint file, or `None` if it is unusable (then the segment is scanned).
+    /// Moves an unreadable segment (and its hint file) into `damaged/`, counting the records
+    /// its hint file lists as lost. A failure to move leaves it in place, reported.
+    fn set_aside(
+        &self,
+        id: u32,
+        path: PathBuf,
+        problem: FormatError,
+        has_hint: bool,
+        report: &mut RecoveryReport,
+    ) {
+        if has_hint && let Ok(Some(listed)) = self.read_hint(id, SEGMENT_BYTES_MAX) {
+            report.records_lost += listed.len() as u64;
+        }
+        let moved_to = (|| {
+            self.storage.create_dir_all(&self.damaged_dir).ok()?;
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            let taken = self.storage.list_dir(&self.damaged_dir).ok()?;
+            let free = (0..DAMAGED_NAMES_MAX)
+                .map(|k| format!("{name}.{k}"))
+                .find(|n| !taken.contains(n))
+                .map(|n| self.damaged_dir.join(n))?;
+            self.storage.rename(&path, &free).ok()?;
+            if has_hint {
+                let hint = self.segment_dir.join(hint_file_name(id));
+                let mut hint_to = free.clone().into_os_string();
+                hint_to.push(".hint");
+                let _ = self.storage.rename(&hint, Path::new(&hint_to));
+            }
+            self.storage.sync_dir(&self.segment_dir).ok()?;
+            self.storage.sync_dir(&self.damaged_dir).ok()?;
+            Some(free)
+        })();
+        report.unreadable_segments.push(UnreadableSegment {
+            path,
+            problem,
+            moved_to,
+        });
+    }
+
     fn read_hint(&self, id: u32, segment_bytes: u64) -> Result<Option<Vec<HintEntry>>> {
         let path = self.segment_dir.join(hint_file_name(id));
         let file = self

@@ -40,6 +40,9 @@ pub(crate) async fn heal_loop(state: Arc<State>, mut events: mpsc::UnboundedRece
                 tracing::debug!(error = %e, "cannot write down that this node is alive");
             }
         }
+        let repairs_total = state.healing.healer.lock().progress().copies_made
+            + state.healing.hints_delivered.load(Ordering::Relaxed);
+        state.healing.repairs.lock().sample(now, repairs_total);
         let member_events = state.healing.membership.lock().tick(now);
         handle_member_events(&state, member_events);
         let actions = {
@@ -141,7 +144,7 @@ fn handle_member_events(state: &Arc<State>, events: Vec<MemberEvent>) {
         match event {
             MemberEvent::SendHeartbeat { to } => {
                 let state = state.clone();
-                tokio::spawn(async move {
+                crate::task::spawn(async move {
                     let msg = PeerMsg::Heartbeat {
                         from: state.id.clone(),
                         report: status::report(&state),
@@ -159,17 +162,27 @@ fn handle_member_events(state: &Arc<State>, events: Vec<MemberEvent>) {
                 });
             }
             MemberEvent::StateChanged { peer, from, to } => {
-                tracing::info!(%peer, ?from, ?to, "peer state changed");
+                match to {
+                    PeerState::Down => tracing::warn!(%peer, "peer down"),
+                    PeerState::Up if from == PeerState::Down => {
+                        tracing::info!(%peer, "peer back up")
+                    }
+                    _ => tracing::debug!(%peer, ?from, ?to, "peer state changed"),
+                }
                 if to == PeerState::Up {
                     let _ = state.healing.events.send(HealEvent::PeerUp { peer });
                 }
             }
             MemberEvent::NewerLayout { peer, version } => {
                 let state = state.clone();
-                tokio::spawn(async move {
+                crate::task::spawn(async move {
                     match call_peer(&state, &peer, &PeerMsg::FetchLayouts).await {
                         Ok(PeerReply::Layouts { layout, previous }) => {
-                            if let Err(e) = state.adopt(layout, previous) {
+                            let s = state.clone();
+                            let adopted =
+                                crate::task::spawn_blocking(move || s.adopt(layout, previous))
+                                    .await;
+                            if let Ok(Err(e)) = adopted {
                                 tracing::debug!(%peer, version, error = %e, "layout not adopted");
                             }
                         }
@@ -179,6 +192,34 @@ fn handle_member_events(state: &Arc<State>, events: Vec<MemberEvent>) {
             }
         }
     }
+}
+
+/// Makes anti-entropy with every other node of the layout due now (`cairn repair`); returns
+/// when, on this node's clock, so that the caller can tell sessions that began after it.
+pub(crate) fn repair_now(state: &Arc<State>) -> u64 {
+    let now = clock::wall_ms();
+    let routing = state.routing();
+    {
+        let mut healer = state.healing.healer.lock();
+        for node in routing.layout.nodes.iter().filter(|n| n.id != state.id) {
+            healer.compare_now(now, &node.id);
+        }
+    }
+    tracing::info!("repair asked for: comparing with every peer now");
+    state.healing.wake();
+    now
+}
+
+/// Starts a scrub pass now (`cairn scrub`); says whether one was under way already.
+pub(crate) fn scrub_now(state: &Arc<State>, bytes_per_sec: u64) -> bool {
+    let already = state
+        .healing
+        .scrubber
+        .lock()
+        .start_now(clock::wall_ms(), bytes_per_sec.max(1));
+    tracing::info!(already, "scrub asked for");
+    state.healing.wake();
+    already
 }
 
 /// A heartbeat from a peer: the failure detector hears it, and the answer carries this node's
@@ -225,7 +266,7 @@ async fn execute(state: &Arc<State>, actions: Vec<Action>) {
         match action {
             Action::Send { to, msg } => {
                 let state = state.clone();
-                tokio::spawn(async move {
+                crate::task::spawn(async move {
                     let call = PeerMsg::Heal {
                         from: state.id.clone(),
                         msg,
@@ -247,7 +288,7 @@ async fn execute(state: &Arc<State>, actions: Vec<Action>) {
                 entry,
             } => {
                 let state = state.clone();
-                tokio::spawn(async move {
+                crate::task::spawn(async move {
                     let wait = Duration::from_millis(TRANSFER_TIMEOUT_MS);
                     let work = transfer(&state, &peer, direction, entry);
                     let ok = match tokio::time::timeout(wait, work).await {
@@ -267,14 +308,14 @@ async fn execute(state: &Arc<State>, actions: Vec<Action>) {
             Action::ApplyTombstone { entry } => {
                 let s = state.clone();
                 let r =
-                    tokio::task::spawn_blocking(move || replica::apply_tombstone(&s, entry)).await;
+                    crate::task::spawn_blocking(move || replica::apply_tombstone(&s, entry)).await;
                 if let Ok(Err(e)) = r {
                     tracing::warn!(error = %e, "cannot apply a tombstone");
                 }
             }
             Action::DropLocal { hash } => {
                 let s = state.clone();
-                let r = tokio::task::spawn_blocking(move || replica::drop_local(&s, &hash)).await;
+                let r = crate::task::spawn_blocking(move || replica::drop_local(&s, &hash)).await;
                 if let Ok(Err(e)) = r {
                     tracing::warn!(error = %e, "cannot drop a handed-off copy");
                 }
@@ -282,7 +323,7 @@ async fn execute(state: &Arc<State>, actions: Vec<Action>) {
             Action::ForgetVersion { entry } => {
                 let s = state.clone();
                 let r =
-                    tokio::task::spawn_blocking(move || replica::forget_version(&s, &entry)).await;
+                    crate::task::spawn_blocking(move || replica::forget_version(&s, &entry)).await;
                 if let Ok(Err(e)) = r {
                     tracing::debug!(error = %e, "cannot forget a version");
                 }
@@ -333,7 +374,7 @@ async fn scrub_step(state: &Arc<State>, now: u64) {
     for entry in batch {
         let s = state.clone();
         let result =
-            tokio::task::spawn_blocking(move || s.store.verify(&Hash::from_bytes(entry.hash)))
+            crate::task::spawn_blocking(move || s.store.verify(&Hash::from_bytes(entry.hash)))
                 .await;
         if let Ok(Err(e)) = result
             && is_corrupt(&e)
@@ -345,4 +386,5 @@ async fn scrub_step(state: &Arc<State>, now: u64) {
             state.noticed_corrupt(Hash::from_bytes(entry.hash));
         }
     }
+    state.healing.scrubber.lock().checked();
 }

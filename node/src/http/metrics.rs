@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 
 use crate::state::State;
 use cairn_core::membership::PeerState;
+use cairn_core::status::DiskState;
 
 /// What an HTTP request did, as metrics label it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -298,7 +299,7 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
         "Bytes this node can still store (engine capacity and file system, whichever is less).",
     );
     e.sample("cairn_node_free_bytes", &[], status.report.free_bytes);
-    let replication: [(&str, &str, &str, u64); 10] = [
+    let replication = [
         (
             "cairn_layout_version",
             "gauge",
@@ -357,7 +358,110 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
             "cairn_scrub_corrupt_copies_found_total",
             "counter",
             "Corrupt copies the scrub found here (also counted in cairn_corrupt_copies_found_total).",
-            status.scrub_corrupt_found,
+            status.scrub.corrupt_found,
+        ),
+        (
+            "cairn_scrub_running",
+            "gauge",
+            "1 while a scrub pass is under way.",
+            u64::from(status.scrub.running),
+        ),
+        (
+            "cairn_scrub_passes_total",
+            "counter",
+            "Scrub passes completed since the node started.",
+            status.scrub.passes_completed,
+        ),
+        (
+            "cairn_scrub_verified_blobs_total",
+            "counter",
+            "Blobs the scrub read and checked since the node started.",
+            status.scrub.verified_blobs,
+        ),
+        (
+            "cairn_under_replicated_blobs",
+            "gauge",
+            "Blobs with fewer copies than the layout asks, as far as this node's healer knows (summed over nodes, each blob counts about once).",
+            status.repair.under_replicated_blobs,
+        ),
+        (
+            "cairn_repairs_total",
+            "counter",
+            "Copies made by the healer and hints delivered, since the node started.",
+            state.healing.healer.lock().progress().copies_made
+                + state.healing.hints_delivered.load(Ordering::Relaxed),
+        ),
+        (
+            "cairn_layout_moving",
+            "gauge",
+            "1 while this node still routes by the previous layout (a layout change is not over).",
+            u64::from(status.previous_layout_version.is_some()),
+        ),
+        (
+            "cairn_node_drained",
+            "gauge",
+            "1 when this node is out of the layout and holds nothing (it can be stopped).",
+            u64::from(status.drained),
+        ),
+        (
+            "cairn_disk_total_bytes",
+            "gauge",
+            "Size of the disk under the data directory (or the engine's capacity, if smaller).",
+            status.space.disk_total_bytes,
+        ),
+        (
+            "cairn_disk_nearly_full",
+            "gauge",
+            "1 when free space is under the configured share of the disk.",
+            u64::from(status.space.disk == DiskState::NearlyFull),
+        ),
+        (
+            "cairn_disk_full",
+            "gauge",
+            "1 when writes fail (or did in the last minute) for lack of space.",
+            u64::from(status.space.disk == DiskState::Full),
+        ),
+        (
+            "cairn_engine_reclaimable_bytes",
+            "gauge",
+            "Bytes compaction would give back now.",
+            status.space.reclaimable_bytes,
+        ),
+        (
+            "cairn_compaction_rounds_total",
+            "counter",
+            "Compaction rounds run since the node started.",
+            status.space.compaction_rounds,
+        ),
+        (
+            "cairn_compaction_reclaimed_bytes_total",
+            "counter",
+            "Bytes compaction gave back since the node started.",
+            status.space.compaction_reclaimed_bytes,
+        ),
+        (
+            "cairn_compaction_errors_total",
+            "counter",
+            "Compaction rounds that failed since the node started.",
+            status.space.compaction_errors,
+        ),
+        (
+            "cairn_recovery_records_lost",
+            "gauge",
+            "Records the engine's last open could not find (cut off or in an unreadable segment).",
+            status.recovery.records_lost,
+        ),
+        (
+            "cairn_recovery_torn_tails",
+            "gauge",
+            "Segments whose damaged tail the engine's last open cut off.",
+            status.recovery.torn_tails,
+        ),
+        (
+            "cairn_recovery_unreadable_segments",
+            "gauge",
+            "Segment files the engine's last open could not read (moved to the store's damaged/ directory).",
+            status.recovery.unreadable_segments,
         ),
     ];
     for (name, kind, help, value) in replication {
@@ -404,6 +508,12 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
                 gc.errors,
             ),
             (
+                "cairn_gc_last_success_timestamp_seconds",
+                "gauge",
+                "When a collection last finished without errors on this node (0: not since it started).",
+                gc.last_success_ms / 1000,
+            ),
+            (
                 "cairn_gc_postponed",
                 "gauge",
                 "1 while collections are postponed (a layout change still moving data).",
@@ -415,6 +525,27 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
             e.sample(name, &[], value);
         }
     }
+    if let Some(eta) = status.repair.eta_secs {
+        e.family(
+            "cairn_repair_eta_seconds",
+            "gauge",
+            "When the copies that can be made now will be, at the last minute's pace.",
+        );
+        e.sample("cairn_repair_eta_seconds", &[], eta);
+    }
+    e.family(
+        "cairn_info",
+        "gauge",
+        "1, labelled with the node's id and software version.",
+    );
+    e.sample(
+        "cairn_info",
+        &[
+            ("node", state.id.as_str()),
+            ("version", status.version.as_str()),
+        ],
+        1,
+    );
     e.family(
         "cairn_peer_state",
         "gauge",

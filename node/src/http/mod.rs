@@ -12,7 +12,9 @@
 //! | `GET`, `HEAD /v1/blobs/{hash}` | 200, or 206 for one `Range`; 416; 404 |
 //! | `DELETE /v1/blobs/{hash}` | 204, or 404 |
 //! | `GET /v1/blobs/{hash}/replicas` | which replicas hold it |
-//! | `GET /healthz`, `/readyz` | liveness; readiness (503 with the reason) |
+//! | `GET /healthz` | liveness: 200 while the process runs |
+//! | `GET /readyz` | ready to serve reads (503 with the reason) |
+//! | `GET /readyz/writes` | ready to take writes too: not full, not read-only (503 with the reason) |
 //! | `GET /v1/cluster` | what `cairn status` shows, as JSON |
 //! | `GET /metrics` | Prometheus text |
 
@@ -100,7 +102,7 @@ pub(crate) async fn start(
         spool_dir,
     });
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(front, listener, stopped));
+    let task = crate::task::spawn(accept_loop(front, listener, stopped));
     tracing::info!(%addr, "HTTP front serving");
     Ok(HttpServer { addr, task, stop })
 }
@@ -126,14 +128,14 @@ async fn accept_loop(front: Arc<Front>, listener: TcpListener, stopped: watch::R
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             front.metrics.rejected(Rejection::Connections);
-            tokio::spawn(refuse(tcp));
+            crate::task::spawn(refuse(tcp));
             continue;
         };
         let _ = tcp.set_nodelay(true);
         let front = front.clone();
         let builder = builder.clone();
         let mut stopped = stopped.clone();
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             let io = TokioIo::new(StallGuard::new(tcp, idle));
             let service = hyper::service::service_fn(move |request| {
                 let front = front.clone();
@@ -238,6 +240,7 @@ enum Route {
     Replicas(String),
     Health,
     Ready,
+    ReadyForWrites,
     Cluster,
     Metrics,
 }
@@ -268,7 +271,9 @@ impl Front {
             (Route::Blob(_), &Method::DELETE) => Operation::Delete,
             (Route::Replicas(_), &Method::GET) => Operation::Replicas,
             (Route::Cluster, &Method::GET) => Operation::Cluster,
-            (Route::Health | Route::Ready, &Method::GET) => Operation::Health,
+            (Route::Health | Route::Ready | Route::ReadyForWrites, &Method::GET) => {
+                Operation::Health
+            }
             (Route::Metrics, &Method::GET) => Operation::Metrics,
             (route, _) => {
                 let allow = match route {
@@ -291,7 +296,7 @@ impl Front {
         // Probes and metrics are answered from memory and stay cheap under any load; everything
         // that reaches the cluster counts against the limit.
         let _permit = match route {
-            Route::Health | Route::Ready | Route::Metrics => None,
+            Route::Health | Route::Ready | Route::ReadyForWrites | Route::Metrics => None,
             _ => match self.requests.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
@@ -326,13 +331,32 @@ impl Front {
                 serde_json::json!({ "status": "ok" }).to_string(),
             )),
             Route::Ready => match probes::readiness(&self.state) {
+                // Ready for reads; whether writes are taken too is said beside it.
+                Ok(()) => Ok(json_response(
+                    StatusCode::OK,
+                    serde_json::json!({
+                        "status": "ready",
+                        "writes": match probes::write_readiness(&self.state) {
+                            Ok(()) => "ready".to_string(),
+                            Err(reason) => reason.to_string(),
+                        },
+                    })
+                    .to_string(),
+                )),
+                Err(reason) => Err(HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    reason.to_string(),
+                )),
+            },
+            Route::ReadyForWrites => match probes::write_readiness(&self.state) {
                 Ok(()) => Ok(json_response(
                     StatusCode::OK,
                     serde_json::json!({ "status": "ready" }).to_string(),
                 )),
                 Err(reason) => Err(HttpError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
+                    "not_ready_for_writes",
                     reason.to_string(),
                 )),
             },
@@ -425,6 +449,7 @@ fn route(path: &str) -> Result<Route, HttpError> {
     match segments.as_slice() {
         ["healthz"] => Ok(Route::Health),
         ["readyz"] => Ok(Route::Ready),
+        ["readyz", "writes"] => Ok(Route::ReadyForWrites),
         ["metrics"] => Ok(Route::Metrics),
         ["v1", "cluster"] => Ok(Route::Cluster),
         ["v1", "blobs"] => Ok(Route::Blobs),

@@ -12,6 +12,17 @@ pub mod versions;
 
 /// Bytes the file system holding `path` has free for an unprivileged writer.
 pub fn fs_available_bytes(path: &std::path::Path) -> Option<u64> {
+    fs_space(path).map(|s| s.available_bytes)
+}
+
+/// The size of the file system holding a path, and what an unprivileged writer has free.
+#[derive(Clone, Copy, Debug)]
+pub struct FsSpace {
+    pub available_bytes: u64,
+    pub total_bytes: u64,
+}
+
+pub fn fs_space(path: &std::path::Path) -> Option<FsSpace> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
@@ -23,5 +34,8 @@ pub fn fs_available_bytes(path: &std::path::Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so `st` is initialized.
     let st = unsafe { st.assume_init() };
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
+    Some(FsSpace {
+        available_bytes: st.f_bavail.saturating_mul(st.f_frsize),
+        total_bytes: st.f_blocks.saturating_mul(st.f_frsize),
+    })
 }

@@ -138,7 +138,7 @@ pub(super) async fn ask_local(
     msg: MetaMsg,
 ) -> Result<MetaReply, MetaCallError> {
     let s = state.clone();
-    match tokio::task::spawn_blocking(move || answer(&s, msg)).await? {
+    match crate::task::spawn_blocking(move || answer(&s, msg)).await? {
         MetaReply::Failed { message } => Err(MetaCallError::Refused {
             node: state.id.clone(),
             message,
@@ -241,7 +241,7 @@ fn fan_out(
     let (tx, rx) = mpsc::unbounded_channel();
     for (i, node) in owners.iter().enumerate() {
         let (state, node, msg, tx) = (state.clone(), node.clone(), msg.clone(), tx.clone());
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             let reply = ask_until(&state, &node, msg, deadline).await;
             let _ = tx.send((i, reply));
         });
@@ -390,7 +390,7 @@ pub(crate) async fn read(state: &Arc<State>, key: &MetaKey) -> Result<Option<Ent
                 let msg = MetaMsg::Write {
                     writes: vec![(key.clone(), best.clone())],
                 };
-                tokio::spawn(async move {
+                crate::task::spawn(async move {
                     if let Err(e) = ask(&state, &node, msg).await {
                         tracing::debug!(node = %node.id, error = %e, "metadata read repair failed");
                     }

@@ -79,7 +79,7 @@ pub(crate) async fn sync_round(state: &Arc<State>) -> Result<SyncReport, MetaErr
     let mut report = SyncReport::default();
     let partitions = {
         let s = state.clone();
-        tokio::task::spawn_blocking(move || s.meta.store.partitions()).await??
+        crate::task::spawn_blocking(move || s.meta.store.partitions()).await??
     };
     for part in partitions {
         report.partitions += 1;
@@ -101,7 +101,7 @@ pub(crate) async fn sync_round(state: &Arc<State>) -> Result<SyncReport, MetaErr
             let p = part.clone();
             let dropped = all_synced
                 && matches!(
-                    tokio::task::spawn_blocking(move || s.meta.store.drop_partition(&p)).await,
+                    crate::task::spawn_blocking(move || s.meta.store.drop_partition(&p)).await,
                     Ok(Ok(()))
                 );
             if dropped {

@@ -22,7 +22,7 @@ pub(crate) async fn accept_loop(state: Arc<State>, endpoint: quinn::Endpoint) {
             continue;
         };
         let state = state.clone();
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
                 Ok(conn) => conn,
@@ -32,7 +32,7 @@ pub(crate) async fn accept_loop(state: Arc<State>, endpoint: quinn::Endpoint) {
                 }
             };
             while let Ok((send, recv)) = conn.accept_bi().await {
-                tokio::spawn(handle_stream(state.clone(), send, recv));
+                crate::task::spawn(handle_stream(state.clone(), send, recv));
             }
             drop(permit);
         });

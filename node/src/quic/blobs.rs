@@ -118,14 +118,17 @@ async fn commit(
 ) -> Response {
     let s = state.clone();
     let committed =
-        tokio::task::spawn_blocking(move || replica::commit_copy(&s, writer, hash, version, fresh))
+        crate::task::spawn_blocking(move || replica::commit_copy(&s, writer, hash, version, fresh))
             .await;
     match committed.map_err(LocalError::from).and_then(|r| r) {
         Ok(()) => Response::Stored {
             hash: *hash.as_bytes(),
             existed: false,
         },
-        Err(e) => Response::error(e.code(), e.to_string()),
+        Err(e) => {
+            state.space.noticed(&e);
+            Response::error(e.code(), e.to_string())
+        }
     }
 }
 

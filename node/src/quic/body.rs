@@ -131,8 +131,9 @@ pub(super) async fn receive(
         }
     }
     let Some(writer) = writer else {
-        let e = write_error.expect("a failed writer has an error");
-        return Err(LocalError::Engine(e).into());
+        let e = LocalError::Engine(write_error.expect("a failed writer has an error"));
+        state.space.noticed(&e);
+        return Err(e.into());
     };
     let actual = writer.hash();
     if actual != hash {

@@ -82,7 +82,7 @@ pub(super) async fn put(
             },
             len,
         };
-        tokio::spawn(link.run(feed_rx, decision, events.clone(), i));
+        crate::task::spawn(link.run(feed_rx, decision, events.clone(), i));
         feeds.push(feed);
         decisions.push(Some(decide));
     }
@@ -177,7 +177,7 @@ pub(super) async fn put(
         Answer::Failed(message) => fail(&mut send, ErrorCode::QuorumFailed, message).await,
     }
     if !run.coordinator.is_settled() {
-        tokio::spawn(run.until_settled());
+        crate::task::spawn(run.until_settled());
     }
 }
 
@@ -245,7 +245,7 @@ impl PutRun {
                         let w = self.writer.take().expect("the local replica prepared");
                         let (tx, rx) = oneshot::channel();
                         let (s, hash, version) = (self.state.clone(), self.hash, self.version);
-                        tokio::task::spawn_blocking(move || {
+                        crate::task::spawn_blocking(move || {
                             let _ = tx.send(replica::commit_copy(&s, w, hash, version, true));
                         });
                         self.local_commit = Some(rx);
@@ -495,7 +495,7 @@ pub(super) async fn delete(
                 version,
             },
         };
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             let wait = Duration::from_millis(REPLICA_RESPONSE_TIMEOUT_MS);
             let result = tokio::time::timeout(wait, state.pool.call(&node, &request)).await;
             let existed = match result {

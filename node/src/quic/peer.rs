@@ -66,10 +66,14 @@ async fn answer(state: &Arc<State>, msg: PeerMsg) -> PeerReply {
         PeerMsg::Status => PeerReply::Status(Box::new(healing::status::status(state))),
         PeerMsg::ApplyLayout { layout } => {
             let version = layout.version;
-            match state.adopt(layout, None) {
-                Ok(()) => PeerReply::LayoutApplied { version },
-                Err(e) => PeerReply::Refused {
+            let s = state.clone();
+            match crate::task::spawn_blocking(move || s.adopt(layout, None)).await {
+                Ok(Ok(())) => PeerReply::LayoutApplied { version },
+                Ok(Err(e)) => PeerReply::Refused {
                     message: e.to_string(),
+                },
+                Err(e) => PeerReply::Refused {
+                    message: format!("adopting the layout failed: {e}"),
                 },
             }
         }
@@ -82,7 +86,7 @@ async fn answer(state: &Arc<State>, msg: PeerMsg) -> PeerReply {
         }
         PeerMsg::Meta { from: _, msg } => {
             let s = state.clone();
-            match tokio::task::spawn_blocking(move || meta::cluster::answer(&s, msg)).await {
+            match crate::task::spawn_blocking(move || meta::cluster::answer(&s, msg)).await {
                 Ok(reply) => PeerReply::Meta(reply),
                 Err(e) => PeerReply::Refused {
                     message: e.to_string(),
@@ -91,6 +95,12 @@ async fn answer(state: &Arc<State>, msg: PeerMsg) -> PeerReply {
         }
         PeerMsg::GcStart => gc_reply(state, true),
         PeerMsg::GcStatus => gc_reply(state, false),
+        PeerMsg::RepairNow => PeerReply::RepairStarted {
+            started_ms: healing::repair_now(state),
+        },
+        PeerMsg::ScrubNow { bytes_per_sec } => PeerReply::ScrubStarted {
+            already: healing::scrub_now(state, bytes_per_sec),
+        },
     }
 }
 

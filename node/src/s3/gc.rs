@@ -111,6 +111,9 @@ pub(crate) async fn collector_loop(state: Arc<State>, settings: S3Settings) {
                 }
                 Ok(()) => {
                     status.runs += 1;
+                    if status.errors == 0 {
+                        status.last_success_ms = status.finished_ms;
+                    }
                     tracing::info!(
                         deleted = status.deleted,
                         bytes = status.deleted_bytes,
@@ -143,12 +146,12 @@ impl Collector<'_> {
         let start = clock::wall_ms();
         let cutoff = start.saturating_sub(self.settings.gc_grace_ms);
         self.update(|s| {
-            let runs = s.runs;
             *s = cairn_core::status::GcStatus {
                 running: true,
                 phase: "marks".into(),
                 started_ms: start,
-                runs,
+                runs: s.runs,
+                last_success_ms: s.last_success_ms,
                 ..Default::default()
             };
         });
@@ -298,7 +301,7 @@ pub(crate) struct MarkWriter {
 impl MarkWriter {
     pub(crate) fn start(state: Arc<State>) -> MarkWriter {
         let (queue, pending) = tokio::sync::mpsc::channel(S3_MARK_QUEUE_MAX);
-        tokio::spawn(write_marks(state, pending));
+        crate::task::spawn(write_marks(state, pending));
         MarkWriter { queue }
     }
 

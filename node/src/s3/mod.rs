@@ -115,7 +115,7 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
     let (stop, stopped) = watch::channel(false);
     let requests = Arc::new(Semaphore::new(settings.requests_in_flight_max));
     let idle = Duration::from_millis(settings.idle_timeout_ms);
-    let task = tokio::spawn(accept_loop(service, listener, requests, idle, stopped));
+    let task = crate::task::spawn(accept_loop(service, listener, requests, idle, stopped));
     tracing::info!(%addr, "S3 front serving");
     Ok(S3Server { addr, task, stop })
 }
@@ -150,7 +150,7 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let (service, requests, builder) = (service.clone(), requests.clone(), builder.clone());
         let mut stopped = stopped.clone();
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             let io = TokioIo::new(StallGuard::new(tcp, idle));
             let serve = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let (service, requests) = (service.clone(), requests.clone());
@@ -160,7 +160,16 @@ async fn accept_loop(
                     };
                     let request = request.map(s3s::Body::from);
                     Ok(match service.call(request).await {
-                        Ok(response) => response,
+                        Ok(response) => {
+                            // A client's mistake is the client's to see (in its answer); a
+                            // server error is the operator's.
+                            if response.status().is_server_error() {
+                                tracing::warn!(status = %response.status(), "S3 request failed");
+                            } else if response.status().is_client_error() {
+                                tracing::debug!(status = %response.status(), "S3 request refused");
+                            }
+                            response
+                        }
                         Err(e) => {
                             tracing::warn!(error = ?e, "S3 request failed");
                             internal_error()

@@ -232,7 +232,7 @@ impl S3Front {
             None => None,
         };
         let state = self.state.clone();
-        tokio::spawn(async move {
+        crate::task::spawn(async move {
             let mut next = first;
             while let Some(source) = next.take() {
                 match source {
