@@ -59,7 +59,12 @@ pub fn init_logging() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| LOG_FILTER_DEFAULT.parse().expect("a valid default filter"));
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colours on a terminal only: a log file or a journal gets plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(filter)
         .try_init();
 }

@@ -123,10 +123,6 @@ pub const ADOPT_RETRY_MS_MAX: u64 = 30_000;
 
 // ---- The disk ----
 
-/// A disk with less free than this is full: a new segment, a layout file or a log record may
-/// not fit.
-pub const DISK_FREE_BYTES_MIN: u64 = 64 * 1024 * 1024;
-
 /// After a write fails for lack of space, the disk counts as full for this long (space freed
 /// by compaction or an operator shows after it).
 pub const DISK_FULL_REMEMBERED_MS: u64 = 60_000;

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::clock;
 use crate::config::SpaceSettings;
-use crate::limits::{DISK_FREE_BYTES_MIN, DISK_FULL_REMEMBERED_MS, LEAVING_CHECK_INTERVAL_MS};
+use crate::limits::{DISK_FULL_REMEMBERED_MS, LEAVING_CHECK_INTERVAL_MS};
 use crate::local;
 use crate::replica::{self, LocalError};
 use crate::state::State;
@@ -69,13 +69,13 @@ impl SpaceState {
         }
     }
 
-    /// How full the disk is: `Full` when writes failed for lack of space lately or less than
-    /// `DISK_FREE_BYTES_MIN` is free, `NearlyFull` under `nearly_full_free_percent`.
+    /// How full the disk is: `Full` when writes failed for lack of space lately or less than a
+    /// segment's worth is free, `NearlyFull` under `nearly_full_free_percent`.
     pub(crate) fn disk(&self, free_bytes: u64, total_bytes: u64) -> DiskState {
         let last_full = self.last_full_ms.load(Ordering::Relaxed);
         let recently_full =
             last_full > 0 && clock::wall_ms().saturating_sub(last_full) < DISK_FULL_REMEMBERED_MS;
-        if recently_full || free_bytes < DISK_FREE_BYTES_MIN {
+        if recently_full || free_bytes < self.segment_bytes {
             DiskState::Full
         } else if u128::from(free_bytes) * 100
             < u128::from(total_bytes) * u128::from(self.settings.nearly_full_free_percent)

@@ -521,3 +521,119 @@ async fn what_recovery_dropped_is_shown_and_a_damaged_segment_is_moved_aside() {
     client.close().await;
     cluster.shutdown().await;
 }
+
+/// A base port for `cairn dev` whose six QUIC, HTTP and S3 ports are all free (probed, below
+/// Linux's ephemeral range).
+fn free_dev_base_port() -> u16 {
+    use cairn_node::dev::{DEV_HTTP_PORT_OFFSET, DEV_NODES, DEV_S3_PORT_OFFSET};
+    let free = |port: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+    };
+    (0..200)
+        .map(|k| 21_000 + ((std::process::id() as u16 % 50) * 100 + k * 10) % 8_000)
+        .find(|&base| {
+            (0..DEV_NODES as u16).all(|i| {
+                free(base + i)
+                    && free(base + i + DEV_HTTP_PORT_OFFSET)
+                    && free(base + i + DEV_S3_PORT_OFFSET)
+            })
+        })
+        .expect("a free range of ports")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_dev_logs_name_their_node_keep_client_mistakes_quiet_and_a_layout_change_suspects_nobody()
+ {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_dev_base_port();
+    let mut dev = Command::new(cairn_tests::cairn_bin())
+        .args(["dev", "--base-port", &base.to_string(), "--dir"])
+        .arg(dir.path())
+        // The default filter, with the failure detector's state changes shown.
+        .env("CAIRN_LOG", "info,s3s=off,cairn_node::healing=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(dev.stdout.take().unwrap());
+    let stderr = dev.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut all = String::new();
+        std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut all).unwrap();
+        all
+    });
+    // Serving once it prints how to try it.
+    for line in stdout.lines() {
+        if line.unwrap().starts_with("Serving until") {
+            break;
+        }
+    }
+    let client_file = dir.path().join("client.toml");
+    assert!(client_file.exists());
+    // A client's mistake: a bucket that does not exist.
+    let env = std::fs::read_to_string(dir.path().join("s3.env")).unwrap();
+    let value = |key: &str| {
+        env.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("export {key}="))
+                    .or_else(|| l.strip_prefix(&format!("{key}=")))
+            })
+            .unwrap_or_else(|| panic!("{key} in s3.env: {env}"))
+            .trim_matches('"')
+            .to_string()
+    };
+    let signer = cairn_tests::s3::S3Signer {
+        access_key: value("AWS_ACCESS_KEY_ID"),
+        secret_key: value("AWS_SECRET_ACCESS_KEY"),
+        region: "us-east-1".into(),
+        clock_offset_secs: 0,
+    };
+    let s3_addr =
+        std::net::SocketAddr::from(([127, 0, 0, 1], base + cairn_node::dev::DEV_S3_PORT_OFFSET));
+    let s3 = cairn_tests::s3::S3Client::new(s3_addr, signer);
+    let missing = s3
+        .request("GET", "/no-such-bucket-typo", &[], &[], bytes::Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(missing.status, 404);
+    // A layout change, followed to its end.
+    let changed = cairn_with(&client_file, &["layout", "reweight", "n1", "150"]).await;
+    assert!(changed.status.success(), "{}", text(&changed.stderr));
+    let moved = cairn_with(&client_file, &["layout", "status", "--timeout-secs", "120"]).await;
+    assert!(
+        moved.status.success(),
+        "{}{}",
+        text(&moved.stdout),
+        text(&moved.stderr)
+    );
+    let since_change = std::time::Instant::now();
+    while since_change.elapsed() < std::time::Duration::from_secs(3) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(dev.id().to_string())
+        .status();
+    dev.wait().unwrap();
+    let all = logs.join().unwrap();
+    let lines: Vec<&str> = all.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() > 10, "{all}");
+    for line in &lines {
+        assert!(
+            line.contains("node{id=n"),
+            "a line without its node: {line}"
+        );
+        assert!(!line.contains("ERROR"), "an ERROR line: {line}");
+        assert!(!line.contains("peer down"), "a peer seen down: {line}");
+    }
+    // Peers start suspected until first heard; from the layout change on, none is.
+    let change = lines
+        .iter()
+        .position(|l| l.contains("adopting layout"))
+        .unwrap_or_else(|| panic!("the layout change is logged: {all}"));
+    for line in &lines[change..] {
+        assert!(!line.contains("to=Suspect"), "a peer suspected: {line}");
+    }
+}

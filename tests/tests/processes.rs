@@ -228,6 +228,20 @@ async fn killed_paused_and_restarted_nodes_and_zones_lose_no_acknowledged_blob()
         assert_eq!(checker.get(hash).await.unwrap(), content(*i), "{hash}");
     }
     checker.close().await;
+    // The zone killed was seen going down, said once at WARN per peer and outage (the logs
+    // run at WARN): not silently, and not once per hint.
+    let n3_log = std::fs::read_to_string(cluster.dir.path().join("n3.log")).unwrap();
+    for victim in ["n2", "n5"] {
+        let said = n3_log
+            .lines()
+            .filter(|l| l.contains("peer down") && l.contains(&format!("peer={victim}")))
+            .count();
+        assert!(
+            (1..=3).contains(&said),
+            "n3 said {victim} was down {said} times:\n{n3_log}"
+        );
+    }
+    assert!(!n3_log.contains("hint recorded"), "{n3_log}");
     eprintln!(
         "{} puts acknowledged, {} failed during the faults; all fully replicated after {:?}",
         acked.len(),
