@@ -637,3 +637,67 @@ async fn cairn_dev_logs_name_their_node_keep_client_mistakes_quiet_and_a_layout_
         assert!(!line.contains("to=Suspect"), "a peer suspected: {line}");
     }
 }
+
+/// The `cairn_*` metric names a text names (histogram suffixes taken off).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("cairn_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end].is_ascii_digit()
+                || bytes[end] == b'_')
+        {
+            end += 1;
+        }
+        let preceded =
+            start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let name = &text[start..end];
+        if !preceded && !name.starts_with("cairn_dashboard") {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            names.insert(base.to_string());
+        }
+        i = end.max(start + 1);
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_alert_rules_and_the_dashboard_name_is_one_a_node_exports() {
+    let cluster = TestCluster::start(66).await;
+    let metrics = cairn_tests::http::HttpClient::new(cluster.node("n1").http_addr(), None)
+        .get("/metrics")
+        .await
+        .unwrap();
+    let exported: std::collections::BTreeSet<String> = String::from_utf8(metrics.body)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("monitoring");
+    for file in [
+        "cairn-alerts.yml",
+        "cairn-alerts.test.yml",
+        "cairn-dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let named = metric_names(&text);
+        assert!(named.len() > 5, "{file}: {named:?}");
+        let unknown: Vec<_> = named.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} names metrics no node exports: {unknown:?}"
+        );
+    }
+    cluster.shutdown().await;
+}

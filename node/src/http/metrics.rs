@@ -549,15 +549,23 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
     e.family(
         "cairn_peer_state",
         "gauge",
-        "1 for each peer's current state as this node's failure detector sees it.",
+        "1 for each peer's current state as this node's failure detector sees it (with the peer's zone).",
     );
+    let routing = state.routing();
     for peer in &status.peers {
+        let zone = crate::net::peer::find_node(&routing, &peer.id)
+            .map(|n| n.zone)
+            .unwrap_or_default();
         for (state, label) in [
             (PeerState::Up, "up"),
             (PeerState::Suspect, "suspect"),
             (PeerState::Down, "down"),
         ] {
-            let labels = [("peer", peer.id.as_str()), ("state", label)];
+            let labels = [
+                ("peer", peer.id.as_str()),
+                ("zone", zone.as_str()),
+                ("state", label),
+            ];
             e.sample("cairn_peer_state", &labels, u8::from(peer.state == state));
         }
     }
