@@ -11,60 +11,20 @@
 //! `scripts/full-disk-test` mounts a tmpfs for it (that needs root) and runs this test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cairn_client::{Client, ClientOptions, Hash, Identity};
-use cairn_node::NodeConfig;
-use cairn_node::dev::{self, ClusterFiles};
+use cairn_client::Hash;
+use cairn_node::dev;
 use cairn_tests::http::HttpClient;
 
 mod common;
+use common::procs::ProcessCluster;
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 const WAIT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Blobs written: far more than the small disk holds.
 const BLOBS: usize = 160;
 const BLOB_BYTES: usize = 512 * 1024;
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    files: ClusterFiles,
-    children: Vec<Child>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Cluster {
-    fn log(&self, id: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{id}.log"))).unwrap_or_default()
-    }
-
-    fn http(&self, i: usize) -> HttpClient {
-        let config = NodeConfig::load(&self.files.node_configs[i]).unwrap();
-        HttpClient::new(config.http.listen, None)
-    }
-
-    fn cairn(&self, args: &[&str]) -> (Option<i32>, String) {
-        let out = Command::new(cairn_tests::cairn_bin())
-            .arg("--client")
-            .arg(&self.files.client_config)
-            .args(args)
-            .env("CAIRN_LOG", "warn")
-            .output()
-            .unwrap();
-        let mut said = String::from_utf8_lossy(&out.stdout).into_owned();
-        said.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status.code(), said)
-    }
-}
 
 /// CPU time (user + system, in clock ticks) a process used so far.
 fn cpu_ticks(pid: u32) -> u64 {
@@ -123,58 +83,19 @@ async fn a_full_disk_is_shown_keeps_serving_reads_and_does_not_spin() {
     for (i, node) in spec.nodes.iter_mut().enumerate() {
         node.1 = std::net::SocketAddr::from(([127, 0, 34, i as u8 + 1], common::TEST_PORT));
     }
-    let dir = tempfile::tempdir().unwrap();
-    let files = dev::write_cluster(dir.path(), &spec).unwrap();
     // n4 keeps its data on the small file system.
     let n4_data = small.join("n4");
-    let n4_config = &files.node_configs[3];
-    let text = std::fs::read_to_string(n4_config).unwrap();
-    let text = text.replace(
-        "data_dir = \"data/n4\"",
-        &format!("data_dir = {:?}", n4_data),
-    );
-    assert!(text.contains(n4_data.to_str().unwrap()), "{text}");
-    std::fs::write(n4_config, text).unwrap();
-
-    let mut cluster = Cluster {
-        dir,
-        files,
-        children: Vec::new(),
-    };
-    for (i, path) in cluster.files.node_configs.iter().enumerate() {
-        let log =
-            std::fs::File::create(cluster.dir.path().join(format!("n{}.log", i + 1))).unwrap();
-        let child = Command::new(cairn_tests::cairn_bin())
-            .args(["node", "--config"])
-            .arg(path)
-            .env("CAIRN_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        cluster.children.push(child);
-    }
-    let t = cluster.files.client_tls();
-    let identity = Identity::load(&t.ca, &t.cert, &t.key).unwrap();
-    let layout = cairn_client::load_layout(&cluster.files.layout).unwrap();
-    let options = ClientOptions {
-        zone: Some("zone-a".into()),
-        deadline_ms: 10_000,
-        ..ClientOptions::default()
-    };
-    let started = Instant::now();
-    let client = loop {
-        match Client::connect(layout.clone(), &identity, options.clone()).await {
-            Ok(c) if c.put(b"hello".to_vec()).await.is_ok() => break c,
-            _ => {
-                assert!(
-                    started.elapsed() < START_TIMEOUT,
-                    "the cluster did not start"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let cluster = ProcessCluster::start(&spec, "info", |files| {
+        let n4_config = &files.node_configs[3];
+        let text = std::fs::read_to_string(n4_config).unwrap();
+        let text = text.replace(
+            "data_dir = \"data/n4\"",
+            &format!("data_dir = {:?}", n4_data),
+        );
+        assert!(text.contains(n4_data.to_str().unwrap()), "{text}");
+        std::fs::write(n4_config, text).unwrap();
+    });
+    let client = cluster.client(10_000).await;
 
     // Writes go on past the point where n4's disk is full (two copies are a quorum).
     let mut acked: Vec<(Hash, Vec<u8>)> = Vec::new();
@@ -189,12 +110,13 @@ async fn a_full_disk_is_shown_keeps_serving_reads_and_does_not_spin() {
     assert_eq!(code, Some(0), "{said}");
     assert!(said.contains("n4: disk full"), "{said}");
     assert!(said.contains("blobs have fewer than 3 copies"), "{said}");
-    let n4 = cluster.http(3);
+    let n4 = cluster.http("n4");
     let metrics = String::from_utf8(n4.get("/metrics").await.unwrap().body).unwrap();
     assert!(metrics.contains("\ncairn_disk_full 1\n"), "{metrics}");
     let mut under = 0;
     for i in 0..4 {
-        let text = String::from_utf8(cluster.http(i).get("/metrics").await.unwrap().body).unwrap();
+        let http = cluster.http(&format!("n{}", i + 1));
+        let text = String::from_utf8(http.get("/metrics").await.unwrap().body).unwrap();
         under += text
             .lines()
             .find_map(|l| l.strip_prefix("cairn_under_replicated_blobs "))
@@ -235,7 +157,7 @@ async fn a_full_disk_is_shown_keeps_serving_reads_and_does_not_spin() {
     );
     // n4 cannot adopt it: it must neither spin nor go silent.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pid = cluster.children[3].id();
+    let pid = cluster.pid("n4");
     let before = cpu_ticks(pid);
     let window = Duration::from_secs(6);
     tokio::time::sleep(window).await;

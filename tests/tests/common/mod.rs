@@ -3,6 +3,8 @@
 // Each test file uses part of this module.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
