@@ -18,8 +18,8 @@ use cairn_core::wire::{self, ByteRange, DeleteRole, ErrorCode, Op, PutRole, Requ
 use crate::error::ClientError;
 use crate::framing;
 use crate::limits::{
-    ANSWER_AFTER_BODY_MS, BODY_STALL_MS, GET_IN_MEMORY_BYTES_MAX, RETRY_BACKOFF_MS_MAX,
-    RETRY_BACKOFF_MS_MIN, STREAM_QUEUE_PIECES, UPLOAD_CHUNK_BYTES,
+    ANSWER_AFTER_BODY_MS, BODY_STALL_MS, GET_IN_MEMORY_BYTES_MAX, REFRESH_BYTES_MIN,
+    RETRY_BACKOFF_MS_MAX, RETRY_BACKOFF_MS_MIN, STREAM_QUEUE_PIECES, UPLOAD_CHUNK_BYTES,
 };
 use crate::pool::{Pool, read_response};
 use crate::tls::{self, Identity};
@@ -328,8 +328,12 @@ impl Client {
     /// coordinator already held the blob.
     pub async fn put_known(&self, hash: Hash, bytes: Bytes) -> Result<PutOutcome, ClientError> {
         let len = bytes.len() as u64;
-        let existed = self.put_body(hash, len, Body::Bytes(bytes)).await?;
-        Ok(PutOutcome { hash, existed })
+        let (existed, sent) = self.put_body(hash, len, Body::Bytes(bytes)).await?;
+        Ok(PutOutcome {
+            hash,
+            existed,
+            sent,
+        })
     }
 
     /// Stores a file of `len` bytes under `hash`, which the caller computed; like
@@ -340,8 +344,12 @@ impl Client {
         len: u64,
         path: &Path,
     ) -> Result<PutOutcome, ClientError> {
-        let existed = self.put_body(hash, len, Body::File(path, None)).await?;
-        Ok(PutOutcome { hash, existed })
+        let (existed, sent) = self.put_body(hash, len, Body::File(path, None)).await?;
+        Ok(PutOutcome {
+            hash,
+            existed,
+            sent,
+        })
     }
 
     /// [`Client::put_file_known`], telling `progress` how much of the file has been sent.
@@ -353,12 +361,25 @@ impl Client {
         progress: Progress<'_>,
     ) -> Result<PutOutcome, ClientError> {
         let body = Body::File(path, Some(progress));
-        let existed = self.put_body(hash, len, body).await?;
-        Ok(PutOutcome { hash, existed })
+        let (existed, sent) = self.put_body(hash, len, body).await?;
+        Ok(PutOutcome {
+            hash,
+            existed,
+            sent,
+        })
     }
 
-    async fn put_body(&self, hash: Hash, len: u64, body: Body<'_>) -> Result<bool, ClientError> {
+    /// Stores a body; whether the blob existed, and whether its bytes were sent.
+    async fn put_body(
+        &self,
+        hash: Hash,
+        len: u64,
+        body: Body<'_>,
+    ) -> Result<(bool, bool), ClientError> {
         let mut attempts = Attempts::new(self.inner.options.deadline_ms);
+        if len >= REFRESH_BYTES_MIN && self.refresh(hash, len, &attempts).await {
+            return Ok((true, false));
+        }
         loop {
             let routing = self.routing();
             let mut last = None;
@@ -376,7 +397,7 @@ impl Client {
                 );
                 let attempt = self.put_to(node, &request, &body, attempts.remaining());
                 match attempt.await {
-                    Ok(Response::Stored { existed, .. }) => return Ok(existed),
+                    Ok(Response::Stored { existed, .. }) => return Ok((existed, true)),
                     Ok(Response::StaleLayout { layout }) => {
                         self.adopt(layout)?;
                         stale = true;
@@ -400,6 +421,40 @@ impl Client {
                     .await?;
             }
         }
+    }
+
+    /// A put of `len` bytes named `hash` without sending them: true if a write quorum of
+    /// replicas held the blob intact and took the put's version (it then stands as a put that
+    /// sent the bytes would); false if the bytes must be sent. Every put of a blob from
+    /// `REFRESH_BYTES_MIN` on tries this first; a front that knows a body's hash before reading
+    /// it (an HTTP PUT naming it) can spare the upload.
+    pub async fn put_if_held(&self, hash: Hash, len: u64) -> bool {
+        let attempts = Attempts::new(self.inner.options.deadline_ms);
+        self.refresh(hash, len, &attempts).await
+    }
+
+    /// Offers a put without its bytes (`Op::Refresh`) to the first live replica: true if a
+    /// write quorum of replicas held the blob intact and took the put's version. Any failure
+    /// means only that the bytes must be sent.
+    async fn refresh(&self, hash: Hash, len: u64, attempts: &Attempts) -> bool {
+        let routing = self.routing();
+        let Some(node) = self.live_first(routing.replicas(&hash)).into_iter().next() else {
+            return false;
+        };
+        let request = self.request(
+            &routing,
+            Op::Refresh {
+                hash: *hash.as_bytes(),
+                len,
+                role: PutRole::Coordinate,
+                version: 0,
+            },
+        );
+        let call = self.inner.pool.call(node, &request);
+        matches!(
+            self.bounded(node, attempts.remaining(), call).await,
+            Ok((Response::Stored { .. }, _))
+        )
     }
 
     async fn put_to(
@@ -1099,6 +1154,9 @@ pub struct PutOutcome {
     pub hash: Hash,
     /// The coordinating replica already held the blob.
     pub existed: bool,
+    /// The bytes were sent (false: a write quorum held the blob and took the put without
+    /// them, see [`Client::put_if_held`]).
+    pub sent: bool,
 }
 
 /// Sends a put's body, failing if no piece goes out for `BODY_STALL_MS`.

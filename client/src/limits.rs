@@ -11,6 +11,11 @@ pub const RETRY_BACKOFF_MS_MIN: u64 = 20;
 /// Longest pause between retry rounds.
 pub const RETRY_BACKOFF_MS_MAX: u64 = 1_000;
 
+/// Blobs from this size on are first offered without their bytes (`Op::Refresh`): if a write
+/// quorum of replicas holds them intact, nothing is sent. Below it, sending is cheaper than
+/// the extra round trip and the replicas' reading of their copies.
+pub const REFRESH_BYTES_MIN: u64 = 1024 * 1024;
+
 /// Size of the reads a put makes from a file or stream.
 pub const UPLOAD_CHUNK_BYTES: usize = 256 * 1024;
 

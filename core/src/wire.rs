@@ -108,6 +108,16 @@ pub enum Op {
         hash: WireHash,
         targets: Vec<String>,
     },
+    /// A put of a blob its replicas may hold already, without its bytes: from a client, have
+    /// the replicas that hold it (`len` bytes, intact) take the put's version, and answer
+    /// `Stored` if a write quorum did (else `NotFound`: send the bytes with `Put`); from a
+    /// coordinator (`version` set), do so here.
+    Refresh {
+        hash: WireHash,
+        len: u64,
+        role: PutRole,
+        version: u64,
+    },
 }
 
 /// A coordinator's second word to a replica that answered `Prepared`.

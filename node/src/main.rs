@@ -386,7 +386,9 @@ async fn run_command(client_config: &Path, command: Command) -> Result<()> {
                 .await?;
             bar.finish_and_clear();
             println!("{hash}");
-            if stored.existed {
+            if !stored.sent {
+                eprintln!("(already stored on a write quorum; no bytes sent)");
+            } else if stored.existed {
                 eprintln!("(already stored)");
             }
             client.close().await;

@@ -125,6 +125,44 @@ pub(crate) fn commit_copy(
     Ok(())
 }
 
+/// A put of a blob held here without its bytes: if an intact copy of `len` bytes is here (read
+/// and checked against its hash now: a copy counted towards a quorum must be good), it takes
+/// the put's version (as a fresh put's would stand over a tombstone); says whether it was here.
+pub(crate) fn refresh(
+    state: &State,
+    hash: Hash,
+    len: u64,
+    version: u64,
+) -> Result<bool, LocalError> {
+    // Checked outside the entry lock (it reads the whole blob), then confirmed under it.
+    match state.store.verify(&hash) {
+        Ok(Some(n)) if n == len => {}
+        Ok(_) => return Ok(false),
+        Err(e) if is_corrupt(&e) => {
+            state.noticed_corrupt(hash);
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let _guard = state.entry_lock(hash.as_bytes()).lock();
+    let live = state
+        .catalog
+        .entry(hash.as_bytes())
+        .is_some_and(|e| e.kind == cairn_core::heal::EntryKind::Live);
+    if !live || state.store.stat(&hash)? != (BlobStat::Present { bytes: len }) {
+        return Ok(false);
+    }
+    let Some(version) = put_version(state, hash.as_bytes(), version, true) else {
+        return Ok(false);
+    };
+    state.versions.record(
+        &[Entry::live(*hash.as_bytes(), version, 0)],
+        clock::wall_ms(),
+    )?;
+    state.catalog.touch();
+    Ok(true)
+}
+
 /// Records a tombstone if it stands over the local entry, then drops the local copy; says
 /// whether a copy was here.
 pub(crate) fn apply_tombstone(state: &State, tombstone: Entry) -> Result<bool, LocalError> {

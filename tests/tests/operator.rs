@@ -701,3 +701,57 @@ async fn every_metric_the_alert_rules_and_the_dashboard_name_is_one_a_node_expor
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_blob_stored_already_is_not_sent_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = TestCluster::start(67).await;
+    let client_file = cluster.files.client_config.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("artifact.bin");
+    let bytes = common::seeded_bytes(67, 8 * 1024 * 1024);
+    std::fs::write(&file, &bytes).unwrap();
+    let path = file.to_str().unwrap();
+    let first = cairn_with(&client_file, &["put", path]).await;
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(!text(&first.stderr).contains("no bytes sent"));
+    let hash = text(&first.stdout).trim().to_string();
+    let again = cairn_with(&client_file, &["put", path]).await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(text(&again.stdout).trim(), hash);
+    assert!(
+        text(&again.stderr).contains("no bytes sent"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // Over HTTP: a PUT naming the blob, asking to continue before its body, is answered at
+    // once; the body is never sent.
+    let mut tcp = tokio::net::TcpStream::connect(cluster.node("n3").http_addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT /v1/blobs/{hash} HTTP/1.1\r\nhost: cairn\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        bytes.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut answer))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(tcp);
+
+    // Once deleted, the bytes are sent again (and read back whole).
+    let removed = cairn_with(&client_file, &["rm", &hash]).await;
+    assert!(removed.status.success());
+    let third = cairn_with(&client_file, &["put", path]).await;
+    assert!(third.status.success(), "{}", text(&third.stderr));
+    assert!(!text(&third.stderr).contains("no bytes sent"));
+    let client = cluster.client().await;
+    assert_eq!(client.get(&hash.parse().unwrap()).await.unwrap(), bytes);
+    client.close().await;
+    cluster.shutdown().await;
+}

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use cairn_client::limits::REFRESH_BYTES_MIN;
 use cairn_client::{BlobStream, ClientError, Hash};
 use cairn_core::wire::{ByteRange, ErrorCode};
 use http_body_util::BodyExt;
@@ -51,6 +52,14 @@ impl Front {
         {
             return Err(too_large(len, max));
         }
+        // A PUT naming a large blob the cluster holds already is answered before its body is
+        // read: with `Expect: 100-continue` the client never sends it.
+        if let (Some(named), Some(len)) = (named, expected.or(announced))
+            && len >= REFRESH_BYTES_MIN
+            && self.state.cluster_client.put_if_held(named, len).await
+        {
+            return Ok(stored_response(StatusCode::OK, &named, len));
+        }
         let received = self.receive(request.into_body(), max).await?;
         if let Some(e) = expected
             && e != received.len
@@ -86,15 +95,7 @@ impl Front {
             true => StatusCode::OK,
             false => StatusCode::CREATED,
         };
-        let json = serde_json::json!({ "hash": hash.to_string(), "len": len }).to_string();
-        let mut response = json_response(status, json);
-        let headers = response.headers_mut();
-        headers.insert(header::ETAG, etag(&hash));
-        headers.insert(
-            header::LOCATION,
-            HeaderValue::try_from(format!("/v1/blobs/{hash}")).expect("a hex path is a header"),
-        );
-        Ok(response)
+        Ok(stored_response(status, &hash, len))
     }
 
     /// Reads a body to its end, hashing it, holding up to `HTTP_BODY_IN_MEMORY_BYTES_MAX` in
@@ -404,4 +405,17 @@ fn from_client(e: ClientError) -> HttpError {
         _ if timed_out => HttpError::unavailable(message),
         _ => status(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
+}
+
+/// The answer to a PUT that stored (or found stored) `len` bytes named `hash`.
+fn stored_response(status: StatusCode, hash: &Hash, len: u64) -> Response<Body> {
+    let json = serde_json::json!({ "hash": hash.to_string(), "len": len }).to_string();
+    let mut response = json_response(status, json);
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag(hash));
+    headers.insert(
+        header::LOCATION,
+        HeaderValue::try_from(format!("/v1/blobs/{hash}")).expect("a hex path is a header"),
+    );
+    response
 }

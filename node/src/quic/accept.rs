@@ -81,6 +81,10 @@ async fn handle_stream(
                 role: DeleteRole::Coordinate,
                 ..
             }
+            | Op::Refresh {
+                role: PutRole::Coordinate,
+                ..
+            }
     );
     if from_client && request.layout_version < routing.layout.version {
         let _ = recv.stop(wire::STREAM_ABORT_CODE.into());
@@ -146,6 +150,22 @@ async fn handle_stream(
         Op::Repair { hash, targets } => {
             let response = blobs::repair(&state, &routing, Hash::from_bytes(hash), targets);
             respond(&mut send, &response).await
+        }
+        Op::Refresh {
+            hash,
+            len,
+            role,
+            version,
+        } => {
+            let hash = Hash::from_bytes(hash);
+            match role {
+                PutRole::Coordinate => {
+                    coordinator::refresh(&state, &routing, hash, len, send).await
+                }
+                PutRole::Replica => {
+                    coordinator::refresh_replica(&state, hash, len, version, send).await
+                }
+            }
         }
     }
 }

@@ -550,3 +550,90 @@ pub(super) async fn delete(
         }
     }
 }
+
+/// A put without its bytes (`Op::Refresh` from a client): every replica holding an intact copy
+/// takes the put's version. `Stored` once a write quorum did, so the put stands exactly as one
+/// that sent the bytes (over deletes before it, and past the collector's grace); `NotFound`
+/// otherwise, and the client sends the bytes. Replicas without a copy are left to
+/// anti-entropy, as they are after a put that reached only a quorum.
+pub(super) async fn refresh(
+    state: &Arc<State>,
+    routing: &Routing,
+    hash: Hash,
+    len: u64,
+    mut send: quinn::SendStream,
+) {
+    let replicas: Vec<NodeSpec> = routing.replicas(&hash).into_iter().cloned().collect();
+    let version = clock::wall_ms();
+    let (answers, mut outcomes) = mpsc::unbounded_channel::<bool>();
+    for node in &replicas {
+        let (state, node, answers) = (state.clone(), node.clone(), answers.clone());
+        let request = Request {
+            layout_version: routing.layout.version,
+            op: Op::Refresh {
+                hash: *hash.as_bytes(),
+                len,
+                role: PutRole::Replica,
+                version,
+            },
+        };
+        crate::task::spawn(async move {
+            let held = if node.id == state.id {
+                let s = state.clone();
+                crate::task::spawn_blocking(move || replica::refresh(&s, hash, len, version))
+                    .await
+                    .is_ok_and(|r| r.unwrap_or(false))
+            } else {
+                let wait = Duration::from_millis(REPLICA_RESPONSE_TIMEOUT_MS);
+                let result = tokio::time::timeout(wait, state.pool.call(&node, &request)).await;
+                matches!(result, Ok(Ok((Response::Stored { .. }, _))))
+            };
+            let _ = answers.send(held);
+        });
+    }
+    drop(answers);
+    let (mut held, mut answered) = (0, 0);
+    while let Some(h) = outcomes.recv().await {
+        answered += 1;
+        held += usize::from(h);
+        if held >= routing.layout.write_quorum {
+            let response = Response::Stored {
+                hash: *hash.as_bytes(),
+                existed: true,
+            };
+            return respond(&mut send, &response).await;
+        }
+        if answered == replicas.len() {
+            break;
+        }
+    }
+    let message = format!(
+        "{held} of {} replicas hold the blob intact; send its bytes",
+        replicas.len()
+    );
+    fail(&mut send, ErrorCode::NotFound, message).await
+}
+
+/// `Op::Refresh` from a coordinator: take the version if an intact copy is here.
+pub(super) async fn refresh_replica(
+    state: &Arc<State>,
+    hash: Hash,
+    len: u64,
+    version: u64,
+    mut send: quinn::SendStream,
+) {
+    let s = state.clone();
+    let held = crate::task::spawn_blocking(move || replica::refresh(&s, hash, len, version)).await;
+    match held {
+        Ok(Ok(true)) => {
+            let response = Response::Stored {
+                hash: *hash.as_bytes(),
+                existed: true,
+            };
+            respond(&mut send, &response).await
+        }
+        Ok(Ok(false)) => fail(&mut send, ErrorCode::NotFound, "no intact copy here").await,
+        Ok(Err(e)) => fail(&mut send, e.code(), e.to_string()).await,
+        Err(e) => fail(&mut send, ErrorCode::Internal, e.to_string()).await,
+    }
+}
