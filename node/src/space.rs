@@ -1,5 +1,6 @@
-//! The node's disk: compaction by itself, paced ([`compaction_loop`]); how full the disk is
-//! ([`SpaceState::disk`]); and a node that left the layout saying once that it holds nothing.
+//! The node's disk: compaction by itself, paced ([`compaction_loop`]), and a node that left the
+//! layout saying once that it holds nothing. What the node knows of its disk is
+//! `local::space::SpaceState`.
 //!
 //! Compaction is the engine's (`Store::compaction_candidates`, `Store::compact_segment`); this
 //! module decides when and how fast. Every `compaction_interval_ms` a round seals the open
@@ -9,83 +10,14 @@
 //! after their grace period all become dead bytes, and all go back to the disk this way.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cairn_core::status::DiskState;
 use cairn_engine::{CompactionReport, Error as EngineError};
-use tokio::sync::Notify;
 
-use crate::clock;
-use crate::config::SpaceSettings;
-use crate::limits::{DISK_FULL_REMEMBERED_MS, LEAVING_CHECK_INTERVAL_MS};
+use crate::limits::LEAVING_CHECK_INTERVAL_MS;
 use crate::local;
-use crate::replica::{self, LocalError};
 use crate::state::State;
-
-/// What the node knows of its disk beyond the engine's figures.
-pub(crate) struct SpaceState {
-    pub settings: SpaceSettings,
-    /// The engine's segment size: the open segment is sealed for compaction once a quarter of
-    /// a segment in it is dead.
-    pub segment_bytes: u64,
-    pub compaction_rounds: AtomicU64,
-    pub compaction_reclaimed_bytes: AtomicU64,
-    pub compaction_errors: AtomicU64,
-    /// When (wall clock) a write last failed for lack of space; 0: never.
-    last_full_ms: AtomicU64,
-    /// Wakes the compaction loop early (a node that just emptied itself).
-    pub wake: Notify,
-    /// The node is out of the layout and holds nothing (see [`drained`]); said once at WARN.
-    drained: AtomicBool,
-}
-
-impl SpaceState {
-    pub(crate) fn new(settings: SpaceSettings, segment_bytes: u64) -> SpaceState {
-        SpaceState {
-            settings,
-            segment_bytes,
-            compaction_rounds: AtomicU64::new(0),
-            compaction_reclaimed_bytes: AtomicU64::new(0),
-            compaction_errors: AtomicU64::new(0),
-            last_full_ms: AtomicU64::new(0),
-            wake: Notify::new(),
-            drained: AtomicBool::new(false),
-        }
-    }
-
-    /// Whether the node was last found out of the layout and holding nothing.
-    pub(crate) fn is_drained(&self) -> bool {
-        self.drained.load(Ordering::Relaxed)
-    }
-
-    /// A local write failed: if for lack of space, the disk counts as full for a while.
-    pub(crate) fn noticed(&self, e: &LocalError) {
-        if replica::is_full(e) {
-            let before = self.last_full_ms.swap(clock::wall_ms(), Ordering::Relaxed);
-            if before == 0 || clock::wall_ms().saturating_sub(before) > DISK_FULL_REMEMBERED_MS {
-                tracing::warn!(error = %e, "the disk is full: this node takes no new copies");
-            }
-        }
-    }
-
-    /// How full the disk is: `Full` when writes failed for lack of space lately or less than a
-    /// segment's worth is free, `NearlyFull` under `nearly_full_free_percent`.
-    pub(crate) fn disk(&self, free_bytes: u64, total_bytes: u64) -> DiskState {
-        let last_full = self.last_full_ms.load(Ordering::Relaxed);
-        let recently_full =
-            last_full > 0 && clock::wall_ms().saturating_sub(last_full) < DISK_FULL_REMEMBERED_MS;
-        if recently_full || free_bytes < self.segment_bytes {
-            DiskState::Full
-        } else if u128::from(free_bytes) * 100
-            < u128::from(total_bytes) * u128::from(self.settings.nearly_full_free_percent)
-        {
-            DiskState::NearlyFull
-        } else {
-            DiskState::Ok
-        }
-    }
-}
 
 /// The size of the disk the node's data directory is on (the engine's capacity if smaller).
 pub(crate) fn disk_total_bytes(state: &State) -> u64 {
@@ -143,7 +75,7 @@ pub(crate) async fn compaction_loop(state: Arc<State>) {
             }
         }
         let drained = drained(&state);
-        let before = state.space.drained.swap(drained, Ordering::Relaxed);
+        let before = state.space.set_drained(drained);
         if drained && !before {
             tracing::warn!(
                 data_dir = %state.data_dir.display(),

@@ -30,8 +30,8 @@ use crate::local::catalog::NodeCatalog;
 use crate::local::files;
 use crate::local::hint_log::HintLog;
 use crate::local::meta_store::Meta;
+use crate::local::space::SpaceState;
 use crate::local::versions::VersionTable;
-use crate::space::SpaceState;
 
 /// What tasks report back to the heal loop (`crate::healing`).
 pub(crate) enum HealEvent {

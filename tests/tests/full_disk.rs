@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cairn_client::Hash;
 use cairn_node::dev;
@@ -21,7 +21,6 @@ use cairn_tests::http::HttpClient;
 mod common;
 use common::procs::ProcessCluster;
 
-const WAIT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Blobs written: far more than the small disk holds.
 const BLOBS: usize = 160;
 const BLOB_BYTES: usize = 512 * 1024;
@@ -55,17 +54,6 @@ fn fill(dir: &Path) -> PathBuf {
     while f.write_all(&small[..1]).is_ok() {}
     let _ = f.sync_all();
     path
-}
-
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < WAIT_TIMEOUT,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +178,7 @@ async fn a_full_disk_is_shown_keeps_serving_reads_and_does_not_spin() {
     let version = cairn_client::Layout::from_toml_str(&new_layout)
         .unwrap()
         .version;
-    wait_for("n4 to adopt the new layout", || {
+    common::wait_until("n4 to adopt the new layout", || {
         std::fs::read_to_string(n4_data.join("layout.toml"))
             .ok()
             .and_then(|t| cairn_client::Layout::from_toml_str(&t).ok())

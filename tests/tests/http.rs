@@ -218,7 +218,7 @@ async fn every_node_serves_every_blob_over_http() {
         "cairn_http_requests_total{operation=\"put\",status=\"422\"} 1\n",
         "cairn_http_request_duration_seconds_bucket{operation=\"get\",status=\"206\",le=\"+Inf\"} 4\n",
         "# TYPE cairn_engine_fsync_duration_seconds histogram\n",
-        "cairn_peer_state{peer=\"n1\",state=\"up\"} 1\n",
+        "cairn_peer_state{peer=\"n1\",zone=\"zone-a\",state=\"up\"} 1\n",
         "# TYPE cairn_hints_pending gauge\n",
         "# TYPE cairn_antientropy_rounds_total counter\n",
     ] {
@@ -264,6 +264,12 @@ async fn bad_input_leaves_no_partial_blob_and_no_node_down() {
     let token_dir = tempfile::tempdir().unwrap();
     let token_file = token_dir.path().join("http.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    // A secret: readable by its owner only, or the node refuses it.
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let cluster = TestCluster::start_spec(42, |spec| {
         spec.http.token_file = Some(token_file.clone());
         spec.http.requests_in_flight_max = REQUESTS_IN_FLIGHT_MAX;

@@ -6,15 +6,14 @@
 //! The `cairn` binary is taken from `CAIRN_BIN`, or next to this test's own executable
 //! (`target/debug/cairn`); `scripts/test` builds it first.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_client::{Client, ClientOptions, Hash, Identity};
-use cairn_node::dev::{self, ClusterFiles};
+use cairn_client::Hash;
 use parking_lot::Mutex;
 
 mod common;
+use common::procs::ProcessCluster;
 
 /// How long the cluster may take to converge after the faults.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -24,102 +23,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const LOAD_PAUSE_MS: u64 = 20;
 /// Most blobs the load writes (it also stops when told).
 const LOAD_BLOBS_MAX: usize = 2_000;
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    files: ClusterFiles,
-    ids: Vec<String>,
-    children: Vec<Option<Child>>,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let spec = common::test_spec(31);
-        let dir = tempfile::tempdir().unwrap();
-        let files = dev::write_cluster(dir.path(), &spec).unwrap();
-        let ids = spec.nodes.iter().map(|n| n.0.clone()).collect();
-        let mut cluster = Cluster {
-            dir,
-            files,
-            ids,
-            children: Vec::new(),
-        };
-        for i in 0..6 {
-            let child = cluster.spawn(i);
-            cluster.children.push(Some(child));
-        }
-        cluster
-    }
-
-    fn spawn(&self, i: usize) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("{}.log", self.ids[i])))
-            .unwrap();
-        Command::new(cairn_tests::cairn_bin())
-            .arg("node")
-            .arg("--config")
-            .arg(&self.files.node_configs[i])
-            .env("CAIRN_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
-
-    fn index(&self, id: &str) -> usize {
-        self.ids.iter().position(|x| x == id).unwrap()
-    }
-
-    fn kill(&mut self, id: &str) {
-        let i = self.index(id);
-        let mut child = self.children[i].take().expect("running");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn restart(&mut self, id: &str) {
-        let i = self.index(id);
-        assert!(self.children[i].is_none());
-        self.children[i] = Some(self.spawn(i));
-    }
-
-    fn signal(&self, id: &str, signal: &str) {
-        let pid = self.children[self.index(id)].as_ref().unwrap().id();
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal} {pid}");
-    }
-
-    async fn client(&self, deadline_ms: u64) -> Client {
-        let t = self.files.client_tls();
-        let identity = Identity::load(&t.ca, &t.cert, &t.key).unwrap();
-        let layout = cairn_client::load_layout(&self.files.layout).unwrap();
-        let options = ClientOptions {
-            zone: Some("zone-a".into()),
-            deadline_ms,
-            ..ClientOptions::default()
-        };
-        Client::connect(layout, &identity, options).await.unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().flatten() {
-            let _ = Command::new("kill")
-                .arg("-CONT")
-                .arg(child.id().to_string())
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn content(i: usize) -> Vec<u8> {
     common::seeded_bytes(i as u64 + 7, [100, 4096, 30_000, 200_000][i % 4] + i)
@@ -131,7 +34,7 @@ async fn pause_ms(ms: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_paused_and_restarted_nodes_and_zones_lose_no_acknowledged_blob() {
-    let mut cluster = Cluster::start();
+    let mut cluster = ProcessCluster::start(&common::test_spec(31), "warn", |_| {});
     // The load gives up on a put after 5 s, so it keeps going through the faults.
     let client = Arc::new(cluster.client(5_000).await);
     // Wait for the cluster to take writes.
@@ -230,7 +133,7 @@ async fn killed_paused_and_restarted_nodes_and_zones_lose_no_acknowledged_blob()
     checker.close().await;
     // The zone killed was seen going down, said once at WARN per peer and outage (the logs
     // run at WARN): not silently, and not once per hint.
-    let n3_log = std::fs::read_to_string(cluster.dir.path().join("n3.log")).unwrap();
+    let n3_log = cluster.log("n3");
     for victim in ["n2", "n5"] {
         let said = n3_log
             .lines()

@@ -8,6 +8,7 @@ pub mod files;
 pub mod hint_log;
 pub mod meta_store;
 pub mod recordlog;
+pub mod space;
 pub mod versions;
 
 /// Bytes the file system holding `path` has free for an unprivileged writer.

@@ -126,7 +126,9 @@ async fn commit(
             existed: false,
         },
         Err(e) => {
-            state.space.noticed(&e);
+            if replica::is_full(&e) {
+                state.space.noticed_full(&e);
+            }
             Response::error(e.code(), e.to_string())
         }
     }

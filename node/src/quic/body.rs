@@ -9,7 +9,7 @@ use cairn_core::wire::ErrorCode;
 use cairn_engine::{BlobWriter, Hash};
 
 use crate::limits::{BODY_CHUNK_BYTES_MAX, BODY_STALL_TIMEOUT_MS};
-use crate::replica::LocalError;
+use crate::replica::{self, LocalError};
 use crate::state::State;
 
 /// Why a body is unusable.
@@ -132,7 +132,9 @@ pub(super) async fn receive(
     }
     let Some(writer) = writer else {
         let e = LocalError::Engine(write_error.expect("a failed writer has an error"));
-        state.space.noticed(&e);
+        if replica::is_full(&e) {
+            state.space.noticed_full(&e);
+        }
         return Err(e.into());
     };
     let actual = writer.hash();

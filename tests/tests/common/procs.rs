@@ -101,6 +101,17 @@ impl ProcessCluster {
         self.children[i] = Some(self.spawn(i));
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to a node's process.
+    pub fn signal(&self, id: &str, signal: &str) {
+        let pid = self.pid(id);
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// Runs `cairn --client <the cluster's> args`; its exit code and what it printed.
     pub fn cairn(&self, args: &[&str]) -> (Option<i32>, String) {
         let out = Command::new(cairn_tests::cairn_bin())
