@@ -392,7 +392,6 @@ impl Client {
                         hash: *hash.as_bytes(),
                         len,
                         role: PutRole::Coordinate,
-                        version: 0,
                     },
                 );
                 let attempt = self.put_to(node, &request, &body, attempts.remaining());

@@ -12,6 +12,19 @@
 //! to have missed it get a durable hint first; one that fails after the acknowledgement gets a
 //! hint then.
 //!
+//! **A put's version.** A put carries its coordinator's clock, a delete's tombstone its own;
+//! the newer stands. Clocks differ, so a put that follows a delete could carry the older
+//! version and vanish. Each replica therefore reports, as it prepares, the version of the
+//! tombstone it holds, and the commit carries the put's version raised above every tombstone
+//! the write quorum reported. A delete acknowledged before the put began was recorded by a
+//! write quorum, which meets the put's (when twice the quorum exceeds the replica count, as in
+//! every layout with a majority quorum), so the put stands over it. The version is fixed when
+//! the commits go out and is the same on every replica: a tombstone that reaches a replica
+//! after that (a delete during or after the put) is newer and stands there, and anti-entropy
+//! carries it to the rest. Raising the version at each replica instead, over whatever
+//! tombstone it holds at commit, would let a late replica bring back a blob whose delete was
+//! acknowledged after the put's.
+//!
 //! **Delete.** One phase. Every replica records the tombstone; once every replica has answered
 //! (or failed), the delete is acknowledged if the write quorum recorded it, and each replica
 //! that did not gets a hint; otherwise it fails and the client retries.
@@ -27,9 +40,9 @@ pub type ReplicaIx = usize;
 /// What the put coordinator asks its driver to do, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PutAction {
-    /// Tell the replica to make its prepared copy durable and visible (said once, and only to
-    /// a replica that has prepared).
-    Commit(ReplicaIx),
+    /// Tell the replica to make its prepared copy durable and visible with `version` (said
+    /// once, and only to a replica that has prepared; the same version for every replica).
+    Commit { replica: ReplicaIx, version: u64 },
     /// Tell the replica to drop what it received (said once).
     Abort(ReplicaIx),
     /// Record, durably, a hint that the replica missed the put.
@@ -92,7 +105,8 @@ impl PutReplica {
 /// - Make it with [`PutCoordinator::new`] once the replica list is known, and carry out the
 ///   actions it returns (with no replica reachable, the verdict is immediate).
 /// - Report each replica's progress as it happens: [`on_prepared`](Self::on_prepared) when
-///   the replica holds every byte and its hash matched, then [`on_stored`](Self::on_stored)
+///   the replica holds every byte and its hash matched (with the version of the tombstone it
+///   holds, 0 if none), then [`on_stored`](Self::on_stored)
 ///   once its commit is durable, or [`on_failed`](Self::on_failed) at any point (an error, a
 ///   timeout, a lost connection). Reports that come twice, late or after a failure are
 ///   ignored.
@@ -109,17 +123,21 @@ pub struct PutCoordinator {
     quorum: WriteQuorum,
     /// The write quorum prepared and the commits went out (whatever came of them since).
     committing: bool,
+    /// The version commits carry: the put's, raised above every tombstone reported before
+    /// the commits went out; fixed from then on.
+    version: u64,
     verdict: Option<Verdict>,
 }
 
 impl PutCoordinator {
-    /// A put over `replicas` replicas of which `write_quorum` must store it; `local` is this
-    /// node's own index, if it is a replica. Returns the actions due at once (a verdict, when
-    /// no quorum is possible).
+    /// A put with `version` (its coordinator's clock) over `replicas` replicas of which
+    /// `write_quorum` must store it; `local` is this node's own index, if it is a replica.
+    /// Returns the actions due at once (a verdict, when no quorum is possible).
     pub fn new(
         replicas: usize,
         write_quorum: usize,
         local: Option<ReplicaIx>,
+        version: u64,
     ) -> (PutCoordinator, Vec<PutAction>) {
         assert!(
             local.is_none_or(|l| l < replicas),
@@ -130,6 +148,7 @@ impl PutCoordinator {
             local,
             quorum: WriteQuorum::new(replicas, write_quorum),
             committing: false,
+            version,
             verdict: None,
         };
         let mut actions = Vec::new();
@@ -139,13 +158,18 @@ impl PutCoordinator {
         (coordinator, actions)
     }
 
-    /// The replica holds every byte, and they hash to the blob's name.
-    pub fn on_prepared(&mut self, replica: ReplicaIx) -> Vec<PutAction> {
+    /// The replica holds every byte, and they hash to the blob's name; it holds a tombstone
+    /// of the hash with `tombstone_version` (0: none).
+    pub fn on_prepared(&mut self, replica: ReplicaIx, tombstone_version: u64) -> Vec<PutAction> {
         let mut actions = Vec::new();
         if self.replicas[replica] != PutReplica::Sending {
             return actions; // a duplicate, or a report after a failure or an abort
         }
         self.replicas[replica] = PutReplica::Prepared;
+        if !self.committing && tombstone_version >= self.version {
+            // A tie goes to the tombstone: the put must be newer to stand.
+            self.version = tombstone_version + 1;
+        }
         let step = self.quorum.report(Report::Prepared);
         match self.verdict {
             // Too late to count, but a copy: commit it after an acknowledgement, drop it
@@ -210,6 +234,11 @@ impl PutCoordinator {
 
     pub fn verdict(&self) -> Option<Verdict> {
         self.verdict
+    }
+
+    /// The version the put's commits carry (final once the first commit went out).
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// The verdict is given and every replica has ended: nothing more will happen.
@@ -281,7 +310,10 @@ impl PutCoordinator {
     fn commit(&mut self, replica: ReplicaIx, actions: &mut Vec<PutAction>) {
         assert_eq!(self.replicas[replica], PutReplica::Prepared);
         self.replicas[replica] = PutReplica::Committing;
-        actions.push(PutAction::Commit(replica));
+        actions.push(PutAction::Commit {
+            replica,
+            version: self.version,
+        });
     }
 
     fn abort(&mut self, replica: ReplicaIx, actions: &mut Vec<PutAction>) {
@@ -489,6 +521,16 @@ impl DeleteCoordinator {
 mod tests {
     use super::*;
 
+    /// The put's version in these tests.
+    const V: u64 = 1_000;
+
+    fn commit(replica: ReplicaIx) -> PutAction {
+        PutAction::Commit {
+            replica,
+            version: V,
+        }
+    }
+
     fn verdicts(actions: &[PutAction]) -> usize {
         actions
             .iter()
@@ -498,14 +540,11 @@ mod tests {
 
     #[test]
     fn a_put_commits_the_prepared_then_acknowledges_with_hints_first() {
-        let (mut c, first) = PutCoordinator::new(3, 2, Some(0));
+        let (mut c, first) = PutCoordinator::new(3, 2, Some(0), V);
         assert!(first.is_empty());
-        assert!(c.on_prepared(0).is_empty());
+        assert!(c.on_prepared(0, 0).is_empty());
         assert!(c.on_failed(2).is_empty());
-        assert_eq!(
-            c.on_prepared(1),
-            vec![PutAction::Commit(0), PutAction::Commit(1)]
-        );
+        assert_eq!(c.on_prepared(1, 0), vec![commit(0), commit(1)]);
         assert!(c.on_stored(0).is_empty());
         assert_eq!(
             c.on_stored(1),
@@ -516,32 +555,57 @@ mod tests {
     }
 
     #[test]
+    fn the_commit_version_rises_above_the_quorums_tombstones_and_is_then_fixed() {
+        let (mut c, _) = PutCoordinator::new(3, 2, None, V);
+        // An older tombstone changes nothing; a newer one, or a tie, raises the version.
+        assert!(c.on_prepared(0, V - 1).is_empty());
+        assert_eq!(c.version(), V);
+        let raised = |replica| PutAction::Commit {
+            replica,
+            version: V + 6,
+        };
+        assert_eq!(c.on_prepared(1, V + 5), vec![raised(0), raised(1)]);
+        // A tombstone reported after the commits went out is a delete during the put: it
+        // stands over the copy on its replica, and the version stays what the others got.
+        assert_eq!(c.on_prepared(2, V + 50), vec![raised(2)]);
+        assert_eq!(c.version(), V + 6);
+        let (mut tie, _) = PutCoordinator::new(1, 1, None, V);
+        assert_eq!(
+            tie.on_prepared(0, V),
+            vec![PutAction::Commit {
+                replica: 0,
+                version: V + 1
+            }]
+        );
+    }
+
+    #[test]
     fn a_late_replica_commits_and_a_late_failure_is_hinted() {
-        let (mut c, _) = PutCoordinator::new(3, 2, None);
-        c.on_prepared(0);
-        c.on_prepared(1);
+        let (mut c, _) = PutCoordinator::new(3, 2, None, V);
+        c.on_prepared(0, 0);
+        c.on_prepared(1, 0);
         c.on_stored(0);
         assert_eq!(c.on_stored(1), vec![PutAction::Acknowledge]);
         assert!(!c.is_settled(), "replica 2 has not ended");
-        assert_eq!(c.on_prepared(2), vec![PutAction::Commit(2)]);
+        assert_eq!(c.on_prepared(2, 0), vec![commit(2)]);
         assert_eq!(c.on_failed(2), vec![PutAction::Hint(2)]);
         assert!(c.is_settled());
     }
 
     #[test]
     fn the_local_replica_is_never_hinted() {
-        let (mut c, _) = PutCoordinator::new(3, 2, Some(1));
+        let (mut c, _) = PutCoordinator::new(3, 2, Some(1), V);
         c.on_failed(1);
-        c.on_prepared(0);
-        c.on_prepared(2);
+        c.on_prepared(0, 0);
+        c.on_prepared(2, 0);
         c.on_stored(0);
         assert_eq!(c.on_stored(2), vec![PutAction::Acknowledge]);
     }
 
     #[test]
     fn a_put_aborts_as_soon_as_the_quorum_cannot_prepare() {
-        let (mut c, _) = PutCoordinator::new(3, 2, None);
-        c.on_prepared(0);
+        let (mut c, _) = PutCoordinator::new(3, 2, None, V);
+        c.on_prepared(0, 0);
         c.on_failed(1);
         assert_eq!(
             c.on_failed(2),
@@ -549,20 +613,23 @@ mod tests {
             "the prepared replica is told to drop its bytes"
         );
         assert!(c.is_settled());
-        assert!(c.on_prepared(0).is_empty(), "a late report changes nothing");
+        assert!(
+            c.on_prepared(0, 0).is_empty(),
+            "a late report changes nothing"
+        );
     }
 
     #[test]
     fn no_reachable_replica_fails_at_once() {
-        let (c, first) = PutCoordinator::new(0, 1, None);
+        let (c, first) = PutCoordinator::new(0, 1, None, V);
         assert_eq!(first, vec![PutAction::Fail]);
         assert!(c.is_settled());
     }
 
     #[test]
     fn a_cancelled_put_aborts_everyone_undecided_and_gives_no_verdict_of_its_own() {
-        let (mut c, _) = PutCoordinator::new(3, 2, Some(0));
-        c.on_prepared(1);
+        let (mut c, _) = PutCoordinator::new(3, 2, Some(0), V);
+        c.on_prepared(1, 0);
         assert_eq!(
             c.cancel(),
             vec![
@@ -572,7 +639,7 @@ mod tests {
             ]
         );
         assert_eq!(c.verdict(), Some(Verdict::Cancelled));
-        assert!(c.on_prepared(2).is_empty());
+        assert!(c.on_prepared(2, 0).is_empty());
     }
 
     #[test]
@@ -583,7 +650,7 @@ mod tests {
         for outcome in 0..27u32 {
             let fates: Vec<u32> = (0..3).map(|i| outcome / 3u32.pow(i) % 3).collect();
             for order in permutations(6) {
-                let (mut c, mut actions) = PutCoordinator::new(3, 2, None);
+                let (mut c, mut actions) = PutCoordinator::new(3, 2, None, V);
                 let mut prepared = [false; 3];
                 for step in order {
                     let (replica, second) = (step % 3, step >= 3);
@@ -591,7 +658,7 @@ mod tests {
                     let out = match (fate, second) {
                         (0 | 1, false) => {
                             prepared[replica] = true;
-                            c.on_prepared(replica)
+                            c.on_prepared(replica, 0)
                         }
                         (0, true) if prepared[replica] => c.on_stored(replica),
                         (1, true) | (2, false) => c.on_failed(replica),

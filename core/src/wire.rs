@@ -73,9 +73,6 @@ pub enum Op {
         hash: WireHash,
         len: u64,
         role: PutRole,
-        /// The put's version: milliseconds on the coordinator's clock (clients send 0; the
-        /// coordinator sets it). Orders the put against deletes of the same hash.
-        version: u64,
     },
     /// Read a blob or a range of it.
     Get {
@@ -123,8 +120,10 @@ pub enum Op {
 /// A coordinator's second word to a replica that answered `Prepared`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Decision {
-    /// Write quorum was prepared: make the blob durable and visible.
-    Commit,
+    /// Write quorum was prepared: make the blob durable and visible with `version`, the put's
+    /// own raised above every tombstone the write quorum reported when it prepared. A newer
+    /// tombstone here (a delete that came during the put) stands over it.
+    Commit { version: u64 },
     /// Write quorum was not reached: drop the bytes.
     Abort,
 }
@@ -140,7 +139,10 @@ pub enum Response {
         existed: bool,
     },
     /// A replica received every byte and the hash matched; it waits for the `Decision`.
-    Prepared,
+    /// `tombstone_version`: the version of the tombstone of this hash it held then, 0 if none.
+    Prepared {
+        tombstone_version: u64,
+    },
     /// A get: `len` bytes follow; `blob_len` is the whole blob's length.
     Blob {
         len: u64,
@@ -282,7 +284,6 @@ mod tests {
                 hash: [9; 32],
                 len: 1 << 40,
                 role: PutRole::Replica,
-                version: 1 << 41,
             },
         };
         let frame = encode_frame(&req, REQUEST_HEADER_BYTES_MAX).unwrap();

@@ -72,39 +72,38 @@ pub fn is_corrupt(e: &EngineError) -> bool {
     )
 }
 
-/// The version a live entry of `hash` must carry to stand: for a fresh put, above any local
-/// tombstone; for a copy, its own (`None`: a newer tombstone stands here, drop the copy).
-pub(crate) fn put_version(
-    state: &State,
-    hash: &[u8; 32],
-    version: u64,
-    fresh: bool,
-) -> Option<u64> {
-    let tombstone = state.versions.tombstone(hash);
-    match tombstone {
-        Some(t) if fresh => Some(version.max(t.version + 1)),
-        Some(t) => {
-            let incoming = Entry::live(*hash, version, 0);
-            (compare(Some(&incoming), Some(&t)) == Verdict::Ours).then_some(version)
-        }
-        None => Some(version),
-    }
+/// The version of the tombstone of `hash` held here, 0 if none: what a replica reports as it
+/// prepares a put, so that the put's coordinator can give the put a version that stands over
+/// every delete acknowledged before it (see `cairn_core::coordinator`).
+pub(crate) fn tombstone_version(state: &State, hash: &Hash) -> u64 {
+    state
+        .versions
+        .tombstone(hash.as_bytes())
+        .map_or(0, |t| t.version)
 }
 
-/// Makes a received blob durable and visible with its version, unless a newer tombstone of
-/// the hash stands here (then the copy is superseded and dropped). `fresh`: a client's put,
-/// which must stand over any tombstone here.
+/// Whether a live entry of `hash` with `version` stands here: no tombstone of the hash, or an
+/// older one.
+fn stands(state: &State, hash: &[u8; 32], version: u64) -> bool {
+    state
+        .versions
+        .tombstone(hash)
+        .is_none_or(|t| compare(Some(&Entry::live(*hash, version, 0)), Some(&t)) == Verdict::Ours)
+}
+
+/// Makes a received blob durable and visible with its version (a put's, as its coordinator
+/// decided it; a copy's own), unless a newer tombstone of the hash stands here: then the copy
+/// is superseded and dropped, as if the delete had come after it.
 pub(crate) fn commit_copy(
     state: &State,
     writer: BlobWriter,
     hash: Hash,
     version: u64,
-    fresh: bool,
 ) -> Result<(), LocalError> {
     let _guard = state.entry_lock(hash.as_bytes()).lock();
-    let Some(version) = put_version(state, hash.as_bytes(), version, fresh) else {
+    if !stands(state, hash.as_bytes(), version) {
         return Ok(());
-    };
+    }
     if version > 0 {
         state.versions.record(
             &[Entry::live(*hash.as_bytes(), version, 0)],
@@ -127,7 +126,8 @@ pub(crate) fn commit_copy(
 
 /// A put of a blob held here without its bytes: if an intact copy of `len` bytes is here (read
 /// and checked against its hash now: a copy counted towards a quorum must be good), it takes
-/// the put's version (as a fresh put's would stand over a tombstone); says whether it was here.
+/// the put's version; says whether it was here. A tombstone here means no copy: the put then
+/// sends its bytes, and its commit stands over the tombstone.
 pub(crate) fn refresh(
     state: &State,
     hash: Hash,
@@ -152,9 +152,9 @@ pub(crate) fn refresh(
     if !live || state.store.stat(&hash)? != (BlobStat::Present { bytes: len }) {
         return Ok(false);
     }
-    let Some(version) = put_version(state, hash.as_bytes(), version, true) else {
+    if !stands(state, hash.as_bytes(), version) {
         return Ok(false);
-    };
+    }
     state.versions.record(
         &[Entry::live(*hash.as_bytes(), version, 0)],
         clock::wall_ms(),

@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_client::framing;
 use cairn_client::pool::{Pool, read_response};
 use cairn_client::tls::{self, Identity};
 use cairn_client::{Client, ClientError, ClientOptions, Hash};
-use cairn_core::wire::{self, ErrorCode, Op, PutRole, Request, Response};
+use cairn_core::limits::REQUEST_HEADER_BYTES_MAX;
+use cairn_core::wire::{self, Decision, DeleteRole, ErrorCode, Op, PutRole, Request, Response};
 
 mod common;
 use common::*;
@@ -36,7 +38,6 @@ async fn a_put_through_any_node_is_readable_from_every_replica() {
                 hash: *hash.as_bytes(),
                 len: bytes.len() as u64,
                 role: PutRole::Coordinate,
-                version: 0,
             },
         };
         let (mut send, mut recv) = pool.open(node, &request).await.unwrap();
@@ -228,7 +229,6 @@ async fn peers_without_a_cluster_certificate_or_protocol_are_refused() {
             hash: *hash.as_bytes(),
             len: bytes.len() as u64,
             role: PutRole::Coordinate,
-            version: 0,
         },
     };
     let outcome = async {
@@ -275,7 +275,6 @@ async fn bad_requests_get_typed_errors_and_store_nothing() {
             hash: *hash.as_bytes(),
             len,
             role: PutRole::Coordinate,
-            version: 0,
         },
     };
     let error_code = |r: Response| match r {
@@ -427,6 +426,128 @@ async fn a_replica_found_without_a_blob_is_repaired_by_a_read() {
         cluster.fully_replicated(&client, &hash, &bytes)
     })
     .await;
+    client.close().await;
+    cluster.shutdown().await;
+}
+
+/// A put and a delete of one hash, in either order, end as the later one says: a delete that
+/// reaches a replica while a put waits there for its commit stands over the put (a late
+/// replica must not bring a deleted blob back), and a put that follows a delete stands over
+/// it even when the delete's coordinator had a clock an hour ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_and_a_delete_end_as_the_later_one_says() {
+    let cluster = TestCluster::start(19).await;
+    let client = cluster.client().await;
+    let layout = cluster.layout();
+    let pool = cluster.raw_pool();
+    let node = |id: &str| layout.nodes[layout.node_index(id).unwrap()].clone();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let put_request = |hash: &Hash, len: usize| Request {
+        layout_version: layout.version,
+        op: Op::Put {
+            hash: *hash.as_bytes(),
+            len: len as u64,
+            role: PutRole::Replica,
+        },
+    };
+    let delete_request = |hash: &Hash, version: u64| Request {
+        layout_version: layout.version,
+        op: Op::Delete {
+            hash: *hash.as_bytes(),
+            role: DeleteRole::Replica,
+            version,
+        },
+    };
+
+    // A replica prepares a put, as its coordinator's link has it do; a delete newer than the
+    // put reaches it before the commit does.
+    let bytes = blob(3);
+    let hash = Hash::of(&bytes);
+    let replica = node(&client.replicas_of(&hash)[2]);
+    let put_version = now_ms();
+    let (mut send, mut recv) = pool
+        .open(&replica, &put_request(&hash, bytes.len()))
+        .await
+        .unwrap();
+    send.write_all(&bytes).await.unwrap();
+    let prepared = read_response(&replica.id, &mut recv).await.unwrap();
+    assert_eq!(
+        prepared,
+        Response::Prepared {
+            tombstone_version: 0
+        }
+    );
+    let (deleted, _) = pool
+        .call(&replica, &delete_request(&hash, put_version + 1))
+        .await
+        .unwrap();
+    assert_eq!(deleted, Response::Deleted { existed: false });
+    let commit = Decision::Commit {
+        version: put_version,
+    };
+    framing::write_frame(&mut send, &commit, REQUEST_HEADER_BYTES_MAX)
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let stored = read_response(&replica.id, &mut recv).await.unwrap();
+    assert!(matches!(stored, Response::Stored { .. }), "{stored:?}");
+    assert!(
+        cluster
+            .node(&replica.id)
+            .store()
+            .get(&hash)
+            .unwrap()
+            .is_none(),
+        "the delete is newer than the put: the commit must not bring the blob back"
+    );
+    // The replica reports its tombstone to the next put it prepares (which then aborts).
+    let (mut send, mut recv) = pool
+        .open(&replica, &put_request(&hash, bytes.len()))
+        .await
+        .unwrap();
+    send.write_all(&bytes).await.unwrap();
+    let prepared = read_response(&replica.id, &mut recv).await.unwrap();
+    assert_eq!(
+        prepared,
+        Response::Prepared {
+            tombstone_version: put_version + 1
+        }
+    );
+    framing::write_frame(&mut send, &Decision::Abort, REQUEST_HEADER_BYTES_MAX)
+        .await
+        .unwrap();
+    send.finish().unwrap();
+
+    // Every replica holds a tombstone an hour ahead of this clock (a delete coordinated by a
+    // node whose clock ran ahead); a put through the cluster after it must stand, everywhere,
+    // and stay after anti-entropy has compared the replicas.
+    let bytes = blob(4);
+    let hash = Hash::of(&bytes);
+    let ahead = now_ms() + 3_600_000;
+    for id in client.replicas_of(&hash) {
+        let (deleted, _) = pool
+            .call(&node(&id), &delete_request(&hash, ahead))
+            .await
+            .unwrap();
+        assert_eq!(deleted, Response::Deleted { existed: false }, "{id}");
+    }
+    client.put(bytes.clone()).await.unwrap();
+    assert_eq!(client.get(&hash).await.unwrap(), bytes);
+    wait_until("the put on every replica", || {
+        cluster.fully_replicated(&client, &hash, &bytes)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        cluster.fully_replicated(&client, &hash, &bytes),
+        "anti-entropy must not let the older tombstone win"
+    );
+    pool.close().await;
     client.close().await;
     cluster.shutdown().await;
 }

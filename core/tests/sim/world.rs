@@ -24,8 +24,10 @@
 //!
 //! **Clients.** A put goes to a random coordinator of the operator's layout, which gives it
 //! its clock as version and drives the shipped `PutCoordinator` over the owners in its own
-//! layout (itself among them when it is one): prepare (staged, invisible), commit (durable; a
-//! copy already there takes the newer version and, if corrupt, the put's good bytes), abort;
+//! layout (itself among them when it is one): prepare (staged, invisible; the replica reports
+//! the version of its tombstone of the hash), commit (with the coordinator's version, raised
+//! above the tombstones the quorum reported; durable unless a newer tombstone stands; a copy
+//! already there takes the newer version and, if corrupt, the put's good bytes), abort;
 //! replicas that do not answer a phase in time count as failed. A delete drives the shipped
 //! `DeleteCoordinator`: tombstones on the owners, decided once every owner answered or timed
 //! out, acknowledged at the write quorum. A read asks the owners of the current and the previous
@@ -213,9 +215,12 @@ enum Body {
     },
     Prepared {
         op: usize,
+        /// The version of the replica's tombstone of the hash (0: none).
+        tombstone_version: u64,
     },
     Commit {
         op: usize,
+        version: u64,
     },
     CommitReply {
         op: usize,
@@ -314,7 +319,8 @@ enum Event {
 /// What a replica reported to the coordinator of a put.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Report {
-    Prepared,
+    /// With the version of the replica's tombstone of the hash (0: none).
+    Prepared(u64),
     Stored,
     Failed,
 }
@@ -922,9 +928,20 @@ impl World {
             }
             Body::Prepare { op, entry } => {
                 self.nodes[to].staged.insert(op, (entry, self.now_ms));
-                self.send_to(to, from, reply_inc, Body::Prepared { op });
+                let tombstone_version = match self.nodes[to].store.current.get(&entry.hash) {
+                    Some(s) if s.entry.kind == EntryKind::Tombstone => s.entry.version,
+                    _ => 0,
+                };
+                let prepared = Body::Prepared {
+                    op,
+                    tombstone_version,
+                };
+                self.send_to(to, from, reply_inc, prepared);
             }
-            Body::Prepared { op } => self.put_report(to, op, from, Report::Prepared),
+            Body::Prepared {
+                op,
+                tombstone_version,
+            } => self.put_report(to, op, from, Report::Prepared(tombstone_version)),
             Body::HintPush { hid, entry } => {
                 // The node answers a copy it keeps, and one a newer tombstone supersedes, alike.
                 self.store_copy(to, entry);
@@ -935,10 +952,10 @@ impl World {
                 self.send_to(to, from, reply_inc, Body::HintDone { hid, ok: true });
             }
             Body::HintDone { hid, ok } => self.end_hint(to, hid, ok),
-            Body::Commit { op } => {
+            Body::Commit { op, version } => {
                 let stored = match self.nodes[to].staged.remove(&op) {
                     Some((entry, _)) => {
-                        self.commit_put(to, entry);
+                        self.commit_put(to, Entry { version, ..entry });
                         true
                     }
                     None => false,
@@ -1337,7 +1354,7 @@ impl World {
                 let entry = Entry::live(hash, now, bytes);
                 self.history.ops[op].version = Some(now);
                 let (coordinator, actions) =
-                    PutCoordinator::new(replicas.len(), layout.write_quorum(), local);
+                    PutCoordinator::new(replicas.len(), layout.write_quorum(), local, now);
                 for &o in &replicas {
                     self.send(c, o, Body::Prepare { op, entry });
                 }
@@ -1463,7 +1480,7 @@ impl World {
             return; // not a replica of this put
         };
         let actions = match report {
-            Report::Prepared => coordinator.on_prepared(i),
+            Report::Prepared(tombstone_version) => coordinator.on_prepared(i, tombstone_version),
             Report::Stored => coordinator.on_stored(i),
             Report::Failed => coordinator.on_failed(i),
         };
@@ -1479,9 +1496,17 @@ impl World {
         let hash = self.history.ops[op].hash;
         for action in actions {
             match action {
-                PutAction::Commit(i) => {
-                    trace!(self, "op{op} commits on {}", NODE_IDS[replicas[i]]);
-                    self.send(c, replicas[i], Body::Commit { op });
+                PutAction::Commit {
+                    replica: i,
+                    version,
+                } => {
+                    trace!(
+                        self,
+                        "op{op} commits on {} as v{version}", NODE_IDS[replicas[i]]
+                    );
+                    // The version the put stands with, if the quorum held a newer tombstone.
+                    self.history.ops[op].version = Some(version);
+                    self.send(c, replicas[i], Body::Commit { op, version });
                     let inc = self.nodes[c].inc;
                     self.schedule(
                         self.now_ms + PUT_PHASE_TIMEOUT_MS,

@@ -159,7 +159,7 @@ pub(crate) async fn fetch_copy(
         });
     }
     let s = state.clone();
-    crate::task::spawn_blocking(move || replica::commit_copy(&s, writer, hash, version, false))
+    crate::task::spawn_blocking(move || replica::commit_copy(&s, writer, hash, version))
         .await
         .map_err(LocalError::from)??;
     Ok(len)

@@ -92,12 +92,7 @@ async fn handle_stream(
         return respond(&mut send, &Response::StaleLayout { layout }).await;
     }
     match request.op {
-        Op::Put {
-            hash,
-            len,
-            role,
-            version,
-        } => {
+        Op::Put { hash, len, role } => {
             let hash = Hash::from_bytes(hash);
             if len > cairn_engine::limits::BLOB_BYTES_MAX {
                 let _ = recv.stop(wire::STREAM_ABORT_CODE.into());
@@ -109,9 +104,7 @@ async fn handle_stream(
                 PutRole::Coordinate => {
                     coordinator::put(&state, &routing, hash, len, send, recv).await
                 }
-                PutRole::Replica => {
-                    blobs::replica_put(&state, hash, len, version, send, recv).await
-                }
+                PutRole::Replica => blobs::replica_put(&state, hash, len, send, recv).await,
             }
         }
         Op::Get { hash, range } => blobs::get(&state, Hash::from_bytes(hash), range, send).await,

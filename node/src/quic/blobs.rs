@@ -74,13 +74,12 @@ pub(super) async fn head(state: &State, hash: Hash, mut send: quinn::SendStream)
     respond(&mut send, &response).await
 }
 
-/// A put from a coordinator: receive, check the hash, say `Prepared`, then commit or abort as
-/// told.
+/// A put from a coordinator: receive, check the hash, say `Prepared` with the version of the
+/// tombstone held here, then commit with the coordinator's version or abort, as told.
 pub(super) async fn replica_put(
     state: &Arc<State>,
     hash: Hash,
     len: u64,
-    version: u64,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -88,7 +87,10 @@ pub(super) async fn replica_put(
         Ok(writer) => writer,
         Err(e) => return fail(&mut send, e.code(), e.to_string()).await,
     };
-    if framing::write_frame(&mut send, &Response::Prepared, RESPONSE_HEADER_BYTES_MAX)
+    let prepared = Response::Prepared {
+        tombstone_version: replica::tombstone_version(state, &hash),
+    };
+    if framing::write_frame(&mut send, &prepared, RESPONSE_HEADER_BYTES_MAX)
         .await
         .is_err()
     {
@@ -99,27 +101,20 @@ pub(super) async fn replica_put(
         framing::read_frame::<Decision>(&mut recv, REQUEST_HEADER_BYTES_MAX),
     )
     .await;
-    if !matches!(decision, Ok(Ok(Decision::Commit))) {
+    let Ok(Ok(Decision::Commit { version })) = decision else {
         // Abort, or the coordinator went away: nothing becomes visible.
         return;
-    }
-    let stored = commit(state, writer, hash, version, true).await;
+    };
+    let stored = commit(state, writer, hash, version).await;
     respond(&mut send, &stored).await;
 }
 
 /// Makes a received copy durable off the async threads (`replica::commit_copy`); the answer
 /// to send.
-async fn commit(
-    state: &Arc<State>,
-    writer: BlobWriter,
-    hash: Hash,
-    version: u64,
-    fresh: bool,
-) -> Response {
+async fn commit(state: &Arc<State>, writer: BlobWriter, hash: Hash, version: u64) -> Response {
     let s = state.clone();
     let committed =
-        crate::task::spawn_blocking(move || replica::commit_copy(&s, writer, hash, version, fresh))
-            .await;
+        crate::task::spawn_blocking(move || replica::commit_copy(&s, writer, hash, version)).await;
     match committed.map_err(LocalError::from).and_then(|r| r) {
         Ok(()) => Response::Stored {
             hash: *hash.as_bytes(),
@@ -148,7 +143,7 @@ pub(super) async fn store_copy(
         Ok(writer) => writer,
         Err(e) => return fail(&mut send, e.code(), e.to_string()).await,
     };
-    let stored = commit(state, writer, hash, version, false).await;
+    let stored = commit(state, writer, hash, version).await;
     respond(&mut send, &stored).await;
 }
 

@@ -33,7 +33,8 @@ use crate::state::State;
 /// What one replica reported to the coordinator.
 #[derive(Debug)]
 enum Event {
-    Prepared,
+    /// With the version of the replica's tombstone of the hash (0: none).
+    Prepared(u64),
     Stored,
     Failed,
 }
@@ -55,7 +56,7 @@ pub(super) async fn put(
         local.is_some() && matches!(state.store.stat(&hash), Ok(BlobStat::Present { .. }));
     let version = clock::wall_ms();
     let (coordinator, first) =
-        PutCoordinator::new(replicas.len(), routing.layout.write_quorum, local);
+        PutCoordinator::new(replicas.len(), routing.layout.write_quorum, local, version);
 
     // One link per remote replica, fed the body as it arrives.
     let (events, reports) = mpsc::unbounded_channel::<(usize, Event)>();
@@ -77,7 +78,6 @@ pub(super) async fn put(
                     hash: *hash.as_bytes(),
                     len,
                     role: PutRole::Replica,
-                    version,
                 },
             },
             len,
@@ -93,7 +93,6 @@ pub(super) async fn put(
         replicas,
         local,
         hash,
-        version,
         write_quorum: routing.layout.write_quorum,
         coordinator,
         decisions,
@@ -162,7 +161,9 @@ pub(super) async fn put(
     let mut actions = first;
     if let Some(l) = local {
         actions.extend(match run.writer {
-            Some(_) => run.coordinator.on_prepared(l),
+            Some(_) => run
+                .coordinator
+                .on_prepared(l, replica::tombstone_version(state, &hash)),
             None => run.coordinator.on_failed(l),
         });
     }
@@ -193,7 +194,6 @@ struct PutRun {
     replicas: Vec<NodeSpec>,
     local: Option<usize>,
     hash: Hash,
-    version: u64,
     write_quorum: usize,
     coordinator: PutCoordinator,
     /// Per remote replica, where its link waits for the decision (taken once given).
@@ -237,16 +237,19 @@ impl PutRun {
         let mut answer = None;
         for action in actions {
             match action {
-                PutAction::Commit(i) => match self.decisions[i].take() {
+                PutAction::Commit {
+                    replica: i,
+                    version,
+                } => match self.decisions[i].take() {
                     Some(d) => {
-                        let _ = d.send(Decision::Commit);
+                        let _ = d.send(Decision::Commit { version });
                     }
                     None => {
                         let w = self.writer.take().expect("the local replica prepared");
                         let (tx, rx) = oneshot::channel();
-                        let (s, hash, version) = (self.state.clone(), self.hash, self.version);
+                        let (s, hash) = (self.state.clone(), self.hash);
                         crate::task::spawn_blocking(move || {
-                            let _ = tx.send(replica::commit_copy(&s, w, hash, version, true));
+                            let _ = tx.send(replica::commit_copy(&s, w, hash, version));
                         });
                         self.local_commit = Some(rx);
                     }
@@ -328,7 +331,9 @@ impl PutRun {
                 }
             };
             return match event {
-                Event::Prepared => self.coordinator.on_prepared(replica),
+                Event::Prepared(tombstone_version) => {
+                    self.coordinator.on_prepared(replica, tombstone_version)
+                }
                 Event::Stored => self.coordinator.on_stored(replica),
                 Event::Failed => self.coordinator.on_failed(replica),
             };
@@ -432,11 +437,11 @@ impl ReplicaLink {
             let _ = send.reset(wire::STREAM_ABORT_CODE.into());
             return Err(LinkError::Abandoned);
         }
-        match self.answer(&mut recv).await? {
-            Response::Prepared => {}
+        let tombstone_version = match self.answer(&mut recv).await? {
+            Response::Prepared { tombstone_version } => tombstone_version,
             other => return Err(LinkError::Unexpected(Box::new(other))),
-        }
-        let _ = events.send((i, Event::Prepared));
+        };
+        let _ = events.send((i, Event::Prepared(tombstone_version)));
         let decision = decision.await.unwrap_or(Decision::Abort);
         framing::write_frame(&mut send, &decision, REQUEST_HEADER_BYTES_MAX).await?;
         let _ = send.finish();
