@@ -249,11 +249,9 @@ pub const S3_MARK_RETRY_PAUSE_MS: u64 = 500;
 /// How often `cairn gc` asks for progress.
 pub const GC_POLL_MS: u64 = 500;
 
-/// How often `cairn layout status` asks the nodes.
-pub const MOVE_POLL_MS: u64 = 1_000;
-
-/// How often `cairn repair`, `cairn scrub` and `cairn drain` ask the nodes how it goes.
-pub const OPERATION_POLL_MS: u64 = 1_000;
+/// How often `cairn layout status`, `cairn repair`, `cairn scrub` and `cairn drain` ask the
+/// nodes how it goes.
+pub const STATUS_POLL_MS: u64 = 1_000;
 
 /// Scrub pace of a pass `cairn scrub` starts on a node whose scheduled scrub is off.
 pub const SCRUB_ON_DEMAND_BYTES_PER_SEC_DEFAULT: u64 = 256 * 1024 * 1024;

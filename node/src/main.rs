@@ -12,7 +12,7 @@ use cairn_core::status::{ClusterStatus, MoveProgress, NodeStatus};
 use cairn_node::admin::Admin;
 use cairn_node::config::{ClientFileConfig, NodeConfig};
 use cairn_node::dev::{self, ClusterSpec};
-use cairn_node::limits::{GC_POLL_MS, MOVE_POLL_MS, SCRUB_ON_DEMAND_BYTES_PER_SEC_DEFAULT};
+use cairn_node::limits::{GC_POLL_MS, SCRUB_ON_DEMAND_BYTES_PER_SEC_DEFAULT, STATUS_POLL_MS};
 use cairn_node::operate;
 use cairn_node::{Node, certs, clock};
 use clap::{Parser, Subcommand};
@@ -765,7 +765,7 @@ async fn follow_moves(admin: &mut Admin, once: bool, timeout_secs: u64) -> Resul
             bar.abandon();
             return Err(format!("still moving after {timeout_secs} s: {line}").into());
         }
-        tokio::time::sleep(std::time::Duration::from_millis(MOVE_POLL_MS)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(STATUS_POLL_MS)).await;
     }
     admin.close().await;
     Ok(())

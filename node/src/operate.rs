@@ -15,7 +15,7 @@ use cairn_core::status::NodeStatus;
 
 use crate::admin::{Admin, AdminError};
 use crate::clock;
-use crate::limits::OPERATION_POLL_MS;
+use crate::limits::STATUS_POLL_MS;
 
 /// How a command ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -124,7 +124,7 @@ pub async fn repair(
                 pending.join("; ")
             )));
         }
-        tokio::time::sleep(Duration::from_millis(OPERATION_POLL_MS)).await;
+        tokio::time::sleep(Duration::from_millis(STATUS_POLL_MS)).await;
     }
 }
 
@@ -210,7 +210,7 @@ pub async fn scrub(
                 pending.join(", ")
             )));
         }
-        tokio::time::sleep(Duration::from_millis(OPERATION_POLL_MS)).await;
+        tokio::time::sleep(Duration::from_millis(STATUS_POLL_MS)).await;
     }
 }
 
@@ -262,7 +262,7 @@ pub async fn drain(
                 timeout.as_secs()
             )));
         }
-        tokio::time::sleep(Duration::from_millis(OPERATION_POLL_MS)).await;
+        tokio::time::sleep(Duration::from_millis(STATUS_POLL_MS)).await;
     }
 }
 

@@ -51,6 +51,15 @@ pub fn is_full(e: &LocalError) -> bool {
     e.code() == ErrorCode::StoreFull
 }
 
+/// Records a full disk if `e` says so: every local write that fails goes through here, so
+/// the node is marked full whichever path (a replica's, a coordinator's own copy, a copy from
+/// a peer) found it.
+pub(crate) fn note_if_full(state: &State, e: &LocalError) {
+    if is_full(e) {
+        state.space.noticed_full(e);
+    }
+}
+
 /// The wire's code for an engine failure.
 pub fn engine_code(e: &EngineError) -> ErrorCode {
     match e {
@@ -95,6 +104,19 @@ fn stands(state: &State, hash: &[u8; 32], version: u64) -> bool {
 /// decided it; a copy's own), unless a newer tombstone of the hash stands here: then the copy
 /// is superseded and dropped, as if the delete had come after it.
 pub(crate) fn commit_copy(
+    state: &State,
+    writer: BlobWriter,
+    hash: Hash,
+    version: u64,
+) -> Result<(), LocalError> {
+    let committed = commit_copy_locked(state, writer, hash, version);
+    if let Err(e) = &committed {
+        note_if_full(state, e);
+    }
+    committed
+}
+
+fn commit_copy_locked(
     state: &State,
     writer: BlobWriter,
     hash: Hash,

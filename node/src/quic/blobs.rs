@@ -120,12 +120,7 @@ async fn commit(state: &Arc<State>, writer: BlobWriter, hash: Hash, version: u64
             hash: *hash.as_bytes(),
             existed: false,
         },
-        Err(e) => {
-            if replica::is_full(&e) {
-                state.space.noticed_full(&e);
-            }
-            Response::error(e.code(), e.to_string())
-        }
+        Err(e) => Response::error(e.code(), e.to_string()),
     }
 }
 

@@ -132,9 +132,7 @@ pub(super) async fn receive(
     }
     let Some(writer) = writer else {
         let e = LocalError::Engine(write_error.expect("a failed writer has an error"));
-        if replica::is_full(&e) {
-            state.space.noticed_full(&e);
-        }
+        replica::note_if_full(state, &e);
         return Err(e.into());
     };
     let actual = writer.hash();

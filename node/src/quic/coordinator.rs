@@ -118,7 +118,9 @@ pub(super) async fn put(
         if let Some(w) = &mut run.writer
             && let Err(e) = w.write(&chunk)
         {
-            run.local_error = Some(e.into());
+            let e = LocalError::from(e);
+            replica::note_if_full(state, &e);
+            run.local_error = Some(e);
             run.writer = None;
         }
         if let Some(h) = &mut hasher {
