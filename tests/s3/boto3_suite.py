@@ -218,6 +218,129 @@ def test_buckets(s3):
 
 
 # ---------------------------------------------------------------------------------------------
+# Access control lists and server-side encryption: the owner's FULL_CONTROL is the only ACL;
+# encryption is refused, never accepted over plaintext.
+
+
+def test_acl_and_encryption(s3, bucket):
+    acl = s3.get_bucket_acl(Bucket=bucket)
+    grants = [(g["Grantee"].get("ID"), g["Permission"]) for g in acl["Grants"]]
+    check_equal(grants, [("cairn", "FULL_CONTROL")], "GetBucketAcl: the owner has FULL_CONTROL")
+    check_equal(acl["Owner"].get("ID"), "cairn", "GetBucketAcl names the owner")
+    expect_error(
+        lambda: s3.get_bucket_acl(Bucket=new_bucket_name()),
+        "NoSuchBucket",
+        404,
+        "GetBucketAcl of a missing bucket",
+    )
+    s3.put_bucket_acl(Bucket=bucket, ACL="private")
+    ok("PutBucketAcl private")
+    s3.put_bucket_acl(
+        Bucket=bucket,
+        AccessControlPolicy={"Grants": acl["Grants"], "Owner": acl["Owner"]},
+    )
+    ok("PutBucketAcl of the policy GetBucketAcl answered")
+    expect_error(
+        lambda: s3.put_bucket_acl(Bucket=bucket, ACL="public-read"),
+        "AccessControlListNotSupported",
+        400,
+        "PutBucketAcl public-read is refused",
+    )
+    expect_error(
+        lambda: s3.create_bucket(Bucket=new_bucket_name(), ACL="public-read"),
+        "AccessControlListNotSupported",
+        400,
+        "CreateBucket public-read is refused",
+    )
+
+    s3.put_object(Bucket=bucket, Key="acl/private", Body=b"mine", ACL="private")
+    ok("PutObject with ACL private")
+    s3.put_object(Bucket=bucket, Key="acl/owner", Body=b"mine", ACL="bucket-owner-full-control")
+    ok("PutObject with ACL bucket-owner-full-control")
+    acl = s3.get_object_acl(Bucket=bucket, Key="acl/private")
+    grants = [(g["Grantee"].get("ID"), g["Permission"]) for g in acl["Grants"]]
+    check_equal(grants, [("cairn", "FULL_CONTROL")], "GetObjectAcl: the owner has FULL_CONTROL")
+    expect_error(
+        lambda: s3.get_object_acl(Bucket=bucket, Key="acl/missing"),
+        "NoSuchKey",
+        404,
+        "GetObjectAcl of a missing key",
+    )
+    s3.put_object_acl(Bucket=bucket, Key="acl/private", ACL="private")
+    ok("PutObjectAcl private")
+    expect_error(
+        lambda: s3.put_object_acl(Bucket=bucket, Key="acl/private", ACL="public-read"),
+        "AccessControlListNotSupported",
+        400,
+        "PutObjectAcl public-read is refused",
+    )
+    expect_error(
+        lambda: s3.put_object(Bucket=bucket, Key="acl/public", Body=b"x", ACL="public-read"),
+        "AccessControlListNotSupported",
+        400,
+        "PutObject public-read is refused",
+    )
+    expect_error(
+        lambda: s3.put_object(
+            Bucket=bucket, Key="acl/granted", Body=b"x", GrantRead='uri="http://acs.amazonaws.com/groups/global/AllUsers"'
+        ),
+        "AccessControlListNotSupported",
+        400,
+        "PutObject with a grant header is refused",
+    )
+    expect_error(
+        lambda: s3.head_object(Bucket=bucket, Key="acl/public"),
+        "404",
+        404,
+        "a refused PutObject stored nothing",
+    )
+
+    sse_c_key = b"k" * 32
+    refused = [
+        ("SSE-S3", {"ServerSideEncryption": "AES256"}),
+        ("SSE-KMS", {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "some-key"}),
+        ("SSE-C", {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": sse_c_key}),
+    ]
+    for name, args in refused:
+        expect_error(
+            lambda: s3.put_object(Bucket=bucket, Key="sse/" + name, Body=b"secret", **args),
+            "NotImplemented",
+            501,
+            "PutObject with %s is refused" % name,
+        )
+        expect_error(
+            lambda: s3.head_object(Bucket=bucket, Key="sse/" + name),
+            "404",
+            404,
+            "a PutObject with %s stored nothing" % name,
+        )
+        expect_error(
+            lambda: s3.create_multipart_upload(Bucket=bucket, Key="sse/mp", **args),
+            "NotImplemented",
+            501,
+            "CreateMultipartUpload with %s is refused" % name,
+        )
+        expect_error(
+            lambda: s3.copy_object(
+                Bucket=bucket, Key="sse/copy", CopySource={"Bucket": bucket, "Key": "acl/private"}, **args
+            ),
+            "NotImplemented",
+            501,
+            "CopyObject with %s is refused" % name,
+        )
+    expect_error(
+        lambda: s3.get_object(
+            Bucket=bucket, Key="acl/private", SSECustomerAlgorithm="AES256", SSECustomerKey=sse_c_key
+        ),
+        "InvalidRequest",
+        400,
+        "GetObject with an SSE-C key of an object stored without one is refused",
+    )
+    for key in ("acl/private", "acl/owner"):
+        s3.delete_object(Bucket=bucket, Key=key)
+
+
+# ---------------------------------------------------------------------------------------------
 # Objects: put, get, head, ranges, conditions
 
 
@@ -987,6 +1110,7 @@ def main():
         bucket = create_bucket(s3)
         ok("CreateBucket " + bucket)
         test_put_get_head(s3, bucket)
+        test_acl_and_encryption(s3, bucket)
         test_delete_copy(s3, bucket)
         test_listing(s3)
         test_multipart(s3, bucket)

@@ -10,10 +10,13 @@
 //!
 //! - [`ops`]: the operations, by family (buckets, objects, listings, multipart uploads).
 //! - [`rules`]: S3's rules as plain functions (keys, conditions, ranges, tokens, errors).
+//! - [`access`]: ownership and ACLs, and the server-side encryption Cairn refuses (plain
+//!   functions).
 //! - [`body`]: taking in a request body (hashes, checksums, spooling).
 //! - [`records`]: the records and their keys.
 //! - [`gc`]: removing blobs no object or upload refers to.
 
+mod access;
 mod body;
 pub mod gc;
 mod ops;

@@ -4,6 +4,7 @@
 use cairn_core::meta::Table;
 
 use super::*;
+use crate::s3::access::{AclRequest, check_acl};
 use crate::s3::rules::timestamp;
 
 impl S3Front {
@@ -11,7 +12,19 @@ impl S3Front {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let bucket = req.input.bucket;
+        let input = req.input;
+        check_acl(&AclRequest::new(
+            input.acl.as_ref().map(|a| a.as_str()),
+            &[
+                &input.grant_full_control,
+                &input.grant_read,
+                &input.grant_read_acp,
+                &input.grant_write,
+                &input.grant_write_acp,
+            ],
+            None,
+        ))?;
+        let bucket = input.bucket;
         let key = records::bucket_key(&bucket);
         if decode_record::<BucketRecord>(self.read_meta(&key).await?).is_some() {
             return Err(s3_error!(BucketAlreadyOwnedByYou, "bucket {bucket} exists"));

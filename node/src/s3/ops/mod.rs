@@ -1,9 +1,10 @@
 //! The S3 operations, each a method of [`S3Front`] in the file of its family: buckets
-//! (`bucket.rs`), objects (`object.rs`), listings (`list.rs`) and multipart uploads
-//! (`multipart.rs`). The `s3s::S3` implementation below only delegates, one line each, to the
+//! (`bucket.rs`), objects (`object.rs`), listings (`list.rs`), multipart uploads
+//! (`multipart.rs`) and access control lists (`acl.rs`). The `s3s::S3` implementation below only delegates, one line each, to the
 //! method of the same name. Metadata is read and written through [`crate::meta::cluster`], blobs
 //! through the node's cluster client; S3's rules are `super::rules`.
 
+mod acl;
 mod bucket;
 mod list;
 mod multipart;
@@ -426,5 +427,33 @@ impl S3 for S3Front {
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         S3Front::list_multipart_uploads(self, req).await
+    }
+
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        S3Front::get_bucket_acl(self, req).await
+    }
+
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        S3Front::put_bucket_acl(self, req).await
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        S3Front::get_object_acl(self, req).await
+    }
+
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        S3Front::put_object_acl(self, req).await
     }
 }

@@ -7,6 +7,7 @@ use super::*;
 use crate::limits::{
     S3_FORGET_BATCH_ENTRIES_MAX, S3_LIST_KEYS_MAX, S3_PART_BYTES_MIN, S3_PART_NUMBER_MAX,
 };
+use crate::s3::access::{SseRequest, check_object_write, refuse_sse, refuse_sse_read};
 use crate::s3::records::{PartRecord, UploadRecord};
 use crate::s3::rules::{
     check_key, claimed_of, copy_source_key, etag, refuse_conditional_write, timestamp,
@@ -116,6 +117,7 @@ impl S3Front {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
         check_key(&input.key)?;
+        check_object_write!(input)?;
         self.require_bucket(&input.bucket).await?;
         let upload_id = new_upload_id()?;
         let record = UploadRecord {
@@ -142,6 +144,11 @@ impl S3Front {
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let started = clock::now();
         let input = req.input;
+        refuse_sse(&SseRequest {
+            customer_key: input.sse_customer_algorithm.is_some()
+                || input.sse_customer_key.is_some(),
+            ..Default::default()
+        })?;
         if !(1..=S3_PART_NUMBER_MAX).contains(&input.part_number) {
             return Err(s3_error!(
                 InvalidArgument,
@@ -186,6 +193,15 @@ impl S3Front {
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let started = clock::now();
         let input = req.input;
+        refuse_sse(&SseRequest {
+            customer_key: input.sse_customer_algorithm.is_some()
+                || input.sse_customer_key.is_some(),
+            ..Default::default()
+        })?;
+        refuse_sse_read(
+            input.copy_source_sse_customer_algorithm.is_some()
+                || input.copy_source_sse_customer_key.is_some(),
+        )?;
         if !(1..=S3_PART_NUMBER_MAX).contains(&input.part_number) {
             return Err(s3_error!(
                 InvalidArgument,

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::limits::S3_DELETE_OBJECTS_MAX;
+use crate::s3::access::{check_object_write, refuse_sse_read};
 use crate::s3::records::BlobMark;
 use crate::s3::rules::{
     check_conditions, check_key, claimed_of, copy_source_key, etag, metadata_map,
@@ -17,6 +18,7 @@ impl S3Front {
         let started = clock::now();
         let input = req.input;
         check_key(&input.key)?;
+        check_object_write!(input)?;
         refuse_conditional_write(input.if_match.is_some() || input.if_none_match.is_some())?;
         let user_metadata = user_metadata(input.metadata)?;
         let claimed = claimed_of(
@@ -67,6 +69,9 @@ impl S3Front {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
+        refuse_sse_read(
+            input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some(),
+        )?;
         let record = self.object(&input.bucket, &input.key).await?;
         check_conditions(
             &record,
@@ -116,6 +121,9 @@ impl S3Front {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
+        refuse_sse_read(
+            input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some(),
+        )?;
         let record = self.object(&input.bucket, &input.key).await?;
         check_conditions(
             &record,
@@ -209,6 +217,11 @@ impl S3Front {
         let started = clock::now();
         let input = req.input;
         check_key(&input.key)?;
+        check_object_write!(input)?;
+        refuse_sse_read(
+            input.copy_source_sse_customer_algorithm.is_some()
+                || input.copy_source_sse_customer_key.is_some(),
+        )?;
         let (src_bucket, src_key) = copy_source_key(&input.copy_source)?;
         let source = self
             .copy_source(

@@ -1,0 +1,70 @@
+//! Access control lists: GetBucketAcl and GetObjectAcl answer the owner's `FULL_CONTROL`;
+//! PutBucketAcl and PutObjectAcl accept the same and refuse anything else (`super::access`).
+
+use super::*;
+use crate::s3::access::{AclRequest, check_acl, owner, owner_grants};
+
+impl S3Front {
+    pub(super) async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketAclOutput {
+            grants: Some(owner_grants()),
+            owner: Some(owner()),
+        }))
+    }
+
+    pub(super) async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        let input = req.input;
+        self.require_bucket(&input.bucket).await?;
+        check_acl(&AclRequest::new(
+            input.acl.as_ref().map(|a| a.as_str()),
+            &[
+                &input.grant_full_control,
+                &input.grant_read,
+                &input.grant_read_acp,
+                &input.grant_write,
+                &input.grant_write_acp,
+            ],
+            input.access_control_policy.as_ref(),
+        ))?;
+        Ok(S3Response::new(PutBucketAclOutput {}))
+    }
+
+    pub(super) async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        self.object(&req.input.bucket, &req.input.key).await?;
+        Ok(S3Response::new(GetObjectAclOutput {
+            grants: Some(owner_grants()),
+            owner: Some(owner()),
+            request_charged: None,
+        }))
+    }
+
+    pub(super) async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        let input = req.input;
+        self.object(&input.bucket, &input.key).await?;
+        check_acl(&AclRequest::new(
+            input.acl.as_ref().map(|a| a.as_str()),
+            &[
+                &input.grant_full_control,
+                &input.grant_read,
+                &input.grant_read_acp,
+                &input.grant_write,
+                &input.grant_write_acp,
+            ],
+            input.access_control_policy.as_ref(),
+        ))?;
+        Ok(S3Response::new(PutObjectAclOutput::default()))
+    }
+}
