@@ -178,6 +178,12 @@ pub const S3_XML_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most a request's signing time may differ from the node's clock: 15 minutes, as S3.
 pub const S3_CLOCK_SKEW_SECS_MAX: u32 = 15 * 60;
 
+/// Most buckets one ListBuckets answer holds (`max-buckets` runs from 1 to this, as S3).
+pub const S3_LIST_BUCKETS_MAX: usize = 10_000;
+
+/// Longest a presigned URL may be valid: 7 days, as S3 (`X-Amz-Expires` above it is refused).
+pub const S3_PRESIGNED_EXPIRES_SECS_MAX: u64 = 7 * 24 * 3600;
+
 /// S3 request bodies up to this size are held in memory; larger ones go to a spool file.
 pub const S3_BODY_IN_MEMORY_BYTES_MAX: u64 = 2 * 1024 * 1024;
 

@@ -30,11 +30,15 @@ import traceback
 import types
 import unittest.mock
 import urllib.error
+import urllib.parse
 import urllib.request
+from xml.etree import ElementTree
 import uuid
 
 import boto3
 import botocore.auth
+import botocore.awsrequest
+import botocore.credentials
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -137,6 +141,15 @@ def read_body(response):
     return response["Body"].read()
 
 
+def signed_get(path_and_query):
+    """A GET signed with SigV4 by botocore's signer, for calls this botocore does not model
+    (ListBuckets' paging is newer than some distributions' botocore): returns (status, body)."""
+    request = botocore.awsrequest.AWSRequest(method="GET", url=ENDPOINT + path_and_query)
+    credentials = botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY)
+    botocore.auth.S3SigV4Auth(credentials, "s3", REGION).add_auth(request)
+    return http_request(request.url, headers=dict(request.headers.items()))
+
+
 def http_request(url, method="GET", data=None, headers=None):
     """A plain HTTP request with no signing: returns (status, body)."""
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
@@ -196,6 +209,51 @@ def test_buckets(s3):
         "DeleteBucket of a missing bucket",
     )
 
+    response = s3.create_bucket(Bucket=name)
+    check_equal(
+        response["ResponseMetadata"]["HTTPStatusCode"],
+        200,
+        "CreateBucket of a bucket already owned answers 200, as S3 in us-east-1",
+    )
+
+    # ListBuckets paging: max-buckets and the continuation token.
+    more = [create_bucket(s3) for _ in range(2)]
+    mine = sorted([name] + more)
+    seen = []
+    token = None
+    for _ in range(20):
+        query = "/?max-buckets=1&prefix=cairn-boto3-"
+        if token:
+            query += "&continuation-token=" + urllib.parse.quote(token, safe="")
+        status, body = signed_get(query)
+        page = ElementTree.fromstring(body)
+        names = [e.text for e in page.iter() if e.tag.endswith("}Name") or e.tag == "Name"]
+        check(
+            status == 200 and len(names) <= 1,
+            "ListBuckets with max-buckets=1 gives at most one bucket",
+            "%d %r" % (status, body[:300]),
+        )
+        seen += names
+        token = next(
+            (e.text for e in page.iter() if e.tag.endswith("ContinuationToken")), None
+        )
+        if not token:
+            break
+    check(
+        all(b in seen for b in mine) and seen == sorted(seen) and len(seen) == len(set(seen)),
+        "ListBuckets pages list every bucket once, in order",
+        "seen %r, mine %r" % (seen, mine),
+    )
+    status, body = signed_get("/?max-buckets=10001")
+    check(
+        status == 400 and b"InvalidArgument" in body,
+        "ListBuckets with max-buckets over 10000 is refused",
+        "%d %r" % (status, body[:300]),
+    )
+    for extra in more:
+        s3.delete_bucket(Bucket=extra)
+        CREATED_BUCKETS.remove(extra)
+
     s3.put_object(Bucket=name, Key="keep", Body=b"not empty")
     expect_error(
         lambda: s3.delete_bucket(Bucket=name),
@@ -204,13 +262,22 @@ def test_buckets(s3):
         "DeleteBucket of a non-empty bucket",
     )
     s3.delete_object(Bucket=name, Key="keep")
+    upload = s3.create_multipart_upload(Bucket=name, Key="unfinished")["UploadId"]
+    s3.upload_part(Bucket=name, Key="unfinished", UploadId=upload, PartNumber=1, Body=b"part")
 
     response = s3.delete_bucket(Bucket=name)
     check_equal(
         response["ResponseMetadata"]["HTTPStatusCode"], 204, "DeleteBucket of an empty bucket"
     )
     CREATED_BUCKETS.remove(name)
+    ok("DeleteBucket of a bucket holding only an unfinished upload")
     expect_error(lambda: s3.head_bucket(Bucket=name), "404", 404, "HeadBucket after DeleteBucket")
+    s3.create_bucket(Bucket=name)
+    CREATED_BUCKETS.append(name)
+    listed = s3.list_multipart_uploads(Bucket=name).get("Uploads", [])
+    check_equal(listed, [], "the bucket's unfinished upload was aborted with it")
+    s3.delete_bucket(Bucket=name)
+    CREATED_BUCKETS.remove(name)
     listed = [b["Name"] for b in s3.list_buckets()["Buckets"]]
     check(
         name not in listed, "ListBuckets no longer lists the deleted bucket", "listed: %r" % listed
@@ -337,6 +404,127 @@ def test_acl_and_encryption(s3, bucket):
         "GetObject with an SSE-C key of an object stored without one is refused",
     )
     for key in ("acl/private", "acl/owner"):
+        s3.delete_object(Bucket=bucket, Key=key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Details S3 clients rely on: request ids, 304s, presigned expiry, Content-MD5, copies
+
+
+def test_details(s3, bucket):
+    r = s3.put_object(Bucket=bucket, Key="details/one", Body=b"0123456789")
+    etag = r["ETag"]
+    request_id = r["ResponseMetadata"].get("RequestId", "")
+    check(
+        len(request_id) == 16 and all(c in "0123456789ABCDEF" for c in request_id),
+        "PutObject's answer carries an x-amz-request-id",
+        repr(request_id),
+    )
+    other = s3.head_object(Bucket=bucket, Key="details/one")["ResponseMetadata"]["RequestId"]
+    check(other != request_id, "each answer has its own request id", other)
+    status, body = http_request(ENDPOINT + "/" + bucket + "/details/one")
+    check(
+        status == 403 and b"<RequestId>" in body,
+        "an error document (an unsigned GET) carries its RequestId",
+        body[:300].decode("utf-8", "replace"),
+    )
+
+    try:
+        s3.get_object(Bucket=bucket, Key="details/one", IfNoneMatch=etag)
+        raise CheckFailed("If-None-Match with the ETag succeeded")
+    except ClientError as e:
+        headers = e.response["ResponseMetadata"]["HTTPHeaders"]
+        check(
+            e.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+            and headers.get("etag") == etag
+            and "last-modified" in headers,
+            "a 304 carries the ETag and Last-Modified",
+            repr(headers),
+        )
+
+    week = 7 * 24 * 3600
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "details/one"}, ExpiresIn=week
+    )
+    status, body = http_request(url)
+    check_equal((status, body), (200, b"0123456789"), "a presigned URL valid for 7 days works")
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "details/one"}, ExpiresIn=week + 1
+    )
+    status, body = http_request(url)
+    check(
+        status == 400 and b"AuthorizationQueryParametersError" in body,
+        "a presigned URL valid for more than 7 days is refused",
+        "%d %s" % (status, body[:300].decode("utf-8", "replace")),
+    )
+
+    for bad in ("abc", md5_hex(b"x")):
+        expect_error(
+            lambda: s3.put_object(Bucket=bucket, Key="details/md5", Body=b"x", ContentMD5=bad),
+            "InvalidDigest",
+            400,
+            "PutObject with a malformed Content-MD5 (%r) is InvalidDigest" % bad,
+        )
+    expect_error(
+        lambda: s3.head_object(Bucket=bucket, Key="details/md5"),
+        "404",
+        404,
+        "a PutObject refused for its Content-MD5 stored nothing",
+    )
+
+    source = {"Bucket": bucket, "Key": "details/one"}
+    expect_error(
+        lambda: s3.copy_object(Bucket=bucket, Key="details/one", CopySource=source),
+        "InvalidRequest",
+        400,
+        "CopyObject of an object onto itself changing nothing is refused",
+    )
+    s3.copy_object(
+        Bucket=bucket,
+        Key="details/one",
+        CopySource=source,
+        MetadataDirective="REPLACE",
+        Metadata={"note": "replaced"},
+    )
+    check_equal(
+        s3.head_object(Bucket=bucket, Key="details/one")["Metadata"],
+        {"note": "replaced"},
+        "CopyObject onto itself with REPLACE changes the metadata",
+    )
+
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="details/copied")["UploadId"]
+    for bad_range in ("bytes=0-10", "bytes=5-"):
+        expect_error(
+            lambda: s3.upload_part_copy(
+                Bucket=bucket,
+                Key="details/copied",
+                UploadId=upload,
+                PartNumber=1,
+                CopySource=source,
+                CopySourceRange=bad_range,
+            ),
+            "InvalidArgument",
+            400,
+            "UploadPartCopy of %s from a 10-byte source is refused" % bad_range,
+        )
+    r = s3.upload_part_copy(
+        Bucket=bucket,
+        Key="details/copied",
+        UploadId=upload,
+        PartNumber=1,
+        CopySource=source,
+        CopySourceRange="bytes=2-5",
+    )
+    parts = [{"PartNumber": 1, "ETag": r["CopyPartResult"]["ETag"]}]
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="details/copied", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    check_equal(
+        read_body(s3.get_object(Bucket=bucket, Key="details/copied")),
+        b"2345",
+        "UploadPartCopy of bytes=2-5 copies those four bytes",
+    )
+    for key in ("details/one", "details/copied"):
         s3.delete_object(Bucket=bucket, Key=key)
 
 
@@ -1111,6 +1299,7 @@ def main():
         ok("CreateBucket " + bucket)
         test_put_get_head(s3, bucket)
         test_acl_and_encryption(s3, bucket)
+        test_details(s3, bucket)
         test_delete_copy(s3, bucket)
         test_listing(s3)
         test_multipart(s3, bucket)

@@ -43,7 +43,8 @@ use crate::error::NodeError;
 use crate::front::stall::StallGuard;
 use crate::limits::{
     ACCEPT_RETRY_PAUSE_MS, HTTP_RETRY_AFTER_SECS, S3_CLOCK_SKEW_SECS_MAX, S3_CONNECTIONS_MAX,
-    S3_HEADER_BYTES_MAX, S3_HEADERS_COUNT_MAX, S3_XML_BODY_BYTES_MAX,
+    S3_HEADER_BYTES_MAX, S3_HEADERS_COUNT_MAX, S3_PRESIGNED_EXPIRES_SECS_MAX,
+    S3_XML_BODY_BYTES_MAX,
 };
 use crate::local::files;
 use crate::state::State;
@@ -95,6 +96,7 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
     let spool_dir = files::empty_dir(&state.data_dir.join("s3-spool"))?;
     let (listener, addr) = crate::front::bind(settings.listen).await?;
     let marks = gc::MarkWriter::start(state.clone());
+    let ids = Arc::new(RequestIds::new(&state.id));
     let front = S3Front {
         marks,
         state,
@@ -118,13 +120,14 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
     let (stop, stopped) = watch::channel(false);
     let requests = Arc::new(Semaphore::new(settings.requests_in_flight_max));
     let idle = Duration::from_millis(settings.idle_timeout_ms);
-    let task = crate::task::spawn(accept_loop(service, listener, requests, idle, stopped));
+    let task = crate::task::spawn(accept_loop(service, ids, listener, requests, idle, stopped));
     tracing::info!(%addr, "S3 front serving");
     Ok(S3Server { addr, task, stop })
 }
 
 async fn accept_loop(
     service: S3Service,
+    ids: Arc<RequestIds>,
     listener: TcpListener,
     requests: Arc<Semaphore>,
     idle: Duration,
@@ -152,32 +155,16 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let (service, requests, builder) = (service.clone(), requests.clone(), builder.clone());
+        let ids = ids.clone();
         let mut stopped = stopped.clone();
         crate::task::spawn(async move {
             let io = TokioIo::new(StallGuard::new(tcp, idle));
             let serve = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let (service, requests) = (service.clone(), requests.clone());
+                let (service, requests, ids) = (service.clone(), requests.clone(), ids.clone());
                 async move {
-                    let Ok(_slot) = requests.try_acquire_owned() else {
-                        return Ok::<_, Infallible>(slow_down());
-                    };
-                    let request = request.map(s3s::Body::from);
-                    Ok(match service.call(request).await {
-                        Ok(response) => {
-                            // A client's mistake is the client's to see (in its answer); a
-                            // server error is the operator's.
-                            if response.status().is_server_error() {
-                                tracing::warn!(status = %response.status(), "S3 request failed");
-                            } else if response.status().is_client_error() {
-                                tracing::debug!(status = %response.status(), "S3 request refused");
-                            }
-                            response
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = ?e, "S3 request failed");
-                            internal_error()
-                        }
-                    })
+                    let id = ids.next();
+                    let response = answer(&service, &requests, request, &id).await;
+                    Ok::<_, Infallible>(ids.stamp(response, &id))
                 }
             });
             let connection = builder.serve_connection(io, serve);
@@ -192,6 +179,120 @@ async fn accept_loop(
             drop(permit);
         });
     }
+}
+
+/// One request's answer: refused when over `requests_in_flight_max` or presigned for too
+/// long, else what the S3 service answers.
+async fn answer(
+    service: &S3Service,
+    requests: &Arc<Semaphore>,
+    request: Request<Incoming>,
+    id: &str,
+) -> Response<s3s::Body> {
+    let Ok(_slot) = requests.clone().try_acquire_owned() else {
+        return slow_down();
+    };
+    if let Some(refusal) = presigned_too_long(request.uri().query()) {
+        return refusal;
+    }
+    let request = request.map(s3s::Body::from);
+    match service.call(request).await {
+        Ok(response) => {
+            // A client's mistake is the client's to see (in its answer); a
+            // server error is the operator's.
+            if response.status().is_server_error() {
+                tracing::warn!(status = %response.status(), request_id = id, "S3 request failed");
+            } else if response.status().is_client_error() {
+                tracing::debug!(status = %response.status(), request_id = id, "S3 request refused");
+            }
+            response
+        }
+        Err(e) => {
+            tracing::warn!(error = ?e, request_id = id, "S3 request failed");
+            internal_error()
+        }
+    }
+}
+
+/// A presigned URL valid for longer than S3 allows: refused as S3 refuses it.
+fn presigned_too_long(query: Option<&str>) -> Option<Response<s3s::Body>> {
+    let expires = query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("X-Amz-Expires="))?;
+    let secs: u64 = expires.parse().unwrap_or(u64::MAX);
+    (secs > S3_PRESIGNED_EXPIRES_SECS_MAX).then(|| {
+        xml_error(
+            400,
+            "AuthorizationQueryParametersError",
+            &format!(
+                "X-Amz-Expires must be less than a week (in seconds) that is \
+                 {S3_PRESIGNED_EXPIRES_SECS_MAX}"
+            ),
+        )
+    })
+}
+
+/// Request ids, as S3 gives them: 16 hex digits, this node's tag then a counter. Every answer
+/// carries one (`x-amz-request-id`, with the node's id as `x-amz-id-2`), and so does every error
+/// document (`RequestId`), so a client's report can be found in the node's log.
+struct RequestIds {
+    node: hyper::header::HeaderValue,
+    tag: u32,
+    next: std::sync::atomic::AtomicU32,
+}
+
+impl RequestIds {
+    fn new(node_id: &str) -> RequestIds {
+        let seed = format!("{node_id} {}", crate::clock::wall_ms());
+        let hash = blake3::hash(seed.as_bytes());
+        let tag = u32::from_le_bytes(hash.as_bytes()[..4].try_into().expect("4 bytes"));
+        RequestIds {
+            node: hyper::header::HeaderValue::from_str(node_id)
+                .unwrap_or(hyper::header::HeaderValue::from_static("cairn")),
+            tag,
+            next: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{:08X}{n:08X}", self.tag)
+    }
+
+    /// Sets the answer's request id headers, and puts the id into an error document.
+    fn stamp(&self, mut response: Response<s3s::Body>, id: &str) -> Response<s3s::Body> {
+        let value = hyper::header::HeaderValue::from_str(id).expect("hex digits");
+        let headers = response.headers_mut();
+        headers.insert("x-amz-request-id", value);
+        headers.insert("x-amz-id-2", self.node.clone());
+        if response.status().is_client_error() || response.status().is_server_error() {
+            let with_id = response
+                .body()
+                .bytes()
+                .and_then(|body| error_document_with_id(&body, id));
+            if let Some(body) = with_id {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CONTENT_LENGTH, body.len().into());
+                *response.body_mut() = s3s::Body::from(body);
+            }
+        }
+        response
+    }
+}
+
+/// An S3 error document with `<RequestId>` added before its end, unless it has one.
+fn error_document_with_id(body: &[u8], id: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    if text.contains("<RequestId>") {
+        return None;
+    }
+    let end = text.rfind("</Error>")?;
+    Some(format!(
+        "{}<RequestId>{id}</RequestId>{}",
+        &text[..end],
+        &text[end..]
+    ))
 }
 
 fn xml_error(status: u16, code: &str, message: &str) -> Response<s3s::Body> {

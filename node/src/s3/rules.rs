@@ -96,6 +96,57 @@ pub(super) fn refuse_conditional_write(conditional: bool) -> S3Result<()> {
     Ok(())
 }
 
+/// A `Content-MD5` must be the base64 of 16 bytes (24 characters ending `==`); anything else,
+/// empty included, is `InvalidDigest`, refused before the body is read. (One of the right form
+/// that differs from the body's MD5 is `BadDigest`, once the body has arrived.)
+pub(super) fn check_content_md5(claimed: Option<&str>) -> S3Result<()> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let Some(claimed) = claimed else {
+        return Ok(());
+    };
+    let text = claimed.trim().as_bytes();
+    let well_formed = text.len() == 24
+        && text.ends_with(b"==")
+        && text[..22].iter().all(|c| ALPHABET.contains(c))
+        // 16 bytes fill 128 of the 132 bits of 22 digits: the last digit's low 4 bits are 0.
+        && ALPHABET
+            .iter()
+            .position(|c| *c == text[21])
+            .is_some_and(|v| v & 0x0f == 0);
+    if !well_formed {
+        return Err(s3_error!(
+            InvalidDigest,
+            "The Content-MD5 you specified was not valid: {claimed:?} is not the base64 of 16 bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// An UploadPartCopy's `x-amz-copy-source-range`: `bytes=first-last`, both within a source of
+/// `size` bytes, as S3 requires (no open or suffix ranges); the offset and length it names.
+pub(super) fn copy_source_range(text: &str, size: u64) -> S3Result<(u64, u64)> {
+    let parsed = text.strip_prefix("bytes=").and_then(|range| {
+        let (first, last) = range.split_once('-')?;
+        let first: u64 = first.parse().ok()?;
+        let last: u64 = last.parse().ok()?;
+        (first <= last).then_some((first, last))
+    });
+    let Some((first, last)) = parsed else {
+        return Err(s3_error!(
+            InvalidArgument,
+            "The x-amz-copy-source-range value must be of the form bytes=first-last where first \
+             and last are the zero-based offsets of the first and last bytes to copy (got {text:?})"
+        ));
+    };
+    if last >= size {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Range specified is not valid for source object of size: {size}"
+        ));
+    }
+    Ok((first, last - first + 1))
+}
+
 pub(super) fn check_key(key: &str) -> S3Result<()> {
     if key.is_empty() || key.len() > S3_KEY_BYTES_MAX {
         return Err(s3_error!(
@@ -137,14 +188,33 @@ pub(super) fn check_conditions(
     }
     if let Some(cond) = if_none_match {
         if condition_matches(cond, &record.etag) {
-            return Err(s3_error!(NotModified));
+            return Err(not_modified(record));
         }
     } else if let Some(since) = if_modified_since
         && modified_secs <= ms_of(since) / 1000
     {
-        return Err(s3_error!(NotModified));
+        return Err(not_modified(record));
     }
     Ok(())
+}
+
+/// 304, with the object's ETag and Last-Modified as S3 sends them (RFC 9110 asks for both).
+fn not_modified(record: &ObjectRecord) -> S3Error {
+    let mut error = s3_error!(NotModified);
+    let mut headers = hyper::HeaderMap::new();
+    if let Ok(tag) = hyper::header::HeaderValue::from_str(&format!("\"{}\"", record.etag)) {
+        headers.insert(hyper::header::ETAG, tag);
+    }
+    let mut date = Vec::new();
+    if timestamp(record.last_modified_ms)
+        .format(TimestampFormat::HttpDate, &mut date)
+        .is_ok()
+        && let Ok(date) = hyper::header::HeaderValue::from_bytes(&date)
+    {
+        headers.insert(hyper::header::LAST_MODIFIED, date);
+    }
+    error.set_headers(headers);
+    error
 }
 
 /// The pieces of an object's blobs covering `range` (offset, length) of the object.
@@ -276,6 +346,47 @@ mod tests {
     }
 
     #[test]
+    fn content_md5_must_be_the_base64_of_16_bytes() {
+        // MD5 of the empty string.
+        assert!(check_content_md5(Some("1B2M2Y8AsgTpgAmY7PhCfg==")).is_ok());
+        assert!(check_content_md5(None).is_ok());
+        for bad in [
+            "",
+            "   ",
+            "1B2M2Y8AsgTpgAmY7PhCfg",
+            "1B2M2Y8AsgTpgAmY7PhCf!==",
+            "1B2M2Y8AsgTpgAmY7PhCfh==",
+            "d41d8cd98f00b204e9800998ecf8427e",
+        ] {
+            let e = check_content_md5(Some(bad)).unwrap_err();
+            assert_eq!(*e.code(), S3ErrorCode::InvalidDigest, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_copy_source_range_is_first_to_last_within_the_source() {
+        assert_eq!(copy_source_range("bytes=0-9", 10).unwrap(), (0, 10));
+        assert_eq!(copy_source_range("bytes=5-5", 10).unwrap(), (5, 1));
+        for bad in ["bytes=0-10", "bytes=10-20"] {
+            let e = copy_source_range(bad, 10).unwrap_err();
+            assert_eq!(*e.code(), S3ErrorCode::InvalidArgument, "{bad}");
+            assert!(e.message().unwrap().contains("size: 10"), "{bad}");
+        }
+        for bad in [
+            "0-9",
+            "bytes=5-",
+            "bytes=-5",
+            "bytes=9-5",
+            "bytes=a-b",
+            "bytes=0-1,2-3",
+        ] {
+            let e = copy_source_range(bad, 10).unwrap_err();
+            assert_eq!(*e.code(), S3ErrorCode::InvalidArgument, "{bad}");
+            assert!(e.message().unwrap().contains("bytes=first-last"), "{bad}");
+        }
+    }
+
+    #[test]
     fn continuation_tokens_round_trip_and_refuse_garbage() {
         let token = encode_token("a/b c");
         assert_eq!(decode_token(&token).unwrap(), "a/b c");
@@ -303,6 +414,12 @@ mod tests {
         assert_eq!(*failed.code(), S3ErrorCode::PreconditionFailed);
         let unchanged = check_conditions(&r, None, Some(&tag("abc")), None, None).unwrap_err();
         assert_eq!(*unchanged.code(), S3ErrorCode::NotModified);
+        let headers = unchanged.headers().expect("a 304 carries headers");
+        assert_eq!(headers[hyper::header::ETAG], "\"abc\"");
+        assert_eq!(
+            headers[hyper::header::LAST_MODIFIED],
+            "Thu, 01 Jan 1970 00:00:10 GMT"
+        );
         let later = timestamp(20_000);
         let earlier = timestamp(5_000);
         assert_eq!(

@@ -1,11 +1,14 @@
-//! Bucket operations: CreateBucket, HeadBucket, GetBucketLocation, DeleteBucket (empty only)
-//! and ListBuckets.
+//! Bucket operations: CreateBucket (of a bucket already owned: 200, as S3 in us-east-1),
+//! HeadBucket, GetBucketLocation, DeleteBucket (of a bucket without objects; unfinished uploads
+//! are aborted, as S3 does) and ListBuckets (paged by `max-buckets` and a continuation token).
 
 use cairn_core::meta::Table;
 
 use super::*;
-use crate::s3::access::{AclRequest, check_acl};
-use crate::s3::rules::timestamp;
+use crate::limits::{S3_LIST_BUCKETS_MAX, S3_LIST_KEYS_MAX};
+use crate::s3::access::{AclRequest, check_acl, owner};
+use crate::s3::records::{PartRecord, split_upload_sort_key};
+use crate::s3::rules::{decode_token, encode_token, timestamp};
 
 impl S3Front {
     pub(super) async fn create_bucket(
@@ -27,7 +30,11 @@ impl S3Front {
         let bucket = input.bucket;
         let key = records::bucket_key(&bucket);
         if decode_record::<BucketRecord>(self.read_meta(&key).await?).is_some() {
-            return Err(s3_error!(BucketAlreadyOwnedByYou, "bucket {bucket} exists"));
+            // Cairn answers as S3's us-east-1 (GetBucketLocation's empty answer), where
+            // creating a bucket one owns succeeds and changes nothing.
+            return Ok(S3Response::new(CreateBucketOutput {
+                location: Some(format!("/{bucket}")),
+            }));
         }
         let record = BucketRecord {
             created_ms: now_ms(),
@@ -61,35 +68,67 @@ impl S3Front {
         let bucket = req.input.bucket;
         self.require_bucket(&bucket).await?;
         let listing = self.list(&bucket, "", None, None, 1).await?;
-        let mut uploads = 0;
-        self.walk(
-            &Partition::new(Table::Uploads, &*bucket),
-            None,
-            b"",
-            |_, _| {
-                uploads += 1;
-                Walk::Stop
-            },
-        )
-        .await?;
-        if !listing.objects.is_empty() || uploads > 0 {
-            return Err(s3_error!(
-                BucketNotEmpty,
-                "bucket {bucket} holds objects or uploads"
-            ));
+        if !listing.objects.is_empty() {
+            return Err(s3_error!(BucketNotEmpty, "bucket {bucket} holds objects"));
         }
+        self.abort_every_upload(&bucket).await?;
         self.buckets_seen.lock().remove(&bucket);
         self.write_meta(records::bucket_key(&bucket), None).await?;
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
 
+    /// Aborts every unfinished upload of a bucket, a batch at a time: the parts' records, then
+    /// the upload's (their blobs are left to the collector).
+    async fn abort_every_upload(&self, bucket: &str) -> S3Result<()> {
+        let part = Partition::new(Table::Uploads, bucket);
+        loop {
+            let mut uploads = Vec::new();
+            self.walk(&part, None, b"", |sort_key, _| {
+                uploads.extend(split_upload_sort_key(sort_key));
+                match uploads.len() < S3_LIST_KEYS_MAX {
+                    true => Walk::Next,
+                    false => Walk::Stop,
+                }
+            })
+            .await?;
+            if uploads.is_empty() {
+                return Ok(());
+            }
+            for (key, upload_id) in uploads {
+                let parts: Vec<(u32, PartRecord)> = self.parts_of(bucket, &key, &upload_id).await?;
+                self.forget_upload(bucket, &key, &upload_id, &parts).await?;
+            }
+        }
+    }
+
     pub(super) async fn list_buckets(
         &self,
-        _req: S3Request<ListBucketsInput>,
+        req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let input = req.input;
+        let max = match input.max_buckets {
+            None => S3_LIST_BUCKETS_MAX,
+            Some(n) if (1..=S3_LIST_BUCKETS_MAX as i32).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "max-buckets is {n}; it runs from 1 to {S3_LIST_BUCKETS_MAX}"
+                ));
+            }
+        };
+        let after = match &input.continuation_token {
+            Some(token) => Some(decode_token(token)?.into_bytes()),
+            None => None,
+        };
+        let prefix = input.prefix.clone().unwrap_or_default();
         let part = Partition::new(Table::Buckets, records::BUCKETS_PARTITION);
         let mut buckets = Vec::new();
-        self.walk(&part, None, b"", |name, value| {
+        let mut more = false;
+        self.walk(&part, after, prefix.as_bytes(), |name, value| {
+            if buckets.len() == max {
+                more = true;
+                return Walk::Stop;
+            }
             if let (Ok(name), Some(record)) = (
                 std::str::from_utf8(name),
                 records::decode::<BucketRecord>(value),
@@ -103,13 +142,18 @@ impl S3Front {
             Walk::Next
         })
         .await?;
+        let continuation_token = match more {
+            true => buckets
+                .last()
+                .and_then(|b| b.name.as_deref())
+                .map(encode_token),
+            false => None,
+        };
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
-            owner: Some(Owner {
-                display_name: Some("cairn".into()),
-                id: Some("cairn".into()),
-            }),
-            ..Default::default()
+            owner: Some(owner()),
+            continuation_token,
+            prefix: input.prefix,
         }))
     }
 }

@@ -10,8 +10,8 @@ use crate::limits::{
 use crate::s3::access::{SseRequest, check_object_write, refuse_sse, refuse_sse_read};
 use crate::s3::records::{PartRecord, UploadRecord};
 use crate::s3::rules::{
-    check_key, claimed_of, copy_source_key, etag, refuse_conditional_write, timestamp,
-    user_metadata,
+    check_content_md5, check_key, claimed_of, copy_source_key, copy_source_range, etag,
+    refuse_conditional_write, timestamp, user_metadata,
 };
 
 impl S3Front {
@@ -155,6 +155,7 @@ impl S3Front {
                 "part numbers run from 1 to {S3_PART_NUMBER_MAX}"
             ));
         }
+        check_content_md5(input.content_md5.as_deref())?;
         let claimed = claimed_of(
             input.content_length,
             input.content_md5,
@@ -221,22 +222,7 @@ impl S3Front {
             .await?;
         let (offset, len) = match &input.copy_source_range {
             None => (0, source.size),
-            Some(text) => {
-                let range = Range::parse(text).map_err(|_| {
-                    s3_error!(
-                        InvalidArgument,
-                        "x-amz-copy-source-range {text} is not a byte range"
-                    )
-                })?;
-                let r = range.check(source.size).map_err(|_| {
-                    s3_error!(
-                        InvalidRange,
-                        "the range is outside the source's {} bytes",
-                        source.size
-                    )
-                })?;
-                (r.start, r.end - r.start)
-            }
+            Some(text) => copy_source_range(text, source.size)?,
         };
         if len > self.settings.object_bytes_max {
             return Err(s3_error!(

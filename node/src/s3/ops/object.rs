@@ -6,8 +6,8 @@ use crate::limits::S3_DELETE_OBJECTS_MAX;
 use crate::s3::access::{check_object_write, refuse_sse_read};
 use crate::s3::records::BlobMark;
 use crate::s3::rules::{
-    check_conditions, check_key, claimed_of, copy_source_key, etag, metadata_map,
-    refuse_conditional_write, timestamp, user_metadata,
+    check_conditions, check_content_md5, check_key, claimed_of, copy_source_key, etag,
+    metadata_map, refuse_conditional_write, timestamp, user_metadata,
 };
 
 impl S3Front {
@@ -20,6 +20,7 @@ impl S3Front {
         check_key(&input.key)?;
         check_object_write!(input)?;
         refuse_conditional_write(input.if_match.is_some() || input.if_none_match.is_some())?;
+        check_content_md5(input.content_md5.as_deref())?;
         let user_metadata = user_metadata(input.metadata)?;
         let claimed = claimed_of(
             input.content_length,
@@ -223,6 +224,22 @@ impl S3Front {
                 || input.copy_source_sse_customer_key.is_some(),
         )?;
         let (src_bucket, src_key) = copy_source_key(&input.copy_source)?;
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if (src_bucket, src_key) == (input.bucket.as_str(), input.key.as_str())
+            && !replace
+            && input.storage_class.is_none()
+            && input.website_redirect_location.is_none()
+        {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself \
+                 without changing the object's metadata, storage class, website redirect \
+                 location or encryption attributes."
+            ));
+        }
         let source = self
             .copy_source(
                 src_bucket,
@@ -267,10 +284,6 @@ impl S3Front {
                 "the source changed during the copy; retry it"
             ));
         }
-        let replace = input
-            .metadata_directive
-            .as_ref()
-            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         let (content_type, user_metadata) = if replace {
             (input.content_type, user_metadata(input.metadata)?)
         } else {
