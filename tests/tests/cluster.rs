@@ -9,6 +9,7 @@ use cairn_client::framing;
 use cairn_client::pool::{Pool, read_response};
 use cairn_client::tls::{self, Identity};
 use cairn_client::{Client, ClientError, ClientOptions, Hash};
+use cairn_core::layout::NodeSpec;
 use cairn_core::limits::REQUEST_HEADER_BYTES_MAX;
 use cairn_core::wire::{self, Decision, DeleteRole, ErrorCode, Op, PutRole, Request, Response};
 
@@ -447,13 +448,21 @@ async fn a_put_and_a_delete_end_as_the_later_one_says() {
             .unwrap()
             .as_millis() as u64
     };
-    let put_request = |hash: &Hash, len: usize| Request {
-        layout_version: layout.version,
-        op: Op::Put {
-            hash: *hash.as_bytes(),
-            len: len as u64,
-            role: PutRole::Replica,
-        },
+    // A replica put as a coordinator's link makes it: the bytes, then the replica's answer;
+    // the stream waits for the decision.
+    let prepare = async |replica: &NodeSpec, bytes: &[u8]| {
+        let request = Request {
+            layout_version: layout.version,
+            op: Op::Put {
+                hash: *Hash::of(bytes).as_bytes(),
+                len: bytes.len() as u64,
+                role: PutRole::Replica,
+            },
+        };
+        let (mut send, mut recv) = pool.open(replica, &request).await.unwrap();
+        send.write_all(bytes).await.unwrap();
+        let prepared = read_response(&replica.id, &mut recv).await.unwrap();
+        (send, recv, prepared)
     };
     let delete_request = |hash: &Hash, version: u64| Request {
         layout_version: layout.version,
@@ -470,12 +479,7 @@ async fn a_put_and_a_delete_end_as_the_later_one_says() {
     let hash = Hash::of(&bytes);
     let replica = node(&client.replicas_of(&hash)[2]);
     let put_version = now_ms();
-    let (mut send, mut recv) = pool
-        .open(&replica, &put_request(&hash, bytes.len()))
-        .await
-        .unwrap();
-    send.write_all(&bytes).await.unwrap();
-    let prepared = read_response(&replica.id, &mut recv).await.unwrap();
+    let (mut send, mut recv, prepared) = prepare(&replica, &bytes).await;
     assert_eq!(
         prepared,
         Response::Prepared {
@@ -506,12 +510,7 @@ async fn a_put_and_a_delete_end_as_the_later_one_says() {
         "the delete is newer than the put: the commit must not bring the blob back"
     );
     // The replica reports its tombstone to the next put it prepares (which then aborts).
-    let (mut send, mut recv) = pool
-        .open(&replica, &put_request(&hash, bytes.len()))
-        .await
-        .unwrap();
-    send.write_all(&bytes).await.unwrap();
-    let prepared = read_response(&replica.id, &mut recv).await.unwrap();
+    let (mut send, _, prepared) = prepare(&replica, &bytes).await;
     assert_eq!(
         prepared,
         Response::Prepared {

@@ -138,6 +138,25 @@ pub(super) fn refuse_sse_read(customer_key: bool) -> S3Result<()> {
     Ok(())
 }
 
+/// The ACL an input asks for: its canned ACL, its five `x-amz-grant-*` headers and `$policy`
+/// (the inputs of CreateBucket, PutBucketAcl and PutObjectAcl name them alike).
+macro_rules! acl_request {
+    ($input:expr, $policy:expr) => {
+        $crate::s3::access::AclRequest::new(
+            $input.acl.as_ref().map(|a| a.as_str()),
+            &[
+                &$input.grant_full_control,
+                &$input.grant_read,
+                &$input.grant_read_acp,
+                &$input.grant_write,
+                &$input.grant_write_acp,
+            ],
+            $policy,
+        )
+    };
+}
+pub(super) use acl_request;
+
 /// Checks the ACL and encryption headers of a write that creates an object: the inputs of
 /// PutObject, CopyObject and CreateMultipartUpload name them alike.
 macro_rules! check_object_write {

@@ -2,7 +2,7 @@
 //! PutBucketAcl and PutObjectAcl accept the same and refuse anything else (`super::access`).
 
 use super::*;
-use crate::s3::access::{AclRequest, check_acl, owner, owner_grants};
+use crate::s3::access::{acl_request, check_acl, owner, owner_grants};
 
 impl S3Front {
     pub(super) async fn get_bucket_acl(
@@ -22,17 +22,7 @@ impl S3Front {
     ) -> S3Result<S3Response<PutBucketAclOutput>> {
         let input = req.input;
         self.require_bucket(&input.bucket).await?;
-        check_acl(&AclRequest::new(
-            input.acl.as_ref().map(|a| a.as_str()),
-            &[
-                &input.grant_full_control,
-                &input.grant_read,
-                &input.grant_read_acp,
-                &input.grant_write,
-                &input.grant_write_acp,
-            ],
-            input.access_control_policy.as_ref(),
-        ))?;
+        check_acl(&acl_request!(input, input.access_control_policy.as_ref()))?;
         Ok(S3Response::new(PutBucketAclOutput {}))
     }
 
@@ -54,17 +44,7 @@ impl S3Front {
     ) -> S3Result<S3Response<PutObjectAclOutput>> {
         let input = req.input;
         self.object(&input.bucket, &input.key).await?;
-        check_acl(&AclRequest::new(
-            input.acl.as_ref().map(|a| a.as_str()),
-            &[
-                &input.grant_full_control,
-                &input.grant_read,
-                &input.grant_read_acp,
-                &input.grant_write,
-                &input.grant_write_acp,
-            ],
-            input.access_control_policy.as_ref(),
-        ))?;
+        check_acl(&acl_request!(input, input.access_control_policy.as_ref()))?;
         Ok(S3Response::new(PutObjectAclOutput::default()))
     }
 }

@@ -6,7 +6,7 @@ use cairn_core::meta::Table;
 
 use super::*;
 use crate::limits::{S3_LIST_BUCKETS_MAX, S3_LIST_KEYS_MAX};
-use crate::s3::access::{AclRequest, check_acl, owner};
+use crate::s3::access::{acl_request, check_acl, owner};
 use crate::s3::records::{PartRecord, split_upload_sort_key};
 use crate::s3::rules::{decode_token, encode_token, timestamp};
 
@@ -16,17 +16,7 @@ impl S3Front {
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let input = req.input;
-        check_acl(&AclRequest::new(
-            input.acl.as_ref().map(|a| a.as_str()),
-            &[
-                &input.grant_full_control,
-                &input.grant_read,
-                &input.grant_read_acp,
-                &input.grant_write,
-                &input.grant_write_acp,
-            ],
-            None,
-        ))?;
+        check_acl(&acl_request!(input, None))?;
         let bucket = input.bucket;
         let key = records::bucket_key(&bucket);
         if decode_record::<BucketRecord>(self.read_meta(&key).await?).is_some() {
