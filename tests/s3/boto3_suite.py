@@ -524,7 +524,57 @@ def test_details(s3, bucket):
         b"2345",
         "UploadPartCopy of bytes=2-5 copies those four bytes",
     )
-    for key in ("details/one", "details/copied"):
+    # Reads by part number: a multipart object's parts, and a plain object's one part.
+    first, last = os.urandom(5 * MIB), b"last part"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="details/parts")["UploadId"]
+    parts = []
+    for number, data in ((1, first), (2, last)):
+        r = s3.upload_part(
+            Bucket=bucket, Key="details/parts", UploadId=upload, PartNumber=number, Body=data
+        )
+        parts.append({"PartNumber": number, "ETag": r["ETag"]})
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="details/parts", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    r = s3.get_object(Bucket=bucket, Key="details/parts", PartNumber=2)
+    size = len(first) + len(last)
+    check(
+        r["ResponseMetadata"]["HTTPStatusCode"] == 206
+        and read_body(r) == last
+        and r.get("PartsCount") == 2
+        and r.get("ContentRange") == "bytes %d-%d/%d" % (len(first), size - 1, size),
+        "GetObject partNumber=2 gives part 2's bytes, its range and the part count",
+        "%r %r %r" % (r["ResponseMetadata"]["HTTPStatusCode"], r.get("PartsCount"), r.get("ContentRange")),
+    )
+    r = s3.head_object(Bucket=bucket, Key="details/parts", PartNumber=1)
+    check(
+        r["ContentLength"] == len(first) and r.get("PartsCount") == 2,
+        "HeadObject partNumber=1 gives part 1's length and the part count",
+        "%r %r" % (r["ContentLength"], r.get("PartsCount")),
+    )
+    expect_error(
+        lambda: s3.get_object(Bucket=bucket, Key="details/parts", PartNumber=3),
+        "InvalidPartNumber",
+        416,
+        "GetObject partNumber past the last part is InvalidPartNumber",
+    )
+    expect_error(
+        lambda: s3.get_object(Bucket=bucket, Key="details/parts", PartNumber=1, Range="bytes=0-1"),
+        "InvalidRequest",
+        400,
+        "GetObject with both partNumber and Range is refused",
+    )
+    r = s3.get_object(Bucket=bucket, Key="details/one", PartNumber=1)
+    check_equal(
+        read_body(r), b"0123456789", "GetObject partNumber=1 of a PutObject's object gives it all"
+    )
+    expect_error(
+        lambda: s3.get_object(Bucket=bucket, Key="details/one", PartNumber=2),
+        "InvalidPartNumber",
+        416,
+        "GetObject partNumber=2 of a PutObject's object is InvalidPartNumber",
+    )
+    for key in ("details/one", "details/copied", "details/parts"):
         s3.delete_object(Bucket=bucket, Key=key)
 
 

@@ -217,6 +217,45 @@ fn not_modified(record: &ObjectRecord) -> S3Error {
     error
 }
 
+/// How many parts a multipart object was completed from (its ETag's `-N`); `None` for an object
+/// a PutObject or CopyObject of one wrote.
+pub(super) fn parts_count(record: &ObjectRecord) -> Option<u32> {
+    let (_, count) = record.etag.rsplit_once('-')?;
+    count.parse().ok()
+}
+
+/// Where part `number` of an object lies: its offset and length. A multipart object's parts are
+/// its blobs in order (an empty last part has none); any other object is its one part.
+/// `InvalidPartNumber` (416) past the last part, as S3.
+pub(super) fn part_span(record: &ObjectRecord, number: i32) -> S3Result<(u64, u64)> {
+    let count = parts_count(record).unwrap_or(1);
+    if number < 1 || number as u64 > u64::from(count) {
+        let mut e = S3Error::with_message(
+            S3ErrorCode::Custom("InvalidPartNumber".into()),
+            format!("The requested partnumber is not satisfiable: the object has {count} parts"),
+        );
+        e.set_status_code(hyper::StatusCode::RANGE_NOT_SATISFIABLE);
+        return Err(e);
+    }
+    if parts_count(record).is_none() {
+        return Ok((0, record.size));
+    }
+    let index = number as usize - 1;
+    match record.blobs.get(index) {
+        Some(blob) => {
+            let offset = record.blobs[..index].iter().map(|b| b.len).sum();
+            Ok((offset, blob.len))
+        }
+        // An empty part keeps no blob; only the last part can be empty.
+        None if index == record.blobs.len() && number as u32 == count => Ok((record.size, 0)),
+        None => Err(s3_error!(
+            InternalError,
+            "the object's record names {} blobs for {count} parts",
+            record.blobs.len()
+        )),
+    }
+}
+
 /// The pieces of an object's blobs covering `range` (offset, length) of the object.
 pub(super) fn segments(blobs: &[BlobRef], offset: u64, len: u64) -> Vec<(Hash, ByteRange, u64)> {
     let mut out = Vec::new();
@@ -343,6 +382,34 @@ mod tests {
         let whole: u64 = segments(&blobs, 0, 25).iter().map(|(_, r, _)| r.len).sum();
         assert_eq!(whole, 25);
         assert!(segments(&blobs, 0, 0).is_empty());
+    }
+
+    #[test]
+    fn a_part_is_read_where_its_blob_lies() {
+        let mut multipart = record("abc-3", 0);
+        multipart.blobs = vec![blob(1, 10), blob(2, 10), blob(3, 4)];
+        multipart.size = 24;
+        assert_eq!(parts_count(&multipart), Some(3));
+        assert_eq!(part_span(&multipart, 1).unwrap(), (0, 10));
+        assert_eq!(part_span(&multipart, 3).unwrap(), (20, 4));
+        for past in [0, 4, -1] {
+            let e = part_span(&multipart, past).unwrap_err();
+            assert_eq!(e.code().as_str(), "InvalidPartNumber");
+            assert_eq!(
+                e.status_code(),
+                Some(hyper::StatusCode::RANGE_NOT_SATISFIABLE)
+            );
+        }
+        // An empty last part keeps no blob.
+        multipart.blobs.pop();
+        multipart.size = 20;
+        assert_eq!(part_span(&multipart, 3).unwrap(), (20, 0));
+        // An object of one PutObject is its one part.
+        let mut single = record("0123456789abcdef0123456789abcdef", 0);
+        single.size = 7;
+        assert_eq!(parts_count(&single), None);
+        assert_eq!(part_span(&single, 1).unwrap(), (0, 7));
+        assert!(part_span(&single, 2).is_err());
     }
 
     #[test]

@@ -7,8 +7,13 @@ use crate::s3::access::{check_object_write, refuse_sse_read};
 use crate::s3::records::BlobMark;
 use crate::s3::rules::{
     check_conditions, check_content_md5, check_key, claimed_of, copy_source_key, etag,
-    metadata_map, refuse_conditional_write, timestamp, user_metadata,
+    metadata_map, part_span, parts_count, refuse_conditional_write, timestamp, user_metadata,
 };
+
+/// The `Content-Range` of a part read by number (none for an empty part).
+fn part_range(offset: u64, len: u64, size: u64) -> Option<String> {
+    (len > 0).then(|| format!("bytes {offset}-{}/{size}", offset + len - 1))
+}
 
 impl S3Front {
     pub(super) async fn put_object(
@@ -81,9 +86,19 @@ impl S3Front {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         )?;
-        let (offset, len, content_range) = match input.range {
-            None => (0, record.size, None),
-            Some(range) => {
+        let (offset, len, content_range) = match (input.part_number, input.range) {
+            (Some(_), Some(_)) => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Cannot specify both Range header and partNumber query parameter"
+                ));
+            }
+            (Some(number), None) => {
+                let (offset, len) = part_span(&record, number)?;
+                (offset, len, part_range(offset, len, record.size))
+            }
+            (None, None) => (0, record.size, None),
+            (None, Some(range)) => {
                 let r = range.check(record.size).map_err(|_| {
                     s3_error!(
                         InvalidRange,
@@ -112,7 +127,7 @@ impl S3Front {
             last_modified: Some(timestamp(record.last_modified_ms)),
             content_type: record.content_type.clone(),
             metadata: metadata_map(&record.user_metadata),
-            parts_count: (record.etag.contains('-')).then_some(record.blobs.len() as i32),
+            parts_count: parts_count(&record).map(|n| n as i32),
             ..Default::default()
         }))
     }
@@ -133,8 +148,20 @@ impl S3Front {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         )?;
+        let (len, content_range) = match input.part_number {
+            Some(number) => {
+                let (offset, len) = part_span(&record, number)?;
+                (len, part_range(offset, len, record.size))
+            }
+            None => (record.size, None),
+        };
         Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(record.size as i64),
+            content_length: Some(len as i64),
+            content_range,
+            parts_count: input
+                .part_number
+                .and(parts_count(&record))
+                .map(|n| n as i32),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&record.etag)),
             last_modified: Some(timestamp(record.last_modified_ms)),
