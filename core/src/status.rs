@@ -201,7 +201,7 @@ pub struct PeerStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcStatus {
     pub running: bool,
-    /// "marks", "references", "deleting", or "done".
+    /// "marks", "references", "lifecycle", "deleting", or "done".
     pub phase: String,
     pub started_ms: u64,
     pub finished_ms: u64,
@@ -214,6 +214,10 @@ pub struct GcStatus {
     pub deleted_bytes: u64,
     /// Candidates kept: referred to, or touched again since the collection began.
     pub kept: u64,
+    /// Objects the buckets' lifecycle rules expired in this collection.
+    pub expired_objects: u64,
+    /// Unfinished multipart uploads the lifecycle rules aborted in this collection.
+    pub aborted_uploads: u64,
     pub errors: u64,
     pub last_error: Option<String>,
     /// Collections finished since the node started.

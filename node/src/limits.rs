@@ -178,11 +178,38 @@ pub const S3_XML_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most a request's signing time may differ from the node's clock: 15 minutes, as S3.
 pub const S3_CLOCK_SKEW_SECS_MAX: u32 = 15 * 60;
 
+/// Tags an object may carry: 10, as S3.
+pub const S3_OBJECT_TAGS_MAX: usize = 10;
+
+/// Tags a bucket may carry: 50, as S3.
+pub const S3_BUCKET_TAGS_MAX: usize = 50;
+
+/// Longest tag key, in characters: 128, as S3.
+pub const S3_TAG_KEY_CHARS_MAX: usize = 128;
+
+/// Longest tag value, in characters: 256, as S3.
+pub const S3_TAG_VALUE_CHARS_MAX: usize = 256;
+
+/// Rules a bucket's lifecycle configuration may hold: 1,000, as S3.
+pub const S3_LIFECYCLE_RULES_MAX: usize = 1_000;
+
+/// Longest lifecycle rule id, in characters: 255, as S3.
+pub const S3_LIFECYCLE_RULE_ID_CHARS_MAX: usize = 255;
+
 /// Most buckets one ListBuckets answer holds (`max-buckets` runs from 1 to this, as S3).
 pub const S3_LIST_BUCKETS_MAX: usize = 10_000;
 
 /// Longest a presigned URL may be valid: 7 days, as S3 (`X-Amz-Expires` above it is refused).
 pub const S3_PRESIGNED_EXPIRES_SECS_MAX: u64 = 7 * 24 * 3600;
+
+/// A request refused before its body was read still has its body read and dropped, up to
+/// this many bytes, so that the client reads the error instead of a closed connection; past
+/// it the connection is closed.
+pub const S3_REFUSED_BODY_DRAIN_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// How long reading and dropping a refused request's body may take before the connection is
+/// closed instead.
+pub const S3_REFUSED_BODY_DRAIN_MS: u64 = 10_000;
 
 /// S3 request bodies up to this size are held in memory; larger ones go to a spool file.
 pub const S3_BODY_IN_MEMORY_BYTES_MAX: u64 = 2 * 1024 * 1024;

@@ -459,11 +459,13 @@ async fn gc_command(client: &Path, node: Option<String>, status_only: bool) -> R
         );
         loop {
             bar.set_message(format!(
-                "{}: {} marks, {} candidates, {} referenced, {}/{} examined, {} deleted ({} bytes), {} kept",
+                "{}: {} marks, {} candidates, {} referenced, {} expired, {} uploads aborted, {}/{} examined, {} deleted ({} bytes), {} kept",
                 status.phase,
                 status.marks_scanned,
                 status.candidates,
                 status.referenced_blobs,
+                status.expired_objects,
+                status.aborted_uploads,
                 status.examined,
                 status.candidates,
                 status.deleted,
@@ -480,12 +482,14 @@ async fn gc_command(client: &Path, node: Option<String>, status_only: bool) -> R
         bar.finish_and_clear();
     }
     println!(
-        "{id}: {} ({} runs): {} marks scanned, {} candidates, {} blobs referenced, {} deleted ({} bytes), {} kept, {} errors{}",
+        "{id}: {} ({} runs): {} marks scanned, {} candidates, {} blobs referenced, {} objects expired, {} uploads aborted, {} deleted ({} bytes), {} kept, {} errors{}",
         if status.running { "running" } else { "idle" },
         status.runs,
         status.marks_scanned,
         status.candidates,
         status.referenced_blobs,
+        status.expired_objects,
+        status.aborted_uploads,
         status.deleted,
         status.deleted_bytes,
         status.kept,

@@ -738,3 +738,146 @@ async fn aws_chunked_bodies_signed_and_with_trailing_checksums_are_taken_and_che
     assert_eq!(read("bad-trailer").await.status, 404);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_rules_expire_what_they_name_and_the_collector_then_frees_the_blobs() {
+    let grace_ms = cairn_node::limits::GC_GRACE_MS_MIN;
+    let cluster = TestCluster::start_spec(57, |spec| {
+        let s3 = spec.s3.as_mut().unwrap();
+        s3.gc_grace_ms = grace_ms;
+        s3.gc_interval_ms = 0;
+    })
+    .await;
+    let n1 = s3(&cluster, "n1");
+    assert_eq!(
+        call(&n1, "PUT", "/lcbucket", &[], Bytes::new())
+            .await
+            .status,
+        200
+    );
+    // Nexus's rule (soft-deleted objects are tagged deleted=true), with a date already past
+    // so that it is due now; and a prefix rule.
+    let config = "<LifecycleConfiguration>\
+        <Rule><ID>soft-deleted</ID><Status>Enabled</Status>\
+          <Filter><Tag><Key>deleted</Key><Value>true</Value></Tag></Filter>\
+          <Expiration><Date>2020-01-01T00:00:00Z</Date></Expiration></Rule>\
+        <Rule><ID>tmp</ID><Status>Enabled</Status><Filter><Prefix>tmp/</Prefix></Filter>\
+          <Expiration><Date>2020-01-01T00:00:00Z</Date></Expiration>\
+          <AbortIncompleteMultipartUpload><DaysAfterInitiation>7</DaysAfterInitiation>\
+          </AbortIncompleteMultipartUpload></Rule>\
+        <Rule><ID>off</ID><Status>Disabled</Status><Filter><Prefix>keep/</Prefix></Filter>\
+          <Expiration><Date>2020-01-01T00:00:00Z</Date></Expiration></Rule>\
+        </LifecycleConfiguration>";
+    let r = call(&n1, "PUT", "/lcbucket", &[("lifecycle", "")], config).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let r = call(
+        &s3(&cluster, "n5"),
+        "GET",
+        "/lcbucket",
+        &[("lifecycle", "")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(
+        xml_values(&r.body, "ID"),
+        vec!["soft-deleted", "tmp", "off"],
+        "{}",
+        text(&r)
+    );
+
+    let expired = seeded_bytes(30, 3_000);
+    let tagged = seeded_bytes(31, 3_000);
+    let kept = seeded_bytes(32, 3_000);
+    for (key, bytes, tagging) in [
+        ("tmp/a", &expired, ""),
+        ("blobs/deleted", &tagged, "deleted=true"),
+        ("blobs/live", &kept, "deleted=false"),
+        ("keep/b", &kept, ""),
+    ] {
+        let headers: &[(&str, &str)] = if tagging.is_empty() {
+            &[]
+        } else {
+            &[("x-amz-tagging", tagging)]
+        };
+        let r = n1
+            .request(
+                "PUT",
+                &format!("/lcbucket/{key}"),
+                &[],
+                headers,
+                bytes.clone(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{key}: {}", text(&r));
+    }
+    // A young unfinished upload under tmp/ is not aborted (7 days).
+    let r = call(
+        &n1,
+        "POST",
+        "/lcbucket/tmp/up",
+        &[("uploads", "")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+
+    let node = cluster.node("n2");
+    assert!(node.start_gc());
+    wait_until("the collection", || !node.gc_status().unwrap().running).await;
+    let status = node.gc_status().unwrap();
+    assert_eq!(status.errors, 0, "{status:?}");
+    assert_eq!(
+        (status.expired_objects, status.aborted_uploads),
+        (2, 0),
+        "{status:?}"
+    );
+    let n4 = s3(&cluster, "n4");
+    for (key, code) in [
+        ("tmp/a", 404),
+        ("blobs/deleted", 404),
+        ("blobs/live", 200),
+        ("keep/b", 200),
+    ] {
+        let got = call(&n4, "GET", &format!("/lcbucket/{key}"), &[], Bytes::new()).await;
+        assert_eq!(got.status, code, "{key}: {}", text(&got));
+    }
+    let r = call(&n4, "GET", "/lcbucket", &[("uploads", "")], Bytes::new()).await;
+    assert_eq!(xml_values(&r.body, "Key"), vec!["tmp/up"], "{}", text(&r));
+
+    // The expired objects' blobs go the way of deleted objects' once the grace period passed.
+    tokio::time::sleep(Duration::from_millis(grace_ms + 500)).await;
+    assert!(node.start_gc());
+    wait_until("the second collection", || {
+        !node.gc_status().unwrap().running
+    })
+    .await;
+    let status = node.gc_status().unwrap();
+    assert_eq!(
+        (status.errors, status.expired_objects),
+        (0, 0),
+        "{status:?}"
+    );
+    assert!(stored_nowhere(&cluster, &Hash::of(&expired)));
+    assert!(stored_nowhere(&cluster, &Hash::of(&tagged)));
+    assert!(stored_somewhere(&cluster, &Hash::of(&kept)));
+
+    let r = call(
+        &n1,
+        "DELETE",
+        "/lcbucket",
+        &[("lifecycle", "")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+    let r = call(&n1, "GET", "/lcbucket", &[("lifecycle", "")], Bytes::new()).await;
+    assert_eq!(r.status, 404);
+    assert!(
+        text(&r).contains("NoSuchLifecycleConfiguration"),
+        "{}",
+        text(&r)
+    );
+    cluster.shutdown().await;
+}

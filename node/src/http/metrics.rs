@@ -502,6 +502,18 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
                 gc.deleted_bytes,
             ),
             (
+                "cairn_lifecycle_expired_objects",
+                "gauge",
+                "Objects the buckets' lifecycle rules expired in the current or last collection.",
+                gc.expired_objects,
+            ),
+            (
+                "cairn_lifecycle_aborted_uploads",
+                "gauge",
+                "Unfinished uploads the buckets' lifecycle rules aborted in the current or last collection.",
+                gc.aborted_uploads,
+            ),
+            (
                 "cairn_gc_errors",
                 "gauge",
                 "Errors in the current or last collection.",

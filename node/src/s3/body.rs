@@ -9,30 +9,49 @@ use md5::Digest as _;
 use s3s::dto::StreamingBlob;
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
+use super::checksums;
+use super::records::{Checksum, ChecksumAlgorithm, ChecksumKind};
 use crate::front::spool::{Held, Spool};
-use crate::limits::S3_BODY_IN_MEMORY_BYTES_MAX;
+use crate::limits::{
+    S3_BODY_IN_MEMORY_BYTES_MAX, S3_REFUSED_BODY_DRAIN_BYTES_MAX, S3_REFUSED_BODY_DRAIN_MS,
+};
 
 pub struct Received {
     pub hash: Hash,
     pub len: u64,
     /// Hex MD5.
     pub md5_hex: String,
+    /// The checksums the request asked for, computed, each matching what it claimed.
+    pub checksums: Vec<Checksum>,
     pub held: Held,
 }
 
-/// The checksums a request announced (headers, or trailers of an aws-chunked body).
+impl Received {
+    /// The checksum of this algorithm, or with none named the first computed.
+    pub fn checksum(&self, algorithm: Option<ChecksumAlgorithm>) -> Option<&Checksum> {
+        match algorithm {
+            Some(a) => self.checksums.iter().find(|c| c.algorithm == a),
+            None => self.checksums.first(),
+        }
+    }
+}
+
+/// What a request claims of its body (`rules::claimed_of`).
 #[derive(Default)]
 pub struct Claimed {
     pub content_length: Option<i64>,
     /// Base64 MD5 from `Content-MD5`.
     pub content_md5: Option<String>,
-    pub crc32: Option<String>,
-    pub crc32c: Option<String>,
-    pub sha1: Option<String>,
-    pub sha256: Option<String>,
-    pub crc64nvme: Option<String>,
-    /// The names in `x-amz-trailer`: checksums that follow the body.
-    pub trailers_announced: Vec<String>,
+    /// The checksums to compute, in `checksums::ALGORITHMS` order.
+    pub checksums: Vec<ClaimedChecksum>,
+}
+
+pub struct ClaimedChecksum {
+    pub algorithm: ChecksumAlgorithm,
+    /// Base64, from its header.
+    pub value: Option<String>,
+    /// Its value follows the body in a trailer.
+    pub trailer: bool,
 }
 
 fn spool_error(e: std::io::Error) -> S3Error {
@@ -62,22 +81,7 @@ pub async fn receive(
     }
     let mut hasher = blake3::Hasher::new();
     let mut md5 = md5::Md5::new();
-    let mut checks = s3s::checksum::ChecksumHasher::default();
-    if claimed.crc32.is_some() || trailer_named(claimed, "x-amz-checksum-crc32") {
-        checks.crc32 = Some(Default::default());
-    }
-    if claimed.crc32c.is_some() || trailer_named(claimed, "x-amz-checksum-crc32c") {
-        checks.crc32c = Some(Default::default());
-    }
-    if claimed.sha1.is_some() || trailer_named(claimed, "x-amz-checksum-sha1") {
-        checks.sha1 = Some(Default::default());
-    }
-    if claimed.sha256.is_some() || trailer_named(claimed, "x-amz-checksum-sha256") {
-        checks.sha256 = Some(Default::default());
-    }
-    if claimed.crc64nvme.is_some() || trailer_named(claimed, "x-amz-checksum-crc64nvme") {
-        checks.crc64nvme = Some(Default::default());
-    }
+    let mut checks = checksums::hasher(claimed.checksums.iter().map(|c| c.algorithm));
     let mut spool = Spool::new(spool_dir.to_path_buf(), S3_BODY_IN_MEMORY_BYTES_MAX);
     let mut len = 0u64;
     if let Some(mut body) = body {
@@ -111,7 +115,7 @@ pub async fn receive(
     }
     let md5 = md5.finalize();
     if let Some(claimed_md5) = &claimed.content_md5 {
-        let ours = base64_md5(&md5);
+        let ours = base64_encode(&md5);
         if claimed_md5.trim() != ours {
             return Err(s3_error!(
                 BadDigest,
@@ -120,33 +124,38 @@ pub async fn receive(
         }
     }
     let sums = checks.finalize();
-    let pairs = [
-        ("crc32", &claimed.crc32, &sums.checksum_crc32),
-        ("crc32c", &claimed.crc32c, &sums.checksum_crc32c),
-        ("sha1", &claimed.sha1, &sums.checksum_sha1),
-        ("sha256", &claimed.sha256, &sums.checksum_sha256),
-        ("crc64nvme", &claimed.crc64nvme, &sums.checksum_crc64nvme),
-    ];
-    for (name, claimed, computed) in pairs {
-        let header = format!("x-amz-checksum-{name}");
-        let from_trailer = trailers
-            .and_then(|t| {
-                t.read(|h| {
-                    h.get(&header)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
+    let mut checksums_computed = Vec::new();
+    for c in &claimed.checksums {
+        let header = c.algorithm.header();
+        let from_trailer = c
+            .trailer
+            .then(|| {
+                trailers.and_then(|t| {
+                    t.read(|h| {
+                        h.get(&header)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    })
                 })
             })
+            .flatten()
             .flatten();
-        let Some(claimed) = claimed.clone().or(from_trailer) else {
-            continue;
-        };
-        if Some(&claimed) != computed.as_ref() {
+        let computed = checksums::value_of(&sums, c.algorithm);
+        if let Some(said) = c.value.as_ref().or(from_trailer.as_ref())
+            && Some(said) != computed
+        {
             return Err(s3_error!(
                 BadDigest,
-                "{header} {claimed} does not match the body's {}",
-                computed.as_deref().unwrap_or("-")
+                "{header} {said} does not match the body's {}",
+                computed.map_or("-", String::as_str)
             ));
+        }
+        if let Some(value) = computed {
+            checksums_computed.push(Checksum {
+                algorithm: c.algorithm,
+                kind: ChecksumKind::FullObject,
+                value: value.clone(),
+            });
         }
     }
     let held = spool.finish().await.map_err(spool_error)?;
@@ -154,6 +163,7 @@ pub async fn receive(
         hash: Hash::from(hasher.finalize()),
         len,
         md5_hex: super::records::hex(&md5),
+        checksums: checksums_computed,
         held,
     })
 }
@@ -175,38 +185,35 @@ fn body_error(len: u64, e: &(dyn std::error::Error + Send + Sync)) -> S3Error {
     )
 }
 
-/// Does the request announce a trailer of this name (`x-amz-trailer`)? Trailers arrive after
-/// the body, so the hasher must be on from the start.
-fn trailer_named(claimed: &Claimed, name: &str) -> bool {
-    claimed
-        .trailers_announced
-        .iter()
-        .any(|n| n.eq_ignore_ascii_case(name))
+/// Standard base64 with padding, as `Content-MD5` and `x-amz-checksum-*` carry digests.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    base64_simd::STANDARD.encode_to_string(bytes)
 }
 
-fn base64_md5(md5: &[u8]) -> String {
-    base64_encode(md5)
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
+/// Reads and drops the body of a request refused before its body was read, so that the
+/// client, still sending, reads the error rather than a connection closed under it. At most
+/// `S3_REFUSED_BODY_DRAIN_BYTES_MAX` bytes and `S3_REFUSED_BODY_DRAIN_MS`; past either the
+/// connection is closed, as it would have been.
+pub async fn drain(body: Option<StreamingBlob>) {
+    use futures_core::Stream;
+    let Some(mut body) = body else {
+        return;
+    };
+    let read_all = async {
+        let mut len = 0u64;
+        while len <= S3_REFUSED_BODY_DRAIN_BYTES_MAX {
+            let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx)).await;
+            match next {
+                Some(Ok(data)) => len += data.len() as u64,
+                _ => break,
             }
         }
-    }
-    out
+    };
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_millis(S3_REFUSED_BODY_DRAIN_MS),
+        read_all,
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -32,12 +32,13 @@ use std::time::Duration;
 use cairn_core::meta::{Entry, MetaKey, Partition, Table};
 use cairn_engine::Hash;
 
-use super::records::{self, BlobMark, ObjectRecord, PartRecord};
+use super::lifecycle::Lifecycle;
+use super::records::{self, BlobMark, ObjectRecord, PartRecord, UploadRecord};
 use crate::clock;
 use crate::config::S3Settings;
 use crate::limits::{
-    S3_MARK_BATCH_MAX, S3_MARK_LINGER_MS, S3_MARK_QUEUE_MAX, S3_MARK_RETRY_PAUSE_MS,
-    S3_MARK_WRITE_ATTEMPTS,
+    S3_FORGET_BATCH_ENTRIES_MAX, S3_MARK_BATCH_MAX, S3_MARK_LINGER_MS, S3_MARK_QUEUE_MAX,
+    S3_MARK_RETRY_PAUSE_MS, S3_MARK_WRITE_ATTEMPTS,
 };
 use crate::meta::cluster::{self as meta, MetaError, Walk};
 use crate::state::{GcHandle, State};
@@ -126,6 +127,21 @@ pub(crate) async fn collector_loop(state: Arc<State>, settings: S3Settings) {
     }
 }
 
+/// What a bucket's lifecycle rules made due, with the stamp of the record judged.
+enum Due {
+    Expire {
+        bucket: String,
+        key: String,
+        stamp: cairn_core::meta::Stamp,
+    },
+    Abort {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        stamp: cairn_core::meta::Stamp,
+    },
+}
+
 /// One collection's view of its settings and of the handle it reports its progress to.
 struct Collector<'a> {
     settings: &'a S3Settings,
@@ -180,13 +196,19 @@ impl Collector<'_> {
             });
         }
 
-        // 2. References: every object's blobs and every unfinished upload's parts.
+        // 2. References: every object's blobs and every unfinished upload's parts; and what
+        // the buckets' lifecycle rules expire or abort.
         self.update(|s| s.phase = "references".into());
-        let referenced = self.references(state).await?;
+        let (referenced, due) = self.references(state, start).await?;
         let count = referenced.len() as u64;
         self.update(|s| s.referenced_blobs = count);
 
-        // 3. Delete what nothing names and nobody touched since.
+        // 3. Lifecycle: expired objects go as a DeleteObject would (their blobs stay referred
+        // to in this collection and go in the next), aborted uploads as an abort would.
+        self.update(|s| s.phase = "lifecycle".into());
+        self.apply_lifecycle(state, due).await;
+
+        // 4. Delete what nothing names and nobody touched since.
         self.update(|s| s.phase = "deleting".into());
         let pause =
             Duration::from_secs_f64(1.0 / f64::from(self.settings.gc_deletes_per_sec.max(1)));
@@ -241,7 +263,11 @@ impl Collector<'_> {
     ///
     /// Per bucket, parts are gathered before objects: completing an upload writes the object
     /// and only then forgets the parts, so a part's blob is seen in one of the two.
-    async fn references(&self, state: &Arc<State>) -> Result<HashSet<[u8; 32]>, GcError> {
+    async fn references(
+        &self,
+        state: &Arc<State>,
+        now_ms: u64,
+    ) -> Result<(HashSet<[u8; 32]>, Vec<Due>), GcError> {
         let mut buckets = Vec::new();
         let part = Partition::new(Table::Buckets, records::BUCKETS_PARTITION);
         meta::walk_entries(state, &part, None, b"", true, |name, _| {
@@ -252,8 +278,36 @@ impl Collector<'_> {
         })
         .await?;
         let mut referenced = HashSet::new();
+        let mut due = Vec::new();
         let mut unreadable = None;
         for bucket in buckets {
+            let lifecycle: Option<Lifecycle> =
+                meta::read(state, &records::bucket_lifecycle_key(&bucket))
+                    .await?
+                    .and_then(|e| e.value)
+                    .and_then(|v| records::decode(&v));
+            if let Some(lifecycle) = &lifecycle {
+                let uploads = Partition::new(Table::Uploads, &*bucket);
+                meta::walk(state, &uploads, None, b"", |sort_key, entry| {
+                    let upload = entry
+                        .value
+                        .as_deref()
+                        .and_then(records::decode::<UploadRecord>);
+                    if let (Some(upload), Some((key, upload_id))) =
+                        (upload, records::split_upload_sort_key(sort_key))
+                        && lifecycle.aborts(&key, upload.initiated_ms, now_ms)
+                    {
+                        due.push(Due::Abort {
+                            bucket: bucket.clone(),
+                            key,
+                            upload_id,
+                            stamp: entry.stamp,
+                        });
+                    }
+                    Walk::Next
+                })
+                .await?;
+            }
             let parts = Partition::new(Table::Parts, &*bucket);
             meta::walk(state, &parts, None, b"", |key, entry| {
                 match entry
@@ -276,7 +330,24 @@ impl Collector<'_> {
                     .as_deref()
                     .and_then(records::decode::<ObjectRecord>)
                 {
-                    Some(record) => referenced.extend(record.blobs.iter().map(|b| b.hash)),
+                    Some(record) => {
+                        referenced.extend(record.blobs.iter().map(|b| b.hash));
+                        if let (Some(lifecycle), Ok(name)) = (&lifecycle, std::str::from_utf8(key))
+                            && lifecycle.expires(
+                                name,
+                                record.size,
+                                &record.tags,
+                                record.last_modified_ms,
+                                now_ms,
+                            )
+                        {
+                            due.push(Due::Expire {
+                                bucket: bucket.clone(),
+                                key: name.to_string(),
+                                stamp: entry.stamp,
+                            });
+                        }
+                    }
                     None => unreadable = Some(String::from_utf8_lossy(key).into_owned()),
                 }
                 Walk::Next
@@ -287,7 +358,90 @@ impl Collector<'_> {
         if let Some(key) = unreadable {
             return Err(GcError::Unreadable { key });
         }
-        Ok(referenced)
+        Ok((referenced, due))
+    }
+
+    /// Expires and aborts what the lifecycle rules made due, paced like the deletions. Each
+    /// removal is conditional on the record read (its stamp's successor): a put, or a new
+    /// upload part, written since wins, so a rule never removes what it did not judge.
+    async fn apply_lifecycle(&self, state: &Arc<State>, due: Vec<Due>) {
+        let pause =
+            Duration::from_secs_f64(1.0 / f64::from(self.settings.gc_deletes_per_sec.max(1)));
+        for item in due {
+            let removal = |stamp: cairn_core::meta::Stamp| Entry {
+                stamp: stamp.successor(),
+                value: None,
+            };
+            let result = match &item {
+                Due::Expire { bucket, key, stamp } => {
+                    meta::write_conditional(
+                        state,
+                        vec![(records::object_key(bucket, key), removal(*stamp))],
+                    )
+                    .await
+                }
+                Due::Abort {
+                    bucket,
+                    key,
+                    upload_id,
+                    stamp,
+                } => {
+                    self.abort_upload(state, bucket, key, upload_id, removal(*stamp))
+                        .await
+                }
+            };
+            match result {
+                Ok(()) => self.update(|s| match item {
+                    Due::Expire { .. } => s.expired_objects += 1,
+                    Due::Abort { .. } => s.aborted_uploads += 1,
+                }),
+                Err(e) => self.update(|s| {
+                    s.errors += 1;
+                    s.last_error = Some(e.to_string());
+                }),
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Removes an upload's parts' records and then (conditionally) its own, as an abort does.
+    async fn abort_upload(
+        &self,
+        state: &Arc<State>,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        upload_removal: Entry,
+    ) -> Result<(), MetaError> {
+        let parts = Partition::new(Table::Parts, bucket);
+        let mut removals = Vec::new();
+        meta::walk(
+            state,
+            &parts,
+            None,
+            &records::parts_prefix(key, upload_id),
+            |sort_key, entry| {
+                if let Some(n) = records::part_number_of(sort_key) {
+                    removals.push((
+                        records::part_key(bucket, key, upload_id, n),
+                        Entry {
+                            stamp: entry.stamp.successor(),
+                            value: None,
+                        },
+                    ));
+                }
+                Walk::Next
+            },
+        )
+        .await?;
+        for batch in removals.chunks(S3_FORGET_BATCH_ENTRIES_MAX) {
+            meta::write_conditional(state, batch.to_vec()).await?;
+        }
+        meta::write_conditional(
+            state,
+            vec![(records::upload_key(bucket, key, upload_id), upload_removal)],
+        )
+        .await
     }
 }
 

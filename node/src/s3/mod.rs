@@ -18,10 +18,13 @@
 
 mod access;
 mod body;
+mod checksums;
 pub mod gc;
+mod lifecycle;
 mod ops;
 pub mod records;
 mod rules;
+mod tags;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -17,24 +17,71 @@ pub struct BucketRecord {
     pub created_ms: u64,
 }
 
+/// The standard headers S3 stores with an object and returns on GET and HEAD, as the client
+/// sent them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentHeaders {
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub expires_ms: Option<u64>,
+}
+
+/// A checksum algorithm S3 offers (`x-amz-checksum-*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChecksumAlgorithm {
+    Crc32,
+    Crc32c,
+    Crc64nvme,
+    Sha1,
+    Sha256,
+}
+
+/// Whether a checksum covers the whole object's bytes, or (multipart) the parts' checksums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChecksumKind {
+    FullObject,
+    /// The checksum of the parts' binary checksums, written with `-` and the part count.
+    Composite,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checksum {
+    pub algorithm: ChecksumAlgorithm,
+    pub kind: ChecksumKind,
+    /// Base64, as S3 writes it (a composite one ends `-N`).
+    pub value: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectRecord {
     pub size: u64,
     /// Without quotes: hex MD5 of the bytes, or for a multipart object hex MD5 of the parts'
     /// MD5s followed by `-` and the part count.
     pub etag: String,
-    pub content_type: Option<String>,
+    pub headers: ContentHeaders,
     pub user_metadata: Vec<(String, String)>,
     pub last_modified_ms: u64,
     /// The object's bytes in order: one blob, a multipart object's parts, or none (empty).
     pub blobs: Vec<BlobRef>,
+    pub tags: Vec<(String, String)>,
+    pub checksum: Option<Checksum>,
+    /// A multipart object's parts' checksums, in order (when the upload had an algorithm).
+    pub part_checksums: Vec<String>,
+    /// The multipart upload this object completed, so that a repeated Complete is answered.
+    pub upload_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
     pub initiated_ms: u64,
-    pub content_type: Option<String>,
+    pub headers: ContentHeaders,
     pub user_metadata: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+    /// The algorithm and kind CreateMultipartUpload asked for; every part then carries one.
+    pub checksum: Option<(ChecksumAlgorithm, ChecksumKind)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +90,8 @@ pub struct PartRecord {
     /// Hex MD5 of the part, without quotes.
     pub etag: String,
     pub last_modified_ms: u64,
+    /// Base64, of the upload's algorithm.
+    pub checksum: Option<String>,
 }
 
 /// The collector's knowledge of a blob the S3 front wrote: when it was last written or
@@ -53,12 +102,152 @@ pub struct BlobMark {
     pub len: u64,
 }
 
-pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
-    postcard::to_allocvec(record).expect("a record always encodes")
+/// A bucket's tags (PutBucketTagging), under `bucket_tagging_key`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketTagging {
+    pub tags: Vec<(String, String)>,
 }
 
-pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
-    postcard::from_bytes(bytes).ok()
+/// The first bytes of every record written since records carry a version, then the version.
+/// No record written before can begin so: an object's (postcard) would need a 67-byte size
+/// and an 83-character ETag (ETags have at most 38), an upload's or bucket's begins with a
+/// millisecond time (a varint whose first byte is at least 0x80), a mark's likewise; a part's
+/// begins with its blob's hash, and would also have to decode whole as the new form.
+pub const RECORD_MAGIC: [u8; 2] = *b"CS";
+
+/// The records' format version. 1: postcard without a header. 2: `RECORD_MAGIC`, this byte,
+/// postcard; objects gained the standard headers, tags, a checksum, the parts' checksums and
+/// the completing upload's id; uploads the headers, tags and checksum algorithm; parts a
+/// checksum.
+pub const RECORD_VERSION: u8 = 2;
+
+/// A record kept in the metadata: written in the current version, read in any.
+pub trait Record: Serialize + for<'de> Deserialize<'de> {
+    /// Reads a record of version 1 (postcard, no header).
+    fn from_version_1(bytes: &[u8]) -> Option<Self>;
+}
+
+pub fn encode<T: Record>(record: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&RECORD_MAGIC);
+    out.push(RECORD_VERSION);
+    postcard::to_extend(record, out).expect("a record always encodes")
+}
+
+pub fn decode<T: Record>(bytes: &[u8]) -> Option<T> {
+    if let Some(body) = bytes.strip_prefix(&[RECORD_MAGIC[0], RECORD_MAGIC[1], RECORD_VERSION])
+        && let Some(record) = decode_whole(body)
+    {
+        return Some(record);
+    }
+    T::from_version_1(bytes)
+}
+
+/// Decodes a postcard value that must fill `bytes` exactly.
+fn decode_whole<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Some(value),
+        _ => None,
+    }
+}
+
+/// The records as version 1 wrote them.
+mod version_1 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct Object {
+        pub size: u64,
+        pub etag: String,
+        pub content_type: Option<String>,
+        pub user_metadata: Vec<(String, String)>,
+        pub last_modified_ms: u64,
+        pub blobs: Vec<BlobRef>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Upload {
+        pub initiated_ms: u64,
+        pub content_type: Option<String>,
+        pub user_metadata: Vec<(String, String)>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Part {
+        pub blob: BlobRef,
+        pub etag: String,
+        pub last_modified_ms: u64,
+    }
+}
+
+impl Record for ObjectRecord {
+    fn from_version_1(bytes: &[u8]) -> Option<Self> {
+        let v1: version_1::Object = decode_whole(bytes)?;
+        Some(ObjectRecord {
+            size: v1.size,
+            etag: v1.etag,
+            headers: ContentHeaders {
+                content_type: v1.content_type,
+                ..Default::default()
+            },
+            user_metadata: v1.user_metadata,
+            last_modified_ms: v1.last_modified_ms,
+            blobs: v1.blobs,
+            tags: Vec::new(),
+            checksum: None,
+            part_checksums: Vec::new(),
+            upload_id: None,
+        })
+    }
+}
+
+impl Record for UploadRecord {
+    fn from_version_1(bytes: &[u8]) -> Option<Self> {
+        let v1: version_1::Upload = decode_whole(bytes)?;
+        Some(UploadRecord {
+            initiated_ms: v1.initiated_ms,
+            headers: ContentHeaders {
+                content_type: v1.content_type,
+                ..Default::default()
+            },
+            user_metadata: v1.user_metadata,
+            tags: Vec::new(),
+            checksum: None,
+        })
+    }
+}
+
+impl Record for PartRecord {
+    fn from_version_1(bytes: &[u8]) -> Option<Self> {
+        let v1: version_1::Part = decode_whole(bytes)?;
+        Some(PartRecord {
+            blob: v1.blob,
+            etag: v1.etag,
+            last_modified_ms: v1.last_modified_ms,
+            checksum: None,
+        })
+    }
+}
+
+/// Unchanged since version 1.
+impl Record for BucketRecord {
+    fn from_version_1(bytes: &[u8]) -> Option<Self> {
+        decode_whole(bytes)
+    }
+}
+
+/// Unchanged since version 1.
+impl Record for BlobMark {
+    fn from_version_1(bytes: &[u8]) -> Option<Self> {
+        decode_whole(bytes)
+    }
+}
+
+/// New in version 2.
+impl Record for BucketTagging {
+    fn from_version_1(_: &[u8]) -> Option<Self> {
+        None
+    }
 }
 
 /// The one partition of the bucket table.
@@ -66,6 +255,25 @@ pub const BUCKETS_PARTITION: &str = "";
 
 pub fn bucket_key(bucket: &str) -> MetaKey {
     MetaKey::new(Table::Buckets, BUCKETS_PARTITION, bucket.as_bytes())
+}
+
+/// What a bucket carries besides its record lives in a partition of the bucket table per kind,
+/// under the bucket's name: writing one never races with writing another, and ListBuckets,
+/// which walks `BUCKETS_PARTITION`, does not see them. (Per-key permissions fit the same way.)
+pub const BUCKET_TAGGING_PARTITION: &str = "tagging";
+/// The partition of buckets' lifecycle configurations.
+pub const BUCKET_LIFECYCLE_PARTITION: &str = "lifecycle";
+
+pub fn bucket_tagging_key(bucket: &str) -> MetaKey {
+    MetaKey::new(Table::Buckets, BUCKET_TAGGING_PARTITION, bucket.as_bytes())
+}
+
+pub fn bucket_lifecycle_key(bucket: &str) -> MetaKey {
+    MetaKey::new(
+        Table::Buckets,
+        BUCKET_LIFECYCLE_PARTITION,
+        bucket.as_bytes(),
+    )
 }
 
 pub fn object_key(bucket: &str, key: &str) -> MetaKey {
@@ -178,6 +386,84 @@ mod tests {
         let expected = format!("{}-2", hex(&md5::Md5::digest(&joined)));
         assert_eq!(multipart_etag(&parts).unwrap(), expected);
         assert!(multipart_etag(&["xyz".to_string()]).is_none());
+    }
+
+    /// Records as version 1 wrote them (postcard, no header), to check they are still read.
+    mod written_by_version_1 {
+        use serde::Serialize;
+
+        #[derive(Serialize)]
+        pub struct Object {
+            pub size: u64,
+            pub etag: String,
+            pub content_type: Option<String>,
+            pub user_metadata: Vec<(String, String)>,
+            pub last_modified_ms: u64,
+            pub blobs: Vec<super::BlobRef>,
+        }
+
+        #[derive(Serialize)]
+        pub struct Upload {
+            pub initiated_ms: u64,
+            pub content_type: Option<String>,
+            pub user_metadata: Vec<(String, String)>,
+        }
+
+        #[derive(Serialize)]
+        pub struct Part {
+            pub blob: super::BlobRef,
+            pub etag: String,
+            pub last_modified_ms: u64,
+        }
+    }
+
+    #[test]
+    fn records_of_version_1_are_read_and_new_ones_carry_the_version() {
+        let blob = BlobRef {
+            hash: [7; 32],
+            len: 5,
+        };
+        let object = postcard::to_allocvec(&written_by_version_1::Object {
+            size: 5,
+            etag: "0cc175b9c0f1b6a831c399e269772661".into(),
+            content_type: Some("text/plain".into()),
+            user_metadata: vec![("a".into(), "b".into())],
+            last_modified_ms: 1_700_000_000_000,
+            blobs: vec![blob],
+        })
+        .unwrap();
+        let read: ObjectRecord = decode(&object).unwrap();
+        assert_eq!(read.headers.content_type.as_deref(), Some("text/plain"));
+        assert_eq!((read.size, read.blobs.clone()), (5, vec![blob]));
+        assert!(read.tags.is_empty() && read.checksum.is_none() && read.upload_id.is_none());
+        let upload = postcard::to_allocvec(&written_by_version_1::Upload {
+            initiated_ms: 1_700_000_000_000,
+            content_type: None,
+            user_metadata: Vec::new(),
+        })
+        .unwrap();
+        assert_eq!(
+            decode::<UploadRecord>(&upload).unwrap().initiated_ms,
+            1_700_000_000_000
+        );
+        let part = postcard::to_allocvec(&written_by_version_1::Part {
+            blob,
+            etag: "x".into(),
+            last_modified_ms: 3,
+        })
+        .unwrap();
+        assert_eq!(decode::<PartRecord>(&part).unwrap().blob, blob);
+
+        let encoded = encode(&read);
+        assert_eq!(
+            encoded[..3],
+            [RECORD_MAGIC[0], RECORD_MAGIC[1], RECORD_VERSION]
+        );
+        assert_eq!(decode::<ObjectRecord>(&encoded).unwrap(), read);
+        // A version-1 object cannot begin with the header: its second byte would be an ETag
+        // length of 83.
+        assert!(decode::<ObjectRecord>(&encoded[..encoded.len() - 1]).is_none());
+        assert!(decode::<ObjectRecord>(b"garbage").is_none());
     }
 
     #[test]

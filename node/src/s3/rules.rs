@@ -10,7 +10,7 @@ use cairn_engine::Hash;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
-use super::body::Claimed;
+use super::body::{Claimed, ClaimedChecksum};
 use super::records::{self, BlobRef, ObjectRecord};
 use crate::limits::{S3_KEY_BYTES_MAX, S3_LIST_KEYS_MAX, S3_USER_METADATA_BYTES_MAX};
 use crate::meta::cluster::MetaError;
@@ -86,6 +86,36 @@ pub(super) fn metadata_map(pairs: &[(String, String)]) -> Option<Metadata> {
 /// Conditional writes (`If-Match`, `If-None-Match: *` on PutObject and
 /// CompleteMultipartUpload) need a compare-and-set the metadata does not offer: refuse them
 /// rather than overwrite silently.
+/// The standard headers of a write that creates an object, taken from its input (PutObject,
+/// CopyObject and CreateMultipartUpload name them alike).
+macro_rules! content_headers {
+    ($input:expr) => {
+        $crate::s3::records::ContentHeaders {
+            content_type: $input.content_type.take(),
+            cache_control: $input.cache_control.take(),
+            content_disposition: $input.content_disposition.take(),
+            content_encoding: $input.content_encoding.take(),
+            content_language: $input.content_language.take(),
+            expires_ms: $input.expires.as_ref().map($crate::s3::rules::ms_of),
+        }
+    };
+}
+pub(super) use content_headers;
+
+/// Writes an object's standard headers into a GetObject or HeadObject answer.
+macro_rules! answer_headers {
+    ($output:expr, $headers:expr) => {{
+        let h: &$crate::s3::records::ContentHeaders = $headers;
+        $output.content_type = h.content_type.clone();
+        $output.cache_control = h.cache_control.clone();
+        $output.content_disposition = h.content_disposition.clone();
+        $output.content_encoding = h.content_encoding.clone();
+        $output.content_language = h.content_language.clone();
+        $output.expires = h.expires_ms.map($crate::s3::rules::timestamp);
+    }};
+}
+pub(super) use answer_headers;
+
 pub(super) fn refuse_conditional_write(conditional: bool) -> S3Result<()> {
     if conditional {
         return Err(s3_error!(
@@ -100,20 +130,11 @@ pub(super) fn refuse_conditional_write(conditional: bool) -> S3Result<()> {
 /// empty included, is `InvalidDigest`, refused before the body is read. (One of the right form
 /// that differs from the body's MD5 is `BadDigest`, once the body has arrived.)
 pub(super) fn check_content_md5(claimed: Option<&str>) -> S3Result<()> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let Some(claimed) = claimed else {
         return Ok(());
     };
-    let text = claimed.trim().as_bytes();
-    let well_formed = text.len() == 24
-        && text.ends_with(b"==")
-        && text[..22].iter().all(|c| ALPHABET.contains(c))
-        // 16 bytes fill 128 of the 132 bits of 22 digits: the last digit's low 4 bits are 0.
-        && ALPHABET
-            .iter()
-            .position(|c| *c == text[21])
-            .is_some_and(|v| v & 0x0f == 0);
-    if !well_formed {
+    let decoded = base64_simd::STANDARD.decode_to_vec(claimed.trim().as_bytes());
+    if !decoded.is_ok_and(|digest| digest.len() == 16) {
         return Err(s3_error!(
             InvalidDigest,
             "The Content-MD5 you specified was not valid: {claimed:?} is not the base64 of 16 bytes"
@@ -337,30 +358,50 @@ pub(super) fn decode_token(token: &str) -> S3Result<String> {
         .ok_or_else(|| s3_error!(InvalidArgument, "the continuation token is not valid"))
 }
 
+/// What a request claims of its body: its length, `Content-MD5`, and the checksums to
+/// compute: each `x-amz-checksum-*` header (with its value), each one announced as a trailer
+/// (`x-amz-trailer`), and the algorithm named by `x-amz-checksum-algorithm` (computed and
+/// stored even when no value is sent, as S3 does).
 pub(super) fn claimed_of(
     content_length: Option<i64>,
     content_md5: Option<String>,
     sums: [Option<String>; 5],
+    algorithm: Option<&s3s::dto::ChecksumAlgorithm>,
     headers: &hyper::HeaderMap,
-) -> Claimed {
+) -> S3Result<Claimed> {
     let [crc32, crc32c, sha1, sha256, crc64nvme] = sums;
-    let trailers_announced = headers
+    let announced: Vec<String> = headers
         .get_all("x-amz-trailer")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|s| s.trim().to_ascii_lowercase())
         .collect();
-    Claimed {
+    let named = algorithm
+        .map(|a| records::ChecksumAlgorithm::parse(a.as_str()))
+        .transpose()?;
+    let mut checksums = Vec::new();
+    for (algorithm, value) in [
+        (records::ChecksumAlgorithm::Crc32, crc32),
+        (records::ChecksumAlgorithm::Crc32c, crc32c),
+        (records::ChecksumAlgorithm::Crc64nvme, crc64nvme),
+        (records::ChecksumAlgorithm::Sha1, sha1),
+        (records::ChecksumAlgorithm::Sha256, sha256),
+    ] {
+        let trailer = announced.contains(&algorithm.header());
+        if value.is_some() || trailer || named == Some(algorithm) {
+            checksums.push(ClaimedChecksum {
+                algorithm,
+                value,
+                trailer,
+            });
+        }
+    }
+    Ok(Claimed {
         content_length,
         content_md5,
-        crc32,
-        crc32c,
-        sha1,
-        sha256,
-        crc64nvme,
-        trailers_announced,
-    }
+        checksums,
+    })
 }
 
 #[cfg(test)]
@@ -465,10 +506,14 @@ mod tests {
         ObjectRecord {
             size: 1,
             etag: etag.into(),
-            content_type: None,
+            headers: Default::default(),
             user_metadata: Vec::new(),
             last_modified_ms,
             blobs: Vec::new(),
+            tags: Vec::new(),
+            checksum: None,
+            part_checksums: Vec::new(),
+            upload_id: None,
         }
     }
 

@@ -1,24 +1,26 @@
 //! The S3 operations, each a method of [`S3Front`] in the file of its family: buckets
 //! (`bucket.rs`), objects (`object.rs`), listings (`list.rs`), multipart uploads
-//! (`multipart.rs`) and access control lists (`acl.rs`). The `s3s::S3` implementation below only delegates, one line each, to the
+//! (`multipart.rs`), access control lists (`acl.rs`) and tags (`tagging.rs`). The `s3s::S3` implementation below only delegates, one line each, to the
 //! method of the same name. Metadata is read and written through [`crate::meta::cluster`], blobs
 //! through the node's cluster client; S3's rules are `super::rules`.
 
 mod acl;
 mod bucket;
+mod lifecycle;
 mod list;
 mod multipart;
 mod object;
+mod tagging;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_core::meta::{Entry, MetaKey, Partition};
+use cairn_core::meta::{Entry, MetaKey, Partition, Stamp};
 use cairn_core::wire::ByteRange;
 use cairn_engine::Hash;
 use s3s::dto::*;
-use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Front;
 use super::body::{self, Claimed, Received};
@@ -33,7 +35,7 @@ fn now_ms() -> u64 {
     clock::wall_ms()
 }
 
-fn decode_record<T: for<'de> serde::Deserialize<'de>>(entry: Option<Entry>) -> Option<T> {
+fn decode_record<T: records::Record>(entry: Option<Entry>) -> Option<T> {
     entry
         .and_then(|e| e.value)
         .and_then(|v| records::decode(&v))
@@ -146,6 +148,45 @@ impl S3Front {
         }
     }
 
+    /// An object's record and the stamp it was written with; NoSuchKey (or NoSuchBucket) if
+    /// there is none.
+    pub(super) async fn object_entry(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<(Stamp, ObjectRecord)> {
+        let entry = self.read_meta(&records::object_key(bucket, key)).await?;
+        let stamp = entry.as_ref().map(|e| e.stamp);
+        match (stamp, decode_record::<ObjectRecord>(entry)) {
+            (Some(stamp), Some(record)) => Ok((stamp, record)),
+            _ => {
+                self.require_bucket(bucket).await?;
+                Err(s3_error!(NoSuchKey, "no key {key} in {bucket}"))
+            }
+        }
+    }
+
+    /// Replaces the object record read at `read`, unless anything newer was written since: the
+    /// write's stamp is `read`'s successor, the smallest any node could write after it, so a
+    /// put or delete that came after the read wins over it (tagging changes and lifecycle
+    /// expiry never undo a newer put).
+    pub(super) async fn replace_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        read: Stamp,
+        record: Option<&ObjectRecord>,
+    ) -> S3Result<()> {
+        let entry = Entry {
+            stamp: read.successor(),
+            value: record.map(records::encode),
+        };
+        meta::write_conditional(&self.state, vec![(records::object_key(bucket, key), entry)])
+            .await
+            .map_err(meta_error)
+    }
+
+    /// Reads a body to its end; see `body::receive`.
     pub(super) async fn receive(
         &self,
         body: Option<StreamingBlob>,
@@ -456,4 +497,81 @@ impl S3 for S3Front {
     ) -> S3Result<S3Response<PutObjectAclOutput>> {
         S3Front::put_object_acl(self, req).await
     }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        S3Front::get_object_tagging(self, req).await
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        S3Front::put_object_tagging(self, req).await
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        S3Front::delete_object_tagging(self, req).await
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        S3Front::get_bucket_tagging(self, req).await
+    }
+
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        S3Front::put_bucket_tagging(self, req).await
+    }
+
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        S3Front::delete_bucket_tagging(self, req).await
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        S3Front::get_object_attributes(self, req).await
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        S3Front::get_bucket_lifecycle_configuration(self, req).await
+    }
+
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        S3Front::put_bucket_lifecycle_configuration(self, req).await
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        S3Front::delete_bucket_lifecycle(self, req).await
+    }
+}
+
+/// The answer to a request refused before its body was read: the body is read and dropped
+/// first (`body::drain`), so the client reads this error rather than a closed connection.
+pub(super) async fn refuse_unread(body: Option<StreamingBlob>, error: S3Error) -> S3Error {
+    body::drain(body).await;
+    error
 }

@@ -8,11 +8,15 @@ use crate::limits::{
     S3_FORGET_BATCH_ENTRIES_MAX, S3_LIST_KEYS_MAX, S3_PART_BYTES_MIN, S3_PART_NUMBER_MAX,
 };
 use crate::s3::access::{SseRequest, check_object_write, refuse_sse, refuse_sse_read};
-use crate::s3::records::{PartRecord, UploadRecord};
+use crate::s3::body::ClaimedChecksum;
+use crate::s3::checksums::{self, answer_checksum};
+use crate::s3::records::{ChecksumAlgorithm, PartRecord, UploadRecord};
+use crate::s3::rules::content_headers;
 use crate::s3::rules::{
     check_content_md5, check_key, claimed_of, copy_source_key, copy_source_range, etag,
     refuse_conditional_write, timestamp, user_metadata,
 };
+use crate::s3::tags;
 
 impl S3Front {
     /// Stores a part's received bytes and its record (within the reference window of `started`),
@@ -22,15 +26,20 @@ impl S3Front {
         upload: UploadKey<'_>,
         number: i32,
         received: Received,
+        algorithm: Option<ChecksumAlgorithm>,
         started: Instant,
     ) -> S3Result<PartRecord> {
         let (len, etag) = (received.len, received.md5_hex.clone());
+        let checksum = algorithm
+            .and_then(|a| received.checksum(Some(a)))
+            .map(|c| c.value.clone());
         let hash = *received.hash.as_bytes();
         self.store_blob(received).await?;
         let record = PartRecord {
             blob: BlobRef { hash, len },
             etag,
             last_modified_ms: now_ms(),
+            checksum,
         };
         self.within_reference_window(started)?;
         let key = records::part_key(upload.bucket, upload.key, upload.upload_id, number as u32);
@@ -115,15 +124,29 @@ impl S3Front {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        let input = req.input;
+        let mut input = req.input;
         check_key(&input.key)?;
         check_object_write!(input)?;
+        let tags = tags::from_header(input.tagging.as_deref())?;
+        let checksum = match &input.checksum_algorithm {
+            Some(a) => {
+                let algorithm = ChecksumAlgorithm::parse(a.as_str())?;
+                let kind = checksums::upload_kind(
+                    algorithm,
+                    input.checksum_type.as_ref().map(|t| t.as_str()),
+                )?;
+                Some((algorithm, kind))
+            }
+            None => None,
+        };
         self.require_bucket(&input.bucket).await?;
         let upload_id = new_upload_id()?;
         let record = UploadRecord {
             initiated_ms: now_ms(),
-            content_type: input.content_type,
-            user_metadata: user_metadata(input.metadata)?,
+            headers: content_headers!(input),
+            user_metadata: user_metadata(input.metadata.take())?,
+            tags,
+            checksum,
         };
         self.write_meta(
             records::upload_key(&input.bucket, &input.key, &upload_id),
@@ -134,6 +157,9 @@ impl S3Front {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(upload_id),
+            checksum_algorithm: input.checksum_algorithm,
+            checksum_type: checksum
+                .map(|(_, kind)| ChecksumType::from(checksums::kind_name(kind).to_string())),
             ..Default::default()
         }))
     }
@@ -144,19 +170,37 @@ impl S3Front {
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let started = clock::now();
         let input = req.input;
-        refuse_sse(&SseRequest {
+        let checked = refuse_sse(&SseRequest {
             customer_key: input.sse_customer_algorithm.is_some()
                 || input.sse_customer_key.is_some(),
             ..Default::default()
-        })?;
-        if !(1..=S3_PART_NUMBER_MAX).contains(&input.part_number) {
-            return Err(s3_error!(
-                InvalidArgument,
-                "part numbers run from 1 to {S3_PART_NUMBER_MAX}"
-            ));
+        })
+        .and_then(|()| {
+            if (1..=S3_PART_NUMBER_MAX).contains(&input.part_number) {
+                Ok(())
+            } else {
+                Err(s3_error!(
+                    InvalidArgument,
+                    "part numbers run from 1 to {S3_PART_NUMBER_MAX}"
+                ))
+            }
+        })
+        .and_then(|()| check_content_md5(input.content_md5.as_deref()));
+        if let Err(e) = checked {
+            return Err(refuse_unread(input.body, e).await);
         }
-        check_content_md5(input.content_md5.as_deref())?;
-        let claimed = claimed_of(
+        // The upload first: its checksum algorithm says what to compute for the part.
+        let upload = match self
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await
+        {
+            Ok(upload) => upload,
+            Err(e) => return Err(refuse_unread(input.body, e).await),
+        };
+        let named = upload
+            .checksum
+            .map(|(algorithm, _)| s3s::dto::ChecksumAlgorithm::from(algorithm.name().to_string()));
+        let claimed = match claimed_of(
             input.content_length,
             input.content_md5,
             [
@@ -166,26 +210,31 @@ impl S3Front {
                 input.checksum_sha256,
                 input.checksum_crc64nvme,
             ],
+            named.as_ref().or(input.checksum_algorithm.as_ref()),
             &req.headers,
-        );
-        let (upload, received) = tokio::join!(
-            self.upload(&input.bucket, &input.key, &input.upload_id),
-            self.receive(input.body, claimed, req.trailing_headers.as_ref())
-        );
-        upload?;
-        let received = received?;
+        ) {
+            Ok(claimed) => claimed,
+            Err(e) => return Err(refuse_unread(input.body, e).await),
+        };
+        let received = self
+            .receive(input.body, claimed, req.trailing_headers.as_ref())
+            .await?;
+        let algorithm = upload.checksum.map(|(algorithm, _)| algorithm);
         let upload = UploadKey {
             bucket: &input.bucket,
             key: &input.key,
             upload_id: &input.upload_id,
         };
+        let checksum = received.checksum(algorithm).cloned();
         let record = self
-            .commit_part(upload, input.part_number, received, started)
+            .commit_part(upload, input.part_number, received, algorithm, started)
             .await?;
-        Ok(S3Response::new(UploadPartOutput {
+        let mut output = UploadPartOutput {
             e_tag: Some(etag(&record.etag)),
             ..Default::default()
-        }))
+        };
+        answer_checksum!(output, values checksum.as_ref());
+        Ok(S3Response::new(output))
     }
 
     pub(super) async fn upload_part_copy(
@@ -210,8 +259,11 @@ impl S3Front {
             ));
         }
         let (src_bucket, src_key) = copy_source_key(&input.copy_source)?;
-        self.upload(&input.bucket, &input.key, &input.upload_id)
-            .await?;
+        let algorithm = self
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await?
+            .checksum
+            .map(|(algorithm, _)| algorithm);
         let source = self
             .copy_source(
                 src_bucket,
@@ -235,23 +287,34 @@ impl S3Front {
         let stream = self.open_object(&source, offset, len).await?;
         let claimed = Claimed {
             content_length: Some(len as i64),
-            ..Default::default()
+            content_md5: None,
+            checksums: algorithm
+                .map(|algorithm| ClaimedChecksum {
+                    algorithm,
+                    value: None,
+                    trailer: false,
+                })
+                .into_iter()
+                .collect(),
         };
         let received = self.receive(Some(stream), claimed, None).await?;
+        let checksum = received.checksum(algorithm).cloned();
         let upload = UploadKey {
             bucket: &input.bucket,
             key: &input.key,
             upload_id: &input.upload_id,
         };
         let record = self
-            .commit_part(upload, input.part_number, received, started)
+            .commit_part(upload, input.part_number, received, algorithm, started)
             .await?;
+        let mut result = CopyPartResult {
+            e_tag: Some(etag(&record.etag)),
+            last_modified: Some(timestamp(record.last_modified_ms)),
+            ..Default::default()
+        };
+        answer_checksum!(result, values checksum.as_ref());
         Ok(S3Response::new(UploadPartCopyOutput {
-            copy_part_result: Some(CopyPartResult {
-                e_tag: Some(etag(&record.etag)),
-                last_modified: Some(timestamp(record.last_modified_ms)),
-                ..Default::default()
-            }),
+            copy_part_result: Some(result),
             ..Default::default()
         }))
     }
@@ -262,19 +325,27 @@ impl S3Front {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
         refuse_conditional_write(input.if_match.is_some() || input.if_none_match.is_some())?;
-        let upload = self
-            .upload(&input.bucket, &input.key, &input.upload_id)
-            .await?;
-        let stored = self
-            .parts_of(&input.bucket, &input.key, &input.upload_id)
-            .await?;
         let requested = input
             .multipart_upload
-            .and_then(|m| m.parts)
+            .as_ref()
+            .and_then(|m| m.parts.clone())
             .unwrap_or_default();
         if requested.is_empty() {
             return Err(s3_error!(MalformedXML, "no parts named"));
         }
+        let upload = match self
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await
+        {
+            Ok(upload) => upload,
+            Err(e) if *e.code() == s3s::S3ErrorCode::NoSuchUpload => {
+                return self.completed_already(&input, &requested, e).await;
+            }
+            Err(e) => return Err(e),
+        };
+        let stored = self
+            .parts_of(&input.bucket, &input.key, &input.upload_id)
+            .await?;
         let mut chosen: Vec<&PartRecord> = Vec::with_capacity(requested.len());
         let mut previous = 0;
         for part in &requested {
@@ -294,6 +365,16 @@ impl S3Front {
             {
                 return Err(s3_error!(InvalidPart, "part {number}'s ETag differs"));
             }
+            if let Some((algorithm, _)) = upload.checksum
+                && let Some(said) = completed_part_checksum(part, algorithm)
+                && Some(said) != record.checksum.as_ref()
+            {
+                return Err(s3_error!(
+                    InvalidPart,
+                    "part {number}'s {} checksum differs",
+                    algorithm.name()
+                ));
+            }
             chosen.push(record);
         }
         for record in &chosen[..chosen.len() - 1] {
@@ -307,10 +388,38 @@ impl S3Front {
         let etags: Vec<String> = chosen.iter().map(|r| r.etag.clone()).collect();
         let etag_hex = records::multipart_etag(&etags)
             .ok_or_else(|| s3_error!(InternalError, "a part's ETag is not hex"))?;
+        let (checksum, part_checksums) = match upload.checksum {
+            None => (None, Vec::new()),
+            Some((algorithm, kind)) => {
+                let parts: Vec<(String, u64)> = chosen
+                    .iter()
+                    .map(|r| r.checksum.clone().map(|c| (c, r.blob.len)))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| {
+                        s3_error!(
+                            InvalidRequest,
+                            "the upload was created with a {} checksum and a part has none",
+                            algorithm.name()
+                        )
+                    })?;
+                let checksum = checksums::of_parts(algorithm, kind, &parts)?;
+                if let Some(said) = complete_checksum(&input, algorithm)
+                    && *said != checksum.value
+                {
+                    return Err(s3_error!(
+                        BadDigest,
+                        "{} {said} does not match the object's {}",
+                        algorithm.header(),
+                        checksum.value
+                    ));
+                }
+                (Some(checksum), parts.into_iter().map(|(c, _)| c).collect())
+            }
+        };
         let record = ObjectRecord {
             size: chosen.iter().map(|r| r.blob.len).sum(),
             etag: etag_hex.clone(),
-            content_type: upload.content_type,
+            headers: upload.headers,
             user_metadata: upload.user_metadata,
             last_modified_ms: now_ms(),
             blobs: chosen
@@ -318,6 +427,10 @@ impl S3Front {
                 .map(|r| r.blob)
                 .filter(|b| b.len > 0)
                 .collect(),
+            tags: upload.tags,
+            checksum,
+            part_checksums,
+            upload_id: Some(input.upload_id.clone()),
         };
         // The object first: until the upload's records go, its parts are referred to twice,
         // never zero times.
@@ -328,13 +441,31 @@ impl S3Front {
         .await?;
         self.forget_upload(&input.bucket, &input.key, &input.upload_id, &stored)
             .await?;
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
-            bucket: Some(input.bucket.clone()),
-            key: Some(input.key.clone()),
-            e_tag: Some(etag(&etag_hex)),
-            location: Some(format!("/{}/{}", input.bucket, input.key)),
-            ..Default::default()
-        }))
+        Ok(S3Response::new(completed(&input, &record)))
+    }
+
+    /// A Complete whose upload is gone: if the object it made still stands with the ETag these
+    /// parts give, the Complete was repeated (a retry after a lost answer) and is answered as
+    /// the first was; otherwise the upload is unknown.
+    async fn completed_already(
+        &self,
+        input: &CompleteMultipartUploadInput,
+        requested: &[CompletedPart],
+        no_such_upload: S3Error,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let Ok(record) = self.object(&input.bucket, &input.key).await else {
+            return Err(no_such_upload);
+        };
+        let etags: Option<Vec<String>> = requested
+            .iter()
+            .map(|p| p.e_tag.as_ref().map(|t| t.value().to_string()))
+            .collect();
+        let same = record.upload_id.as_deref() == Some(input.upload_id.as_str())
+            && etags.and_then(|e| records::multipart_etag(&e)).as_deref() == Some(&record.etag);
+        if !same {
+            return Err(no_such_upload);
+        }
+        Ok(S3Response::new(completed(input, &record)))
     }
 
     pub(super) async fn abort_multipart_upload(
@@ -460,5 +591,46 @@ impl S3Front {
             uploads: Some(uploads),
             ..Default::default()
         }))
+    }
+}
+
+/// The answer to a Complete that made `record`.
+fn completed(
+    input: &CompleteMultipartUploadInput,
+    record: &ObjectRecord,
+) -> CompleteMultipartUploadOutput {
+    let mut output = CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket.clone()),
+        key: Some(input.key.clone()),
+        e_tag: Some(etag(&record.etag)),
+        location: Some(format!("/{}/{}", input.bucket, input.key)),
+        ..Default::default()
+    };
+    answer_checksum!(output, record.checksum.as_ref());
+    output
+}
+
+/// The checksum a Complete names for one part, of the upload's algorithm.
+fn completed_part_checksum(part: &CompletedPart, algorithm: ChecksumAlgorithm) -> Option<&String> {
+    match algorithm {
+        ChecksumAlgorithm::Crc32 => part.checksum_crc32.as_ref(),
+        ChecksumAlgorithm::Crc32c => part.checksum_crc32c.as_ref(),
+        ChecksumAlgorithm::Crc64nvme => part.checksum_crc64nvme.as_ref(),
+        ChecksumAlgorithm::Sha1 => part.checksum_sha1.as_ref(),
+        ChecksumAlgorithm::Sha256 => part.checksum_sha256.as_ref(),
+    }
+}
+
+/// The whole object's checksum a Complete names, of the upload's algorithm.
+fn complete_checksum(
+    input: &CompleteMultipartUploadInput,
+    algorithm: ChecksumAlgorithm,
+) -> Option<&String> {
+    match algorithm {
+        ChecksumAlgorithm::Crc32 => input.checksum_crc32.as_ref(),
+        ChecksumAlgorithm::Crc32c => input.checksum_crc32c.as_ref(),
+        ChecksumAlgorithm::Crc64nvme => input.checksum_crc64nvme.as_ref(),
+        ChecksumAlgorithm::Sha1 => input.checksum_sha1.as_ref(),
+        ChecksumAlgorithm::Sha256 => input.checksum_sha256.as_ref(),
     }
 }

@@ -4,11 +4,45 @@
 use super::*;
 use crate::limits::S3_DELETE_OBJECTS_MAX;
 use crate::s3::access::{check_object_write, refuse_sse_read};
-use crate::s3::records::BlobMark;
+use crate::s3::checksums::answer_checksum;
+use crate::s3::records::{BlobMark, Checksum, ChecksumKind};
+use crate::s3::rules::{answer_headers, content_headers};
 use crate::s3::rules::{
     check_conditions, check_content_md5, check_key, claimed_of, copy_source_key, etag,
     metadata_map, part_span, parts_count, refuse_conditional_write, timestamp, user_metadata,
 };
+use crate::s3::tags;
+
+fn checksum_enabled(mode: Option<&ChecksumMode>) -> bool {
+    mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED))
+}
+
+/// The checksum a read answers with: the object's for the whole object, a part's for a part
+/// read by number, none for a range (S3 has none to give).
+fn checksum_of_read(
+    record: &ObjectRecord,
+    part_number: Option<i32>,
+    whole: bool,
+) -> Option<Checksum> {
+    match part_number {
+        None if whole => record.checksum.clone(),
+        None => None,
+        Some(n) if record.part_checksums.is_empty() => {
+            (n == 1).then(|| record.checksum.clone()).flatten()
+        }
+        Some(n) => {
+            let algorithm = record.checksum.as_ref()?.algorithm;
+            let value = record
+                .part_checksums
+                .get(usize::try_from(n).ok()?.checked_sub(1)?)?;
+            Some(Checksum {
+                algorithm,
+                kind: ChecksumKind::FullObject,
+                value: value.clone(),
+            })
+        }
+    }
+}
 
 /// The `Content-Range` of a part read by number (none for an empty part).
 fn part_range(offset: u64, len: u64, size: u64) -> Option<String> {
@@ -21,24 +55,39 @@ impl S3Front {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let started = clock::now();
-        let input = req.input;
-        check_key(&input.key)?;
-        check_object_write!(input)?;
-        refuse_conditional_write(input.if_match.is_some() || input.if_none_match.is_some())?;
-        check_content_md5(input.content_md5.as_deref())?;
-        let user_metadata = user_metadata(input.metadata)?;
-        let claimed = claimed_of(
+        let mut input = req.input;
+        let checked = check_key(&input.key)
+            .and_then(|()| check_object_write!(input))
+            .and_then(|()| {
+                refuse_conditional_write(input.if_match.is_some() || input.if_none_match.is_some())
+            })
+            .and_then(|()| check_content_md5(input.content_md5.as_deref()))
+            .and_then(|()| user_metadata(input.metadata.take()));
+        let user_metadata = match checked {
+            Ok(user_metadata) => user_metadata,
+            Err(e) => return Err(refuse_unread(input.body, e).await),
+        };
+        let tags = match tags::from_header(input.tagging.as_deref()) {
+            Ok(tags) => tags,
+            Err(e) => return Err(refuse_unread(input.body, e).await),
+        };
+        let claimed = match claimed_of(
             input.content_length,
-            input.content_md5,
+            input.content_md5.take(),
             [
-                input.checksum_crc32,
-                input.checksum_crc32c,
-                input.checksum_sha1,
-                input.checksum_sha256,
-                input.checksum_crc64nvme,
+                input.checksum_crc32.take(),
+                input.checksum_crc32c.take(),
+                input.checksum_sha1.take(),
+                input.checksum_sha256.take(),
+                input.checksum_crc64nvme.take(),
             ],
+            input.checksum_algorithm.as_ref(),
             &req.headers,
-        );
+        ) {
+            Ok(claimed) => claimed,
+            Err(e) => return Err(refuse_unread(input.body, e).await),
+        };
+        let headers = content_headers!(input);
         let (bucket_ok, received) = tokio::join!(
             self.require_bucket(&input.bucket),
             self.receive(input.body, claimed, req.trailing_headers.as_ref())
@@ -46,14 +95,19 @@ impl S3Front {
         bucket_ok?;
         let received = received?;
         let (size, md5) = (received.len, received.md5_hex.clone());
+        let checksum = received.checksum(None).cloned();
         let blobs = self.store_blob(received).await?;
         let record = ObjectRecord {
             size,
             etag: md5.clone(),
-            content_type: input.content_type,
+            headers,
             user_metadata,
             last_modified_ms: now_ms(),
             blobs,
+            tags,
+            checksum,
+            part_checksums: Vec::new(),
+            upload_id: None,
         };
         self.within_reference_window(started)?;
         self.write_meta(
@@ -64,10 +118,12 @@ impl S3Front {
         for blob in &record.blobs {
             self.marks.note(&self.state, blob).await;
         }
-        Ok(S3Response::new(PutObjectOutput {
+        let mut output = PutObjectOutput {
             e_tag: Some(etag(&md5)),
             ..Default::default()
-        }))
+        };
+        answer_checksum!(output, record.checksum.as_ref());
+        Ok(S3Response::new(output))
     }
 
     pub(super) async fn get_object(
@@ -86,6 +142,7 @@ impl S3Front {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         )?;
+        let whole = input.range.is_none();
         let (offset, len, content_range) = match (input.part_number, input.range) {
             (Some(_), Some(_)) => {
                 return Err(s3_error!(
@@ -118,18 +175,26 @@ impl S3Front {
             }
         };
         let body = self.open_object(&record, offset, len).await?;
-        Ok(S3Response::new(GetObjectOutput {
+        let mut output = GetObjectOutput {
             body: Some(body),
             content_length: Some(len as i64),
             content_range,
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&record.etag)),
             last_modified: Some(timestamp(record.last_modified_ms)),
-            content_type: record.content_type.clone(),
             metadata: metadata_map(&record.user_metadata),
             parts_count: parts_count(&record).map(|n| n as i32),
+            tag_count: (!record.tags.is_empty()).then_some(record.tags.len() as i32),
             ..Default::default()
-        }))
+        };
+        answer_headers!(output, &record.headers);
+        if checksum_enabled(input.checksum_mode.as_ref()) {
+            answer_checksum!(
+                output,
+                checksum_of_read(&record, input.part_number, whole).as_ref()
+            );
+        }
+        Ok(S3Response::new(output))
     }
 
     pub(super) async fn head_object(
@@ -155,7 +220,7 @@ impl S3Front {
             }
             None => (record.size, None),
         };
-        Ok(S3Response::new(HeadObjectOutput {
+        let mut output = HeadObjectOutput {
             content_length: Some(len as i64),
             content_range,
             parts_count: input
@@ -165,10 +230,24 @@ impl S3Front {
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&record.etag)),
             last_modified: Some(timestamp(record.last_modified_ms)),
-            content_type: record.content_type.clone(),
             metadata: metadata_map(&record.user_metadata),
             ..Default::default()
-        }))
+        };
+        answer_headers!(output, &record.headers);
+        if checksum_enabled(input.checksum_mode.as_ref()) {
+            answer_checksum!(
+                output,
+                checksum_of_read(&record, input.part_number, true).as_ref()
+            );
+        }
+        let mut response = S3Response::new(output);
+        if !record.tags.is_empty() {
+            response.headers.insert(
+                "x-amz-tagging-count",
+                hyper::header::HeaderValue::from(record.tags.len()),
+            );
+        }
+        Ok(response)
     }
 
     pub(super) async fn delete_object(
@@ -243,7 +322,7 @@ impl S3Front {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let started = clock::now();
-        let input = req.input;
+        let mut input = req.input;
         check_key(&input.key)?;
         check_object_write!(input)?;
         refuse_sse_read(
@@ -255,8 +334,14 @@ impl S3Front {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let replace_tags = input
+            .tagging_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == TaggingDirective::REPLACE);
+        let new_tags = tags::from_header(input.tagging.as_deref())?;
         if (src_bucket, src_key) == (input.bucket.as_str(), input.key.as_str())
             && !replace
+            && !replace_tags
             && input.storage_class.is_none()
             && input.website_redirect_location.is_none()
         {
@@ -311,15 +396,34 @@ impl S3Front {
                 "the source changed during the copy; retry it"
             ));
         }
-        let (content_type, user_metadata) = if replace {
-            (input.content_type, user_metadata(input.metadata)?)
+        if let Some(asked) = &input.checksum_algorithm
+            && source.checksum.as_ref().map(|c| c.algorithm.name()) != Some(asked.as_str())
+        {
+            return Err(s3_error!(
+                NotImplemented,
+                "a copy keeps its source's checksum; computing a {} one is not supported",
+                asked.as_str()
+            ));
+        }
+        let (headers, user_metadata) = if replace {
+            (
+                content_headers!(input),
+                user_metadata(input.metadata.take())?,
+            )
         } else {
-            (source.content_type.clone(), source.user_metadata.clone())
+            (source.headers.clone(), source.user_metadata.clone())
+        };
+        let tags = if replace_tags {
+            new_tags
+        } else {
+            source.tags.clone()
         };
         let record = ObjectRecord {
-            content_type,
+            headers,
             user_metadata,
+            tags,
             last_modified_ms: now_ms(),
+            upload_id: None,
             ..source
         };
         self.within_reference_window(started)?;
