@@ -37,6 +37,8 @@ pub struct NodeStatus {
     pub previous_layout_version: Option<u64>,
     /// Out of the layout and holding nothing: the node may be stopped and its data deleted.
     pub drained: bool,
+    /// The S3 front's collector and lifecycle pass on this node (none without an S3 front).
+    pub gc: Option<GcStatus>,
 }
 
 /// How full a node's disk is.
@@ -263,6 +265,8 @@ pub struct NodeLine {
     pub reclaimable_bytes: Option<u64>,
     pub under_replicated_blobs: Option<u64>,
     pub scrub_percent: Option<u8>,
+    /// The collector's last or current run on this node, if it ran here since the node started.
+    pub gc: Option<GcStatus>,
     /// What an operator must know about the node (`NodeStatus::problems`).
     pub problems: Vec<String>,
     pub error: Option<String>,
@@ -308,6 +312,9 @@ impl ClusterStatus {
                     reclaimable_bytes: ok.map(|s| s.space.reclaimable_bytes),
                     under_replicated_blobs: ok.map(|s| s.repair.under_replicated_blobs),
                     scrub_percent: ok.map(|s| s.scrub.pass_percent),
+                    gc: ok
+                        .and_then(|s| s.gc.clone())
+                        .filter(|g| g.running || g.runs > 0),
                     problems: ok.map(NodeStatus::problems).unwrap_or_default(),
                     error: s.as_ref().err().map(|e| e.to_string()),
                 }

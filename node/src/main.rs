@@ -649,6 +649,29 @@ fn print_status(status: &ClusterStatus) {
     for line in problems {
         println!("! {line}");
     }
+    for n in &status.nodes {
+        if let Some(gc) = &n.gc {
+            println!("{}", collector_line(&n.id, gc));
+        }
+    }
+}
+
+/// `cairn status`'s line for a node's collector and lifecycle pass.
+fn collector_line(id: &str, gc: &cairn_core::status::GcStatus) -> String {
+    let when = if gc.running {
+        format!("running ({})", gc.phase)
+    } else {
+        let ago_secs = cairn_node::clock::wall_ms().saturating_sub(gc.finished_ms) / 1000;
+        format!("last run finished {ago_secs} s ago")
+    };
+    format!(
+        "collector on {id}: {when}: {} objects expired, {} uploads aborted by lifecycle rules, {} blobs deleted ({}), {} errors",
+        gc.expired_objects,
+        gc.aborted_uploads,
+        gc.deleted,
+        bytes(gc.deleted_bytes),
+        gc.errors
+    )
 }
 
 async fn layout_command(client: &Path, command: LayoutCommand) -> Result<()> {

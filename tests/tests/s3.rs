@@ -833,6 +833,12 @@ async fn lifecycle_rules_expire_what_they_name_and_the_collector_then_frees_the_
         (2, 0),
         "{status:?}"
     );
+    // What `cairn status` shows of it comes with the node's status.
+    let shown = node
+        .status()
+        .gc
+        .expect("a node with an S3 front reports its collector");
+    assert_eq!(shown.expired_objects, 2, "{shown:?}");
     let n4 = s3(&cluster, "n4");
     for (key, code) in [
         ("tmp/a", 404),

@@ -128,5 +128,6 @@ pub(crate) fn status(state: &State) -> NodeStatus {
         corrupt_found: state.healing.corrupt_found.load(Ordering::Relaxed),
         previous_layout_version: state.routing().previous.as_ref().map(|p| p.layout.version),
         drained: space.is_drained(),
+        gc: state.gc.as_ref().map(|gc| gc.status()),
     }
 }

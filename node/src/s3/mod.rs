@@ -14,7 +14,11 @@
 //!   functions).
 //! - [`body`]: taking in a request body (hashes, checksums, spooling).
 //! - [`records`]: the records and their keys.
-//! - [`gc`]: removing blobs no object or upload refers to.
+//! - [`gc`]: removing blobs no object or upload refers to, after applying the buckets'
+//!   lifecycle rules.
+//! - [`tags`], [`checksums`], [`lifecycle`]: S3's rules for tags, additional checksums and
+//!   lifecycle configurations (plain functions).
+//! - [`spelling`]: response header names spelled as S3 spells them.
 
 mod access;
 mod body;
@@ -24,6 +28,7 @@ mod lifecycle;
 mod ops;
 pub mod records;
 mod rules;
+mod spelling;
 mod tags;
 
 use std::convert::Infallible;
@@ -123,7 +128,10 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
     let (stop, stopped) = watch::channel(false);
     let requests = Arc::new(Semaphore::new(settings.requests_in_flight_max));
     let idle = Duration::from_millis(settings.idle_timeout_ms);
-    let task = crate::task::spawn(accept_loop(service, ids, listener, requests, idle, stopped));
+    let spellings = spelling::s3_spellings().await;
+    let task = crate::task::spawn(accept_loop(
+        service, ids, spellings, listener, requests, idle, stopped,
+    ));
     tracing::info!(%addr, "S3 front serving");
     Ok(S3Server { addr, task, stop })
 }
@@ -131,6 +139,7 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
 async fn accept_loop(
     service: S3Service,
     ids: Arc<RequestIds>,
+    spellings: hyper::http::Extensions,
     listener: TcpListener,
     requests: Arc<Semaphore>,
     idle: Duration,
@@ -158,16 +167,19 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let (service, requests, builder) = (service.clone(), requests.clone(), builder.clone());
-        let ids = ids.clone();
+        let (ids, spellings) = (ids.clone(), spellings.clone());
         let mut stopped = stopped.clone();
         crate::task::spawn(async move {
             let io = TokioIo::new(StallGuard::new(tcp, idle));
             let serve = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let (service, requests, ids) = (service.clone(), requests.clone(), ids.clone());
+                let spellings = spellings.clone();
                 async move {
                     let id = ids.next();
-                    let response = answer(&service, &requests, request, &id).await;
-                    Ok::<_, Infallible>(ids.stamp(response, &id))
+                    let mut response =
+                        ids.stamp(answer(&service, &requests, request, &id).await, &id);
+                    response.extensions_mut().extend(spellings);
+                    Ok::<_, Infallible>(response)
                 }
             });
             let connection = builder.serve_connection(io, serve);

@@ -1,5 +1,7 @@
 //! Access control lists: GetBucketAcl and GetObjectAcl answer the owner's `FULL_CONTROL`;
 //! PutBucketAcl and PutObjectAcl accept the same and refuse anything else (`super::access`).
+//! Bucket policies: a bucket has none (GetBucketPolicy answers NoSuchBucketPolicy, as S3 does
+//! for a bucket without one; Nexus reads it when it starts), and setting one is refused.
 
 use super::*;
 use crate::s3::access::{acl_request, check_acl, owner, owner_grants};
@@ -46,5 +48,27 @@ impl S3Front {
         self.object(&input.bucket, &input.key).await?;
         check_acl(&acl_request!(input, input.access_control_policy.as_ref()))?;
         Ok(S3Response::new(PutObjectAclOutput::default()))
+    }
+
+    pub(super) async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        Err(s3_error!(
+            NoSuchBucketPolicy,
+            "The bucket policy does not exist"
+        ))
+    }
+
+    pub(super) async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        Err(s3_error!(
+            NotImplemented,
+            "Cairn has no bucket policies; access is by key"
+        ))
     }
 }

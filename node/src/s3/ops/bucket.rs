@@ -1,6 +1,9 @@
 //! Bucket operations: CreateBucket (of a bucket already owned: 200, as S3 in us-east-1),
 //! HeadBucket, GetBucketLocation, DeleteBucket (of a bucket without objects; unfinished uploads
 //! are aborted, as S3 does) and ListBuckets (paged by `max-buckets` and a continuation token).
+//! The bucket settings Cairn does not have are answered as S3 answers a bucket that never had
+//! them: GetBucketVersioning (never enabled) and GetBucketEncryption (no configuration);
+//! enabling versioning is refused.
 
 use cairn_core::meta::Table;
 
@@ -145,5 +148,46 @@ impl S3Front {
             continuation_token,
             prefix: input.prefix,
         }))
+    }
+
+    pub(super) async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        // No <Status>: versioning was never enabled.
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+
+    pub(super) async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        let enabled = req
+            .input
+            .versioning_configuration
+            .status
+            .as_ref()
+            .is_some_and(|s| s.as_str() == BucketVersioningStatus::ENABLED);
+        if enabled {
+            return Err(s3_error!(
+                NotImplemented,
+                "Cairn keeps one version of each object: versioning cannot be enabled"
+            ));
+        }
+        // Suspending what was never enabled changes nothing.
+        Ok(S3Response::new(PutBucketVersioningOutput::default()))
+    }
+
+    pub(super) async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        Err(s3_error!(
+            ServerSideEncryptionConfigurationNotFoundError,
+            "The server side encryption configuration was not found"
+        ))
     }
 }
