@@ -193,6 +193,14 @@ pub const S3_TAG_VALUE_CHARS_MAX: usize = 256;
 /// Rules a bucket's lifecycle configuration may hold: 1,000, as S3.
 pub const S3_LIFECYCLE_RULES_MAX: usize = 1_000;
 
+/// Objects and uploads one collection's lifecycle pass expires or aborts at most; the rest
+/// are found due again by the next collection. (Each is held in memory until applied, paced
+/// at `gc_deletes_per_sec`.)
+pub const S3_LIFECYCLE_DUE_PER_RUN_MAX: usize = 100_000;
+
+/// Parts one ListParts or GetObjectAttributes answer lists at most: 1,000, as S3.
+pub const S3_LIST_PARTS_MAX: usize = 1_000;
+
 /// Longest lifecycle rule id, in characters: 255, as S3.
 pub const S3_LIFECYCLE_RULE_ID_CHARS_MAX: usize = 255;
 

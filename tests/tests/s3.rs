@@ -885,5 +885,43 @@ async fn lifecycle_rules_expire_what_they_name_and_the_collector_then_frees_the_
         "{}",
         text(&r)
     );
+
+    // A bucket deleted and created again has neither the old rules nor the old tags.
+    let r = call(&n1, "PUT", "/lcbucket", &[("lifecycle", "")], config).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let tagging = "<Tagging><TagSet><Tag><Key>team</Key><Value>a</Value></Tag></TagSet></Tagging>";
+    let r = call(&n1, "PUT", "/lcbucket", &[("tagging", "")], tagging).await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+    for key in ["blobs/live", "keep/b"] {
+        let r = call(
+            &n1,
+            "DELETE",
+            &format!("/lcbucket/{key}"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{key}: {}", text(&r));
+    }
+    assert_eq!(
+        call(&n1, "DELETE", "/lcbucket", &[], Bytes::new())
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        call(&n1, "PUT", "/lcbucket", &[], Bytes::new())
+            .await
+            .status,
+        200
+    );
+    for (query, code) in [
+        ("lifecycle", "NoSuchLifecycleConfiguration"),
+        ("tagging", "NoSuchTagSet"),
+    ] {
+        let r = call(&n4, "GET", "/lcbucket", &[(query, "")], Bytes::new()).await;
+        assert_eq!(r.status, 404, "{query}: {}", text(&r));
+        assert!(text(&r).contains(code), "{}", text(&r));
+    }
     cluster.shutdown().await;
 }

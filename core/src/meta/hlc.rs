@@ -41,6 +41,30 @@ impl Stamp {
     }
 }
 
+impl Stamp {
+    /// The stamp of a write that stands only if nothing newer than the version stamped `self`
+    /// was written (a record rewritten from what was read: a retagged object, an expired one).
+    /// It is just above `self`: the same time and counter, a node tag a little higher. So
+    /// every write stamped by a node that had seen `self` (a later time or counter) is above
+    /// it, and so is, but for a chance of 2^-32, one stamped in the same millisecond by a node
+    /// that had not. The tag is raised by a hash of what is written (`None`: a removal), so
+    /// two such writes based on one read differ in stamp unless they write the same: owners
+    /// never keep different values under one stamp.
+    pub fn just_above(self, value: Option<&[u8]>) -> Stamp {
+        let mut hasher = blake3::Hasher::new();
+        match value {
+            None => hasher.update(&[0]),
+            Some(bytes) => hasher.update(&[1]).update(bytes),
+        };
+        let digest = hasher.finalize();
+        let raise = u32::from_le_bytes(digest.as_bytes()[..4].try_into().expect("4 bytes"));
+        Stamp {
+            node: self.node.saturating_add(1 + u64::from(raise)),
+            ..self
+        }
+    }
+}
+
 /// One node's clock.
 ///
 /// # The driver's contract
@@ -120,6 +144,24 @@ impl Hlc {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_stamp_just_above_a_read_is_below_any_write_after_it_and_distinct_per_value() {
+        let read = Stamp {
+            wall_ms: 1_000,
+            counter: 3,
+            node: 77,
+        };
+        let retag = read.just_above(Some(b"tags"));
+        let expire = read.just_above(None);
+        assert!(retag > read && expire > read);
+        assert_ne!(retag, expire, "two values from one read get two stamps");
+        assert_eq!(retag, read.just_above(Some(b"tags")));
+        let mut clock = Hlc::new("n5");
+        clock.observe(read, 1_000).unwrap();
+        let later = clock.now(1_000);
+        assert!(later > retag && later > expire, "{later:?}");
+    }
+
     use super::*;
 
     #[test]

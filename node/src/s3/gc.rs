@@ -6,8 +6,12 @@
 //!
 //! 1. At its start `S`, it lists the blob marks (`Table::Blobs`, written by every put, part
 //!    upload and copy) touched before `S - grace`: the candidates.
-//! 2. It then gathers every blob that an object or a part of an unfinished upload names.
-//! 3. For each candidate not named, it reads the mark again (a quorum read) and, if it is
+//! 2. It then gathers every blob that an object or a part of an unfinished upload names, and
+//!    with each bucket's lifecycle configuration, what its rules make due.
+//! 3. It expires and aborts what is due, each record read again first and removed only if
+//!    unchanged, with a stamp just above the version judged (a newer write wins). Their blobs
+//!    were gathered in step 2, so they go in the next collection, as a deleted object's do.
+//! 4. For each candidate not named, it reads the mark again (a quorum read) and, if it is
 //!    still old, deletes the blob *conditionally*: the tombstone's version is `S - grace`, so
 //!    on every replica it stands only over copies written before then, and removes the mark
 //!    conditionally too (a stamp just above the one it read, so a newer touch wins).
@@ -15,10 +19,10 @@
 //! Why a put racing the collector cannot lose data: an operation that adds a reference either
 //! writes the blob (a put's version is its start time) or touches its mark and then reads its
 //! source again (a copy), and commits the reference within [`reference_window_ms`] (a quarter
-//! of the grace period, plus the commit's own bounded time) of that, or fails. A reference relying on a write or touch before `S - grace`
-//! was committed before `S`, so step 2 sees it. One relying on a later write keeps its blob,
+//! of the grace period, plus the commit's own bounded time) of that, or fails. A reference
+//! relying on a write or touch before `S - grace` was committed before `S`, so step 2 sees it. One relying on a later write keeps its blob,
 //! because the conditional tombstone does not stand over that write. One relying on a later
-//! touch is seen by step 3's second read, or its source was there at step 2. This holds while
+//! touch is seen by step 4's second read, or its source was there at step 2. This holds while
 //! nodes' clocks agree to well within the grace period (which is at least
 //! `GC_GRACE_MS_MIN`).
 //!
@@ -29,7 +33,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_core::meta::{Entry, MetaKey, Partition, Table};
+use cairn_core::meta::{Entry, MetaKey, Partition, Stamp, Table};
 use cairn_engine::Hash;
 
 use super::lifecycle::Lifecycle;
@@ -37,8 +41,8 @@ use super::records::{self, BlobMark, ObjectRecord, PartRecord, UploadRecord};
 use crate::clock;
 use crate::config::S3Settings;
 use crate::limits::{
-    S3_FORGET_BATCH_ENTRIES_MAX, S3_MARK_BATCH_MAX, S3_MARK_LINGER_MS, S3_MARK_QUEUE_MAX,
-    S3_MARK_RETRY_PAUSE_MS, S3_MARK_WRITE_ATTEMPTS,
+    S3_FORGET_BATCH_ENTRIES_MAX, S3_LIFECYCLE_DUE_PER_RUN_MAX, S3_MARK_BATCH_MAX,
+    S3_MARK_LINGER_MS, S3_MARK_QUEUE_MAX, S3_MARK_RETRY_PAUSE_MS, S3_MARK_WRITE_ATTEMPTS,
 };
 use crate::meta::cluster::{self as meta, MetaError, Walk};
 use crate::state::{GcHandle, State};
@@ -132,13 +136,13 @@ enum Due {
     Expire {
         bucket: String,
         key: String,
-        stamp: cairn_core::meta::Stamp,
+        stamp: Stamp,
     },
     Abort {
         bucket: String,
         key: String,
         upload_id: String,
-        stamp: cairn_core::meta::Stamp,
+        stamp: Stamp,
     },
 }
 
@@ -210,8 +214,7 @@ impl Collector<'_> {
 
         // 4. Delete what nothing names and nobody touched since.
         self.update(|s| s.phase = "deleting".into());
-        let pause =
-            Duration::from_secs_f64(1.0 / f64::from(self.settings.gc_deletes_per_sec.max(1)));
+        let pause = self.pause();
         for hash in candidates {
             self.update(|s| s.examined += 1);
             if referenced.contains(&hash) {
@@ -295,6 +298,7 @@ impl Collector<'_> {
                         .and_then(records::decode::<UploadRecord>);
                     if let (Some(upload), Some((key, upload_id))) =
                         (upload, records::split_upload_sort_key(sort_key))
+                        && due.len() < S3_LIFECYCLE_DUE_PER_RUN_MAX
                         && lifecycle.aborts(&key, upload.initiated_ms, now_ms)
                     {
                         due.push(Due::Abort {
@@ -333,6 +337,7 @@ impl Collector<'_> {
                     Some(record) => {
                         referenced.extend(record.blobs.iter().map(|b| b.hash));
                         if let (Some(lifecycle), Ok(name)) = (&lifecycle, std::str::from_utf8(key))
+                            && due.len() < S3_LIFECYCLE_DUE_PER_RUN_MAX
                             && lifecycle.expires(
                                 name,
                                 record.size,
@@ -361,24 +366,22 @@ impl Collector<'_> {
         Ok((referenced, due))
     }
 
+    /// The pause between two removals, for `gc_deletes_per_sec`.
+    fn pause(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / f64::from(self.settings.gc_deletes_per_sec.max(1)))
+    }
+
     /// Expires and aborts what the lifecycle rules made due, paced like the deletions. Each
-    /// removal is conditional on the record read (its stamp's successor): a put, or a new
-    /// upload part, written since wins, so a rule never removes what it did not judge.
+    /// record is read again just before its removal and left alone if it changed since it was
+    /// judged; the removal is stamped just above the version judged (`Stamp::just_above`), so
+    /// a put, a retagging or a new part written meanwhile wins, and a rule never removes what
+    /// it did not judge.
     async fn apply_lifecycle(&self, state: &Arc<State>, due: Vec<Due>) {
-        let pause =
-            Duration::from_secs_f64(1.0 / f64::from(self.settings.gc_deletes_per_sec.max(1)));
         for item in due {
-            let removal = |stamp: cairn_core::meta::Stamp| Entry {
-                stamp: stamp.successor(),
-                value: None,
-            };
             let result = match &item {
                 Due::Expire { bucket, key, stamp } => {
-                    meta::write_conditional(
-                        state,
-                        vec![(records::object_key(bucket, key), removal(*stamp))],
-                    )
-                    .await
+                    let record = records::object_key(bucket, key);
+                    self.remove_if_unchanged(state, record, *stamp).await
                 }
                 Due::Abort {
                     bucket,
@@ -386,33 +389,60 @@ impl Collector<'_> {
                     upload_id,
                     stamp,
                 } => {
-                    self.abort_upload(state, bucket, key, upload_id, removal(*stamp))
+                    self.abort_upload(state, bucket, key, upload_id, *stamp)
                         .await
                 }
             };
             match result {
-                Ok(()) => self.update(|s| match item {
+                Ok(true) => self.update(|s| match item {
                     Due::Expire { .. } => s.expired_objects += 1,
                     Due::Abort { .. } => s.aborted_uploads += 1,
                 }),
+                Ok(false) => {}
                 Err(e) => self.update(|s| {
                     s.errors += 1;
                     s.last_error = Some(e.to_string());
                 }),
             }
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(self.pause()).await;
         }
     }
 
-    /// Removes an upload's parts' records and then (conditionally) its own, as an abort does.
+    /// Removes a record if it still stands as judged (stamp `judged`); says whether it did.
+    async fn remove_if_unchanged(
+        &self,
+        state: &Arc<State>,
+        key: MetaKey,
+        judged: Stamp,
+    ) -> Result<bool, MetaError> {
+        let now = meta::read(state, &key).await?;
+        if now.map(|e| e.stamp) != Some(judged) {
+            return Ok(false);
+        }
+        let removal = Entry {
+            stamp: judged.just_above(None),
+            value: None,
+        };
+        meta::write_conditional(state, vec![(key, removal)]).await?;
+        Ok(true)
+    }
+
+    /// Aborts an upload as AbortMultipartUpload does, if it still stands as judged: its parts'
+    /// records, then its own, each removal conditional on the version read. (A part that
+    /// arrives after the parts were listed outlives the upload: its blob is kept, as after a
+    /// client's abort racing an UploadPart.)
     async fn abort_upload(
         &self,
         state: &Arc<State>,
         bucket: &str,
         key: &str,
         upload_id: &str,
-        upload_removal: Entry,
-    ) -> Result<(), MetaError> {
+        judged: Stamp,
+    ) -> Result<bool, MetaError> {
+        let upload = records::upload_key(bucket, key, upload_id);
+        if meta::read(state, &upload).await?.map(|e| e.stamp) != Some(judged) {
+            return Ok(false);
+        }
         let parts = Partition::new(Table::Parts, bucket);
         let mut removals = Vec::new();
         meta::walk(
@@ -425,7 +455,7 @@ impl Collector<'_> {
                     removals.push((
                         records::part_key(bucket, key, upload_id, n),
                         Entry {
-                            stamp: entry.stamp.successor(),
+                            stamp: entry.stamp.just_above(None),
                             value: None,
                         },
                     ));
@@ -434,15 +464,43 @@ impl Collector<'_> {
             },
         )
         .await?;
-        for batch in removals.chunks(S3_FORGET_BATCH_ENTRIES_MAX) {
-            meta::write_conditional(state, batch.to_vec()).await?;
-        }
-        meta::write_conditional(
-            state,
-            vec![(records::upload_key(bucket, key, upload_id), upload_removal)],
-        )
-        .await
+        let removal = Entry {
+            stamp: judged.just_above(None),
+            value: None,
+        };
+        write_upload_removal(state, removals, (upload, removal), Removal::Conditional).await?;
+        Ok(true)
     }
+}
+
+/// How removals are written: with the stamps given, resent with a new stamp if an owner holds a
+/// newer entry (`meta::write`: a client's abort), or standing only where nothing newer was
+/// written (`meta::write_conditional`: a lifecycle rule's).
+#[derive(Clone, Copy)]
+pub(crate) enum Removal {
+    Fresh,
+    Conditional,
+}
+
+/// Writes an upload's removal: its parts' records first, in batches well under the node
+/// protocol's message limit, and its own record last, so that a failure part-way leaves the
+/// upload listed and the removal can be retried.
+pub(crate) async fn write_upload_removal(
+    state: &Arc<State>,
+    parts: Vec<(MetaKey, Entry)>,
+    upload: (MetaKey, Entry),
+    how: Removal,
+) -> Result<(), MetaError> {
+    let write = |entries: Vec<(MetaKey, Entry)>| async move {
+        match how {
+            Removal::Fresh => meta::write(state, entries).await,
+            Removal::Conditional => meta::write_conditional(state, entries).await,
+        }
+    };
+    for batch in parts.chunks(S3_FORGET_BATCH_ENTRIES_MAX) {
+        write(batch.to_vec()).await?;
+    }
+    write(vec![upload]).await
 }
 
 /// Writes the marks of blobs the S3 front stored, after their records, in batches: a mark

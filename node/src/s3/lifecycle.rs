@@ -144,7 +144,12 @@ fn rule_from_dto(rule: LifecycleRule, index: usize) -> S3Result<Rule> {
             ..Default::default()
         },
         (None, Some(filter)) => filter_from_dto(filter)?,
-        (None, None) => Filter::default(),
+        (None, None) => {
+            return Err(s3_error!(
+                MalformedXML,
+                "a rule needs a Filter (an empty one applies to every object) or a Prefix"
+            ));
+        }
     };
     let expiration = match rule.expiration {
         None => None,
@@ -512,6 +517,13 @@ mod tests {
             (
                 LifecycleRule {
                     prefix: Some("a/".into()),
+                    ..nexus_rule()
+                },
+                C::MalformedXML,
+            ),
+            (
+                LifecycleRule {
+                    filter: None,
                     ..nexus_rule()
                 },
                 C::MalformedXML,

@@ -57,6 +57,12 @@ use crate::limits::{
 use crate::local::files;
 use crate::state::State;
 
+/// A status an operation answers with where S3's differs from the one the S3 library gives
+/// its output (PutBucketTagging's 204, HeadObject's 206 for a part): set as a response
+/// extension by the operation, applied by the listener.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StatusOverride(pub hyper::StatusCode);
+
 /// The S3 front of one node: the operations' side.
 pub(crate) struct S3Front {
     state: Arc<State>,
@@ -178,6 +184,9 @@ async fn accept_loop(
                     let id = ids.next();
                     let mut response =
                         ids.stamp(answer(&service, &requests, request, &id).await, &id);
+                    if let Some(StatusOverride(status)) = response.extensions_mut().remove() {
+                        *response.status_mut() = status;
+                    }
                     response.extensions_mut().extend(spellings);
                     Ok::<_, Infallible>(response)
                 }

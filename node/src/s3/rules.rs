@@ -83,9 +83,6 @@ pub(super) fn metadata_map(pairs: &[(String, String)]) -> Option<Metadata> {
     (!pairs.is_empty()).then(|| pairs.iter().cloned().collect())
 }
 
-/// Conditional writes (`If-Match`, `If-None-Match: *` on PutObject and
-/// CompleteMultipartUpload) need a compare-and-set the metadata does not offer: refuse them
-/// rather than overwrite silently.
 /// The standard headers of a write that creates an object, taken from its input (PutObject,
 /// CopyObject and CreateMultipartUpload name them alike).
 macro_rules! content_headers {
@@ -116,6 +113,9 @@ macro_rules! answer_headers {
 }
 pub(super) use answer_headers;
 
+/// Conditional writes (`If-Match`, `If-None-Match: *` on PutObject and
+/// CompleteMultipartUpload) need a compare-and-set the metadata does not offer: refuse them
+/// rather than overwrite silently.
 pub(super) fn refuse_conditional_write(conditional: bool) -> S3Result<()> {
     if conditional {
         return Err(s3_error!(

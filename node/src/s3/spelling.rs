@@ -37,10 +37,13 @@ const S3_SPELLINGS: [&str; 16] = [
     "Server",
 ];
 
+/// The in-memory connection's buffer: the template request is about 400 bytes.
+const TEMPLATE_BUFFER_BYTES: usize = 8192;
+
 /// Extensions to give every response so that hyper writes its header names as S3 does; empty
 /// (names in lower case) if hyper did not record the spellings.
 pub async fn s3_spellings() -> Extensions {
-    let (mut client, server) = tokio::io::duplex(8192);
+    let (mut client, server) = tokio::io::duplex(TEMPLATE_BUFFER_BYTES);
     let captured: Arc<Mutex<Option<Extensions>>> = Arc::default();
     let sink = captured.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -81,7 +84,7 @@ mod tests {
     async fn a_response_carrying_the_spellings_is_written_with_them() {
         let spellings = s3_spellings().await;
         assert!(!spellings.is_empty(), "hyper recorded no spellings");
-        let (mut client, server) = tokio::io::duplex(8192);
+        let (mut client, server) = tokio::io::duplex(TEMPLATE_BUFFER_BYTES);
         let service = hyper::service::service_fn(move |_: Request<Incoming>| {
             let spellings = spellings.clone();
             async move {

@@ -28,7 +28,8 @@ pub fn check(tags: &Tags, owner: TagOwner) -> S3Result<()> {
     if tags.len() > max {
         return Err(s3_error!(
             InvalidTag,
-            "Object tags cannot be greater than {max}"
+            "a tag set holds at most {max} tags here, not {}",
+            tags.len()
         ));
     }
     for (i, (key, value)) in tags.iter().enumerate() {

@@ -8,7 +8,7 @@
 use cairn_core::meta::Table;
 
 use super::*;
-use crate::limits::{S3_LIST_BUCKETS_MAX, S3_LIST_KEYS_MAX};
+use crate::limits::{S3_FORGET_BATCH_ENTRIES_MAX, S3_LIST_BUCKETS_MAX};
 use crate::s3::access::{acl_request, check_acl, owner};
 use crate::s3::records::{PartRecord, split_upload_sort_key};
 use crate::s3::rules::{decode_token, encode_token, timestamp};
@@ -65,6 +65,11 @@ impl S3Front {
             return Err(s3_error!(BucketNotEmpty, "bucket {bucket} holds objects"));
         }
         self.abort_every_upload(&bucket).await?;
+        // Its settings go before it, so a bucket created again under the name has none.
+        self.write_meta(records::bucket_tagging_key(&bucket), None)
+            .await?;
+        self.write_meta(records::bucket_lifecycle_key(&bucket), None)
+            .await?;
         self.buckets_seen.lock().remove(&bucket);
         self.write_meta(records::bucket_key(&bucket), None).await?;
         Ok(S3Response::new(DeleteBucketOutput::default()))
@@ -78,7 +83,7 @@ impl S3Front {
             let mut uploads = Vec::new();
             self.walk(&part, None, b"", |sort_key, _| {
                 uploads.extend(split_upload_sort_key(sort_key));
-                match uploads.len() < S3_LIST_KEYS_MAX {
+                match uploads.len() < S3_FORGET_BATCH_ENTRIES_MAX {
                     true => Walk::Next,
                     false => Walk::Stop,
                 }

@@ -1,7 +1,8 @@
 //! The S3 operations, each a method of [`S3Front`] in the file of its family: buckets
 //! (`bucket.rs`), objects (`object.rs`), listings (`list.rs`), multipart uploads
-//! (`multipart.rs`), access control lists (`acl.rs`) and tags (`tagging.rs`). The `s3s::S3` implementation below only delegates, one line each, to the
-//! method of the same name. Metadata is read and written through [`crate::meta::cluster`], blobs
+//! (`multipart.rs`), access control lists and policies (`acl.rs`), tags and object
+//! attributes (`tagging.rs`) and lifecycle configurations (`lifecycle.rs`). The `s3s::S3`
+//! implementation below only delegates, one line each, to the method of the same name. Metadata is read and written through [`crate::meta::cluster`], blobs
 //! through the node's cluster client; S3's rules are `super::rules`.
 
 mod acl;
@@ -138,14 +139,9 @@ impl S3Front {
 
     /// An object's record; NoSuchKey (or NoSuchBucket) if there is none.
     pub(super) async fn object(&self, bucket: &str, key: &str) -> S3Result<ObjectRecord> {
-        let entry = self.read_meta(&records::object_key(bucket, key)).await?;
-        match decode_record::<ObjectRecord>(entry) {
-            Some(record) => Ok(record),
-            None => {
-                self.require_bucket(bucket).await?;
-                Err(s3_error!(NoSuchKey, "no key {key} in {bucket}"))
-            }
-        }
+        self.object_entry(bucket, key)
+            .await
+            .map(|(_, record)| record)
     }
 
     /// An object's record and the stamp it was written with; NoSuchKey (or NoSuchBucket) if
@@ -166,10 +162,9 @@ impl S3Front {
         }
     }
 
-    /// Replaces the object record read at `read`, unless anything newer was written since: the
-    /// write's stamp is `read`'s successor, the smallest any node could write after it, so a
-    /// put or delete that came after the read wins over it (tagging changes and lifecycle
-    /// expiry never undo a newer put).
+    /// Replaces the object record read at `read`, unless anything newer was written since:
+    /// the write is stamped just above `read` (`Stamp::just_above`), so a put or delete that
+    /// came after the read wins over it, and two replacements from one read never tie.
     pub(super) async fn replace_object(
         &self,
         bucket: &str,
@@ -177,9 +172,10 @@ impl S3Front {
         read: Stamp,
         record: Option<&ObjectRecord>,
     ) -> S3Result<()> {
+        let value = record.map(records::encode);
         let entry = Entry {
-            stamp: read.successor(),
-            value: record.map(records::encode),
+            stamp: read.just_above(value.as_deref()),
+            value,
         };
         meta::write_conditional(&self.state, vec![(records::object_key(bucket, key), entry)])
             .await

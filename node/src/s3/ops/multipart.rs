@@ -4,12 +4,11 @@
 use cairn_core::meta::Table;
 
 use super::*;
-use crate::limits::{
-    S3_FORGET_BATCH_ENTRIES_MAX, S3_LIST_KEYS_MAX, S3_PART_BYTES_MIN, S3_PART_NUMBER_MAX,
-};
+use crate::limits::{S3_LIST_KEYS_MAX, S3_LIST_PARTS_MAX, S3_PART_BYTES_MIN, S3_PART_NUMBER_MAX};
 use crate::s3::access::{SseRequest, check_object_write, refuse_sse, refuse_sse_read};
 use crate::s3::body::ClaimedChecksum;
 use crate::s3::checksums::{self, answer_checksum};
+use crate::s3::gc::{self, Removal};
 use crate::s3::records::{ChecksumAlgorithm, PartRecord, UploadRecord};
 use crate::s3::rules::content_headers;
 use crate::s3::rules::{
@@ -17,6 +16,20 @@ use crate::s3::rules::{
     refuse_conditional_write, timestamp, user_metadata,
 };
 use crate::s3::tags;
+
+/// The checksum of `algorithm` a Complete names: for one part (`CompletedPart`), or for the
+/// whole object (`CompleteMultipartUploadInput`); both name the fields alike.
+macro_rules! named_checksum {
+    ($input:expr, $algorithm:expr) => {
+        match $algorithm {
+            ChecksumAlgorithm::Crc32 => $input.checksum_crc32.as_ref(),
+            ChecksumAlgorithm::Crc32c => $input.checksum_crc32c.as_ref(),
+            ChecksumAlgorithm::Crc64nvme => $input.checksum_crc64nvme.as_ref(),
+            ChecksumAlgorithm::Sha1 => $input.checksum_sha1.as_ref(),
+            ChecksumAlgorithm::Sha256 => $input.checksum_sha256.as_ref(),
+        }
+    };
+}
 
 impl S3Front {
     /// Stores a part's received bytes and its record (within the reference window of `started`),
@@ -104,18 +117,11 @@ impl S3Front {
                 )
             })
             .collect();
-        let upload_delete = vec![(
+        let upload_delete = (
             records::upload_key(bucket, key, upload_id),
             Entry { stamp, value: None },
-        )];
-        // Parts first, in batches well under the node protocol's message limit; the upload
-        // last, so a failure part-way leaves it listed and an abort can be retried.
-        for batch in part_deletes.chunks(S3_FORGET_BATCH_ENTRIES_MAX) {
-            meta::write(&self.state, batch.to_vec())
-                .await
-                .map_err(meta_error)?;
-        }
-        meta::write(&self.state, upload_delete)
+        );
+        gc::write_upload_removal(&self.state, part_deletes, upload_delete, Removal::Fresh)
             .await
             .map_err(meta_error)
     }
@@ -170,21 +176,10 @@ impl S3Front {
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let started = clock::now();
         let input = req.input;
-        let checked = refuse_sse(&SseRequest {
-            customer_key: input.sse_customer_algorithm.is_some()
-                || input.sse_customer_key.is_some(),
-            ..Default::default()
-        })
-        .and_then(|()| {
-            if (1..=S3_PART_NUMBER_MAX).contains(&input.part_number) {
-                Ok(())
-            } else {
-                Err(s3_error!(
-                    InvalidArgument,
-                    "part numbers run from 1 to {S3_PART_NUMBER_MAX}"
-                ))
-            }
-        })
+        let checked = check_part_write(
+            input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some(),
+            input.part_number,
+        )
         .and_then(|()| check_content_md5(input.content_md5.as_deref()));
         if let Err(e) = checked {
             return Err(refuse_unread(input.body, e).await);
@@ -243,21 +238,14 @@ impl S3Front {
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let started = clock::now();
         let input = req.input;
-        refuse_sse(&SseRequest {
-            customer_key: input.sse_customer_algorithm.is_some()
-                || input.sse_customer_key.is_some(),
-            ..Default::default()
-        })?;
+        check_part_write(
+            input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some(),
+            input.part_number,
+        )?;
         refuse_sse_read(
             input.copy_source_sse_customer_algorithm.is_some()
                 || input.copy_source_sse_customer_key.is_some(),
         )?;
-        if !(1..=S3_PART_NUMBER_MAX).contains(&input.part_number) {
-            return Err(s3_error!(
-                InvalidArgument,
-                "part numbers run from 1 to {S3_PART_NUMBER_MAX}"
-            ));
-        }
         let (src_bucket, src_key) = copy_source_key(&input.copy_source)?;
         let algorithm = self
             .upload(&input.bucket, &input.key, &input.upload_id)
@@ -358,7 +346,14 @@ impl S3Front {
             }
             previous = number;
             let Some((_, record)) = stored.iter().find(|(n, _)| *n as i32 == number) else {
-                return Err(s3_error!(InvalidPart, "part {number} was not uploaded"));
+                // A Complete that wrote the object and forgot the parts but failed before
+                // forgetting the upload is answered from the object when retried.
+                let missing = s3_error!(InvalidPart, "part {number} was not uploaded");
+                let answer = self.completed_already(&input, &requested, missing).await?;
+                let _ = self
+                    .forget_upload(&input.bucket, &input.key, &input.upload_id, &stored)
+                    .await;
+                return Ok(answer);
             };
             if let Some(tag) = &part.e_tag
                 && tag.value() != record.etag
@@ -366,7 +361,7 @@ impl S3Front {
                 return Err(s3_error!(InvalidPart, "part {number}'s ETag differs"));
             }
             if let Some((algorithm, _)) = upload.checksum
-                && let Some(said) = completed_part_checksum(part, algorithm)
+                && let Some(said) = named_checksum!(part, algorithm)
                 && Some(said) != record.checksum.as_ref()
             {
                 return Err(s3_error!(
@@ -403,7 +398,7 @@ impl S3Front {
                         )
                     })?;
                 let checksum = checksums::of_parts(algorithm, kind, &parts)?;
-                if let Some(said) = complete_checksum(&input, algorithm)
+                if let Some(said) = named_checksum!(input, algorithm)
                     && *said != checksum.value
                 {
                     return Err(s3_error!(
@@ -497,8 +492,8 @@ impl S3Front {
         let max = input
             .max_parts
             .map(|m| m.max(0) as usize)
-            .unwrap_or(S3_LIST_KEYS_MAX)
-            .min(S3_LIST_KEYS_MAX);
+            .unwrap_or(S3_LIST_PARTS_MAX)
+            .min(S3_LIST_PARTS_MAX);
         let after: Vec<&(u32, PartRecord)> = stored.iter().filter(|(n, _)| *n > marker).collect();
         let truncated = after.len() > max;
         let page: Vec<Part> = after
@@ -594,6 +589,22 @@ impl S3Front {
     }
 }
 
+/// What UploadPart and UploadPartCopy check before anything else: no SSE-C key (Cairn does
+/// not encrypt), and a part number S3 allows.
+fn check_part_write(customer_key: bool, part_number: i32) -> S3Result<()> {
+    refuse_sse(&SseRequest {
+        customer_key,
+        ..Default::default()
+    })?;
+    if !(1..=S3_PART_NUMBER_MAX).contains(&part_number) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "part numbers run from 1 to {S3_PART_NUMBER_MAX}"
+        ));
+    }
+    Ok(())
+}
+
 /// The answer to a Complete that made `record`.
 fn completed(
     input: &CompleteMultipartUploadInput,
@@ -608,29 +619,4 @@ fn completed(
     };
     answer_checksum!(output, record.checksum.as_ref());
     output
-}
-
-/// The checksum a Complete names for one part, of the upload's algorithm.
-fn completed_part_checksum(part: &CompletedPart, algorithm: ChecksumAlgorithm) -> Option<&String> {
-    match algorithm {
-        ChecksumAlgorithm::Crc32 => part.checksum_crc32.as_ref(),
-        ChecksumAlgorithm::Crc32c => part.checksum_crc32c.as_ref(),
-        ChecksumAlgorithm::Crc64nvme => part.checksum_crc64nvme.as_ref(),
-        ChecksumAlgorithm::Sha1 => part.checksum_sha1.as_ref(),
-        ChecksumAlgorithm::Sha256 => part.checksum_sha256.as_ref(),
-    }
-}
-
-/// The whole object's checksum a Complete names, of the upload's algorithm.
-fn complete_checksum(
-    input: &CompleteMultipartUploadInput,
-    algorithm: ChecksumAlgorithm,
-) -> Option<&String> {
-    match algorithm {
-        ChecksumAlgorithm::Crc32 => input.checksum_crc32.as_ref(),
-        ChecksumAlgorithm::Crc32c => input.checksum_crc32c.as_ref(),
-        ChecksumAlgorithm::Crc64nvme => input.checksum_crc64nvme.as_ref(),
-        ChecksumAlgorithm::Sha1 => input.checksum_sha1.as_ref(),
-        ChecksumAlgorithm::Sha256 => input.checksum_sha256.as_ref(),
-    }
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::limits::S3_DELETE_OBJECTS_MAX;
+use crate::s3::StatusOverride;
 use crate::s3::access::{check_object_write, refuse_sse_read};
 use crate::s3::checksums::answer_checksum;
 use crate::s3::records::{BlobMark, Checksum, ChecksumKind};
@@ -183,7 +184,10 @@ impl S3Front {
             e_tag: Some(etag(&record.etag)),
             last_modified: Some(timestamp(record.last_modified_ms)),
             metadata: metadata_map(&record.user_metadata),
-            parts_count: parts_count(&record).map(|n| n as i32),
+            parts_count: input
+                .part_number
+                .and(parts_count(&record))
+                .map(|n| n as i32),
             tag_count: (!record.tags.is_empty()).then_some(record.tags.len() as i32),
             ..Default::default()
         };
@@ -241,6 +245,12 @@ impl S3Front {
             );
         }
         let mut response = S3Response::new(output);
+        if input.part_number.is_some() {
+            // A part is partial content, as for GetObject.
+            response
+                .extensions
+                .insert(StatusOverride(hyper::StatusCode::PARTIAL_CONTENT));
+        }
         if !record.tags.is_empty() {
             response.headers.insert(
                 "x-amz-tagging-count",

@@ -3,7 +3,9 @@
 //! also GetObjectAttributes.
 
 use super::*;
-use crate::limits::S3_LIST_KEYS_MAX;
+use crate::limits::S3_LIST_PARTS_MAX;
+use crate::s3::StatusOverride;
+use crate::s3::access::refuse_sse_read;
 use crate::s3::checksums::answer_checksum;
 use crate::s3::records::BucketTagging;
 use crate::s3::rules::{parts_count, timestamp};
@@ -81,7 +83,12 @@ impl S3Front {
             Some(records::encode(&BucketTagging { tags })),
         )
         .await?;
-        Ok(S3Response::new(PutBucketTaggingOutput {}))
+        // 204, as S3 answers it.
+        let mut response = S3Response::new(PutBucketTaggingOutput {});
+        response
+            .extensions
+            .insert(StatusOverride(hyper::StatusCode::NO_CONTENT));
+        Ok(response)
     }
 
     pub(super) async fn delete_bucket_tagging(
@@ -100,12 +107,9 @@ impl S3Front {
         req: S3Request<GetObjectAttributesInput>,
     ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
         let input = req.input;
-        if input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some() {
-            return Err(s3_error!(
-                InvalidRequest,
-                "this object is not encrypted with a customer key"
-            ));
-        }
+        refuse_sse_read(
+            input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some(),
+        )?;
         let record = self.object(&input.bucket, &input.key).await?;
         // `x-amz-object-attributes` is one comma-separated header, or several.
         let wants = |name: &str| {
@@ -152,8 +156,8 @@ fn object_parts(
     input: &GetObjectAttributesInput,
 ) -> GetObjectAttributesParts {
     let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
-    let max = input.max_parts.map_or(S3_LIST_KEYS_MAX, |m| {
-        (m.max(0) as usize).min(S3_LIST_KEYS_MAX)
+    let max = input.max_parts.map_or(S3_LIST_PARTS_MAX, |m| {
+        (m.max(0) as usize).min(S3_LIST_PARTS_MAX)
     });
     // Only the last part may be empty, and an empty part holds no blob: part n is blob n.
     let mut parts = Vec::new();
