@@ -90,6 +90,23 @@ fn stored_somewhere(cluster: &TestCluster, hash: &Hash) -> bool {
     !stored_nowhere(cluster, hash)
 }
 
+/// Six nodes whose collector runs only when asked, with the shortest grace period.
+async fn collector_cluster(seed: u8) -> TestCluster {
+    TestCluster::start_spec(seed, |spec| {
+        let s3 = spec.s3.as_mut().unwrap();
+        s3.gc_grace_ms = cairn_node::limits::GC_GRACE_MS_MIN;
+        s3.gc_interval_ms = 0;
+    })
+    .await
+}
+
+/// Runs one collection on `node` and returns its status once it is over.
+async fn collect(node: &cairn_node::Node, what: &str) -> cairn_core::status::GcStatus {
+    assert!(node.start_gc());
+    wait_until(what, || !node.gc_status().unwrap().running).await;
+    node.gc_status().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_written_through_one_node_are_read_and_listed_through_every_node() {
     let cluster = TestCluster::start(51).await;
@@ -442,12 +459,7 @@ async fn bad_requests_get_s3_errors_and_store_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_collector_removes_exactly_the_blobs_nothing_refers_to() {
     let grace_ms = cairn_node::limits::GC_GRACE_MS_MIN;
-    let cluster = TestCluster::start_spec(55, |spec| {
-        let s3 = spec.s3.as_mut().unwrap();
-        s3.gc_grace_ms = grace_ms;
-        s3.gc_interval_ms = 0;
-    })
-    .await;
+    let cluster = collector_cluster(55).await;
     let n1 = s3(&cluster, "n1");
     assert_eq!(
         call(&n1, "PUT", "/gcbucket", &[], Bytes::new())
@@ -538,22 +550,12 @@ async fn the_collector_removes_exactly_the_blobs_nothing_refers_to() {
 
     // Within the grace period nothing goes, referred to or not.
     let node = cluster.node("n3");
-    assert!(node.start_gc());
-    wait_until("the first collection", || {
-        !node.gc_status().unwrap().running
-    })
-    .await;
-    let first = node.gc_status().unwrap();
+    let first = collect(node, "the first collection").await;
     assert_eq!((first.deleted, first.candidates), (0, 0), "{first:?}");
     assert!(stored_somewhere(&cluster, &Hash::of(&dropped)));
 
     tokio::time::sleep(Duration::from_millis(grace_ms + 500)).await;
-    assert!(node.start_gc());
-    wait_until("the second collection", || {
-        !node.gc_status().unwrap().running
-    })
-    .await;
-    let second = node.gc_status().unwrap();
+    let second = collect(node, "the second collection").await;
     assert_eq!(second.errors, 0, "{second:?}");
     assert_eq!(second.deleted, 3, "{second:?}");
     for gone in [&dropped, &overwritten, &aborted_part] {
@@ -742,12 +744,7 @@ async fn aws_chunked_bodies_signed_and_with_trailing_checksums_are_taken_and_che
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_rules_expire_what_they_name_and_the_collector_then_frees_the_blobs() {
     let grace_ms = cairn_node::limits::GC_GRACE_MS_MIN;
-    let cluster = TestCluster::start_spec(57, |spec| {
-        let s3 = spec.s3.as_mut().unwrap();
-        s3.gc_grace_ms = grace_ms;
-        s3.gc_interval_ms = 0;
-    })
-    .await;
+    let cluster = collector_cluster(57).await;
     let n1 = s3(&cluster, "n1");
     assert_eq!(
         call(&n1, "PUT", "/lcbucket", &[], Bytes::new())
@@ -824,9 +821,7 @@ async fn lifecycle_rules_expire_what_they_name_and_the_collector_then_frees_the_
     assert_eq!(r.status, 200, "{}", text(&r));
 
     let node = cluster.node("n2");
-    assert!(node.start_gc());
-    wait_until("the collection", || !node.gc_status().unwrap().running).await;
-    let status = node.gc_status().unwrap();
+    let status = collect(node, "the collection").await;
     assert_eq!(status.errors, 0, "{status:?}");
     assert_eq!(
         (status.expired_objects, status.aborted_uploads),
@@ -854,12 +849,7 @@ async fn lifecycle_rules_expire_what_they_name_and_the_collector_then_frees_the_
 
     // The expired objects' blobs go the way of deleted objects' once the grace period passed.
     tokio::time::sleep(Duration::from_millis(grace_ms + 500)).await;
-    assert!(node.start_gc());
-    wait_until("the second collection", || {
-        !node.gc_status().unwrap().running
-    })
-    .await;
-    let status = node.gc_status().unwrap();
+    let status = collect(node, "the second collection").await;
     assert_eq!(
         (status.errors, status.expired_objects),
         (0, 0),
