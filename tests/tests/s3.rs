@@ -834,6 +834,17 @@ async fn lifecycle_rules_expire_what_they_name_and_the_collector_then_frees_the_
         .gc
         .expect("a node with an S3 front reports its collector");
     assert_eq!(shown.expired_objects, 2, "{shown:?}");
+    let metrics = cairn_tests::http::HttpClient::new(node.http_addr(), None)
+        .get("/metrics")
+        .await
+        .unwrap();
+    let exposition = String::from_utf8(metrics.body).unwrap();
+    for line in [
+        "\ncairn_lifecycle_expired_objects 2\n",
+        "\ncairn_lifecycle_aborted_uploads 0\n",
+    ] {
+        assert!(exposition.contains(line), "{line:?} not in /metrics");
+    }
     let n4 = s3(&cluster, "n4");
     for (key, code) in [
         ("tmp/a", 404),
