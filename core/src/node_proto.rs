@@ -48,6 +48,25 @@ pub enum PeerMsg {
     },
 }
 
+impl PeerMsg {
+    /// The node a message speaks for, if it speaks for one: the receiver acts on it as that
+    /// node's word, so the connection's certificate must name that node.
+    pub fn sender(&self) -> Option<&str> {
+        match self {
+            PeerMsg::Heartbeat { from, .. }
+            | PeerMsg::Heal { from, .. }
+            | PeerMsg::Meta { from, .. } => Some(from),
+            PeerMsg::Status
+            | PeerMsg::ApplyLayout { .. }
+            | PeerMsg::FetchLayouts
+            | PeerMsg::GcStart
+            | PeerMsg::GcStatus
+            | PeerMsg::RepairNow
+            | PeerMsg::ScrubNow { .. } => None,
+        }
+    }
+}
+
 /// The answer to a `PeerMsg`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum PeerReply {

@@ -207,6 +207,8 @@ pub enum ErrorCode {
     Busy,
     /// A failure inside the node.
     Internal,
+    /// The connection's certificate does not name the node a message claims to come from.
+    Forbidden,
 }
 
 impl std::fmt::Display for ErrorCode {

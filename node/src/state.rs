@@ -171,6 +171,9 @@ pub(crate) struct State {
     pub(crate) meta_settled_since_ms: AtomicU64,
     /// Wakes the metadata sync loop (a new layout moves partitions).
     pub(crate) meta_sync_wake: Notify,
+    /// Node-protocol messages refused because the connection's certificate does not name the
+    /// node they claim to come from.
+    pub(crate) impersonations_refused: AtomicU64,
     /// Taken while a hash's version and bytes change together (a commit, a tombstone), so a
     /// put and a delete of one hash on one node are ordered; striped by the hash's first byte.
     entry_locks: Vec<Mutex<()>>,
@@ -227,6 +230,7 @@ impl State {
             adopt_lock: Mutex::new(()),
             meta_settled_since_ms: AtomicU64::new(0),
             meta_sync_wake: Notify::new(),
+            impersonations_refused: AtomicU64::new(0),
             entry_locks: (0..ENTRY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         }
     }

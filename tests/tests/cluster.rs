@@ -568,3 +568,71 @@ async fn factor_one_and_full_quorum_clusters_store_and_serve() {
         cluster.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_speaks_for_its_node_and_no_other() {
+    use cairn_core::membership::NodeReport;
+    use cairn_core::node_proto::{PeerMsg, PeerReply};
+    use cairn_node::net::peer::{PeerCallError, call};
+
+    let cluster = TestCluster::start(20).await;
+    let layout = cluster.layout();
+    let n1 = layout.nodes.iter().find(|n| n.id == "n1").unwrap().clone();
+    let pool_as = |cert: &str| {
+        let certs = &cluster.files.certs;
+        let identity = Identity::load(
+            &certs.join("ca.pem"),
+            &certs.join(format!("{cert}.pem")),
+            &certs.join(format!("{cert}.key")),
+        )
+        .unwrap();
+        let endpoint = tls::bind_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), None).unwrap();
+        Pool::new(endpoint, tls::client_config(&identity, wire::ALPN).unwrap())
+    };
+    let heartbeat = |from: &str| PeerMsg::Heartbeat {
+        from: from.into(),
+        report: NodeReport::default(),
+    };
+    // n2's certificate, valid in the cluster: a heartbeat in its own name is taken.
+    let n2 = pool_as("n2");
+    let own = call(&n2, &n1, layout.version, &heartbeat("n2")).await;
+    assert!(matches!(own, Ok(PeerReply::HeartbeatAck { .. })), "{own:?}");
+    // In n3's name it is refused, and so is a metadata message in n3's name.
+    let refused = |result: Result<PeerReply, PeerCallError>| {
+        matches!(
+            result,
+            Err(PeerCallError::Refused {
+                code: ErrorCode::Forbidden,
+                ..
+            })
+        )
+    };
+    let forged = call(&n2, &n1, layout.version, &heartbeat("n3")).await;
+    assert!(refused(forged), "n2 spoke for n3");
+    let write = PeerMsg::Meta {
+        from: "n3".into(),
+        msg: cairn_core::meta::MetaMsg::Write { writes: Vec::new() },
+    };
+    assert!(
+        refused(call(&n2, &n1, layout.version, &write).await),
+        "n2 wrote metadata as n3"
+    );
+    // The cluster's client certificate speaks for no node.
+    let client = cluster.raw_pool();
+    let forged = call(&client, &n1, layout.version, &heartbeat("n2")).await;
+    assert!(refused(forged), "a client certificate spoke for n2");
+    // What is not in a node's name stays open to the client certificate.
+    let status = call(&client, &n1, layout.version, &PeerMsg::Status).await;
+    assert!(matches!(status, Ok(PeerReply::Status(_))), "{status:?}");
+
+    let metrics = cairn_tests::http::HttpClient::new(cluster.node("n1").http_addr(), None)
+        .get("/metrics")
+        .await
+        .unwrap();
+    let exposition = String::from_utf8(metrics.body).unwrap();
+    assert!(
+        exposition.contains("\ncairn_impersonations_refused_total 3\n"),
+        "the refusals are not counted"
+    );
+    cluster.shutdown().await;
+}

@@ -349,6 +349,14 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
             status.tombstones,
         ),
         (
+            "cairn_impersonations_refused_total",
+            "counter",
+            "Node-protocol messages refused because the connection's certificate does not name the node they claim to come from.",
+            state
+                .impersonations_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
             "cairn_corrupt_copies_found_total",
             "counter",
             "Corrupt copies found here, by the scrub or by a read.",

@@ -9,6 +9,7 @@ use cairn_core::limits::REQUEST_HEADER_BYTES_MAX;
 use cairn_core::wire::{self, DeleteRole, ErrorCode, FrameError, Op, PutRole, Request, Response};
 use cairn_engine::Hash;
 
+use super::identity::PeerIdentity;
 use super::{blobs, coordinator, fail, peer, respond};
 use crate::limits::HEADER_TIMEOUT_MS;
 use crate::state::State;
@@ -31,8 +32,9 @@ pub(crate) async fn accept_loop(state: Arc<State>, endpoint: quinn::Endpoint) {
                     return;
                 }
             };
+            let identity = Arc::new(PeerIdentity::of(&conn));
             while let Ok((send, recv)) = conn.accept_bi().await {
-                crate::task::spawn(handle_stream(state.clone(), send, recv));
+                crate::task::spawn(handle_stream(state.clone(), identity.clone(), send, recv));
             }
             drop(permit);
         });
@@ -41,6 +43,7 @@ pub(crate) async fn accept_loop(state: Arc<State>, endpoint: quinn::Endpoint) {
 
 async fn handle_stream(
     state: Arc<State>,
+    identity: Arc<PeerIdentity>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -139,7 +142,7 @@ async fn handle_stream(
             }
             blobs::store_copy(&state, Hash::from_bytes(hash), len, version, send, recv).await
         }
-        Op::Peer { len } => peer::request(&state, len, send, recv).await,
+        Op::Peer { len } => peer::request(&state, &identity, len, send, recv).await,
         Op::Repair { hash, targets } => {
             let response = blobs::repair(&state, &routing, Hash::from_bytes(hash), targets);
             respond(&mut send, &response).await

@@ -11,6 +11,7 @@ mod accept;
 mod blobs;
 mod body;
 mod coordinator;
+mod identity;
 mod peer;
 
 pub(crate) use accept::accept_loop;

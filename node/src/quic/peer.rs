@@ -3,6 +3,7 @@
 //! [`PeerReply`] back. Only this file matches on `PeerMsg`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cairn_client::framing;
@@ -11,6 +12,7 @@ use cairn_core::node_proto::{PeerMsg, PeerReply};
 use cairn_core::wire::{self, ErrorCode, Response};
 
 use super::fail;
+use super::identity::PeerIdentity;
 use crate::limits::BODY_STALL_TIMEOUT_MS;
 use crate::state::State;
 use crate::{healing, meta};
@@ -18,6 +20,7 @@ use crate::{healing, meta};
 /// A node-protocol message: read it, answer it.
 pub(super) async fn request(
     state: &Arc<State>,
+    identity: &PeerIdentity,
     len: u32,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -41,6 +44,20 @@ pub(super) async fn request(
         Ok(msg) => msg,
         Err(e) => return fail(&mut send, ErrorCode::BadRequest, e.to_string()).await,
     };
+    if let Some(from) = msg.sender()
+        && !identity.speaks_for(from)
+    {
+        state.impersonations_refused.fetch_add(1, Ordering::Relaxed);
+        if identity.first_refusal() {
+            tracing::warn!(
+                claimed = from,
+                "a node-protocol message in a node's name came over a connection whose \
+                 certificate does not name that node; refused (once logged per connection)"
+            );
+        }
+        let message = format!("this connection's certificate does not name node {from}");
+        return fail(&mut send, ErrorCode::Forbidden, message).await;
+    }
     let reply = answer(state, msg).await;
     let body = match postcard::to_allocvec(&reply) {
         Ok(body) if body.len() <= PEER_MESSAGE_BYTES_MAX => body,
