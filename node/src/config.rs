@@ -89,7 +89,31 @@ pub enum ConfigError {
         key: &'static str,
         problem: &'static str,
     },
+    /// An environment variable that overrides a setting could not be taken.
+    #[error("environment variable {name}={value:?}: {problem}")]
+    Env {
+        name: &'static str,
+        value: String,
+        problem: &'static str,
+    },
+    #[error("{path}: no node id (set `id`, or CAIRN_NODE_ID)")]
+    NoId { path: PathBuf },
 }
+
+/// The environment variables that override a node configuration's settings (`NodeConfig::
+/// load_with_env`), so that one configuration file serves every node of a StatefulSet, each
+/// given its id, addresses and files by its pod. Paths in them are taken as they are.
+pub const NODE_ENV_OVERRIDES: [(&str, &str); 9] = [
+    ("CAIRN_NODE_ID", "id"),
+    ("CAIRN_DATA_DIR", "data_dir"),
+    ("CAIRN_LAYOUT", "layout"),
+    ("CAIRN_LISTEN", "listen"),
+    ("CAIRN_HTTP_LISTEN", "http.listen"),
+    ("CAIRN_S3_LISTEN", "s3.listen"),
+    ("CAIRN_TLS_CA", "tls.ca"),
+    ("CAIRN_TLS_CERT", "tls.cert"),
+    ("CAIRN_TLS_KEY", "tls.key"),
+];
 
 /// Paths to a peer's PEM files.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -336,6 +360,8 @@ struct S3CredentialsFile {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
+    /// Required, here or in `CAIRN_NODE_ID`.
+    #[serde(default)]
     pub id: String,
     pub data_dir: PathBuf,
     pub layout: PathBuf,
@@ -542,7 +568,68 @@ impl TlsFiles {
 impl NodeConfig {
     /// Reads a node configuration, resolving relative paths against its directory.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::from_file(path, None)
+    }
+
+    /// Reads a node configuration as [`NodeConfig::load`] does, with the settings of
+    /// [`NODE_ENV_OVERRIDES`] taken from `env` where it has them (the process's environment,
+    /// for `cairn node`). The file may then leave `id` out.
+    pub fn load_with_env(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let mut config = NodeConfig::from_file(path, env("CAIRN_NODE_ID"))?;
+        let address = |name: &'static str, value: String| {
+            value.parse::<SocketAddr>().map_err(|_| ConfigError::Env {
+                name,
+                value,
+                problem: "is not an address and port (like 10.0.0.1:7401 or [::]:7401)",
+            })
+        };
+        if let Some(v) = env("CAIRN_DATA_DIR") {
+            config.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("CAIRN_LAYOUT") {
+            config.layout = PathBuf::from(v);
+        }
+        if let Some(v) = env("CAIRN_LISTEN") {
+            config.listen = Some(address("CAIRN_LISTEN", v)?);
+        }
+        if let Some(v) = env("CAIRN_HTTP_LISTEN") {
+            config.http.listen = address("CAIRN_HTTP_LISTEN", v)?;
+        }
+        if let Some(v) = env("CAIRN_S3_LISTEN") {
+            let listen = address("CAIRN_S3_LISTEN", v.clone())?;
+            match &mut config.s3 {
+                Some(s3) => s3.listen = listen,
+                None => {
+                    return Err(ConfigError::Env {
+                        name: "CAIRN_S3_LISTEN",
+                        value: v,
+                        problem: "is set, but the configuration has no [s3] section",
+                    });
+                }
+            }
+        }
+        if let Some(v) = env("CAIRN_TLS_CA") {
+            config.tls.ca = PathBuf::from(v);
+        }
+        if let Some(v) = env("CAIRN_TLS_CERT") {
+            config.tls.cert = PathBuf::from(v);
+        }
+        if let Some(v) = env("CAIRN_TLS_KEY") {
+            config.tls.key = PathBuf::from(v);
+        }
+        Ok(config)
+    }
+
+    /// Reads a node configuration file, resolving relative paths against its directory; `id`
+    /// replaces the file's node id.
+    fn from_file(path: &Path, id: Option<String>) -> Result<NodeConfig, ConfigError> {
         let mut config: NodeConfig = parse(path, &read(path)?)?;
+        if let Some(id) = id {
+            config.id = id;
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         resolve(base, &mut config.data_dir);
         resolve(base, &mut config.layout);
@@ -560,6 +647,11 @@ impl NodeConfig {
                 problem,
             });
         }
+        if config.id.is_empty() {
+            return Err(ConfigError::NoId {
+                path: path.to_path_buf(),
+            });
+        }
         Ok(config)
     }
 }
@@ -572,5 +664,99 @@ impl ClientFileConfig {
         resolve(base, &mut config.layout);
         config.tls.resolve(base);
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+data_dir = "data"
+layout = "layout.toml"
+
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/node.pem"
+key = "certs/node.key"
+
+[s3]
+credentials_file = "s3.toml"
+"#;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn one_file_serves_every_node_given_its_id_addresses_and_files_by_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, FILE).unwrap();
+        // Without an id anywhere, the node cannot start.
+        let e = NodeConfig::load_with_env(&path, &env_of(&[])).unwrap_err();
+        assert!(matches!(e, ConfigError::NoId { .. }), "{e}");
+        assert!(matches!(
+            NodeConfig::load(&path).unwrap_err(),
+            ConfigError::NoId { .. }
+        ));
+        let env = env_of(&[
+            ("CAIRN_NODE_ID", "cairn-a-1"),
+            ("CAIRN_DATA_DIR", "/var/lib/cairn"),
+            ("CAIRN_LISTEN", "0.0.0.0:7401"),
+            ("CAIRN_HTTP_LISTEN", "0.0.0.0:8080"),
+            ("CAIRN_S3_LISTEN", "[::]:9000"),
+            ("CAIRN_TLS_CERT", "/certs/cairn-a-1.pem"),
+            ("CAIRN_TLS_KEY", "/certs/cairn-a-1.key"),
+        ]);
+        let config = NodeConfig::load_with_env(&path, &env).unwrap();
+        assert_eq!(config.id, "cairn-a-1");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/cairn"));
+        assert_eq!(config.listen, Some("0.0.0.0:7401".parse().unwrap()));
+        assert_eq!(config.http.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.s3.unwrap().listen, "[::]:9000".parse().unwrap());
+        assert_eq!(config.tls.cert, PathBuf::from("/certs/cairn-a-1.pem"));
+        // What the environment leaves alone comes from the file, relative to it.
+        assert_eq!(config.layout, dir.path().join("layout.toml"));
+        assert_eq!(config.tls.ca, dir.path().join("certs/ca.pem"));
+
+        let bad = env_of(&[("CAIRN_NODE_ID", "n1"), ("CAIRN_LISTEN", "7401")]);
+        let e = NodeConfig::load_with_env(&path, &bad).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Env {
+                    name: "CAIRN_LISTEN",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        std::fs::write(
+            &path,
+            FILE.replace("[s3]\ncredentials_file = \"s3.toml\"\n", ""),
+        )
+        .unwrap();
+        let s3_off = env_of(&[("CAIRN_NODE_ID", "n1"), ("CAIRN_S3_LISTEN", "[::]:9000")]);
+        let e = NodeConfig::load_with_env(&path, &s3_off).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Env {
+                    name: "CAIRN_S3_LISTEN",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }

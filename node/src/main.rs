@@ -261,10 +261,15 @@ async fn finish(admin: Admin, outcome: operate::Outcome) -> Result<ExitCode> {
     Ok(ExitCode::from(outcome.exit_code))
 }
 
+/// The process's environment variable `name`, if set (and valid UTF-8).
+fn environment(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 /// Checks a node configuration the way `cairn node` would before it starts: a summary of what
 /// it found, or the first problem.
 fn config_check(file: &Path) -> Result<String> {
-    let config = NodeConfig::load(file)?;
+    let config = NodeConfig::load_with_env(file, &environment)?;
     config.failure_detector.validate()?;
     config.heal.validate()?;
     let layout = load_layout(&config.layout)?;
@@ -280,8 +285,17 @@ fn config_check(file: &Path) -> Result<String> {
         Some(s3) => s3.load_credentials()?.len(),
         None => 0,
     };
+    let from_env: Vec<String> = cairn_node::config::NODE_ENV_OVERRIDES
+        .iter()
+        .filter(|(name, _)| environment(name).is_some())
+        .map(|(name, key)| format!("{key} from {name}"))
+        .collect();
+    let from_env = match from_env.is_empty() {
+        true => String::new(),
+        false => format!("; {}", from_env.join(", ")),
+    };
     Ok(format!(
-        "node {} in zone {} of layout version {}; HTTP on {}{}; {}",
+        "node {} in zone {} of layout version {}; HTTP on {}{}; {}{from_env}",
         config.id,
         me.zone,
         layout.version,
@@ -321,7 +335,7 @@ async fn stat(client_config: &Path, hash: &str) -> Result<ExitCode> {
 async fn run_command(client_config: &Path, command: Command) -> Result<()> {
     match command {
         Command::Node { config } => {
-            let config = NodeConfig::load(&config)?;
+            let config = NodeConfig::load_with_env(&config, &environment)?;
             let node = Node::start(&config).await?;
             stop_signal().await?;
             tracing::info!("stopping");
