@@ -60,6 +60,44 @@ fn config_check_names_a_misspelled_key_its_file_line_and_the_closest_known_key()
     );
 
     let original = std::fs::read_to_string(&config).unwrap();
+    // The same file without its id serves any node named by the environment.
+    let anonymous = original
+        .lines()
+        .filter(|l| !l.starts_with("id = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config, &anonymous).unwrap();
+    let by_env = Command::new(cairn_tests::cairn_bin())
+        .args(["config", "check", &config])
+        .env("CAIRN_NODE_ID", "n1")
+        .output()
+        .unwrap();
+    assert!(by_env.status.success(), "{}", text(&by_env.stderr));
+    assert!(
+        text(&by_env.stdout).contains("id from CAIRN_NODE_ID"),
+        "{}",
+        text(&by_env.stdout)
+    );
+    let nameless = cairn(&["config", "check", &config], None);
+    assert!(!nameless.status.success());
+    assert!(
+        text(&nameless.stderr).contains("no node id"),
+        "{}",
+        text(&nameless.stderr)
+    );
+    let bad_listen = Command::new(cairn_tests::cairn_bin())
+        .args(["node", "--config", &config])
+        .env("CAIRN_NODE_ID", "n1")
+        .env("CAIRN_LISTEN", "seven")
+        .output()
+        .unwrap();
+    assert!(!bad_listen.status.success());
+    assert!(
+        text(&bad_listen.stderr).contains("CAIRN_LISTEN=\"seven\""),
+        "{}",
+        text(&bad_listen.stderr)
+    );
+
     // A misspelling at the top level, then one inside a section.
     let top = original.replacen("data_dir", "data_dri", 1);
     std::fs::write(&config, &top).unwrap();
