@@ -625,11 +625,7 @@ async fn a_node_certificate_speaks_for_its_node_and_no_other() {
     let status = call(&client, &n1, layout.version, &PeerMsg::Status).await;
     assert!(matches!(status, Ok(PeerReply::Status(_))), "{status:?}");
 
-    let metrics = cairn_tests::http::HttpClient::new(cluster.node("n1").http_addr(), None)
-        .get("/metrics")
-        .await
-        .unwrap();
-    let exposition = String::from_utf8(metrics.body).unwrap();
+    let exposition = metrics_of(cluster.node("n1")).await;
     assert!(
         exposition.contains("\ncairn_impersonations_refused_total 3\n"),
         "the refusals are not counted"

@@ -275,11 +275,7 @@ async fn scrub_finds_a_corrupt_copy_and_repairs_it_from_a_replica() {
     // One corrupt copy, counted once: by the scrub, and in the total of all finders.
     let status = node.status();
     assert_eq!((status.scrub.corrupt_found, status.corrupt_found), (1, 1));
-    let metrics = cairn_tests::http::HttpClient::new(node.http_addr(), None)
-        .get("/metrics")
-        .await
-        .unwrap();
-    let text = String::from_utf8(metrics.body).unwrap();
+    let text = metrics_of(node).await;
     assert!(
         text.contains("\ncairn_corrupt_copies_found_total 1\n"),
         "{text}"

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use cairn_node::dev::{self, ClusterFiles};
-use common::TestCluster;
+use common::{TestCluster, metrics_of};
 
 /// Runs `cairn` with `args` (and `stdin`), returning what it printed and its exit status.
 fn cairn(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -537,11 +537,7 @@ async fn what_recovery_dropped_is_shown_and_a_damaged_segment_is_moved_aside() {
         )),
         "{said}"
     );
-    let metrics = cairn_tests::http::HttpClient::new(cluster.node("n4").http_addr(), None)
-        .get("/metrics")
-        .await
-        .unwrap();
-    let text_metrics = String::from_utf8(metrics.body).unwrap();
+    let text_metrics = metrics_of(cluster.node("n4")).await;
     assert!(
         text_metrics.contains(&format!(
             "\ncairn_recovery_records_lost {}\n",
@@ -709,12 +705,8 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_alert_rules_and_the_dashboard_name_is_one_a_node_exports() {
     let cluster = TestCluster::start(66).await;
-    let metrics = cairn_tests::http::HttpClient::new(cluster.node("n1").http_addr(), None)
-        .get("/metrics")
+    let exported: std::collections::BTreeSet<String> = metrics_of(cluster.node("n1"))
         .await
-        .unwrap();
-    let exported: std::collections::BTreeSet<String> = String::from_utf8(metrics.body)
-        .unwrap()
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next())

@@ -13,7 +13,7 @@ use cairn_client::{Hash, Routing};
 use cairn_core::meta::{Partition, Table};
 use cairn_tests::http::HttpResponse;
 use cairn_tests::s3::{S3Client, S3Signer, xml_values};
-use common::{TestCluster, seeded_bytes, stored_nowhere, wait_until};
+use common::{TestCluster, metrics_of, seeded_bytes, stored_nowhere, wait_until};
 
 const IDS: [&str; 6] = ["n1", "n2", "n3", "n4", "n5", "n6"];
 
@@ -834,11 +834,7 @@ async fn lifecycle_rules_expire_what_they_name_and_the_collector_then_frees_the_
         .gc
         .expect("a node with an S3 front reports its collector");
     assert_eq!(shown.expired_objects, 2, "{shown:?}");
-    let metrics = cairn_tests::http::HttpClient::new(node.http_addr(), None)
-        .get("/metrics")
-        .await
-        .unwrap();
-    let exposition = String::from_utf8(metrics.body).unwrap();
+    let exposition = metrics_of(node).await;
     for line in [
         "\ncairn_lifecycle_expired_objects 2\n",
         "\ncairn_lifecycle_aborted_uploads 0\n",

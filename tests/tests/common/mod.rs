@@ -268,3 +268,12 @@ pub fn stored_nowhere(cluster: &TestCluster, hash: &Hash) -> bool {
         .flatten()
         .all(|n| matches!(n.store().stat(hash), Ok(cairn_engine::BlobStat::Absent)))
 }
+
+/// A node's `/metrics` exposition, read through its HTTP front.
+pub async fn metrics_of(node: &Node) -> String {
+    let answer = cairn_tests::http::HttpClient::new(node.http_addr(), None)
+        .get("/metrics")
+        .await
+        .unwrap();
+    String::from_utf8(answer.body).unwrap()
+}
