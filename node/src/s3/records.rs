@@ -29,6 +29,16 @@ pub struct ContentHeaders {
     pub expires_ms: Option<u64>,
 }
 
+impl ContentHeaders {
+    /// Headers with a content type alone (all a record of version 1 kept).
+    fn of_type(content_type: Option<String>) -> ContentHeaders {
+        ContentHeaders {
+            content_type,
+            ..Default::default()
+        }
+    }
+}
+
 /// A checksum algorithm S3 offers (`x-amz-checksum-*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChecksumAlgorithm {
@@ -186,10 +196,7 @@ impl Record for ObjectRecord {
         Some(ObjectRecord {
             size: v1.size,
             etag: v1.etag,
-            headers: ContentHeaders {
-                content_type: v1.content_type,
-                ..Default::default()
-            },
+            headers: ContentHeaders::of_type(v1.content_type),
             user_metadata: v1.user_metadata,
             last_modified_ms: v1.last_modified_ms,
             blobs: v1.blobs,
@@ -206,10 +213,7 @@ impl Record for UploadRecord {
         let v1: version_1::Upload = decode_whole(bytes)?;
         Some(UploadRecord {
             initiated_ms: v1.initiated_ms,
-            headers: ContentHeaders {
-                content_type: v1.content_type,
-                ..Default::default()
-            },
+            headers: ContentHeaders::of_type(v1.content_type),
             user_metadata: v1.user_metadata,
             tags: Vec::new(),
             checksum: None,
