@@ -253,7 +253,11 @@ impl Pair {
                 .enumerate()
                 .map(|(i, id)| NodeSpec {
                     id: id.to_string(),
-                    addr: ([127, 0, 0, 1], PORT_SEARCH_START + i as u16).into(),
+                    addr: std::net::SocketAddr::from((
+                        [127, 0, 0, 1],
+                        PORT_SEARCH_START + i as u16,
+                    ))
+                    .into(),
                     zone: format!("zone-{i}"),
                     weight: 100,
                 })

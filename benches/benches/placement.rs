@@ -25,7 +25,7 @@ fn layout(nodes: usize, zones: usize) -> Layout {
         nodes: (0..nodes)
             .map(|i| NodeSpec {
                 id: format!("node-{i}"),
-                addr: SocketAddr::from(([10, 0, (i / 256) as u8, (i % 256) as u8], 7401)),
+                addr: SocketAddr::from(([10, 0, (i / 256) as u8, (i % 256) as u8], 7401)).into(),
                 zone: format!("zone-{}", i % zones),
                 // Weights 1 to 4, as mixed disk sizes would give.
                 weight: 1 + (i * 7 % 4) as u32,

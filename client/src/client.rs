@@ -11,6 +11,7 @@ use cairn_engine::Hash;
 use parking_lot::RwLock;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use cairn_core::addr::NodeAddr;
 use cairn_core::layout::{Layout, NodeSpec};
 use cairn_core::routing::Routing;
 use cairn_core::wire::{self, ByteRange, DeleteRole, ErrorCode, Op, PutRole, Request, Response};
@@ -193,7 +194,7 @@ impl Client {
 
     /// Connects through one node's address, fetching the layout from it.
     pub async fn connect_seed(
-        seed: SocketAddr,
+        seed: impl Into<NodeAddr>,
         identity: &Identity,
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
@@ -202,7 +203,7 @@ impl Client {
         let pool = Pool::new(endpoint, config);
         let seed_node = NodeSpec {
             id: SEED_SERVER_NAME.to_string(),
-            addr: seed,
+            addr: seed.into(),
             zone: String::new(),
             weight: 1,
         };

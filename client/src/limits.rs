@@ -39,6 +39,10 @@ pub const STREAM_QUEUE_PIECES: usize = 16;
 /// How long a connection attempt may take before the node counts as unreachable.
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
 
+/// Longest wait for a node's host name to resolve, before the connection is attempted (and
+/// apart from `CONNECT_TIMEOUT_MS`). Past it the node counts as unreachable for this attempt.
+pub const RESOLVE_TIMEOUT_MS: u64 = 2_000;
+
 /// After a failed connection attempt, requests skip the node for this long before trying
 /// again; each further failure doubles the pause, up to `DOWN_BACKOFF_MS_MAX`.
 pub const DOWN_BACKOFF_MS_MIN: u64 = 250;

@@ -4,18 +4,22 @@
 //! Used by the client and by nodes talking to each other.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use cairn_core::addr::NodeAddr;
 use cairn_core::layout::NodeSpec;
 use cairn_core::limits::{REQUEST_HEADER_BYTES_MAX, RESPONSE_HEADER_BYTES_MAX};
 use cairn_core::wire::{self, Request, Response};
 
 use crate::error::{ClientError, classify_connection_error};
 use crate::framing;
-use crate::limits::{CONNECT_TIMEOUT_MS, DOWN_BACKOFF_MS_MAX, DOWN_BACKOFF_MS_MIN};
+use crate::limits::{
+    CONNECT_TIMEOUT_MS, DOWN_BACKOFF_MS_MAX, DOWN_BACKOFF_MS_MIN, RESOLVE_TIMEOUT_MS,
+};
 
 #[derive(Default)]
 struct Slot {
@@ -116,9 +120,11 @@ impl Pool {
     }
 
     async fn connect(&self, node: &NodeSpec) -> Result<quinn::Connection, ClientError> {
+        let ipv6 = self.endpoint.local_addr().is_ok_and(|a| a.is_ipv6());
+        let addr = resolve(node, ipv6).await?;
         let connecting = self
             .endpoint
-            .connect_with(self.config.clone(), node.addr, &node.id)
+            .connect_with(self.config.clone(), addr, &node.id)
             .map_err(|e| ClientError::Unreachable {
                 node: node.id.clone(),
                 message: e.to_string(),
@@ -210,4 +216,33 @@ pub async fn read_response(
     framing::read_frame(recv, RESPONSE_HEADER_BYTES_MAX)
         .await
         .map_err(|e| ClientError::from_frame(node, e))
+}
+
+/// The IP address to connect to `node` at. A host name is resolved on every connection
+/// attempt, never cached here: a node recreated with a new IP (a rescheduled pod, a recreated
+/// container) is found again as soon as its old connection fails. The resolver's own cache
+/// (nscd, systemd-resolved, the cluster DNS) keeps the answer as long as its TTL allows. An
+/// IPv4 endpoint can reach only IPv4 addresses, so it takes the first of those.
+async fn resolve(node: &NodeSpec, ipv6: bool) -> Result<SocketAddr, ClientError> {
+    let (host, port) = match &node.addr {
+        NodeAddr::Ip(addr) => return Ok(*addr),
+        NodeAddr::Name { host, port } => (host.as_str(), *port),
+    };
+    let unreachable = |message: String| ClientError::Unreachable {
+        node: node.id.clone(),
+        message,
+    };
+    let lookup = tokio::net::lookup_host((host, port));
+    match tokio::time::timeout(Duration::from_millis(RESOLVE_TIMEOUT_MS), lookup).await {
+        Err(_) => Err(unreachable(format!(
+            "{host} was not resolved within {RESOLVE_TIMEOUT_MS} ms"
+        ))),
+        Ok(Err(e)) => Err(unreachable(format!("cannot resolve {host}: {e}"))),
+        // The resolver orders its answers (RFC 6724); the first usable is the one to try.
+        Ok(Ok(mut addrs)) => addrs.find(|a| ipv6 || a.is_ipv4()).ok_or_else(|| {
+            unreachable(format!(
+                "{host} resolves to no address this endpoint can reach"
+            ))
+        }),
+    }
 }

@@ -10,16 +10,17 @@
 //!
 //! [[nodes]]
 //! id = "n1"
-//! addr = "127.0.0.1:7401"
+//! addr = "127.0.0.1:7401"     # or a host name: "n1.cairn.svc:7401"
 //! zone = "zone-a"
 //! weight = 100
 //! ```
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use crate::addr::NodeAddr;
 
 use crate::limits::{NODE_ID_BYTES_MAX, NODES_MAX, REPLICATION_FACTOR_MAX, ZONE_NAME_BYTES_MAX};
 
@@ -29,8 +30,8 @@ use crate::limits::{NODE_ID_BYTES_MAX, NODES_MAX, REPLICATION_FACTOR_MAX, ZONE_N
 pub struct NodeSpec {
     /// Stable name of the node; a DNS label, used as its TLS server name and to seed placement.
     pub id: String,
-    /// Address of its QUIC endpoint.
-    pub addr: SocketAddr,
+    /// Address of its QUIC endpoint: an IP address, or a host name resolved when connecting.
+    pub addr: NodeAddr,
     /// Failure domain (rack, room, site). Copies of a blob go to distinct zones where possible.
     pub zone: String,
     /// Capacity weight: the node's share of blobs is proportional to it, where zones allow.
@@ -58,7 +59,7 @@ pub enum LayoutError {
     DuplicateId { id: String },
     #[error("nodes {first_id:?} and {second_id:?} both have the address {addr}")]
     DuplicateAddress {
-        addr: SocketAddr,
+        addr: NodeAddr,
         first_id: String,
         second_id: String,
     },
@@ -144,7 +145,7 @@ impl Layout {
             });
         }
         let mut ids = BTreeSet::new();
-        let mut addrs: HashMap<SocketAddr, &str> = HashMap::new();
+        let mut addrs: HashMap<&NodeAddr, &str> = HashMap::new();
         for node in &self.nodes {
             if let Err(reason) = check_dns_label(&node.id) {
                 return Err(LayoutError::InvalidId {
@@ -157,9 +158,9 @@ impl Layout {
                     id: node.id.clone(),
                 });
             }
-            if let Some(first_id) = addrs.insert(node.addr, &node.id) {
+            if let Some(first_id) = addrs.insert(&node.addr, &node.id) {
                 return Err(LayoutError::DuplicateAddress {
-                    addr: node.addr,
+                    addr: node.addr.clone(),
                     first_id: first_id.to_owned(),
                     second_id: node.id.clone(),
                 });
@@ -299,6 +300,11 @@ weight = 200
         let bad_addr = EXAMPLE.replace("127.0.0.1:7401", "localhost");
         let err = Layout::from_toml_str(&bad_addr).unwrap_err();
         assert!(matches!(err, LayoutError::Parse { .. }), "{err}");
+        assert!(err.to_string().contains("no `:port`"), "{err}");
+        let named = EXAMPLE.replace("127.0.0.1:7401", "n1.cairn:7401");
+        let layout = Layout::from_toml_str(&named).unwrap();
+        assert_eq!(layout.nodes[0].addr.to_string(), "n1.cairn:7401");
+        assert_eq!(Layout::from_toml_str(&layout.to_toml_string()), Ok(layout));
         let unknown = EXAMPLE.replace("weight = 100\n", "weight = 100\ncolour = \"red\"\n");
         let err = Layout::from_toml_str(&unknown).unwrap_err();
         assert!(matches!(err, LayoutError::Parse { .. }), "{err}");
@@ -313,7 +319,7 @@ weight = 200
 
     #[test]
     fn duplicate_address() {
-        let err = invalid(|l| l.nodes[2].addr = l.nodes[0].addr);
+        let err = invalid(|l| l.nodes[2].addr = l.nodes[0].addr.clone());
         assert_eq!(
             err,
             LayoutError::DuplicateAddress {
@@ -429,7 +435,8 @@ weight = 200
         layout.nodes = (0..=NODES_MAX)
             .map(|i| NodeSpec {
                 id: format!("n{i}"),
-                addr: SocketAddr::from(([10, 0, (i / 256) as u8, (i % 256) as u8], 7401)),
+                addr: std::net::SocketAddr::from(([10, 0, (i / 256) as u8, (i % 256) as u8], 7401))
+                    .into(),
                 zone: "zone-a".into(),
                 weight: 1,
             })

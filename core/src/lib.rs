@@ -25,6 +25,7 @@
 //! - [`meta`]: metadata keys, the hybrid logical clock, last-writer-wins merging.
 //! - [`limits`]: every bound, with the relations between them checked at compile time.
 
+pub mod addr;
 pub mod coordinator;
 pub mod heal;
 pub mod hints;

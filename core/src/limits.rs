@@ -13,6 +13,12 @@ pub const NODES_MAX: usize = 4096;
 /// Longest node id, in bytes: a DNS label, because ids are the TLS server names of nodes.
 pub const NODE_ID_BYTES_MAX: usize = 63;
 
+/// Longest host name in a node's address, in bytes: DNS's limit for a name in text.
+pub const HOST_NAME_BYTES_MAX: usize = 253;
+
+/// Longest label of a host name, in bytes: DNS's limit.
+pub const HOST_LABEL_BYTES_MAX: usize = 63;
+
 /// Longest zone name, in bytes: a whole layout must fit in one response header.
 pub const ZONE_NAME_BYTES_MAX: usize = 63;
 

@@ -238,7 +238,7 @@ mod quorums_tests {
             nodes: (0..factor)
                 .map(|i| NodeSpec {
                     id: format!("n{i}"),
-                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)).into(),
                     zone: format!("z{i}"),
                     weight: 1,
                 })

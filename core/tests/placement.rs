@@ -80,7 +80,8 @@ fn node(rng: &mut Rng, zone: usize, weights: Weights) -> NodeSpec {
         addr: SocketAddr::from((
             [10, (number >> 8) as u8, (number >> 16) as u8, number as u8],
             7401,
-        )),
+        ))
+        .into(),
         zone: format!("zone-{zone}"),
         weight: weights.draw(rng),
     }

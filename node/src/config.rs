@@ -171,6 +171,19 @@ pub struct HttpSettings {
     pub requests_in_flight_max: usize,
     pub deadline_ms: u64,
     pub idle_timeout_ms: u64,
+    /// TLS for the front (`[http.tls]`): served with this certificate and key, reloaded when
+    /// the files change. Plain HTTP without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<FrontTlsFiles>,
+}
+
+/// A front's certificate (chain, leaf first) and private key, PEM files (`[http.tls]`,
+/// `[s3.tls]`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FrontTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Default for HttpSettings {
@@ -184,6 +197,7 @@ impl Default for HttpSettings {
             requests_in_flight_max: HTTP_REQUESTS_IN_FLIGHT_MAX_DEFAULT,
             deadline_ms: HTTP_DEADLINE_MS_DEFAULT,
             idle_timeout_ms: HTTP_IDLE_TIMEOUT_MS_DEFAULT,
+            tls: None,
         }
     }
 }
@@ -263,6 +277,14 @@ pub struct S3Settings {
     pub gc_grace_ms: u64,
     #[serde(default = "gc_deletes_per_sec_default")]
     pub gc_deletes_per_sec: u32,
+    /// Virtual-host-style addressing: a request for `BUCKET.<domain>` names bucket `BUCKET`.
+    /// Requests to any other host (the domain itself, an IP address, a node's name) stay
+    /// path-style.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_host_domain: Option<String>,
+    /// TLS for the front (`[s3.tls]`), as `[http.tls]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<FrontTlsFiles>,
 }
 
 fn s3_listen_default() -> SocketAddr {
@@ -307,6 +329,8 @@ impl S3Settings {
             gc_interval_ms: GC_INTERVAL_MS_DEFAULT,
             gc_grace_ms: GC_GRACE_MS_DEFAULT,
             gc_deletes_per_sec: GC_DELETES_PER_SEC_DEFAULT,
+            virtual_host_domain: None,
+            tls: None,
         }
     }
 
@@ -331,6 +355,14 @@ impl S3Settings {
                     ),
                 });
             }
+        }
+        if let Some(domain) = &self.virtual_host_domain
+            && let Err(reason) = cairn_core::addr::check_host_name(domain)
+        {
+            return Err(ConfigError::Parse {
+                path: PathBuf::from("[s3]"),
+                message: format!("virtual_host_domain = {domain:?} is not a DNS name: {reason}"),
+            });
         }
         if self.gc_grace_ms < GC_GRACE_MS_MIN {
             return Err(ConfigError::Parse {
@@ -565,6 +597,13 @@ impl TlsFiles {
     }
 }
 
+impl FrontTlsFiles {
+    fn resolve(&mut self, base: &Path) {
+        resolve(base, &mut self.cert);
+        resolve(base, &mut self.key);
+    }
+}
+
 impl NodeConfig {
     /// Reads a node configuration, resolving relative paths against its directory.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -637,8 +676,14 @@ impl NodeConfig {
         if let Some(token) = &mut config.http.token_file {
             resolve(base, token);
         }
+        if let Some(tls) = &mut config.http.tls {
+            tls.resolve(base);
+        }
         if let Some(s3) = &mut config.s3 {
             resolve(base, &mut s3.credentials_file);
+            if let Some(tls) = &mut s3.tls {
+                tls.resolve(base);
+            }
         }
         if let Some((key, problem)) = config.space.problem() {
             return Err(ConfigError::OutOfRange {

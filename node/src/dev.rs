@@ -124,7 +124,7 @@ impl ClusterSpec {
                 .iter()
                 .map(|(id, addr, zone)| NodeSpec {
                     id: id.clone(),
-                    addr: *addr,
+                    addr: (*addr).into(),
                     zone: zone.clone(),
                     weight: 100,
                 })

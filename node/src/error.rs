@@ -25,6 +25,8 @@ pub enum NodeError {
     NotInLayout { id: String, version: u64 },
     #[error("TLS: {0}")]
     Tls(#[from] cairn_client::tls::TlsError),
+    #[error("{0}")]
+    FrontTls(#[from] crate::front::tls::FrontTlsError),
     #[error("engine: {0}")]
     Engine(#[from] cairn_engine::Error),
     #[error("hint log: {0}")]

@@ -161,6 +161,12 @@ pub const REFUSAL_WRITE_MS_MAX: u64 = 1_000;
 /// Pause after a failed `accept` (out of file descriptors, say) before trying again.
 pub const ACCEPT_RETRY_PAUSE_MS: u64 = 50;
 
+/// How often a front with TLS reads its certificate and key files to see whether they changed.
+pub const FRONT_TLS_RELOAD_CHECK_MS: u64 = 5_000;
+
+/// Longest TLS handshake a front waits for; a client slower than this is dropped.
+pub const FRONT_TLS_HANDSHAKE_MS_MAX: u64 = 10_000;
+
 // ---- The S3 front ----
 
 /// Connections the S3 front holds open at once; beyond it, new connections are closed.

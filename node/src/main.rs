@@ -152,7 +152,7 @@ enum LayoutCommand {
         id: String,
         /// Its QUIC address, host:port.
         #[arg(long)]
-        addr: std::net::SocketAddr,
+        addr: cairn_core::addr::NodeAddr,
         #[arg(long)]
         zone: String,
         #[arg(long, default_value_t = 100)]
@@ -281,6 +281,11 @@ fn config_check(file: &Path) -> Result<String> {
     cairn_node::config::check_secret_file(&config.tls.key)?;
     Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     let token = config.http.load_token()?;
+    let s3_tls = config.s3.as_ref().and_then(|s3| s3.tls.as_ref());
+    for files in config.http.tls.iter().chain(s3_tls) {
+        cairn_node::front::tls::check(files)?;
+    }
+    let https = |tls: &Option<_>| if tls.is_some() { " over TLS" } else { "" };
     let keys = match &config.s3 {
         Some(s3) => s3.load_credentials()?.len(),
         None => 0,
@@ -295,14 +300,23 @@ fn config_check(file: &Path) -> Result<String> {
         false => format!("; {}", from_env.join(", ")),
     };
     Ok(format!(
-        "node {} in zone {} of layout version {}; HTTP on {}{}; {}{from_env}",
+        "node {} in zone {} of layout version {}; HTTP on {}{}{}; {}{from_env}",
         config.id,
         me.zone,
         layout.version,
         config.http.listen,
+        https(&config.http.tls),
         if token.is_some() { " with a token" } else { "" },
         match &config.s3 {
-            Some(s3) => format!("S3 on {} with {keys} access key(s)", s3.listen),
+            Some(s3) => format!(
+                "S3 on {}{} with {keys} access key(s){}",
+                s3.listen,
+                https(&s3.tls),
+                match &s3.virtual_host_domain {
+                    Some(domain) => format!(", virtual hosts under {domain}"),
+                    None => String::new(),
+                }
+            ),
             None => "S3 off".to_string(),
         }
     ))

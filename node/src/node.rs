@@ -69,7 +69,12 @@ impl Node {
                 id: config.id.clone(),
                 version: layout.version,
             })?;
-        let listen = config.listen.unwrap_or(me.addr);
+        // A node named by a host name listens on every address, at the port its name gives.
+        let listen = config.listen.unwrap_or_else(|| {
+            me.addr
+                .ip()
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], me.addr.port())))
+        });
         let zone = me.zone.clone();
         crate::config::check_secret_file(&config.tls.key)?;
         let identity = Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;

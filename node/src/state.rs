@@ -174,6 +174,8 @@ pub(crate) struct State {
     /// Node-protocol messages refused because the connection's certificate does not name the
     /// node they claim to come from.
     pub(crate) impersonations_refused: AtomicU64,
+    /// The certificate pairs of the fronts that serve TLS, for their metrics.
+    pub(crate) front_tls: Mutex<Vec<Arc<crate::front::tls::ReloadingPair>>>,
     /// Taken while a hash's version and bytes change together (a commit, a tombstone), so a
     /// put and a delete of one hash on one node are ordered; striped by the hash's first byte.
     entry_locks: Vec<Mutex<()>>,
@@ -231,6 +233,7 @@ impl State {
             meta_settled_since_ms: AtomicU64::new(0),
             meta_sync_wake: Notify::new(),
             impersonations_refused: AtomicU64::new(0),
+            front_tls: Mutex::new(Vec::new()),
             entry_locks: (0..ENTRY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         }
     }

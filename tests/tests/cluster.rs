@@ -632,3 +632,71 @@ async fn a_node_certificate_speaks_for_its_node_and_no_other() {
     );
     cluster.shutdown().await;
 }
+
+/// A layout may name its nodes by host name (as a StatefulSet's headless service does): every
+/// node here is `localhost:PORT`, listens on every address at that port (its own entry gives no
+/// IP), and resolves its peers' names when it connects, again after a peer was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_named_by_host_name_find_each_other_and_find_a_restarted_one_again() {
+    let base = free_base_port();
+    let mut spec = test_spec(0);
+    for (i, node) in spec.nodes.iter_mut().enumerate() {
+        node.1 = SocketAddr::from(([127, 0, 0, 1], base + i as u16));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let files = cairn_node::dev::write_cluster(dir.path(), &spec).unwrap();
+    let text = std::fs::read_to_string(&files.layout).unwrap();
+    std::fs::write(&files.layout, text.replace("\"127.0.0.1:", "\"localhost:")).unwrap();
+    let layout = cairn_client::load_layout(&files.layout).unwrap();
+    assert!(
+        layout.nodes.iter().all(|n| n.addr.ip().is_none()),
+        "every node is named: {layout:?}"
+    );
+    let configs: Vec<cairn_node::NodeConfig> = files
+        .node_configs
+        .iter()
+        .map(|p| cairn_node::NodeConfig::load(p).unwrap())
+        .collect();
+    let mut nodes = Vec::new();
+    for config in &configs {
+        let node = start_node(config).await;
+        assert_eq!(node.local_addr().ip(), std::net::Ipv4Addr::UNSPECIFIED);
+        nodes.push(Some(node));
+    }
+    let mut cluster = TestCluster {
+        dir,
+        files,
+        configs,
+        nodes,
+    };
+    let client = cluster.client().await;
+    let blobs: Vec<Vec<u8>> = (0..20).map(blob).collect();
+    for bytes in &blobs {
+        client.put(bytes.clone()).await.unwrap();
+    }
+    // Every copy where placement puts it: the nodes reached each other by name.
+    for bytes in &blobs {
+        let hash = Hash::of(bytes);
+        wait_until("every copy placed", || {
+            cluster.fully_replicated(&client, &hash, bytes)
+        })
+        .await;
+    }
+    // A node down and back: its peers connect to it again by resolving its name anew.
+    cluster.kill("n2").await;
+    let more: Vec<Vec<u8>> = (20..30).map(blob).collect();
+    for bytes in &more {
+        client.put(bytes.clone()).await.unwrap();
+    }
+    cluster.restart("n2").await;
+    for bytes in &more {
+        let hash = Hash::of(bytes);
+        wait_until("every copy placed after the restart", || {
+            cluster.fully_replicated(&client, &hash, bytes)
+        })
+        .await;
+        assert_eq!(client.get(&hash).await.unwrap(), *bytes);
+    }
+    client.close().await;
+    cluster.shutdown().await;
+}

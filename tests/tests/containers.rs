@@ -1,7 +1,8 @@
 //! Cairn in containers: the six-node cluster of `docker/compose.yml` (three zones, factor 3,
 //! write quorum 2, the image `scripts/image` builds), written to through the nodes' HTTP fronts
 //! while, one after the other, a node is stopped, a node is killed, a node is paused, a whole
-//! zone is cut off the network and every node is restarted in turn. Writes go on during every
+//! zone is cut off the network (and comes back with new addresses, found again through the
+//! layout's host names) and every node is restarted in turn. Writes go on during every
 //! fault, and every write through a front in a live zone must succeed. After each fault, with
 //! it still active and again once healed, every acknowledged blob must read back byte for byte
 //! through a front of every zone that is up; once healed, every acknowledged blob must be held
@@ -207,27 +208,33 @@ impl Drop for Cleanup {
 // HTTP
 
 /// A node's HTTP front, every request bounded in time (a paused node would hold one forever).
+/// Its address changes when the node comes back on the network with another one.
 #[derive(Clone)]
 struct Front {
-    client: HttpClient,
+    client: Arc<Mutex<HttpClient>>,
 }
 
 impl Front {
     fn new(addr: SocketAddr, token: Option<&str>) -> Front {
         Front {
-            client: HttpClient::new(addr, token.map(str::to_string)),
+            client: Arc::new(Mutex::new(HttpClient::new(addr, token.map(str::to_string)))),
         }
     }
 
     fn addr(&self) -> SocketAddr {
-        self.client.addr
+        self.client.lock().addr
+    }
+
+    fn moved_to(&self, ip: std::net::IpAddr) {
+        self.client.lock().addr.set_ip(ip);
     }
 
     /// The answer, or why there was none (a refused connection, a broken one, no answer in
     /// time).
     async fn request(&self, method: &str, path: &str, body: Bytes) -> Result<HttpResponse, String> {
-        let addr = self.addr();
-        let request = self.client.request(method, path, &[], body);
+        let client = self.client.lock().clone();
+        let addr = client.addr;
+        let request = client.request(method, path, &[], body);
         match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(format!("{method} {path} via {addr}: {e}")),
@@ -275,8 +282,9 @@ fn json(response: &HttpResponse) -> Result<serde_json::Value, String> {
 struct Node {
     id: String,
     zone: String,
-    /// The container's fixed address on the compose network.
-    ip: String,
+    /// The container's address on the compose network: fixed by the compose file, and moved
+    /// by `moved_ip` when the node comes back from a partition.
+    ip: Mutex<String>,
     container: String,
     http: Front,
 }
@@ -548,12 +556,27 @@ impl Cluster {
         for spec in &layout.nodes {
             let config = NodeConfig::load(&dir.join(format!("{}.toml", spec.id)))
                 .unwrap_or_else(|e| panic!("{e}"));
-            let http_addr = SocketAddr::new(spec.addr.ip(), config.http.listen.port());
+            // The layout names the nodes (Docker's DNS resolves them for the nodes, inside the
+            // network); the test, outside it, reaches each by the address Docker gave it.
+            let container = compose.container(&spec.id).await;
+            let ip = docker(&[
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                &container,
+            ])
+            .await
+            .trim()
+            .to_string();
+            let ip: std::net::IpAddr = ip
+                .parse()
+                .unwrap_or_else(|e| panic!("{}'s address {ip:?}: {e}", spec.id));
+            let http_addr = SocketAddr::new(ip, config.http.listen.port());
             nodes.push(Node {
                 id: spec.id.clone(),
                 zone: spec.zone.clone(),
-                ip: spec.addr.ip().to_string(),
-                container: compose.container(&spec.id).await,
+                ip: Mutex::new(ip.to_string()),
+                container,
                 http: Front::new(http_addr, Some(&token)),
             });
         }
@@ -835,6 +858,15 @@ impl Fault {
     }
 }
 
+/// The address a node takes when it comes back from a partition: in the same /24, 20 above
+/// (or below) its last one, never one of the compose file's fixed addresses (.11 to .16).
+fn moved_ip(ip: &str) -> String {
+    let (net, last) = ip.rsplit_once('.').expect("an IPv4 address");
+    let last: u8 = last.parse().expect("an IPv4 address");
+    let moved = if last < 200 { last + 20 } else { last - 180 };
+    format!("{net}.{moved}")
+}
+
 impl Cluster {
     async fn apply(&self, fault: Fault, out: &[usize]) {
         for &i in out {
@@ -856,8 +888,14 @@ impl Cluster {
             match fault {
                 Fault::Stop(_) | Fault::Kill(_) => docker(&["start", c]).await,
                 Fault::Pause(_) => docker(&["unpause", c]).await,
+                // Back on the network with another address, as a rescheduled pod comes back:
+                // its peers find it again only by resolving its name anew.
                 Fault::Disconnect(_) => {
-                    docker(&["network", "connect", "--ip", &node.ip, &self.network, c]).await
+                    let ip = moved_ip(&node.ip.lock());
+                    let out = docker(&["network", "connect", "--ip", &ip, &self.network, c]).await;
+                    node.http.moved_to(ip.parse().expect("an IPv4 address"));
+                    *node.ip.lock() = ip;
+                    out
                 }
                 Fault::RollingRestart => unreachable!(),
             };

@@ -281,17 +281,28 @@ async fn bad_input_leaves_no_partial_blob_and_no_node_down() {
     let auth = format!("authorization: Bearer {TOKEN}\r\n");
     let good = front(&cluster, "n1", Some(TOKEN));
 
-    // The token: missing or wrong is 401, on every path.
+    // The token: missing or wrong is 401 on every path but the probes, which answer anyone
+    // (a kubelet, a load balancer) and say nothing beyond ready or not, and why.
     for token in [None, Some("wrong-token-of-enough-length")] {
         let c = front(&cluster, "n1", token);
-        for path in ["/healthz", "/metrics", "/v1/blobs"] {
+        for path in ["/metrics", "/v1/blobs", "/v1/cluster", "/nowhere"] {
             let r = c.request("PUT", path, &[], b"x".to_vec()).await.unwrap();
             assert_eq!(
                 (r.status, r.json()["code"].as_str()),
-                (401, Some("unauthorized"))
+                (401, Some("unauthorized")),
+                "{path}"
             );
             assert_eq!(r.header("www-authenticate"), Some("Bearer"));
         }
+        for path in ["/healthz", "/readyz", "/readyz/writes"] {
+            let r = c.get(path).await.unwrap();
+            assert_eq!(r.status, 200, "{path} without the token");
+        }
+        let r = c
+            .request("PUT", "/healthz", &[], b"x".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 405, "only GET is served on a probe");
     }
     assert!(stored_nowhere(&cluster, &Hash::of(b"x")));
     assert_eq!(good.get("/healthz").await.unwrap().status, 200);

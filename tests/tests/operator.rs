@@ -556,32 +556,12 @@ async fn what_recovery_dropped_is_shown_and_a_damaged_segment_is_moved_aside() {
     cluster.shutdown().await;
 }
 
-/// A base port for `cairn dev` whose six QUIC, HTTP and S3 ports are all free (probed, below
-/// Linux's ephemeral range).
-fn free_dev_base_port() -> u16 {
-    use cairn_node::dev::{DEV_HTTP_PORT_OFFSET, DEV_NODES, DEV_S3_PORT_OFFSET};
-    let free = |port: u16| {
-        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
-    };
-    (0..200)
-        .map(|k| 21_000 + ((std::process::id() as u16 % 50) * 100 + k * 10) % 8_000)
-        .find(|&base| {
-            (0..DEV_NODES as u16).all(|i| {
-                free(base + i)
-                    && free(base + i + DEV_HTTP_PORT_OFFSET)
-                    && free(base + i + DEV_S3_PORT_OFFSET)
-            })
-        })
-        .expect("a free range of ports")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cairn_dev_logs_name_their_node_keep_client_mistakes_quiet_and_a_layout_change_suspects_nobody()
  {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let base = free_dev_base_port();
+    let base = common::free_base_port();
     let mut dev = Command::new(cairn_tests::cairn_bin())
         .args(["dev", "--base-port", &base.to_string(), "--dir"])
         .arg(dir.path())

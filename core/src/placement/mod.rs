@@ -656,7 +656,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, &(zone, weight))| NodeSpec {
                     id: format!("n{i}"),
-                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7400 + i as u16)),
+                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7400 + i as u16)).into(),
                     zone: zone.into(),
                     weight,
                 })

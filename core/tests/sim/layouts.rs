@@ -89,7 +89,7 @@ fn layout_of(shape: &Shape, version: u64) -> Layout {
             .iter()
             .map(|&(ix, weight)| NodeSpec {
                 id: NODE_IDS[ix].to_string(),
-                addr: std::net::SocketAddr::from(([127, 0, 9, ix as u8 + 1], NODE_PORT)),
+                addr: std::net::SocketAddr::from(([127, 0, 9, ix as u8 + 1], NODE_PORT)).into(),
                 zone: NODE_ZONES[ix].to_string(),
                 weight,
             })

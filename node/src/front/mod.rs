@@ -1,8 +1,9 @@
 //! What the two fronts (HTTP and S3) share, so that neither imports the other: binding a
-//! listener, the body spool, and the stall guard on connections.
+//! listener, the body spool, the stall guard on connections, and TLS.
 
 pub mod spool;
 pub mod stall;
+pub mod tls;
 
 use std::net::SocketAddr;
 

@@ -476,6 +476,26 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
         e.family(name, kind, help);
         e.sample(name, &[], value);
     }
+    // The families always, so that rules naming them load; a sample per front that has TLS.
+    let front_tls = state.front_tls.lock().clone();
+    let families = [
+        (
+            "cairn_front_tls_reloads_total",
+            "Certificate pairs a front took up after its files changed, since the node started.",
+            crate::front::tls::ReloadingPair::reloads as fn(&_) -> u64,
+        ),
+        (
+            "cairn_front_tls_reload_failures_total",
+            "Changes of a front's certificate or key files that could not be served (the previous pair stays).",
+            crate::front::tls::ReloadingPair::failures,
+        ),
+    ];
+    for (name, help, value) in families {
+        e.family(name, "counter", help);
+        for pair in &front_tls {
+            e.sample(name, &[("front", pair.front())], value(pair));
+        }
+    }
     if let Some(gc) = &state.gc {
         let gc = gc.status();
         let collector = [

@@ -12,7 +12,7 @@
 //! | `GET`, `HEAD /v1/blobs/{hash}` | 200, or 206 for one `Range`; 416; 404 |
 //! | `DELETE /v1/blobs/{hash}` | 204, or 404 |
 //! | `GET /v1/blobs/{hash}/replicas` | which replicas hold it |
-//! | `GET /healthz` | liveness: 200 while the process runs |
+//! | `GET /healthz` | liveness: 200 while the process runs (no token needed, as for both `/readyz`) |
 //! | `GET /readyz` | ready to serve reads (503 with the reason) |
 //! | `GET /readyz/writes` | ready to take writes too: not full, not read-only (503 with the reason) |
 //! | `GET /v1/cluster` | what `cairn status` shows, as JSON |
@@ -48,6 +48,7 @@ use crate::clock;
 use crate::config::HttpSettings;
 use crate::error::NodeError;
 use crate::front::stall::StallGuard;
+use crate::front::tls::{FrontStream, FrontTls};
 use crate::limits::{
     ACCEPT_RETRY_PAUSE_MS, HTTP_CONNECTIONS_MAX, HTTP_HEADER_BYTES_MAX, HTTP_HEADERS_COUNT_MAX,
     HTTP_PATH_BYTES_MAX, HTTP_RETRY_AFTER_SECS, REFUSAL_WRITE_MS_MAX,
@@ -68,6 +69,8 @@ pub(crate) struct Front {
     requests: Arc<Semaphore>,
     metrics: HttpMetrics,
     spool_dir: PathBuf,
+    /// TLS, when `[http.tls]` is set.
+    tls: Option<FrontTls>,
 }
 
 /// A running HTTP front.
@@ -92,8 +95,17 @@ pub(crate) async fn start(
 ) -> Result<HttpServer, NodeError> {
     let token = settings.load_token()?;
     let spool_dir = files::empty_dir(&state.data_dir.join("http-spool"))?;
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(|files| FrontTls::start(files, "http"))
+        .transpose()?;
+    if let Some(tls) = &tls {
+        state.front_tls.lock().push(tls.pair.clone());
+    }
     let (listener, addr) = crate::front::bind(settings.listen).await?;
     let front = Arc::new(Front {
+        tls,
         state,
         settings: settings.clone(),
         token: token.map(|t| blake3::hash(t.as_bytes())),
@@ -102,8 +114,9 @@ pub(crate) async fn start(
         spool_dir,
     });
     let (stop, stopped) = watch::channel(false);
+    let scheme = if front.tls.is_some() { "https" } else { "http" };
     let task = crate::task::spawn(accept_loop(front, listener, stopped));
-    tracing::info!(%addr, "HTTP front serving");
+    tracing::info!(%addr, scheme, "HTTP front serving");
     Ok(HttpServer { addr, task, stop })
 }
 
@@ -136,7 +149,11 @@ async fn accept_loop(front: Arc<Front>, listener: TcpListener, stopped: watch::R
         let builder = builder.clone();
         let mut stopped = stopped.clone();
         crate::task::spawn(async move {
-            let io = TokioIo::new(StallGuard::new(tcp, idle));
+            let guarded = StallGuard::new(tcp, idle);
+            let Some(stream) = FrontStream::open(front.tls.as_ref(), guarded).await else {
+                return;
+            };
+            let io = TokioIo::new(stream);
             let service = hyper::service::service_fn(move |request| {
                 let front = front.clone();
                 async move { Ok::<_, Infallible>(front.serve(request).await) }
@@ -376,8 +393,14 @@ impl Front {
         (op, result)
     }
 
-    /// The token, then the path: what every request must pass before it is routed.
+    /// The path, then the token: what every request must pass before it is routed. The probes
+    /// answer without the token (they say only whether the node is up and ready, and why not),
+    /// so a kubelet or a load balancer can use them; everything else requires it.
     fn check(&self, request: &Request<Incoming>) -> Result<Route, HttpError> {
+        let route = route(request.uri().path());
+        if let Ok(Route::Health | Route::Ready | Route::ReadyForWrites) = route {
+            return route;
+        }
         if let Some(expected) = &self.token {
             let given = request
                 .headers()
@@ -403,7 +426,7 @@ impl Front {
                 ));
             }
         }
-        route(request.uri().path())
+        route
     }
 
     async fn cluster(&self) -> Response<Body> {

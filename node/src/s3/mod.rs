@@ -49,6 +49,7 @@ use tokio::task::JoinHandle;
 use crate::config::S3Settings;
 use crate::error::NodeError;
 use crate::front::stall::StallGuard;
+use crate::front::tls::{FrontStream, FrontTls};
 use crate::limits::{
     ACCEPT_RETRY_PAUSE_MS, HTTP_RETRY_AFTER_SECS, S3_CLOCK_SKEW_SECS_MAX, S3_CONNECTIONS_MAX,
     S3_HEADER_BYTES_MAX, S3_HEADERS_COUNT_MAX, S3_PRESIGNED_EXPIRES_SECS_MAX,
@@ -104,9 +105,59 @@ impl s3s::auth::S3Auth for AccessKeys {
     }
 }
 
+/// Virtual-host-style addressing under one domain: `BUCKET.<domain>` names the bucket, and
+/// every other host (the domain itself, an address, a node's own name) is path-style. (The S3
+/// library's own hosts take any other name for a bucket, which would turn a path-style request
+/// to `n1:9480` into one for bucket `n1`.)
+struct VirtualHosts {
+    domain: String,
+}
+
+impl VirtualHosts {
+    fn under(domain: &str) -> VirtualHosts {
+        VirtualHosts {
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+        }
+    }
+
+    /// The bucket `host` names, if it is one under the domain.
+    fn bucket_of<'a>(&self, host: &'a str) -> Option<&'a str> {
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let cut = name.len().checked_sub(self.domain.len() + 1)?;
+        let (bucket, rest) = name.split_at(cut);
+        (rest.len() == self.domain.len() + 1
+            && rest.as_bytes()[0] == b'.'
+            && rest[1..].eq_ignore_ascii_case(&self.domain)
+            && !bucket.is_empty())
+        .then_some(bucket)
+    }
+}
+
+impl s3s::host::S3Host for VirtualHosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        Ok(match self.bucket_of(host) {
+            Some(bucket) => s3s::host::VirtualHost::new(self.domain.as_str()).with_bucket(bucket),
+            None => s3s::host::VirtualHost::new(host),
+        })
+    }
+}
+
 /// Binds the S3 front and starts serving.
 pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3Server, NodeError> {
     let keys = settings.load_credentials()?;
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(|files| FrontTls::start(files, "s3"))
+        .transpose()?
+        .map(Arc::new);
+    if let Some(tls) = &tls {
+        state.front_tls.lock().push(tls.pair.clone());
+    }
     let spool_dir = files::empty_dir(&state.data_dir.join("s3-spool"))?;
     let (listener, addr) = crate::front::bind(settings.listen).await?;
     let marks = gc::MarkWriter::start(state.clone());
@@ -124,6 +175,9 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
         known.register(key.access_key, key.secret_key.into());
     }
     builder.set_auth(AccessKeys(known));
+    if let Some(domain) = &settings.virtual_host_domain {
+        builder.set_host(VirtualHosts::under(domain));
+    }
     let mut config = s3s::config::S3Config::default();
     config.xml_max_body_size = S3_XML_BODY_BYTES_MAX;
     config.presigned_url_max_skew_time_secs = S3_CLOCK_SKEW_SECS_MAX;
@@ -135,22 +189,39 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
     let requests = Arc::new(Semaphore::new(settings.requests_in_flight_max));
     let idle = Duration::from_millis(settings.idle_timeout_ms);
     let spellings = spelling::s3_spellings().await;
-    let task = crate::task::spawn(accept_loop(
-        service, ids, spellings, listener, requests, idle, stopped,
-    ));
-    tracing::info!(%addr, "S3 front serving");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let connection = Connection {
+        service,
+        ids,
+        spellings,
+        tls,
+        requests,
+        idle,
+    };
+    let task = crate::task::spawn(accept_loop(connection, listener, stopped));
+    tracing::info!(%addr, scheme, "S3 front serving");
     Ok(S3Server { addr, task, stop })
 }
 
-async fn accept_loop(
+/// What serving one connection takes, shared by all of them.
+struct Connection {
     service: S3Service,
     ids: Arc<RequestIds>,
     spellings: hyper::http::Extensions,
-    listener: TcpListener,
+    tls: Option<Arc<FrontTls>>,
     requests: Arc<Semaphore>,
     idle: Duration,
-    stopped: watch::Receiver<bool>,
-) {
+}
+
+async fn accept_loop(shared: Connection, listener: TcpListener, stopped: watch::Receiver<bool>) {
+    let Connection {
+        service,
+        ids,
+        spellings,
+        tls,
+        requests,
+        idle,
+    } = shared;
     let connections = Arc::new(Semaphore::new(S3_CONNECTIONS_MAX));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -173,10 +244,14 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let (service, requests, builder) = (service.clone(), requests.clone(), builder.clone());
-        let (ids, spellings) = (ids.clone(), spellings.clone());
+        let (ids, spellings, tls) = (ids.clone(), spellings.clone(), tls.clone());
         let mut stopped = stopped.clone();
         crate::task::spawn(async move {
-            let io = TokioIo::new(StallGuard::new(tcp, idle));
+            let guarded = StallGuard::new(tcp, idle);
+            let Some(stream) = FrontStream::open(tls.as_deref(), guarded).await else {
+                return;
+            };
+            let io = TokioIo::new(stream);
             let serve = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let (service, requests, ids) = (service.clone(), requests.clone(), ids.clone());
                 let spellings = spellings.clone();
@@ -348,4 +423,32 @@ fn internal_error() -> Response<s3s::Body> {
         "InternalError",
         "We encountered an internal error. Please try again.",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VirtualHosts;
+
+    #[test]
+    fn a_host_under_the_domain_names_a_bucket_and_any_other_is_path_style() {
+        let hosts = VirtualHosts::under("S3.Cairn.Example.");
+        for (host, bucket) in [
+            ("releases.s3.cairn.example", Some("releases")),
+            ("releases.s3.cairn.example:9480", Some("releases")),
+            (
+                "my.dotted.bucket.s3.cairn.example",
+                Some("my.dotted.bucket"),
+            ),
+            ("Releases.S3.CAIRN.example.", Some("Releases")),
+            ("s3.cairn.example", None),
+            ("s3.cairn.example:9480", None),
+            (".s3.cairn.example", None),
+            ("releases.xs3.cairn.example", None),
+            ("n1:9480", None),
+            ("10.0.0.1:9480", None),
+            ("[::1]:9480", None),
+        ] {
+            assert_eq!(hosts.bucket_of(host), bucket, "{host}");
+        }
+    }
 }

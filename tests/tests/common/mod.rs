@@ -277,3 +277,23 @@ pub async fn metrics_of(node: &Node) -> String {
         .unwrap();
     String::from_utf8(answer.body).unwrap()
 }
+
+/// A base port whose six QUIC, HTTP and S3 ports (as `cairn dev` and `ClusterSpec` lay them
+/// out) are all free on every address: probed, below Linux's ephemeral range.
+pub fn free_base_port() -> u16 {
+    use cairn_node::dev::{DEV_HTTP_PORT_OFFSET, DEV_NODES, DEV_S3_PORT_OFFSET};
+    let free = |port: u16| {
+        std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
+    };
+    (0..200)
+        .map(|k| 21_000 + ((std::process::id() as u16 % 50) * 100 + k * 10) % 8_000)
+        .find(|&base| {
+            (0..DEV_NODES as u16).all(|i| {
+                free(base + i)
+                    && free(base + i + DEV_HTTP_PORT_OFFSET)
+                    && free(base + i + DEV_S3_PORT_OFFSET)
+            })
+        })
+        .expect("a free range of ports")
+}
