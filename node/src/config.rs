@@ -186,6 +186,15 @@ pub struct FrontTlsFiles {
     pub key: PathBuf,
 }
 
+/// Why a front's certificate and key cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("front TLS files {cert} and {key}: {problem}")]
+pub struct FrontTlsError {
+    pub cert: String,
+    pub key: String,
+    pub problem: String,
+}
+
 impl Default for HttpSettings {
     fn default() -> HttpSettings {
         HttpSettings {

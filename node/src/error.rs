@@ -26,7 +26,7 @@ pub enum NodeError {
     #[error("TLS: {0}")]
     Tls(#[from] cairn_client::tls::TlsError),
     #[error("{0}")]
-    FrontTls(#[from] crate::front::tls::FrontTlsError),
+    FrontTls(#[from] crate::config::FrontTlsError),
     #[error("engine: {0}")]
     Engine(#[from] cairn_engine::Error),
     #[error("hint log: {0}")]

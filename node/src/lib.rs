@@ -14,7 +14,8 @@
 //!    node's own blob operations).
 //! 4. `state`: the handles every part shares.
 //! 5. [`error`], then [`local`]: this node's own durable state.
-//! 6. [`clock`] (the only module that reads the time), [`limits`], [`config`].
+//! 6. [`clock`] (the only module that reads the time), [`limits`], [`config`], `figures`
+//!    (what the fronts count, for `/metrics`).
 //!
 //! [`certs`] and [`dev`] serve the `cairn` command and tests.
 
@@ -24,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod error;
+mod figures;
 pub mod front;
 pub mod healing;
 pub mod hints;

@@ -174,8 +174,8 @@ pub(crate) struct State {
     /// Node-protocol messages refused because the connection's certificate does not name the
     /// node they claim to come from.
     pub(crate) impersonations_refused: AtomicU64,
-    /// The certificate pairs of the fronts that serve TLS, for their metrics.
-    pub(crate) front_tls: Mutex<Vec<Arc<crate::front::tls::ReloadingPair>>>,
+    /// What the fronts count: S3 requests, certificate reloads.
+    pub(crate) figures: crate::figures::FrontFigures,
     /// Taken while a hash's version and bytes change together (a commit, a tombstone), so a
     /// put and a delete of one hash on one node are ordered; striped by the hash's first byte.
     entry_locks: Vec<Mutex<()>>,
@@ -209,6 +209,17 @@ pub(crate) struct StateParts {
 }
 
 impl State {
+    /// The reload figures of a front about to serve TLS, registered for `/metrics`.
+    pub(crate) fn tls_figures(&self, front: &'static str) -> Arc<crate::figures::TlsFigures> {
+        let figures = Arc::new(crate::figures::TlsFigures {
+            front,
+            reloads: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        });
+        self.figures.tls.lock().push(figures.clone());
+        figures
+    }
+
     pub(crate) fn new(parts: StateParts) -> State {
         State {
             id: parts.id,
@@ -233,7 +244,7 @@ impl State {
             meta_settled_since_ms: AtomicU64::new(0),
             meta_sync_wake: Notify::new(),
             impersonations_refused: AtomicU64::new(0),
-            front_tls: Mutex::new(Vec::new()),
+            figures: Default::default(),
             entry_locks: (0..ENTRY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         }
     }

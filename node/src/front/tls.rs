@@ -10,7 +10,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -20,22 +20,14 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::task::JoinHandle;
 
-use crate::config::FrontTlsFiles;
+use crate::config::{FrontTlsError, FrontTlsFiles};
+use crate::figures::TlsFigures;
 use crate::limits::{FRONT_TLS_HANDSHAKE_MS_MAX, FRONT_TLS_RELOAD_CHECK_MS};
-
-/// Why a front's certificate and key cannot be served.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("front TLS files {cert} and {key}: {problem}")]
-pub struct FrontTlsError {
-    pub cert: String,
-    pub key: String,
-    pub problem: String,
-}
 
 /// What a front's accept loop needs: the acceptor, and the task that reloads its pair.
 pub(crate) struct FrontTls {
-    pub acceptor: tokio_rustls::TlsAcceptor,
-    pub pair: Arc<ReloadingPair>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    pair: Arc<ReloadingPair>,
     reloader: JoinHandle<()>,
 }
 
@@ -48,16 +40,17 @@ impl Drop for FrontTls {
 impl FrontTls {
     /// Loads the pair (an error if it cannot be served) and starts watching its files. The
     /// front speaks HTTP/1.1, and says so in ALPN.
-    pub fn start(files: &FrontTlsFiles, front: &'static str) -> Result<FrontTls, FrontTlsError> {
+    pub fn start(
+        files: &FrontTlsFiles,
+        figures: Arc<TlsFigures>,
+    ) -> Result<FrontTls, FrontTlsError> {
         let (pair, fingerprint) = load(files)?;
         let pair = Arc::new(ReloadingPair {
             files: files.clone(),
-            front,
             current: RwLock::new(Arc::new(pair)),
             fingerprint: Mutex::new(fingerprint),
             last_failure: Mutex::new(None),
-            reloads: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
+            figures,
         });
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -96,11 +89,11 @@ impl FrontTls {
         match tokio::time::timeout(limit, handshake).await {
             Ok(Ok(stream)) => Some(stream),
             Ok(Err(e)) => {
-                tracing::debug!(front = self.pair.front, error = %e, "TLS handshake failed");
+                tracing::debug!(front = self.pair.figures.front, error = %e, "TLS handshake failed");
                 None
             }
             Err(_) => {
-                tracing::debug!(front = self.pair.front, "TLS handshake timed out");
+                tracing::debug!(front = self.pair.figures.front, "TLS handshake timed out");
                 None
             }
         }
@@ -108,17 +101,23 @@ impl FrontTls {
 }
 
 /// The pair a front serves, replaced when its files change to another valid pair.
-#[derive(Debug)]
 pub(crate) struct ReloadingPair {
     files: FrontTlsFiles,
-    front: &'static str,
     current: RwLock<Arc<CertifiedKey>>,
     /// BLAKE3 of both files' contents as last read.
     fingerprint: Mutex<blake3::Hash>,
     /// The last failure logged, so that one broken pair is logged once, not every check.
     last_failure: Mutex<Option<String>>,
-    reloads: AtomicU64,
-    failures: AtomicU64,
+    figures: Arc<TlsFigures>,
+}
+
+impl std::fmt::Debug for ReloadingPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingPair")
+            .field("front", &self.figures.front)
+            .field("cert", &self.files.cert)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ResolvesServerCert for ReloadingPair {
@@ -128,21 +127,6 @@ impl ResolvesServerCert for ReloadingPair {
 }
 
 impl ReloadingPair {
-    /// The front it serves: `http` or `s3`.
-    pub fn front(&self) -> &'static str {
-        self.front
-    }
-
-    /// Pairs taken since start after a change of the files.
-    pub fn reloads(&self) -> u64 {
-        self.reloads.load(Ordering::Relaxed)
-    }
-
-    /// Changes of the files that could not be served.
-    pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
-    }
-
     /// Reads the files again if they changed, and serves the new pair if it is valid.
     fn check(&self) {
         let fingerprint = match fingerprint(&self.files) {
@@ -157,9 +141,9 @@ impl ReloadingPair {
                 *self.current.write() = Arc::new(pair);
                 *self.fingerprint.lock() = fingerprint;
                 *self.last_failure.lock() = None;
-                self.reloads.fetch_add(1, Ordering::Relaxed);
+                self.figures.reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
-                    front = self.front,
+                    front = self.figures.front,
                     cert = %self.files.cert.display(),
                     "TLS certificate reloaded"
                 );
@@ -171,9 +155,9 @@ impl ReloadingPair {
     fn failed(&self, e: FrontTlsError) {
         let mut last = self.last_failure.lock();
         if last.as_deref() != Some(e.problem.as_str()) {
-            self.failures.fetch_add(1, Ordering::Relaxed);
+            self.figures.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                front = self.front,
+                front = self.figures.front,
                 error = %e,
                 "TLS certificate not reloaded; still serving the previous one"
             );

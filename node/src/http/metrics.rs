@@ -239,6 +239,44 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
     let sent = http.sent_bytes.load(Ordering::Relaxed);
     e.sample("cairn_http_sent_bytes_total", &[], sent);
 
+    let s3 = state.figures.s3_requests.snapshot();
+    e.family(
+        "cairn_s3_requests_total",
+        "counter",
+        "S3 requests answered, by operation (as S3 names it; `none` if refused before routing) and status code.",
+    );
+    for ((op, status), h) in &s3 {
+        let status = status.to_string();
+        let labels = [("operation", op.as_str()), ("status", status.as_str())];
+        e.sample("cairn_s3_requests_total", &labels, h.count());
+    }
+    e.family(
+        "cairn_s3_request_duration_seconds",
+        "histogram",
+        "Time from an S3 request's arrival to its response's headers (a GetObject's body streams after).",
+    );
+    for ((op, status), h) in &s3 {
+        let status = status.to_string();
+        let labels = [("operation", op.as_str()), ("status", status.as_str())];
+        e.histogram("cairn_s3_request_duration_seconds", &labels, h);
+    }
+
+    e.family(
+        "cairn_build_info",
+        "gauge",
+        "Always 1: the version of the cairn binary and the node protocol it speaks.",
+    );
+    let protocol = String::from_utf8_lossy(cairn_core::wire::ALPN);
+    e.sample(
+        "cairn_build_info",
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("protocol", protocol.as_ref()),
+        ],
+        1,
+    );
+    process_figures(&mut e);
+
     let stats = state.store.stats();
     let gauges: [(&str, &str, u64); 7] = [
         (
@@ -477,23 +515,27 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
         e.sample(name, &[], value);
     }
     // The families always, so that rules naming them load; a sample per front that has TLS.
-    let front_tls = state.front_tls.lock().clone();
+    let tls = state.figures.tls.lock().clone();
     let families = [
         (
             "cairn_front_tls_reloads_total",
             "Certificate pairs a front took up after its files changed, since the node started.",
-            crate::front::tls::ReloadingPair::reloads as fn(&_) -> u64,
+            &tls.iter()
+                .map(|t| (t.front, t.reloads.load(Ordering::Relaxed)))
+                .collect::<Vec<_>>(),
         ),
         (
             "cairn_front_tls_reload_failures_total",
             "Changes of a front's certificate or key files that could not be served (the previous pair stays).",
-            crate::front::tls::ReloadingPair::failures,
+            &tls.iter()
+                .map(|t| (t.front, t.failures.load(Ordering::Relaxed)))
+                .collect(),
         ),
     ];
-    for (name, help, value) in families {
+    for (name, help, samples) in families {
         e.family(name, "counter", help);
-        for pair in &front_tls {
-            e.sample(name, &[("front", pair.front())], value(pair));
+        for (front, value) in samples {
+            e.sample(name, &[("front", front)], value);
         }
     }
     if let Some(gc) = &state.gc {
@@ -610,6 +652,88 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
         }
     }
     e.finish()
+}
+
+/// The process's own figures, under the names every Prometheus client library gives them
+/// (`process_*`), read from `/proc/self` on Linux; nothing elsewhere.
+fn process_figures(e: &mut Exposition) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let Some(fields) = stat.rsplit_once(") ").map(|(_, rest)| rest) else {
+        return;
+    };
+    let fields: Vec<&str> = fields.split_whitespace().collect();
+    // Numbered as in proc(5), from field 3 (state) on.
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    // SAFETY: as above.
+    let page_bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+        e.family(
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent, in seconds.",
+        );
+        let centis = (utime + stime) * 100 / ticks_per_sec;
+        e.sample(
+            "process_cpu_seconds_total",
+            &[],
+            format!("{}.{:02}", centis / 100, centis % 100),
+        );
+    }
+    if let Some(vsize) = field(23) {
+        e.family(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size, in bytes (mapped segments included).",
+        );
+        e.sample("process_virtual_memory_bytes", &[], vsize);
+    }
+    if let Some(rss) = field(24) {
+        e.family(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory, in bytes: anonymous memory and the pages of mapped segments in memory.",
+        );
+        e.sample("process_resident_memory_bytes", &[], rss * page_bytes);
+    }
+    let boot_secs = std::fs::read_to_string("/proc/stat").ok().and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    if let (Some(boot_secs), Some(start_ticks)) = (boot_secs, field(22)) {
+        e.family(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch, in seconds.",
+        );
+        e.sample(
+            "process_start_time_seconds",
+            &[],
+            boot_secs + start_ticks / ticks_per_sec,
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        e.family("process_open_fds", "gauge", "Open file descriptors.");
+        e.sample("process_open_fds", &[], fds.count());
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct given, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        e.family(
+            "process_max_fds",
+            "gauge",
+            "The limit on open file descriptors.",
+        );
+        e.sample("process_max_fds", &[], limit.rlim_cur);
+    }
 }
 
 #[cfg(test)]

@@ -98,11 +98,8 @@ pub(crate) async fn start(
     let tls = settings
         .tls
         .as_ref()
-        .map(|files| FrontTls::start(files, "http"))
+        .map(|files| FrontTls::start(files, state.tls_figures("http")))
         .transpose()?;
-    if let Some(tls) = &tls {
-        state.front_tls.lock().push(tls.pair.clone());
-    }
     let (listener, addr) = crate::front::bind(settings.listen).await?;
     let front = Arc::new(Front {
         tls,

@@ -90,6 +90,36 @@ impl S3Server {
     }
 }
 
+/// The S3 operation a request turned out to be, as the S3 library routed it: written by
+/// [`Access::check`], read for the request's metrics. A request refused before it was routed
+/// (over the in-flight limit, a presigned URL valid too long, a malformed request) is `none`.
+#[derive(Clone, Default)]
+struct OperationSlot(Arc<parking_lot::Mutex<Option<String>>>);
+
+impl OperationSlot {
+    fn name(&self) -> String {
+        self.0.lock().clone().unwrap_or_else(|| "none".to_string())
+    }
+}
+
+/// Who may do what: every operation needs a signed request (as the S3 library's default
+/// check). It also notes the operation for the request's metrics.
+struct Access;
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for Access {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        let name = cx.s3_op().name().to_string();
+        if let Some(slot) = cx.extensions_mut().get::<OperationSlot>() {
+            *slot.0.lock() = Some(name);
+        }
+        match cx.credentials() {
+            Some(_) => Ok(()),
+            None => Err(s3s::s3_error!(AccessDenied, "Signature is required")),
+        }
+    }
+}
+
 /// The configured access keys; an unknown one is refused as S3 does.
 struct AccessKeys(SimpleAuth);
 
@@ -152,16 +182,14 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
     let tls = settings
         .tls
         .as_ref()
-        .map(|files| FrontTls::start(files, "s3"))
+        .map(|files| FrontTls::start(files, state.tls_figures("s3")))
         .transpose()?
         .map(Arc::new);
-    if let Some(tls) = &tls {
-        state.front_tls.lock().push(tls.pair.clone());
-    }
     let spool_dir = files::empty_dir(&state.data_dir.join("s3-spool"))?;
     let (listener, addr) = crate::front::bind(settings.listen).await?;
     let marks = gc::MarkWriter::start(state.clone());
     let ids = Arc::new(RequestIds::new(&state.id));
+    let front_state = state.clone();
     let front = S3Front {
         marks,
         state,
@@ -175,6 +203,7 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
         known.register(key.access_key, key.secret_key.into());
     }
     builder.set_auth(AccessKeys(known));
+    builder.set_access(Access);
     if let Some(domain) = &settings.virtual_host_domain {
         builder.set_host(VirtualHosts::under(domain));
     }
@@ -191,6 +220,7 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
     let spellings = spelling::s3_spellings().await;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let connection = Connection {
+        state: front_state,
         service,
         ids,
         spellings,
@@ -205,6 +235,7 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
 
 /// What serving one connection takes, shared by all of them.
 struct Connection {
+    state: Arc<State>,
     service: S3Service,
     ids: Arc<RequestIds>,
     spellings: hyper::http::Extensions,
@@ -215,6 +246,7 @@ struct Connection {
 
 async fn accept_loop(shared: Connection, listener: TcpListener, stopped: watch::Receiver<bool>) {
     let Connection {
+        state,
         service,
         ids,
         spellings,
@@ -245,6 +277,7 @@ async fn accept_loop(shared: Connection, listener: TcpListener, stopped: watch::
         let _ = tcp.set_nodelay(true);
         let (service, requests, builder) = (service.clone(), requests.clone(), builder.clone());
         let (ids, spellings, tls) = (ids.clone(), spellings.clone(), tls.clone());
+        let state = state.clone();
         let mut stopped = stopped.clone();
         crate::task::spawn(async move {
             let guarded = StallGuard::new(tcp, idle);
@@ -255,13 +288,21 @@ async fn accept_loop(shared: Connection, listener: TcpListener, stopped: watch::
             let serve = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let (service, requests, ids) = (service.clone(), requests.clone(), ids.clone());
                 let spellings = spellings.clone();
+                let state = state.clone();
                 async move {
+                    let started = crate::clock::now();
                     let id = ids.next();
-                    let mut response =
-                        ids.stamp(answer(&service, &requests, request, &id).await, &id);
+                    let operation = OperationSlot::default();
+                    let answered = answer(&service, &requests, request, &id, &operation).await;
+                    let mut response = ids.stamp(answered, &id);
                     if let Some(StatusOverride(status)) = response.extensions_mut().remove() {
                         *response.status_mut() = status;
                     }
+                    state.figures.s3_requests.finished(
+                        &operation.name(),
+                        response.status().as_u16(),
+                        crate::clock::since(started),
+                    );
                     response.extensions_mut().extend(spellings);
                     Ok::<_, Infallible>(response)
                 }
@@ -285,8 +326,9 @@ async fn accept_loop(shared: Connection, listener: TcpListener, stopped: watch::
 async fn answer(
     service: &S3Service,
     requests: &Arc<Semaphore>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     id: &str,
+    operation: &OperationSlot,
 ) -> Response<s3s::Body> {
     let Ok(_slot) = requests.clone().try_acquire_owned() else {
         return slow_down();
@@ -294,6 +336,7 @@ async fn answer(
     if let Some(refusal) = presigned_too_long(request.uri().query()) {
         return refusal;
     }
+    request.extensions_mut().insert(operation.clone());
     let request = request.map(s3s::Body::from);
     match service.call(request).await {
         Ok(response) => {
