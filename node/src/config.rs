@@ -451,7 +451,13 @@ pub struct SpaceSettings {
     /// 0 turns automatic compaction off.
     pub compaction_interval_ms: u64,
     pub nearly_full_free_percent: u8,
+    /// Most bytes of segment mappings the process keeps resident: past it the node lets go of
+    /// them (they stay in the page cache, readable). 0: no bound.
+    pub mapped_resident_bytes_max: u64,
 }
+
+/// Segment mappings kept resident unless configured: 256 MiB.
+pub const MAPPED_RESIDENT_BYTES_MAX_DEFAULT: u64 = 256 << 20;
 
 impl Default for SpaceSettings {
     fn default() -> SpaceSettings {
@@ -460,6 +466,7 @@ impl Default for SpaceSettings {
             compaction_bytes_per_sec: COMPACTION_BYTES_PER_SEC_DEFAULT,
             compaction_interval_ms: COMPACTION_INTERVAL_MS_DEFAULT,
             nearly_full_free_percent: NEARLY_FULL_FREE_PERCENT_DEFAULT,
+            mapped_resident_bytes_max: MAPPED_RESIDENT_BYTES_MAX_DEFAULT,
         }
     }
 }

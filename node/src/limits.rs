@@ -161,6 +161,10 @@ pub const REFUSAL_WRITE_MS_MAX: u64 = 1_000;
 /// Pause after a failed `accept` (out of file descriptors, say) before trying again.
 pub const ACCEPT_RETRY_PAUSE_MS: u64 = 50;
 
+/// How often a node compares its segment mappings' resident memory with
+/// `mapped_resident_bytes_max`.
+pub const MAPPED_RESIDENT_CHECK_MS: u64 = 2_000;
+
 /// How often a front with TLS reads its certificate and key files to see whether they changed.
 pub const FRONT_TLS_RELOAD_CHECK_MS: u64 = 5_000;
 

@@ -229,6 +229,7 @@ impl Node {
             crate::task::spawn(healing::heal_loop(state.clone(), events_rx)),
             crate::task::spawn(meta::sync::sync_loop(state.clone(), sync_interval_ms)),
             crate::task::spawn(space::compaction_loop(state.clone())),
+            crate::task::spawn(space::mapped_memory_loop(state.clone())),
         ];
         if let Some(settings) = &config.s3 {
             tasks.push(crate::task::spawn(s3::gc::collector_loop(

@@ -1,5 +1,6 @@
-//! The node's disk: compaction by itself, paced ([`compaction_loop`]), and a node that left the
-//! layout saying once that it holds nothing. What the node knows of its disk is
+//! The node's disk: compaction by itself, paced ([`compaction_loop`]), a node that left the
+//! layout saying once that it holds nothing, and the memory its segment mappings hold
+//! ([`mapped_memory_loop`]). What the node knows of its disk is
 //! `local::space::SpaceState`.
 //!
 //! Compaction is the engine's (`Store::compaction_candidates`, `Store::compact_segment`); this
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use cairn_engine::{CompactionReport, Error as EngineError};
 
-use crate::limits::LEAVING_CHECK_INTERVAL_MS;
+use crate::limits::{LEAVING_CHECK_INTERVAL_MS, MAPPED_RESIDENT_CHECK_MS};
 use crate::local;
 use crate::state::State;
 
@@ -132,4 +133,60 @@ fn drained(state: &State) -> bool {
         && state.hints.lock().pending() == 0
         && state.meta.store.partitions().is_ok_and(|p| p.is_empty())
         && state.healing.healer.lock().settled()
+}
+
+/// Keeps the memory of the engine's segment mappings under `mapped_resident_bytes_max`. Every
+/// `MAPPED_RESIDENT_CHECK_MS` it reads how much of the process's resident memory is file pages
+/// (`RssFile`: in a node, the mapped segments); past the bound it has the engine let go of
+/// every mapping's pages. They stay in the page cache, marked cold, so a read of a recent blob
+/// costs a minor fault, and a container's working set (which counts active pages) no longer
+/// grows with the data a node holds. Off when the bound is 0, or where `/proc` is not Linux's.
+pub(crate) async fn mapped_memory_loop(state: Arc<State>) {
+    let bound = state.space.settings.mapped_resident_bytes_max;
+    if bound == 0 {
+        return;
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(MAPPED_RESIDENT_CHECK_MS)).await;
+        let Some(resident) = resident_file_bytes() else {
+            return;
+        };
+        state
+            .space
+            .mapped_resident_bytes
+            .store(resident, Ordering::Relaxed);
+        if resident <= bound {
+            continue;
+        }
+        let store = state.store.clone();
+        let segments = tokio::task::spawn_blocking(move || store.release_mappings())
+            .await
+            .unwrap_or(0);
+        state.space.mapped_releases.fetch_add(1, Ordering::Relaxed);
+        let after = resident_file_bytes().unwrap_or(0);
+        state
+            .space
+            .mapped_resident_bytes
+            .store(after, Ordering::Relaxed);
+        tracing::debug!(
+            before_bytes = resident,
+            after_bytes = after,
+            segments,
+            "released the segment mappings' resident memory"
+        );
+    }
+}
+
+/// `RssFile` of `/proc/self/status`, in bytes: the process's resident file-backed pages.
+fn resident_file_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssFile:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }

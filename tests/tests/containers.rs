@@ -889,10 +889,12 @@ impl Cluster {
                 Fault::Stop(_) | Fault::Kill(_) => docker(&["start", c]).await,
                 Fault::Pause(_) => docker(&["unpause", c]).await,
                 // Back on the network with another address, as a rescheduled pod comes back:
-                // its peers find it again only by resolving its name anew.
+                // its peers find it again only by resolving its name anew. (The name is the
+                // compose service's alias, given back as a headless service gives a pod's.)
                 Fault::Disconnect(_) => {
                     let ip = moved_ip(&node.ip.lock());
-                    let out = docker(&["network", "connect", "--ip", &ip, &self.network, c]).await;
+                    let args = ["network", "connect", "--ip", &ip, "--alias", &node.id];
+                    let out = docker(&[&args[..], &[&self.network, c]].concat()).await;
                     node.http.moved_to(ip.parse().expect("an IPv4 address"));
                     *node.ip.lock() = ip;
                     out

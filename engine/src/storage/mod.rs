@@ -66,4 +66,8 @@ pub trait Mapping: Send + Sync + fmt::Debug {
     }
     /// `len` bytes from `start`; panics if the range is outside the mapping.
     fn bytes(&self, start: u64, len: u64) -> &[u8];
+    /// Lets go of the memory the mapping holds resident, keeping it valid: a later read faults
+    /// its pages in again (from the page cache, or the file). A hint; nothing changes for
+    /// mappings that hold no memory of their own.
+    fn release(&self) {}
 }

@@ -439,6 +439,17 @@ impl Store {
         self.inner.seal_open_segment_if_dead(dead_bytes_min)
     }
 
+    /// Lets go of the resident memory of every segment's mapping (see `Mapping::release`):
+    /// reads go on as before, each page faulted in again when next read. Returns the segments
+    /// released.
+    pub fn release_mappings(&self) -> usize {
+        let segments: Vec<Arc<Segment>> = self.inner.segments.read().values().cloned().collect();
+        for segment in &segments {
+            segment.map.release();
+        }
+        segments.len()
+    }
+
     /// Makes every write that returned before this call durable.
     pub fn sync(&self) -> Result<()> {
         self.inner.sync_active()

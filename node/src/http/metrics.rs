@@ -486,6 +486,18 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
             status.space.compaction_reclaimed_bytes,
         ),
         (
+            "cairn_mapped_resident_bytes",
+            "gauge",
+            "Resident bytes of file pages (the engine's segment mappings) when last looked at.",
+            state.space.mapped_resident_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "cairn_mapped_releases_total",
+            "counter",
+            "Times the node let go of its segment mappings' resident memory (over mapped_resident_bytes_max).",
+            state.space.mapped_releases.load(Ordering::Relaxed),
+        ),
+        (
             "cairn_compaction_errors_total",
             "counter",
             "Compaction rounds that failed since the node started.",

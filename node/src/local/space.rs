@@ -20,6 +20,10 @@ pub struct SpaceState {
     pub compaction_rounds: AtomicU64,
     pub compaction_reclaimed_bytes: AtomicU64,
     pub compaction_errors: AtomicU64,
+    /// Bytes of segment mappings resident when last looked at (`space::mapped_memory_loop`).
+    pub mapped_resident_bytes: AtomicU64,
+    /// Times the node let go of its segment mappings' resident memory.
+    pub mapped_releases: AtomicU64,
     /// When (wall clock) a write last failed for lack of space; 0: never.
     last_full_ms: AtomicU64,
     /// Wakes the compaction loop early (a node that just emptied itself).
@@ -36,6 +40,8 @@ impl SpaceState {
             compaction_rounds: AtomicU64::new(0),
             compaction_reclaimed_bytes: AtomicU64::new(0),
             compaction_errors: AtomicU64::new(0),
+            mapped_resident_bytes: AtomicU64::new(0),
+            mapped_releases: AtomicU64::new(0),
             last_full_ms: AtomicU64::new(0),
             wake: Notify::new(),
             drained: AtomicBool::new(false),
