@@ -78,7 +78,7 @@ pub enum ConfigError {
         line: Option<usize>,
         closest: Option<String>,
     },
-    /// A file holding a secret that others than its owner may read.
+    /// A file holding a secret that others than its owner (and the node's own group) may read.
     #[error(
         "{path} holds a secret and is readable by others (mode {mode:o}); run `chmod 600 {path}`"
     )]
@@ -582,21 +582,40 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Refuses a file holding a secret (a private key, a token, credentials) that anyone but its
-/// owner may read.
+/// owner may read, or its group unless that group is the node's own (Kubernetes' `fsGroup`
+/// leaves a secret volume's files readable by the pod's group: that group is the node).
 pub fn check_secret_file(path: &Path) -> Result<(), ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta = std::fs::metadata(path).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    let exposed = if in_own_groups(meta.gid()) {
+        0o007
+    } else {
+        0o077
+    };
+    if mode & exposed != 0 {
         return Err(ConfigError::Exposed {
             path: path.to_path_buf(),
             mode,
         });
     }
     Ok(())
+}
+
+/// Whether `gid` is this process's effective group or one of its supplementary groups.
+fn in_own_groups(gid: u32) -> bool {
+    // SAFETY: getegid reads the process's credentials and cannot fail.
+    if unsafe { libc::getegid() } == gid {
+        return true;
+    }
+    let mut groups = vec![0 as libc::gid_t; 256];
+    // SAFETY: the buffer holds `groups.len()` entries; getgroups writes at most that many and
+    // returns how many, or -1 if there are more (then the group is taken as not the node's).
+    let n = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
+    n > 0 && groups[..n as usize].contains(&gid)
 }
 
 fn resolve(base: &Path, p: &mut PathBuf) {
@@ -731,6 +750,33 @@ impl ClientFileConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_may_be_read_by_its_owner_and_the_nodes_own_group_and_by_no_one_else() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("node.key");
+        std::fs::write(&key, "secret").unwrap();
+        let set = |mode| std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode));
+        // The file's group is the one this process created it with: its own.
+        for (mode, ok) in [(0o600, true), (0o400, true), (0o640, true), (0o644, false)] {
+            set(mode).unwrap();
+            assert_eq!(check_secret_file(&key).is_ok(), ok, "mode {mode:o}");
+        }
+        // A group that is not the node's may not read it (where this process may give the
+        // file away to another group: as root).
+        // SAFETY: chown on a path this test owns.
+        let path = std::ffi::CString::new(key.to_str().unwrap()).unwrap();
+        if unsafe { libc::chown(path.as_ptr(), u32::MAX, 54_321) } == 0 {
+            set(0o640).unwrap();
+            assert!(matches!(
+                check_secret_file(&key),
+                Err(ConfigError::Exposed { mode: 0o640, .. })
+            ));
+            set(0o600).unwrap();
+            assert!(check_secret_file(&key).is_ok());
+        }
+    }
 
     const FILE: &str = r#"
 data_dir = "data"

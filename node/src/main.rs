@@ -171,7 +171,13 @@ enum LayoutCommand {
     /// Weigh nodes by capacity if some node is much fuller than its weight's share.
     Rebalance,
     /// Apply a whole layout file; its version must be above the cluster's.
-    Apply { file: PathBuf },
+    Apply {
+        file: PathBuf,
+        /// Succeed without a change when the cluster already has exactly this layout (for a
+        /// job that applies the file on every deployment).
+        #[arg(long)]
+        unchanged_ok: bool,
+    },
     /// Show the data moves of the last change, with a progress bar (until done, or once).
     Status {
         /// Print one line and stop instead of following the moves.
@@ -746,8 +752,17 @@ async fn layout_command(client: &Path, command: LayoutCommand) -> Result<()> {
                 Err(refusal) => return Err(refusal.into()),
             }
         }
-        LayoutCommand::Apply { file } => {
+        LayoutCommand::Apply { file, unchanged_ok } => {
             let next = load_layout(&file)?;
+            if unchanged_ok && next == current {
+                println!(
+                    "{}: the cluster already has layout version {}; nothing to apply",
+                    file.display(),
+                    current.version
+                );
+                admin.close().await;
+                return Ok(());
+            }
             if next.version <= current.version {
                 return Err(format!(
                     "{}: version {} is not above the cluster's {}",

@@ -60,6 +60,16 @@ const CHECK_CONCURRENCY: usize = 8;
 const READ_ATTEMPTS: usize = 3;
 /// Time one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// HAProxy's health checks: every `HAPROXY_CHECK_MS`, a server out after `HAPROXY_FALL`
+/// failed ones; a connection to a server that does not answer in `HAPROXY_CONNECT_MS` is
+/// retried on another.
+const HAPROXY_CHECK_MS: u64 = 500;
+const HAPROXY_FALL: u32 = 2;
+const HAPROXY_CONNECT_MS: u64 = 1_000;
+/// Clients writing and reading through HAProxy, and for how long before and after the kill.
+const HAPROXY_CLIENTS: usize = 4;
+const HAPROXY_LOAD_BEFORE: Duration = Duration::from_secs(3);
+const HAPROXY_LOAD_AFTER: Duration = Duration::from_secs(8);
 /// Seed of the blob contents.
 const SEED: u64 = 0xC41D_2026_0001;
 
@@ -453,6 +463,32 @@ enum ReadFailure {
 }
 
 /// Reads `blob` through `front`, byte for byte.
+/// A child process killed (and reaped) when dropped, however the test ends.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads `hash` through `front` once and compares it with `data`.
+async fn read_blob_at(front: &Front, hash: &str, data: &[u8]) -> Result<(), String> {
+    let path = format!("/v1/blobs/{hash}");
+    let response = front.get(&path).await?;
+    if response.status != 200 || response.body[..] != data[..] {
+        return Err(format!(
+            "GET {path} through {}: {}, {} bytes of {}",
+            front.addr(),
+            response.status,
+            response.body.len(),
+            data.len()
+        ));
+    }
+    Ok(())
+}
+
 async fn read_blob(front: &Front, blob: &Acked) -> Result<(), ReadFailure> {
     let path = format!("/v1/blobs/{}", blob.hash);
     let response = front.get(&path).await.map_err(ReadFailure::Transient)?;
@@ -1040,6 +1076,140 @@ impl Cluster {
             .join(",")
     }
 
+    /// The cluster behind Debian's HAProxy, as a load balancer in front of the six HTTP
+    /// fronts uses it: health checks on `/readyz` (no token), retries of a request whose
+    /// server failed. Clients write and read through it while a node is killed; every request
+    /// must succeed, or fail only within the health check's detection time after the kill.
+    async fn behind_haproxy(&self, t0: Instant) -> String {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let servers: String = self
+            .nodes
+            .iter()
+            .map(|n| format!("    server {} {}\n", n.id, n.http.addr()))
+            .collect();
+        let config = format!(
+            "global\n    maxconn 256\n\
+             defaults\n    mode http\n    timeout connect {HAPROXY_CONNECT_MS}ms\n\
+             \x20   timeout client 30s\n    timeout server 30s\n    retries 3\n\
+             \x20   option redispatch 1\n\
+             \x20   retry-on conn-failure empty-response response-timeout 503\n\
+             \x20   option http-buffer-request\n\
+             frontend cairn\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\
+             backend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n\
+             \x20   http-check expect status 200\n\
+             \x20   default-server check inter {HAPROXY_CHECK_MS}ms fall {HAPROXY_FALL} rise 2\n\
+             {servers}"
+        );
+        let config_path = dir.path().join("haproxy.cfg");
+        std::fs::write(&config_path, config).expect("the HAProxy configuration");
+        let check = Command::new("haproxy")
+            .args(["-c", "-q", "-f"])
+            .arg(&config_path)
+            .output()
+            .expect("haproxy (scripts/container-test installs it)");
+        assert!(
+            check.status.success(),
+            "haproxy -c: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let haproxy = Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&config_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy started");
+        let haproxy = KilledOnDrop(haproxy);
+        let front = Front::new(SocketAddr::from(([127, 0, 0, 1], port)), Some(&self.token));
+        let up = Instant::now();
+        while front.get("/readyz").await.map(|r| r.status) != Ok(200) {
+            assert!(up.elapsed() < READY_TIMEOUT, "HAProxy does not answer");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Every server marked up first (rise 2 checks).
+        tokio::time::sleep(Duration::from_millis(3 * HAPROXY_CHECK_MS)).await;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let mut clients = Vec::new();
+        for c in 0..HAPROXY_CLIENTS {
+            let (front, stop, killed_at) = (front.clone(), stop.clone(), killed_at.clone());
+            let project = self.compose.project.clone();
+            clients.push(tokio::spawn(async move {
+                let (mut ok, mut failed) = (0usize, Vec::new());
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let data = Bytes::from(format!("{project} haproxy {c} {i} ").repeat(200));
+                    let hash = hash_hex(&data);
+                    let sent = Instant::now();
+                    let result = match put_blob(&front, &data).await {
+                        Ok(()) => read_blob_at(&front, &hash, &data).await,
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(()) => ok += 1,
+                        Err(e) => {
+                            let after_kill =
+                                killed_at.lock().map(|k| sent.saturating_duration_since(k));
+                            failed.push((after_kill, e));
+                        }
+                    }
+                }
+                (ok, failed)
+            }));
+        }
+        tokio::time::sleep(HAPROXY_LOAD_BEFORE).await;
+        let victim = self.index("n4");
+        docker(&["kill", "-s", "KILL", &self.nodes[victim].container]).await;
+        *killed_at.lock() = Some(Instant::now());
+        self.log(t0, "behind HAProxy: n4 killed under load");
+        tokio::time::sleep(HAPROXY_LOAD_AFTER).await;
+        stop.store(true, Ordering::Relaxed);
+        let (mut ok, mut failed) = (0, Vec::new());
+        for client in clients {
+            let (o, f) = client.await.expect("a client task");
+            ok += o;
+            failed.extend(f);
+        }
+        drop(haproxy);
+        docker(&["start", &self.nodes[victim].container]).await;
+        self.wait_ready(&[victim], READY_TIMEOUT).await;
+
+        // The detection time: the checks that must fail before n4 is out, and one interval more
+        // for the check in flight at the kill.
+        let window = Duration::from_millis(HAPROXY_CHECK_MS * (u64::from(HAPROXY_FALL) + 1));
+        let late: Vec<_> = failed
+            .iter()
+            .filter(|(after, _)| after.is_none_or(|a| a > window))
+            .collect();
+        let line = format!(
+            "behind HAProxy (checks every {HAPROXY_CHECK_MS} ms on /readyz, fall {HAPROXY_FALL}): \
+             {} put+get rounds, {} failed ({} of them later than {} after n4 was killed)",
+            ok + failed.len(),
+            failed.len(),
+            late.len(),
+            secs(window),
+        );
+        self.log(t0, &line);
+        if !failed.is_empty() {
+            eprintln!(
+                "failed through HAProxy: {:#?}",
+                &failed[..failed.len().min(5)]
+            );
+        }
+        assert!(
+            late.is_empty(),
+            "requests through HAProxy failed outside the detection window: {late:#?}"
+        );
+        assert!(ok > 0, "nothing went through HAProxy");
+        line
+    }
+
     /// The contract's basics: the token is required, a blob's headers, a delete.
     async fn smoke(&self) {
         let front = &self.nodes[0].http;
@@ -1176,6 +1346,7 @@ async fn containers_survive_stops_kills_pauses_partitions_and_restarts() {
             ] {
                 summary.extend(cluster.fault_phase(fault, t0).await);
             }
+            summary.push(cluster.behind_haproxy(t0).await);
             summary
         }
     };

@@ -622,6 +622,31 @@ async fn cairn_dev_logs_name_their_node_keep_client_mistakes_quiet_and_a_layout_
         text(&moved.stdout),
         text(&moved.stderr)
     );
+    // The layout job's call, applying the file of the cluster's own layout: nothing to do
+    // with --unchanged-ok, refused without it.
+    let shown = cairn_with(&client_file, &["layout", "show"]).await;
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let current = dir.path().join("current-layout.toml");
+    std::fs::write(&current, &shown.stdout).unwrap();
+    let current = current.to_str().unwrap();
+    let again = cairn_with(
+        &client_file,
+        &["layout", "apply", "--unchanged-ok", current],
+    )
+    .await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("nothing to apply"),
+        "{}",
+        text(&again.stdout)
+    );
+    let refused = cairn_with(&client_file, &["layout", "apply", current]).await;
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("is not above"),
+        "{}",
+        text(&refused.stderr)
+    );
     let since_change = std::time::Instant::now();
     while since_change.elapsed() < std::time::Duration::from_secs(3) {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
