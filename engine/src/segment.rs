@@ -47,6 +47,9 @@ pub(crate) struct Segment {
     synced: Condvar,
     /// Every fsync of a segment, timed.
     pub fsyncs: Arc<LatencyHistogram>,
+    /// Set by every read; cleared by `Store::release_cold_mappings`, which lets go only of the
+    /// mappings of segments nobody read since its last pass.
+    pub read_since_release: AtomicBool,
 }
 
 /// What a group commit reports when its fsync failed.
@@ -79,6 +82,7 @@ impl Segment {
             }),
             synced: Condvar::new(),
             fsyncs,
+            read_since_release: AtomicBool::new(false),
         }
     }
 
@@ -173,6 +177,10 @@ impl Segment {
         hash: &Hash,
         range: Option<(u64, u64)>,
     ) -> Result<Blob> {
+        // Checked first: a read makes its cache line shared, not dirty, while the flag stands.
+        if !self.read_since_release.load(Ordering::Relaxed) {
+            self.read_since_release.store(true, Ordering::Relaxed);
+        }
         let header = self.header_at(offset)?;
         if header.kind != RecordKind::Blob {
             return Err(self.corrupted(offset, CorruptionKind::RecordHeader));

@@ -163,7 +163,7 @@ pub const ACCEPT_RETRY_PAUSE_MS: u64 = 50;
 
 /// How often a node compares its segment mappings' resident memory with
 /// `mapped_resident_bytes_max`.
-pub const MAPPED_RESIDENT_CHECK_MS: u64 = 2_000;
+pub const MAPPED_RESIDENT_CHECK_MS: u64 = 500;
 
 /// How often a front with TLS reads its certificate and key files to see whether they changed.
 pub const FRONT_TLS_RELOAD_CHECK_MS: u64 = 5_000;

@@ -137,10 +137,10 @@ fn drained(state: &State) -> bool {
 
 /// Keeps the memory of the engine's segment mappings under `mapped_resident_bytes_max`. Every
 /// `MAPPED_RESIDENT_CHECK_MS` it reads how much of the process's resident memory is file pages
-/// (`RssFile`: in a node, the mapped segments); past the bound it has the engine let go of
-/// every mapping's pages. They stay in the page cache, marked cold, so a read of a recent blob
-/// costs a minor fault, and a container's working set (which counts active pages) no longer
-/// grows with the data a node holds. Off when the bound is 0, or where `/proc` is not Linux's.
+/// (`RssFile`: in a node, the mapped segments); past the bound it has the engine let go of the
+/// pages of every segment no read touched since the check before. They stay in the page cache,
+/// so a read of a recent blob costs a minor fault. Off when the bound is 0, or where `/proc`
+/// is not Linux's.
 pub(crate) async fn mapped_memory_loop(state: Arc<State>) {
     let bound = state.space.settings.mapped_resident_bytes_max;
     if bound == 0 {
@@ -159,7 +159,7 @@ pub(crate) async fn mapped_memory_loop(state: Arc<State>) {
             continue;
         }
         let store = state.store.clone();
-        let segments = tokio::task::spawn_blocking(move || store.release_mappings())
+        let segments = tokio::task::spawn_blocking(move || store.release_cold_mappings())
             .await
             .unwrap_or(0);
         state.space.mapped_releases.fetch_add(1, Ordering::Relaxed);

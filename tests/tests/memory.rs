@@ -1,8 +1,9 @@
 //! Memory as an orchestrator sees it: one node in a container whose memory limit is well below
 //! the data it holds (`MEMORY_LIMIT_MIB` against `CAIRN_MEMORY_DATA_MIB`, 512 MiB against
 //! 4 GiB by default) takes the data through its HTTP front, then serves every blob under
-//! `READERS` concurrent readers, twice over, each read checked against the blob's name. It must
-//! never be OOM-killed and must answer every read byte for byte.
+//! `READERS` concurrent readers, then reads its newest blobs over and over (the hot set), each
+//! read checked against the blob's name. It must never be OOM-killed and must answer every
+//! read byte for byte.
 //!
 //! While it runs, the test samples what an orchestrator reads: the container's memory usage
 //! and working set (usage less inactive file pages, as the kubelet and `docker stats` compute
@@ -13,6 +14,7 @@
 //! Needs Docker and the image (`scripts/memory-test` builds it and runs this test).
 //! Environment:
 //!   CAIRN_IMAGE                     the image (default `cairn:dev`)
+//!   CAIRN_MEMORY_LIMIT_MIB          the container's memory limit (default 512)
 //!   CAIRN_MEMORY_DATA_MIB           data written (default 4096)
 //!   CAIRN_MAPPED_RESIDENT_BYTES_MAX the node's `mapped_resident_bytes_max` (default: the
 //!                                   node's default; 0 turns the bound off, for a baseline)
@@ -28,8 +30,9 @@ use cairn_client::Hash;
 use cairn_tests::http::HttpClient;
 use parking_lot::Mutex;
 
-/// The container's memory limit (swap included: none).
-const MEMORY_LIMIT_MIB: u64 = 512;
+/// The container's memory limit (swap included: none) unless `CAIRN_MEMORY_LIMIT_MIB` says
+/// otherwise.
+const MEMORY_LIMIT_MIB_DEFAULT: u64 = 512;
 /// Data written unless `CAIRN_MEMORY_DATA_MIB` says otherwise.
 const DATA_MIB_DEFAULT: u64 = 4096;
 /// Size of each blob: artifact-sized.
@@ -37,12 +40,22 @@ const BLOB_BYTES: usize = 4 << 20;
 const WRITERS: usize = 4;
 const READERS: usize = 8;
 /// Times every blob is read.
-const READ_PASSES: usize = 2;
+const READ_PASSES: usize = 1;
+/// Then the newest `1 / HOT_SHARE` of the blobs are read over and over for `HOT_READS`: an
+/// artifact server's recent artifacts. The node should keep resident what that reads, not
+/// what the full pass read.
+const HOT_SHARE: u64 = 16;
+const HOT_READS: Duration = Duration::from_secs(10);
 /// How often memory is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// The whole test, start and clean-up excluded, must end within this.
 const TEST_DEADLINE: Duration = Duration::from_secs(900);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The node's segment size (`segment_bytes` in its configuration below).
+const SEGMENT_BYTES: u64 = 64 << 20;
+/// The node's `mapped_resident_bytes_max` when the configuration leaves it out.
+const MAPPED_RESIDENT_BYTES_MAX_DEFAULT: u64 =
+    cairn_node::config::MAPPED_RESIDENT_BYTES_MAX_DEFAULT;
 
 fn docker(args: &[&str]) -> Result<String, String> {
     let out = Command::new("docker")
@@ -157,6 +170,10 @@ async fn a_node_holding_far_more_than_its_memory_limit_serves_every_blob_and_is_
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DATA_MIB_DEFAULT);
+    let limit_mib: u64 = std::env::var("CAIRN_MEMORY_LIMIT_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MEMORY_LIMIT_MIB_DEFAULT);
     let bound = std::env::var("CAIRN_MAPPED_RESIDENT_BYTES_MAX").ok();
     let blobs = (data_mib << 20) / BLOB_BYTES as u64;
     let run = format!("cairnmem{}", std::process::id());
@@ -182,7 +199,7 @@ async fn a_node_holding_far_more_than_its_memory_limit_serves_every_blob_and_is_
         etc.path().join("node.toml"),
         format!(
             "id = \"m1\"\ndata_dir = \"/data\"\nlayout = \"layout.toml\"\n\
-             segment_bytes = 67108864\n\n[tls]\nca = \"/certs/ca.pem\"\n\
+             segment_bytes = {SEGMENT_BYTES}\n\n[tls]\nca = \"/certs/ca.pem\"\n\
              cert = \"/certs/m1.pem\"\nkey = \"/certs/m1.key\"\n\n[http]\n\
              listen = \"0.0.0.0:8080\"\ntoken_file = \"/certs/http.token\"\n{space}"
         ),
@@ -217,7 +234,7 @@ async fn a_node_holding_far_more_than_its_memory_limit_serves_every_blob_and_is_
     let etc_mount = format!("{}:/etc/cairn:ro", etc.path().display());
     let certs_mount = format!("{}:/certs:ro", scratch.volumes[0]);
     let data_mount = format!("{}:/data", scratch.volumes[1]);
-    let limit = format!("{MEMORY_LIMIT_MIB}m");
+    let limit = format!("{limit_mib}m");
     let id = docker(&[
         "run",
         "-d",
@@ -358,9 +375,11 @@ async fn a_node_holding_far_more_than_its_memory_limit_serves_every_blob_and_is_
             .collect(),
     ));
     let failures = Arc::new(AtomicU64::new(0));
+    let reads_done = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for _ in 0..READERS {
         let (front, queue, failures) = (front.clone(), queue.clone(), failures.clone());
+        let reads_done = reads_done.clone();
         readers.push(tokio::spawn(async move {
             loop {
                 let Some(hash) = queue.lock().pop() else {
@@ -370,6 +389,7 @@ async fn a_node_holding_far_more_than_its_memory_limit_serves_every_blob_and_is_
                     return;
                 }
                 let path = format!("/v1/blobs/{hash}");
+                reads_done.fetch_add(1, Ordering::Relaxed);
                 match tokio::time::timeout(REQUEST_TIMEOUT, front.get(&path)).await {
                     Ok(Ok(r)) if r.status == 200 && Hash::of(&r.body) == hash => {}
                     other => {
@@ -389,6 +409,50 @@ async fn a_node_holding_far_more_than_its_memory_limit_serves_every_blob_and_is_
         r.await.unwrap();
     }
     let read_secs = read_start.elapsed().as_secs_f64();
+
+    // The hot set: the newest blobs, read again and again.
+    let mut newest = hashes.clone();
+    newest.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+    let hot: Arc<Vec<Hash>> = Arc::new(
+        newest
+            .iter()
+            .take((blobs / HOT_SHARE).max(1) as usize)
+            .map(|(_, h)| *h)
+            .collect(),
+    );
+    let hot_until = Instant::now() + HOT_READS;
+    let hot_reads = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for r in 0..READERS {
+        let (front, hot, failures) = (front.clone(), hot.clone(), failures.clone());
+        let hot_reads = hot_reads.clone();
+        readers.push(tokio::spawn(async move {
+            let mut k = r;
+            while Instant::now() < hot_until {
+                let hash = hot[k % hot.len()];
+                k += READERS;
+                let path = format!("/v1/blobs/{hash}");
+                match tokio::time::timeout(REQUEST_TIMEOUT, front.get(&path)).await {
+                    Ok(Ok(r)) if r.status == 200 && Hash::of(&r.body) == hash => {
+                        hot_reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        eprintln!("hot read of {hash} failed");
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    // What stays resident once the hot set is all that is read.
+    let hot_metrics = front.get("/metrics").await.unwrap();
+    let hot_text = String::from_utf8_lossy(&hot_metrics.body).into_owned();
+    let resident_hot = metric(&hot_text, "process_resident_memory_bytes").unwrap_or(0);
+    let mapped_hot = metric(&hot_text, "cairn_mapped_resident_bytes").unwrap_or(0);
+    let after_hot = read_cgroup(&cgroup).unwrap_or_default();
     done.store(true, Ordering::Relaxed);
     sampler.await.unwrap();
     let after_reads = read_cgroup(&cgroup).unwrap_or_default();
@@ -401,13 +465,13 @@ async fn a_node_holding_far_more_than_its_memory_limit_serves_every_blob_and_is_
     let report = serde_json::json!({
         "case": "one node, memory limit below its data, read load",
         "bound_mapped_resident_bytes_max": bound.clone().unwrap_or_else(|| "default".into()),
-        "memory_limit_mib": MEMORY_LIMIT_MIB,
+        "memory_limit_mib": limit_mib,
         "data_mib": mib(data_bytes),
         "blobs": blobs,
         "blob_bytes": BLOB_BYTES,
         "write_mb_per_sec": data_bytes as f64 / write_secs / 1e6,
         "read_mb_per_sec": read_bytes as f64 / read_secs / 1e6,
-        "reads": blobs * READ_PASSES as u64,
+        "reads": reads_done.load(Ordering::Relaxed),
         "failed_reads": failures.load(Ordering::Relaxed),
         "oom_killed": oom_killed,
         "peak_usage_mib": mib(peaks.usage.load(Ordering::Relaxed)),
@@ -416,14 +480,19 @@ async fn a_node_holding_far_more_than_its_memory_limit_serves_every_blob_and_is_
         "working_set_after_reads_mib": mib(after_reads.working_set),
         "peak_process_resident_mib": mib(peaks.resident.load(Ordering::Relaxed)),
         "peak_mapped_resident_mib": mib(peaks.mapped.load(Ordering::Relaxed)),
+        "hot_set_mib": mib(hot.len() as u64 * BLOB_BYTES as u64),
+        "hot_reads": hot_reads.load(Ordering::Relaxed),
+        "process_resident_after_hot_reads_mib": mib(resident_hot),
+        "mapped_resident_after_hot_reads_mib": mib(mapped_hot),
+        "working_set_after_hot_reads_mib": mib(after_hot.working_set),
         "samples": peaks.samples.load(Ordering::Relaxed),
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cairn-bench");
     std::fs::create_dir_all(&out).unwrap();
     let name = match &bound {
-        Some(b) => format!("memory-bound-{b}.json"),
-        None => "memory.json".to_string(),
+        Some(b) => format!("memory-limit-{limit_mib}mib-bound-{b}.json"),
+        None => format!("memory-limit-{limit_mib}mib.json"),
     };
     std::fs::write(
         out.join(name),
@@ -441,5 +510,25 @@ async fn a_node_holding_far_more_than_its_memory_limit_serves_every_blob_and_is_
     assert_eq!(running, "true", "the node is no longer running");
     assert_eq!(restarts, "0");
     assert_eq!(failures.load(Ordering::Relaxed), 0, "reads failed");
+    // With the node's bound on, only the hot set's segments (and a segment or two around it)
+    // stay mapped once nothing else is read: the cold ones were let go.
+    if bound.as_deref() != Some("0") {
+        let bound_bytes = match &bound {
+            Some(b) => b.parse::<u64>().expect("a byte count"),
+            None => MAPPED_RESIDENT_BYTES_MAX_DEFAULT,
+        };
+        let allowed = bound_bytes.max(hot.len() as u64 * BLOB_BYTES as u64 + 2 * SEGMENT_BYTES);
+        assert!(
+            mapped_hot <= allowed,
+            "{} MiB of segments stay mapped after the hot reads; at most {} MiB expected",
+            mib(mapped_hot),
+            mib(allowed)
+        );
+    }
+    assert_eq!(
+        reads_done.load(Ordering::Relaxed),
+        blobs * READ_PASSES as u64,
+        "not every read was made within {TEST_DEADLINE:?}"
+    );
     drop(scratch);
 }

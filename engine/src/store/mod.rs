@@ -439,15 +439,20 @@ impl Store {
         self.inner.seal_open_segment_if_dead(dead_bytes_min)
     }
 
-    /// Lets go of the resident memory of every segment's mapping (see `Mapping::release`):
-    /// reads go on as before, each page faulted in again when next read. Returns the segments
-    /// released.
-    pub fn release_mappings(&self) -> usize {
+    /// Lets go of the resident memory of the mappings of cold segments, those no read touched
+    /// since the previous call (see `Mapping::release`); a segment being read keeps its pages,
+    /// so a reader streaming a blob is not made to fault them in again. Reads go on as before.
+    /// Returns the segments released.
+    pub fn release_cold_mappings(&self) -> usize {
         let segments: Vec<Arc<Segment>> = self.inner.segments.read().values().cloned().collect();
+        let mut released = 0;
         for segment in &segments {
-            segment.map.release();
+            if !segment.read_since_release.swap(false, Ordering::Relaxed) {
+                segment.map.release();
+                released += 1;
+            }
         }
-        segments.len()
+        released
     }
 
     /// Makes every write that returned before this call durable.
