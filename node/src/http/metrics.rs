@@ -141,6 +141,29 @@ impl Exposition {
         self.sample(&format!("{name}_count"), labels, cumulative);
     }
 
+    /// A front's request figures: `cairn_<front>_requests_total` and
+    /// `cairn_<front>_request_duration_seconds`, by operation and status code.
+    pub fn requests(
+        &mut self,
+        front: &str,
+        count_help: &str,
+        duration_help: &str,
+        rows: &[(&str, u16, &LatencySnapshot)],
+    ) {
+        let total = format!("cairn_{front}_requests_total");
+        let duration = format!("cairn_{front}_request_duration_seconds");
+        self.family(&total, "counter", count_help);
+        for (op, status, h) in rows {
+            let status = status.to_string();
+            self.sample(&total, &[("operation", op), ("status", &status)], h.count());
+        }
+        self.family(&duration, "histogram", duration_help);
+        for (op, status, h) in rows {
+            let status = status.to_string();
+            self.histogram(&duration, &[("operation", op), ("status", &status)], h);
+        }
+    }
+
     pub fn finish(self) -> String {
         self.text
     }
@@ -190,26 +213,16 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
         .iter()
         .map(|(k, h)| (*k, h.snapshot()))
         .collect();
-    e.family(
-        "cairn_http_requests_total",
-        "counter",
+    let rows: Vec<_> = requests
+        .iter()
+        .map(|((op, status), h)| (op.label(), *status, h))
+        .collect();
+    e.requests(
+        "http",
         "HTTP requests served, by operation and status code.",
-    );
-    for ((op, status), h) in &requests {
-        let status = status.to_string();
-        let labels = [("operation", op.label()), ("status", status.as_str())];
-        e.sample("cairn_http_requests_total", &labels, h.count());
-    }
-    e.family(
-        "cairn_http_request_duration_seconds",
-        "histogram",
         "Time from a request's arrival to its response's headers (a GET's body streams after).",
+        &rows,
     );
-    for ((op, status), h) in &requests {
-        let status = status.to_string();
-        let labels = [("operation", op.label()), ("status", status.as_str())];
-        e.histogram("cairn_http_request_duration_seconds", &labels, h);
-    }
     e.family(
         "cairn_http_rejected_total",
         "counter",
@@ -240,26 +253,16 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
     e.sample("cairn_http_sent_bytes_total", &[], sent);
 
     let s3 = state.figures.s3_requests.snapshot();
-    e.family(
-        "cairn_s3_requests_total",
-        "counter",
+    let rows: Vec<_> = s3
+        .iter()
+        .map(|((op, status), h)| (op.as_str(), *status, h))
+        .collect();
+    e.requests(
+        "s3",
         "S3 requests answered, by operation (as S3 names it; `none` if refused before routing) and status code.",
-    );
-    for ((op, status), h) in &s3 {
-        let status = status.to_string();
-        let labels = [("operation", op.as_str()), ("status", status.as_str())];
-        e.sample("cairn_s3_requests_total", &labels, h.count());
-    }
-    e.family(
-        "cairn_s3_request_duration_seconds",
-        "histogram",
         "Time from an S3 request's arrival to its response's headers (a GetObject's body streams after).",
+        &rows,
     );
-    for ((op, status), h) in &s3 {
-        let status = status.to_string();
-        let labels = [("operation", op.as_str()), ("status", status.as_str())];
-        e.histogram("cairn_s3_request_duration_seconds", &labels, h);
-    }
 
     e.family(
         "cairn_build_info",
