@@ -591,8 +591,9 @@ pub fn check_secret_file(path: &Path) -> Result<(), ConfigError> {
         message: e.to_string(),
     })?;
     let mode = meta.permissions().mode() & 0o777;
+    // Never writable by the group, never readable by others.
     let exposed = if in_own_groups(meta.gid()) {
-        0o007
+        0o027
     } else {
         0o077
     };
@@ -759,7 +760,13 @@ mod tests {
         std::fs::write(&key, "secret").unwrap();
         let set = |mode| std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode));
         // The file's group is the one this process created it with: its own.
-        for (mode, ok) in [(0o600, true), (0o400, true), (0o640, true), (0o644, false)] {
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o640, true),
+            (0o660, false),
+            (0o644, false),
+        ] {
             set(mode).unwrap();
             assert_eq!(check_secret_file(&key).is_ok(), ok, "mode {mode:o}");
         }

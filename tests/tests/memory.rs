@@ -450,8 +450,10 @@ async fn a_node_holding_far_more_than_its_memory_limit_serves_every_blob_and_is_
     // What stays resident once the hot set is all that is read.
     let hot_metrics = front.get("/metrics").await.unwrap();
     let hot_text = String::from_utf8_lossy(&hot_metrics.body).into_owned();
-    let resident_hot = metric(&hot_text, "process_resident_memory_bytes").unwrap_or(0);
-    let mapped_hot = metric(&hot_text, "cairn_mapped_resident_bytes").unwrap_or(0);
+    let resident_hot =
+        metric(&hot_text, "process_resident_memory_bytes").expect("process_resident_memory_bytes");
+    let mapped_hot =
+        metric(&hot_text, "cairn_mapped_resident_bytes").expect("cairn_mapped_resident_bytes");
     let after_hot = read_cgroup(&cgroup).unwrap_or_default();
     done.store(true, Ordering::Relaxed);
     sampler.await.unwrap();

@@ -3,9 +3,11 @@
 //! ACME client, an operator's `cp`) is served without a restart.
 //!
 //! A check every `FRONT_TLS_RELOAD_CHECK_MS` hashes both files. Only a pair that parses and
-//! whose key matches the certificate replaces the one being served; anything else (a file
-//! half-written, a key from another pair) keeps the old pair, logs one WARN per distinct
-//! failure and counts in `cairn_front_tls_reload_failures_total`. Each handshake takes the
+//! whose key matches the certificate replaces the one being served; anything else (a key from
+//! another pair, a file that is not PEM) keeps the old pair and, once two checks in a row found
+//! the same files, logs one WARN per distinct failure and counts in
+//! `cairn_front_tls_reload_failures_total`. (A pair replaced file by file is seen half-way by
+//! one check and whole by the next, and is no failure.) Each handshake takes the
 //! pair current at its start; connections already open keep theirs.
 
 use std::path::Path;
@@ -50,6 +52,7 @@ impl FrontTls {
             current: RwLock::new(Arc::new(pair)),
             fingerprint: Mutex::new(fingerprint),
             last_failure: Mutex::new(None),
+            pending: Mutex::new(None),
             figures,
         });
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -67,7 +70,7 @@ impl FrontTls {
                 tick.tick().await;
                 let pair = watched.clone();
                 // Reading files blocks; it is small, and off the runtime's threads.
-                let _ = tokio::task::spawn_blocking(move || pair.check()).await;
+                let _ = crate::task::spawn_blocking(move || pair.check()).await;
             }
         });
         Ok(FrontTls {
@@ -108,6 +111,8 @@ pub(crate) struct ReloadingPair {
     fingerprint: Mutex<blake3::Hash>,
     /// The last failure logged, so that one broken pair is logged once, not every check.
     last_failure: Mutex<Option<String>>,
+    /// Files that failed once: a failure if the next check finds them unchanged.
+    pending: Mutex<Option<blake3::Hash>>,
     figures: Arc<TlsFigures>,
 }
 
@@ -127,20 +132,30 @@ impl ResolvesServerCert for ReloadingPair {
 }
 
 impl ReloadingPair {
-    /// Reads the files again if they changed, and serves the new pair if it is valid.
+    /// Reads the files again if they changed, and serves the new pair if it is valid. A pair
+    /// that cannot be served counts as a failure only when the next check finds the same files
+    /// again: a certificate and key replaced one after the other are caught half-way by a
+    /// check now and then, and are whole by the next.
     fn check(&self) {
-        let fingerprint = match fingerprint(&self.files) {
-            Ok(f) => f,
-            Err(e) => return self.failed(e),
+        let seen = fingerprint(&self.files);
+        let fingerprint = match &seen {
+            Ok(f) => *f,
+            // Unreadable: the same "files" as another unreadable look.
+            Err(_) => blake3::hash(b"unreadable"),
         };
         if fingerprint == *self.fingerprint.lock() {
+            // Back to the pair being served: a later failure is news again.
+            *self.last_failure.lock() = None;
+            *self.pending.lock() = None;
             return;
         }
-        match load(&self.files) {
+        let result = seen.and_then(|_| load(&self.files));
+        match result {
             Ok((pair, fingerprint)) => {
                 *self.current.write() = Arc::new(pair);
                 *self.fingerprint.lock() = fingerprint;
                 *self.last_failure.lock() = None;
+                *self.pending.lock() = None;
                 self.figures.reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     front = self.figures.front,
@@ -148,7 +163,14 @@ impl ReloadingPair {
                     "TLS certificate reloaded"
                 );
             }
-            Err(e) => self.failed(e),
+            Err(e) => {
+                let mut pending = self.pending.lock();
+                if *pending == Some(fingerprint) {
+                    self.failed(e);
+                } else {
+                    *pending = Some(fingerprint);
+                }
+            }
         }
     }
 

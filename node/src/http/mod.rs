@@ -138,7 +138,10 @@ async fn accept_loop(front: Arc<Front>, listener: TcpListener, stopped: watch::R
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             front.metrics.rejected(Rejection::Connections);
-            crate::task::spawn(refuse(tcp));
+            // A plain-text 503 means nothing to a TLS client: it is just closed.
+            if front.tls.is_none() {
+                crate::task::spawn(refuse(tcp));
+            }
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -278,6 +281,11 @@ impl Front {
             Err(e) => return (Operation::Other, Err(e)),
         };
         let method = request.method().clone();
+        // Why a node is not ready is told to token holders only.
+        let why = |reason: &dyn std::fmt::Display| match self.authorized(&request) {
+            true => reason.to_string(),
+            false => "not ready (the reason is told with the bearer token)".to_string(),
+        };
         let op = match (&route, &method) {
             (Route::Blobs | Route::Blob(_), &Method::PUT) => Operation::Put,
             (Route::Blob(_), &Method::GET) => Operation::Get,
@@ -352,7 +360,7 @@ impl Front {
                         "status": "ready",
                         "writes": match probes::write_readiness(&self.state) {
                             Ok(()) => "ready".to_string(),
-                            Err(reason) => reason.to_string(),
+                            Err(reason) => why(&reason),
                         },
                     })
                     .to_string(),
@@ -360,7 +368,7 @@ impl Front {
                 Err(reason) => Err(HttpError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_ready",
-                    reason.to_string(),
+                    why(&reason),
                 )),
             },
             Route::ReadyForWrites => match probes::write_readiness(&self.state) {
@@ -371,7 +379,7 @@ impl Front {
                 Err(reason) => Err(HttpError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_ready_for_writes",
-                    reason.to_string(),
+                    why(&reason),
                 )),
             },
             Route::Cluster => Ok(self.cluster().await),
@@ -390,22 +398,25 @@ impl Front {
         (op, result)
     }
 
+    /// Whether the request carries this node's token (or the node needs none).
+    fn authorized(&self, request: &Request<Incoming>) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        bearer(request).is_some_and(|given| blake3::hash(given.trim().as_bytes()) == *expected)
+    }
+
     /// The path, then the token: what every request must pass before it is routed. The probes
-    /// answer without the token (they say only whether the node is up and ready, and why not),
-    /// so a kubelet or a load balancer can use them; everything else requires it.
+    /// answer without the token, so a kubelet or a load balancer can use them; without it they
+    /// say only ready or not (the reason, which may name figures of the node, is for token
+    /// holders). Everything else requires the token.
     fn check(&self, request: &Request<Incoming>) -> Result<Route, HttpError> {
         let route = route(request.uri().path());
         if let Ok(Route::Health | Route::Ready | Route::ReadyForWrites) = route {
             return route;
         }
         if let Some(expected) = &self.token {
-            let given = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, token)| token);
+            let given = bearer(request);
             let Some(given) = given else {
                 self.metrics.rejected(Rejection::Unauthorized);
                 return Err(HttpError::new(
@@ -435,6 +446,17 @@ impl Front {
         let json = serde_json::to_string(&status).expect("a cluster status serializes");
         json_response(StatusCode::OK, json)
     }
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(request: &Request<Incoming>) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
 }
 
 /// Maps a path to a route. Paths are matched as they are: no decoding, no `.` or `..`

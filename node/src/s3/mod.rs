@@ -91,8 +91,9 @@ impl S3Server {
 }
 
 /// The S3 operation a request turned out to be, as the S3 library routed it: written by
-/// [`Access::check`], read for the request's metrics. A request refused before it was routed
-/// (over the in-flight limit, a presigned URL valid too long, a malformed request) is `none`.
+/// [`Access::check`], read for the request's metrics. A request refused before its access
+/// check (over the in-flight limit, a presigned URL valid too long, a malformed request, a bad
+/// signature) is `none`.
 #[derive(Clone, Default)]
 struct OperationSlot(Arc<parking_lot::Mutex<Option<String>>>);
 
@@ -169,8 +170,10 @@ impl VirtualHosts {
 
 impl s3s::host::S3Host for VirtualHosts {
     fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        // DNS names are case-insensitive; bucket names are lowercase.
         Ok(match self.bucket_of(host) {
-            Some(bucket) => s3s::host::VirtualHost::new(self.domain.as_str()).with_bucket(bucket),
+            Some(bucket) => s3s::host::VirtualHost::new(self.domain.as_str())
+                .with_bucket(bucket.to_ascii_lowercase()),
             None => s3s::host::VirtualHost::new(host),
         })
     }
@@ -493,5 +496,16 @@ mod tests {
         ] {
             assert_eq!(hosts.bucket_of(host), bucket, "{host}");
         }
+        use s3s::host::S3Host;
+        let parsed = hosts
+            .parse_host_header("Releases.S3.CAIRN.example")
+            .unwrap();
+        assert_eq!(
+            parsed.bucket(),
+            Some("releases"),
+            "a bucket name is lowercase"
+        );
+        let parsed = hosts.parse_host_header("n1:9480").unwrap();
+        assert_eq!(parsed.bucket(), None);
     }
 }

@@ -11,9 +11,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{/* The nodes' pods (not the layout job's): what services, the PDB and the StatefulSets select. */}}
 {{- define "cairn.selector" -}}
 app.kubernetes.io/name: cairn
 app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: node
 {{- end -}}
 
 {{/* The headless service that names every node: <pod>.<this>.<namespace>.svc.<domain>. */}}
@@ -25,8 +27,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "cairn.nodeIds" -}}
 {{- $root := . -}}
 {{- range $zone := .Values.zones -}}
+{{- if not (regexMatch "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$" $zone.name) -}}
+{{- fail (printf "zone %q: a zone name is lowercase letters, digits and '-' (it names a StatefulSet and its pods)" $zone.name) -}}
+{{- end -}}
 {{- range $i := until (int $zone.replicas) }}
-{{ include "cairn.fullname" $root }}-{{ $zone.name }}-{{ $i }}
+{{- $id := printf "%s-%s-%d" (include "cairn.fullname" $root) $zone.name $i }}
+{{- if gt (len $id) 63 -}}
+{{- fail (printf "node id %q is longer than 63 bytes: shorten the release or zone name" $id) -}}
+{{- end }}
+{{ $id }}
 {{- end -}}
 {{- end -}}
 {{- end -}}
