@@ -226,7 +226,11 @@ async fn every_node_serves_every_blob_over_http() {
     }
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (name, value) = line.rsplit_once(' ').unwrap();
-        assert!(name.starts_with("cairn_"), "{line}");
+        // Cairn's own, and the process families under the names every client library uses.
+        assert!(
+            name.starts_with("cairn_") || name.starts_with("process_"),
+            "{line}"
+        );
         assert!(value.parse::<f64>().is_ok(), "{line}");
     }
     cluster.shutdown().await;
