@@ -1,6 +1,6 @@
 //! Figures the fronts record as they serve, kept where the fronts and `/metrics` both reach
 //! them (`State::figures`): S3 requests by operation and status, and each TLS front's
-//! certificate reloads. (The HTTP front's own request figures live in the front.)
+//! certificate reloads. The HTTP front keeps its own `RequestFigures` in the front.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,30 +18,48 @@ pub(crate) struct FrontFigures {
     pub tls: Mutex<Vec<Arc<TlsFigures>>>,
 }
 
-/// Latency of finished requests, by operation name and status code.
+/// Latency of finished requests, by operation name and status code: the HTTP front's and the
+/// S3 front's alike.
 #[derive(Default)]
 pub(crate) struct RequestFigures {
-    requests: Mutex<BTreeMap<(String, u16), Arc<LatencyHistogram>>>,
+    requests: Mutex<BTreeMap<String, BTreeMap<u16, Arc<LatencyHistogram>>>>,
 }
 
 impl RequestFigures {
     pub fn finished(&self, operation: &str, status: u16, elapsed: Duration) {
-        let series = self
-            .requests
-            .lock()
-            .entry((operation.to_string(), status))
-            .or_default()
-            .clone();
+        let series = {
+            let mut requests = self.requests.lock();
+            // Looked up by `&str`: an operation seen before costs no allocation.
+            let by_status = match requests.get_mut(operation) {
+                Some(by_status) => by_status,
+                None => requests.entry(operation.to_string()).or_default(),
+            };
+            by_status.entry(status).or_default().clone()
+        };
         series.record(elapsed);
     }
 
     /// Every (operation, status) seen, with its latencies so far.
-    pub fn snapshot(&self) -> Vec<((String, u16), LatencySnapshot)> {
-        self.requests
-            .lock()
+    pub fn snapshot(&self) -> Vec<(String, u16, LatencySnapshot)> {
+        let requests = self.requests.lock();
+        requests
             .iter()
-            .map(|(key, h)| (key.clone(), h.snapshot()))
+            .flat_map(|(op, by_status)| {
+                by_status
+                    .iter()
+                    .map(|(status, h)| (op.clone(), *status, h.snapshot()))
+            })
             .collect()
+    }
+
+    /// Requests finished with `operation` and `status` so far.
+    #[cfg(test)]
+    pub fn count(&self, operation: &str, status: u16) -> u64 {
+        let requests = self.requests.lock();
+        requests
+            .get(operation)
+            .and_then(|by_status| by_status.get(&status))
+            .map_or(0, |h| h.count())
     }
 }
 

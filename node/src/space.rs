@@ -159,7 +159,7 @@ pub(crate) async fn mapped_memory_loop(state: Arc<State>) {
             continue;
         }
         let store = state.store.clone();
-        let segments = tokio::task::spawn_blocking(move || store.release_cold_mappings())
+        let segments = crate::task::spawn_blocking(move || store.release_cold_mappings())
             .await
             .unwrap_or(0);
         state.space.mapped_releases.fetch_add(1, Ordering::Relaxed);

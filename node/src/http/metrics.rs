@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cairn_engine::latency::{LATENCY_BUCKET_BOUNDS_US, LatencyHistogram, LatencySnapshot};
+use cairn_engine::latency::{LATENCY_BUCKET_BOUNDS_US, LatencySnapshot};
 use parking_lot::Mutex;
 
+use crate::figures::RequestFigures;
 use crate::state::State;
 use cairn_core::membership::PeerState;
 use cairn_core::status::DiskState;
@@ -73,7 +73,7 @@ impl Rejection {
 #[derive(Default)]
 pub struct HttpMetrics {
     /// Latency of finished requests, by operation and status code.
-    requests: Mutex<BTreeMap<(Operation, u16), Arc<LatencyHistogram>>>,
+    requests: RequestFigures,
     rejected: Mutex<BTreeMap<Rejection, u64>>,
     pub received_bytes: AtomicU64,
     pub sent_bytes: AtomicU64,
@@ -81,13 +81,7 @@ pub struct HttpMetrics {
 
 impl HttpMetrics {
     pub fn finished(&self, op: Operation, status: u16, elapsed: Duration) {
-        let series = self
-            .requests
-            .lock()
-            .entry((op, status))
-            .or_default()
-            .clone();
-        series.record(elapsed);
+        self.requests.finished(op.label(), status, elapsed);
     }
 
     pub fn rejected(&self, why: Rejection) {
@@ -97,10 +91,7 @@ impl HttpMetrics {
     /// Requests finished with `op` and `status` so far.
     #[cfg(test)]
     pub fn count(&self, op: Operation, status: u16) -> u64 {
-        self.requests
-            .lock()
-            .get(&(op, status))
-            .map_or(0, |h| h.count())
+        self.requests.count(op.label(), status)
     }
 }
 
@@ -207,15 +198,10 @@ fn write_labels(out: &mut String, labels: &[(&str, &str)], le: Option<&str>) {
 /// Everything `/metrics` shows: the front's request figures, then the node's, read now.
 pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usize) -> String {
     let mut e = Exposition::default();
-    let requests: Vec<_> = http
-        .requests
-        .lock()
-        .iter()
-        .map(|(k, h)| (*k, h.snapshot()))
-        .collect();
+    let requests = http.requests.snapshot();
     let rows: Vec<_> = requests
         .iter()
-        .map(|((op, status), h)| (op.label(), *status, h))
+        .map(|(op, status, h)| (op.as_str(), *status, h))
         .collect();
     e.requests(
         "http",
@@ -255,7 +241,7 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
     let s3 = state.figures.s3_requests.snapshot();
     let rows: Vec<_> = s3
         .iter()
-        .map(|((op, status), h)| (op.as_str(), *status, h))
+        .map(|(op, status, h)| (op.as_str(), *status, h))
         .collect();
     e.requests(
         "s3",
@@ -757,7 +743,7 @@ mod tests {
 
     #[test]
     fn histograms_are_cumulative_with_an_infinite_bucket_sum_and_count() {
-        let h = LatencyHistogram::default();
+        let h = cairn_engine::latency::LatencyHistogram::default();
         h.record(Duration::from_micros(40));
         h.record(Duration::from_micros(700));
         h.record(Duration::from_secs(20));
