@@ -14,7 +14,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use cairn_core::wire::ALPN;
+use cairn_core::wire::{ALPN, ALPNS_SPOKEN};
 
 use crate::limits::{
     CONNECTION_RECEIVE_WINDOW_BYTES, IDLE_TIMEOUT_MS, KEEP_ALIVE_INTERVAL_MS, SEND_WINDOW_BYTES,
@@ -132,7 +132,9 @@ pub fn transport_config() -> quinn::TransportConfig {
     t
 }
 
-/// A client configuration presenting `identity` and offering `alpn` (normally [`ALPN`]).
+/// A client configuration presenting `identity` and offering `alpn`: for [`ALPN`], every
+/// version spoken (`wire::ALPNS_SPOKEN`, newest first); any other only itself (tests of a
+/// version mismatch).
 pub fn client_config(identity: &Identity, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -140,7 +142,10 @@ pub fn client_config(identity: &Identity, alpn: &[u8]) -> Result<quinn::ClientCo
         .with_root_certificates(identity.roots()?)
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    tls.alpn_protocols = vec![alpn.to_vec()];
+    tls.alpn_protocols = match alpn == ALPN {
+        true => ALPNS_SPOKEN.iter().map(|a| a.to_vec()).collect(),
+        false => vec![alpn.to_vec()],
+    };
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
@@ -161,7 +166,8 @@ pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsErro
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    // The server's order decides: the newest version the client offers too.
+    tls.alpn_protocols = ALPNS_SPOKEN.iter().map(|a| a.to_vec()).collect();
     tls.max_early_data_size = 0;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -190,4 +196,14 @@ pub fn bind_endpoint(
         socket.into(),
         runtime,
     )
+}
+
+/// The protocol version a connection's handshake settled on (`None`: no ALPN, which the
+/// configurations here never allow).
+pub fn negotiated_protocol(conn: &quinn::Connection) -> Option<u32> {
+    let data = conn.handshake_data()?;
+    let data = data
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?;
+    cairn_core::wire::protocol_version(data.protocol.as_deref()?)
 }

@@ -22,6 +22,7 @@
 //! - [`membership`]: failure detection from heartbeats.
 //! - [`heal`]: anti-entropy, transfers, hand-off, purge and scrub pacing.
 //! - [`hints`]: hinted handoff's queue and what delivering a hint means.
+//! - [`keys`]: access keys' permissions on buckets, and their administration's messages.
 //! - [`meta`]: metadata keys, the hybrid logical clock, last-writer-wins merging.
 //! - [`limits`]: every bound, with the relations between them checked at compile time.
 
@@ -29,6 +30,7 @@ pub mod addr;
 pub mod coordinator;
 pub mod heal;
 pub mod hints;
+pub mod keys;
 pub mod layout;
 pub mod layout_edit;
 pub mod limits;

@@ -1,11 +1,12 @@
 //! The node protocol: heartbeats, anti-entropy, status, layout changes, metadata and the
 //! garbage collector's controls, carried by `Op::Peer` streams as postcard messages
 //! ([`PeerMsg`] in, [`PeerReply`] out). Nodes speak it to each other; the `cairn` command
-//! speaks it for `status`, `layout`, `gc`, `repair` and `scrub`. Data only: who answers what is the node's.
+//! speaks it for `status`, `layout`, `gc`, `repair`, `scrub`, `key` and `bucket`. Data only: who answers what is the node's.
 
 use serde::{Deserialize, Serialize};
 
 use crate::heal::HealMsg;
+use crate::keys::{KeysAnswer, KeysRequest};
 use crate::layout::Layout;
 use crate::membership::NodeReport;
 use crate::meta::{MetaMsg, MetaReply};
@@ -46,9 +47,21 @@ pub enum PeerMsg {
     ScrubNow {
         bytes_per_sec: u64,
     },
+    /// Manage access keys and buckets (from `cairn key` and `cairn bucket`). Since protocol
+    /// `cairn/5`: a node of `cairn/4` cannot decode it, and the command refuses to send it to
+    /// one.
+    Keys(KeysRequest),
 }
 
 impl PeerMsg {
+    /// The oldest protocol version that has this message (see `wire::ALPNS_SPOKEN`).
+    pub fn since_protocol(&self) -> u32 {
+        match self {
+            PeerMsg::Keys(_) => 5,
+            _ => 4,
+        }
+    }
+
     /// The node a message speaks for, if it speaks for one: the receiver acts on it as that
     /// node's word, so the connection's certificate must name that node.
     pub fn sender(&self) -> Option<&str> {
@@ -62,7 +75,8 @@ impl PeerMsg {
             | PeerMsg::GcStart
             | PeerMsg::GcStatus
             | PeerMsg::RepairNow
-            | PeerMsg::ScrubNow { .. } => None,
+            | PeerMsg::ScrubNow { .. }
+            | PeerMsg::Keys(_) => None,
         }
     }
 }
@@ -103,4 +117,6 @@ pub enum PeerReply {
     ScrubStarted {
         already: bool,
     },
+    /// Since `cairn/5`.
+    Keys(KeysAnswer),
 }

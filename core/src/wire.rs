@@ -10,8 +10,9 @@
 //! Headers are small and bounded (`REQUEST_HEADER_BYTES_MAX`, `RESPONSE_HEADER_BYTES_MAX`); blob
 //! bytes never go through postcard, they stream raw under QUIC flow control, so memory stays
 //! bounded whatever the blob size. Every error crosses the wire as an [`ErrorCode`] and a message.
-//! The ALPN string names the protocol version, so a peer speaking another version is refused
-//! during the handshake.
+//! The ALPN string names the protocol version: peers offer the current and the previous one
+//! ([`ALPNS_SPOKEN`]) and speak the newest they share, so a cluster is upgraded node by node;
+//! a peer sharing none is refused during the handshake.
 //!
 //! This module holds the messages and their encoding only; reading and writing them on QUIC
 //! streams is `cairn_client::framing`.
@@ -22,7 +23,29 @@ use crate::layout::Layout;
 use crate::limits::ERROR_MESSAGE_BYTES_MAX;
 
 /// ALPN identifier of this protocol version.
-pub const ALPN: &[u8] = b"cairn/4";
+pub const ALPN: &[u8] = b"cairn/5";
+
+/// ALPN identifier of the previous protocol version, which nodes and clients still speak so
+/// that a cluster can be upgraded one node at a time.
+pub const ALPN_PREVIOUS: &[u8] = b"cairn/4";
+
+/// The versions spoken, newest first: a client offers them in this order and a server picks
+/// the first it shares with the client, so two peers of this version speak it, and a peer of
+/// the previous version is answered in its own.
+///
+/// What `cairn/5` adds to `cairn/4`: the node protocol's `PeerMsg::Keys` and
+/// `PeerReply::Keys` (key and bucket administration), appended to their enums so that every
+/// other message encodes as before. A node refuses a `cairn/5` message on a `cairn/4`
+/// connection, and the `cairn` command sends none to a node of `cairn/4`.
+pub const ALPNS_SPOKEN: [&[u8]; 2] = [ALPN, ALPN_PREVIOUS];
+
+/// The version number an ALPN identifier names (`cairn/5` is 5).
+pub fn protocol_version(alpn: &[u8]) -> Option<u32> {
+    std::str::from_utf8(alpn.strip_prefix(b"cairn/")?)
+        .ok()?
+        .parse()
+        .ok()
+}
 
 /// QUIC application error code a stream is reset or stopped with when a request is abandoned.
 pub const STREAM_ABORT_CODE: u32 = 1;
@@ -329,5 +352,23 @@ mod tests {
         };
         assert!(message.len() <= ERROR_MESSAGE_BYTES_MAX);
         assert!(message.chars().all(|c| c == 'é'));
+    }
+}
+
+#[cfg(test)]
+mod protocol_tests {
+    use super::*;
+
+    #[test]
+    fn the_versions_spoken_are_the_current_then_the_one_before() {
+        let versions: Vec<u32> = ALPNS_SPOKEN
+            .iter()
+            .map(|a| protocol_version(a).unwrap())
+            .collect();
+        assert_eq!(versions.len(), 2);
+        assert_eq!(versions[0], versions[1] + 1);
+        assert_eq!(protocol_version(ALPN), Some(versions[0]));
+        assert_eq!(protocol_version(b"http/1.1"), None);
+        assert_eq!(protocol_version(b"cairn/x"), None);
     }
 }

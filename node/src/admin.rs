@@ -1,5 +1,5 @@
 //! What the `cairn` command does to a running cluster: read every node's status, offer a new
-//! layout to every node, and start or follow the garbage collector. The layout edits
+//! layout to every node, start or follow the garbage collector, and manage keys and buckets. The layout edits
 //! themselves are `cairn_core::layout_edit`, and the views of the answers
 //! `cairn_core::status`; this module makes the calls.
 //!
@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use cairn_client::pool::Pool;
 use cairn_client::tls::{self, Identity};
+use cairn_core::keys::{KeysAnswer, KeysRequest};
 use cairn_core::layout::{Layout, NodeSpec};
 use cairn_core::layout_edit::LayoutEditError;
 use cairn_core::node_proto::{PeerMsg, PeerReply};
@@ -249,6 +250,53 @@ impl Admin {
                     answer: e.to_string(),
                 }),
             }
+        }
+        Err(AdminError::Unreachable(errors))
+    }
+
+    /// The protocol version this command's connection to `node` speaks (connecting if need
+    /// be); `None` if it cannot connect.
+    pub async fn protocol_of(&self, node: &NodeSpec) -> Option<u32> {
+        let conn = self.pool.connection(node).await.ok()?;
+        tls::negotiated_protocol(&conn)
+    }
+
+    /// Asks the first node of the layout that can (one with the S3 front) to carry out a key
+    /// or bucket request; returns that node and its answer.
+    pub async fn keys(&self, request: KeysRequest) -> Result<(String, KeysAnswer), AdminError> {
+        let msg = PeerMsg::Keys(request);
+        let mut errors = Vec::new();
+        for n in &self.layout.nodes {
+            if let Some(old) = self
+                .protocol_of(n)
+                .await
+                .filter(|p| *p < msg.since_protocol())
+            {
+                errors.push(NodeAnswer {
+                    node: n.id.clone(),
+                    answer: format!(
+                        "speaks protocol cairn/{old}, which has no key administration: \
+                         upgrade it first"
+                    ),
+                });
+                continue;
+            }
+            let answer = match self.call(n, &msg).await {
+                Ok(PeerReply::Keys(KeysAnswer::Refused(message))) => {
+                    return Err(AdminError::Refused(vec![NodeAnswer {
+                        node: n.id.clone(),
+                        answer: message,
+                    }]));
+                }
+                Ok(PeerReply::Keys(answer)) => return Ok((n.id.clone(), answer)),
+                Ok(PeerReply::Refused { message }) => message,
+                Ok(other) => format!("unexpected answer {other:?}"),
+                Err(e) => e.to_string(),
+            };
+            errors.push(NodeAnswer {
+                node: n.id.clone(),
+                answer,
+            });
         }
         Err(AdminError::Unreachable(errors))
     }

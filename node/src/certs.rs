@@ -251,7 +251,7 @@ fn random_bytes<const N: usize>(path: &Path) -> Result<[u8; N], CertError> {
     Ok(bytes)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -270,12 +270,18 @@ pub fn generate_s3_credentials(dir: &Path) -> Result<PathBuf, CertError> {
         narrow_secret(&path)?;
         return Ok(path);
     }
-    let bytes = random_bytes::<{ 5 + S3_SECRET_RANDOM_BYTES }>(&path)?;
+    let bytes = random_bytes::<{ 5 + S3_SECRET_RANDOM_BYTES + 32 }>(&path)?;
+    let (id, rest) = bytes.split_at(5);
+    let (secret, sealing) = rest.split_at(S3_SECRET_RANDOM_BYTES);
     let text = format!(
-        "# Access keys of the S3 front. Each [[keys]] table is one key.\n\
+        "# Access keys of the S3 front. Each [[keys]] table is one key; they may use every\n\
+         # bucket. key_encryption_key seals the secrets of keys managed online (cairn key):\n\
+         # the same on every node, kept as secret as the keys.\n\
+         key_encryption_key = \"{}\"\n\n\
          [[keys]]\naccess_key = \"CAIRN{}\"\nsecret_key = \"{}\"\n",
-        hex(&bytes[..5]).to_uppercase(),
-        hex(&bytes[5..])
+        hex(sealing),
+        hex(id).to_uppercase(),
+        hex(secret)
     );
     write_secret(&path, &text)?;
     Ok(path)

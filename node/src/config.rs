@@ -26,7 +26,8 @@
 //!
 //! [s3]                             # optional: the S3 front (off without this section)
 //! listen = "127.0.0.1:9480"
-//! credentials_file = "certs/s3-credentials.toml"  # [[keys]] access_key, secret_key
+//! credentials_file = "certs/s3-credentials.toml"  # [[keys]] access_key, secret_key;
+//!                                                 # key_encryption_key (managed keys)
 //! region = "us-east-1"
 //! object_bytes_max = 5368709120    # largest PutObject or part (EntityTooLarge above)
 //! requests_in_flight_max = 256     # beyond it, 503 SlowDown
@@ -346,8 +347,7 @@ impl S3Settings {
     /// Reads the access keys; at least one is required.
     pub fn load_credentials(&self) -> Result<Vec<S3Key>, ConfigError> {
         let path = &self.credentials_file;
-        check_secret_file(path)?;
-        let file: S3CredentialsFile = parse(path, &read(path)?)?;
+        let file = self.credentials()?;
         if file.keys.is_empty() {
             return Err(ConfigError::Parse {
                 path: path.clone(),
@@ -381,6 +381,35 @@ impl S3Settings {
         }
         Ok(file.keys)
     }
+
+    /// The key that seals the secrets of access keys managed online (`key_encryption_key` in
+    /// the credentials file: 64 hexadecimal digits, the same on every node); without it this
+    /// node's S3 front knows only the file's keys.
+    pub fn load_key_encryption_key(&self) -> Result<Option<[u8; 32]>, ConfigError> {
+        let Some(text) = self.credentials()?.key_encryption_key else {
+            return Ok(None);
+        };
+        let digits = text.as_bytes();
+        let valid = digits.len() == 64 && digits.iter().all(u8::is_ascii_hexdigit);
+        if !valid {
+            return Err(ConfigError::Parse {
+                path: self.credentials_file.clone(),
+                message: "key_encryption_key must be 64 hexadecimal digits (32 bytes)".into(),
+            });
+        }
+        let mut key = [0u8; 32];
+        for (i, pair) in digits.chunks(2).enumerate() {
+            let pair = std::str::from_utf8(pair).expect("hex digits are ASCII");
+            key[i] = u8::from_str_radix(pair, 16).expect("checked: two hex digits");
+        }
+        Ok(Some(key))
+    }
+
+    fn credentials(&self) -> Result<S3CredentialsFile, ConfigError> {
+        let path = &self.credentials_file;
+        check_secret_file(path)?;
+        parse(path, &read(path)?)
+    }
 }
 
 /// One S3 access key.
@@ -396,6 +425,7 @@ pub struct S3Key {
 struct S3CredentialsFile {
     #[serde(default)]
     keys: Vec<S3Key>,
+    key_encryption_key: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Figures the fronts record as they serve, kept where the fronts and `/metrics` both reach
-//! them (`State::figures`): S3 requests by operation and status, and each TLS front's
-//! certificate reloads. The HTTP front keeps its own `RequestFigures` in the front.
+//! them (`State::figures`): S3 requests by operation and status, failed reads of the access
+//! keys, and each TLS front's certificate reloads. The HTTP front keeps its own `RequestFigures` in the front.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +16,8 @@ pub(crate) struct FrontFigures {
     pub s3_requests: RequestFigures,
     /// One per front serving TLS.
     pub tls: Mutex<Vec<Arc<TlsFigures>>>,
+    /// Reads of the managed access keys and permissions that failed (the S3 front's).
+    pub s3_keys_refresh_failures: AtomicU64,
 }
 
 /// Latency of finished requests, by operation name and status code: the HTTP front's and the

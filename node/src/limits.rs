@@ -268,6 +268,24 @@ pub const S3_READ_AHEAD_PIECES: usize = 8;
 /// Shortest S3 secret key accepted.
 pub const S3_SECRET_KEY_BYTES_MIN: usize = 16;
 
+/// How often a node reads every managed access key and permission again: a deleted key or a
+/// withdrawn permission stops working on every node within this time.
+pub const S3_KEYS_REFRESH_MS: u64 = 1_000;
+/// How long an access key or permission read and not found is taken as absent before a
+/// request makes the node read it again.
+pub const S3_KEYS_RECHECK_MS: u64 = 1_000;
+/// Keys and permissions remembered as not found (the memory is cleared when full).
+pub const S3_KEYS_NOT_FOUND_REMEMBERED_MAX: usize = 4_096;
+/// Access keys managed online, at most.
+pub const S3_MANAGED_KEYS_MAX: usize = 10_000;
+/// Characters in a managed key's name, at most.
+pub const S3_KEY_NAME_CHARS_MAX: usize = 128;
+/// Key and bucket requests (`cairn key`, `cairn bucket`) waiting for a node's S3 front, at
+/// most; beyond, they are refused.
+pub const KEYS_DESK_CALLS_MAX: usize = 64;
+/// Objects `cairn bucket info` counts, at most (it says so beyond).
+pub const S3_BUCKET_INFO_OBJECTS_COUNTED_MAX: u64 = 100_000;
+
 /// Shortest grace period of the garbage collector accepted: well above any clock skew between
 /// nodes and any request's duration.
 pub const GC_GRACE_MS_MIN: u64 = 10_000;

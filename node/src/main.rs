@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use cairn_client::{
     Client, ClientOptions, Hash, Identity, NodeSpec, hash_file_with_progress, load_layout,
 };
+use cairn_core::keys::{KeysAnswer, KeysRequest, Permission};
 use cairn_core::layout_edit::{self, RebalanceRefusal};
 use cairn_core::status::{ClusterStatus, MoveProgress, NodeStatus};
 use cairn_node::admin::Admin;
@@ -129,11 +130,68 @@ enum Command {
         #[command(subcommand)]
         command: LayoutCommand,
     },
+    /// Manage the S3 front's access keys online (every node, no restart): create one (its
+    /// secret is shown once), list them, delete one, give or take a permission on a bucket.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Manage buckets online: create, list (with the keys that may use each), delete an empty
+    /// one, show one (objects, bytes, keys).
+    Bucket {
+        #[command(subcommand)]
+        command: BucketCommand,
+    },
     /// Check configuration files without starting anything.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an access key; prints its id and secret (the secret is never shown again).
+    Create {
+        /// A name for people (who or what uses the key).
+        name: String,
+        /// It may create buckets through S3 (and owns those it creates).
+        #[arg(long)]
+        create_buckets: bool,
+    },
+    /// Every managed key and its permissions (never a secret).
+    List,
+    /// Delete a key and its permissions.
+    Delete { access_key: String },
+    /// Give a key a permission on a bucket: read, write (includes read) or owner (includes
+    /// write, and the bucket's settings).
+    Allow {
+        access_key: String,
+        bucket: String,
+        #[arg(value_parser = parse_permission)]
+        permission: Permission,
+    },
+    /// Take every permission a key has on a bucket.
+    Deny { access_key: String, bucket: String },
+}
+
+#[derive(Subcommand)]
+enum BucketCommand {
+    Create {
+        bucket: String,
+    },
+    List,
+    /// Delete a bucket that holds no object and no unfinished upload.
+    Delete {
+        bucket: String,
+    },
+    Info {
+        bucket: String,
+    },
+}
+
+fn parse_permission(text: &str) -> std::result::Result<Permission, String> {
+    Permission::parse(text).ok_or_else(|| format!("{text:?}: say read, write or owner"))
 }
 
 #[derive(Subcommand)]
@@ -220,6 +278,39 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc { node, status } => gc_command(&cli.client, node, status).await,
+        Command::Key { command } => {
+            let request = match command {
+                KeyCommand::Create {
+                    name,
+                    create_buckets,
+                } => KeysRequest::CreateKey {
+                    name,
+                    create_buckets,
+                },
+                KeyCommand::List => KeysRequest::ListKeys,
+                KeyCommand::Delete { access_key } => KeysRequest::DeleteKey { access_key },
+                KeyCommand::Allow {
+                    access_key,
+                    bucket,
+                    permission,
+                } => KeysRequest::Allow {
+                    access_key,
+                    bucket,
+                    permission,
+                },
+                KeyCommand::Deny { access_key, bucket } => KeysRequest::Deny { access_key, bucket },
+            };
+            keys_command(&cli.client, request).await
+        }
+        Command::Bucket { command } => {
+            let request = match command {
+                BucketCommand::Create { bucket } => KeysRequest::CreateBucket { bucket },
+                BucketCommand::List => KeysRequest::ListBuckets,
+                BucketCommand::Delete { bucket } => KeysRequest::DeleteBucket { bucket },
+                BucketCommand::Info { bucket } => KeysRequest::BucketInfo { bucket },
+            };
+            keys_command(&cli.client, request).await
+        }
         Command::Repair { node, timeout_secs } => {
             let mut admin = admin(&cli.client)?;
             let timeout = std::time::Duration::from_secs(timeout_secs);
@@ -296,6 +387,11 @@ fn config_check(file: &Path) -> Result<String> {
         Some(s3) => s3.load_credentials()?.len(),
         None => 0,
     };
+    let managed_keys = match &config.s3 {
+        Some(s3) if s3.load_key_encryption_key()?.is_some() => ", managed keys on",
+        Some(_) => ", managed keys off (no key_encryption_key)",
+        None => "",
+    };
     let from_env: Vec<String> = cairn_node::config::NODE_ENV_OVERRIDES
         .iter()
         .filter(|(name, _)| environment(name).is_some())
@@ -315,7 +411,7 @@ fn config_check(file: &Path) -> Result<String> {
         if token.is_some() { " with a token" } else { "" },
         match &config.s3 {
             Some(s3) => format!(
-                "S3 on {}{} with {keys} access key(s){}",
+                "S3 on {}{} with {keys} access key(s){managed_keys}{}",
                 s3.listen,
                 https(&s3.tls),
                 match &s3.virtual_host_domain {
@@ -457,7 +553,14 @@ async fn run_command(client_config: &Path, command: Command) -> Result<()> {
         Command::Status => {
             let mut admin = admin(client_config)?;
             let layout = admin.current_layout().await?;
-            print_status(&ClusterStatus::of(&layout, &admin.statuses().await));
+            let status = ClusterStatus::of(&layout, &admin.statuses().await);
+            let mut protocols = std::collections::HashMap::new();
+            for node in &layout.nodes {
+                if let Some(p) = admin.protocol_of(node).await {
+                    protocols.insert(node.id.clone(), p);
+                }
+            }
+            print_status(&status, &protocols);
             admin.close().await;
             Ok(())
         }
@@ -465,6 +568,8 @@ async fn run_command(client_config: &Path, command: Command) -> Result<()> {
         Command::Stat { .. }
         | Command::Config { .. }
         | Command::Gc { .. }
+        | Command::Key { .. }
+        | Command::Bucket { .. }
         | Command::Repair { .. }
         | Command::Scrub { .. }
         | Command::Drain { .. } => {
@@ -475,6 +580,93 @@ async fn run_command(client_config: &Path, command: Command) -> Result<()> {
 
 /// Runs or shows a collection. Exits 0 when it ran cleanly, `EXIT_POSTPONED` when it was
 /// postponed (try again later), 1 when it ran with errors.
+/// `cairn key` and `cairn bucket`: one request, carried out by the first node that can.
+async fn keys_command(client: &Path, request: KeysRequest) -> Result<ExitCode> {
+    let mut admin = admin(client)?;
+    admin.current_layout().await?;
+    let outcome = admin.keys(request).await;
+    admin.close().await;
+    let (_, answer) = outcome?;
+    let grants = |grants: &[(String, Permission)]| {
+        let all: Vec<String> = grants.iter().map(|(n, p)| format!("{n}:{p}")).collect();
+        match all.is_empty() {
+            true => "-".to_string(),
+            false => all.join(","),
+        }
+    };
+    match answer {
+        KeysAnswer::Created {
+            access_key,
+            secret_key,
+        } => {
+            println!("access_key = \"{access_key}\"");
+            println!("secret_key = \"{}\"", secret_key.0);
+            eprintln!("the secret is not shown again; it works on every node now");
+        }
+        KeysAnswer::Keys(keys) => {
+            println!(
+                "{:<26} {:<24} {:<14} PERMISSIONS",
+                "ACCESS KEY", "NAME", "CREATE BUCKETS"
+            );
+            for k in keys {
+                let create = if k.create_buckets { "yes" } else { "no" };
+                println!(
+                    "{:<26} {:<24} {:<14} {}",
+                    k.access_key,
+                    k.name,
+                    create,
+                    grants(&k.grants)
+                );
+            }
+        }
+        KeysAnswer::Buckets(buckets) => {
+            println!("{:<40} {:<24} KEYS", "BUCKET", "CREATED");
+            for b in buckets {
+                println!(
+                    "{:<40} {:<24} {}",
+                    b.name,
+                    time_of(b.created_ms),
+                    grants(&b.grants)
+                );
+            }
+        }
+        KeysAnswer::Bucket(b) => {
+            let more = if b.complete {
+                ""
+            } else {
+                " at least (counting stopped)"
+            };
+            println!("bucket:  {}", b.name);
+            println!("created: {}", time_of(b.created_ms));
+            println!(
+                "objects: {}{more}, {} ({} bytes)",
+                b.objects,
+                bytes(b.bytes),
+                b.bytes
+            );
+            println!(
+                "keys:    {} (and the configuration file's keys)",
+                grants(&b.grants)
+            );
+        }
+        KeysAnswer::Done(what) => println!("{what}"),
+        KeysAnswer::Refused(why) => return Err(why.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A wall-clock time in milliseconds, as RFC 3339 UTC.
+fn time_of(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
 async fn gc_command(client: &Path, node: Option<String>, status_only: bool) -> Result<ExitCode> {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     let mut admin = admin(client)?;
@@ -626,7 +818,9 @@ fn bytes(n: u64) -> String {
     }
 }
 
-fn print_status(status: &ClusterStatus) {
+/// Prints `cairn status`; `protocols` holds the protocol version each node speaks with this
+/// command (newest both know).
+fn print_status(status: &ClusterStatus, protocols: &std::collections::HashMap<String, u32>) {
     println!(
         "layout version {}, replication factor {}, write quorum {}, {} nodes in {} zones",
         status.layout_version,
@@ -636,7 +830,7 @@ fn print_status(status: &ClusterStatus) {
         status.zones
     );
     println!(
-        "  {:<8} {:<8} {:<8} {:>10} {:>10} {:>10} {:>8} {:>10} {:>7} {:>11} {:<9}",
+        "  {:<8} {:<8} {:<8} {:>10} {:>10} {:>10} {:>8} {:>10} {:>7} {:>11} {:<9} {:<8}",
         "node",
         "zone",
         "state",
@@ -647,13 +841,14 @@ fn print_status(status: &ClusterStatus) {
         "misplaced",
         "layout",
         "disk",
-        "version"
+        "version",
+        "protocol"
     );
     let figure = |v: Option<u64>| v.unwrap_or_default();
     for n in &status.nodes {
         match &n.error {
             None => println!(
-                "  {:<8} {:<8} {:<8} {:>10} {:>10} {:>10} {:>8} {:>10} {:>7} {:>11} {:<9}",
+                "  {:<8} {:<8} {:<8} {:>10} {:>10} {:>10} {:>8} {:>10} {:>7} {:>11} {:<9} {:<8}",
                 n.id,
                 n.zone,
                 n.state,
@@ -664,7 +859,10 @@ fn print_status(status: &ClusterStatus) {
                 bytes(figure(n.misplaced_bytes)),
                 figure(n.layout_version),
                 n.disk.unwrap_or_default(),
-                n.version.as_deref().unwrap_or_default()
+                n.version.as_deref().unwrap_or_default(),
+                protocols
+                    .get(&n.id)
+                    .map_or("-".to_string(), |p| format!("cairn/{p}"))
             ),
             Some(e) => println!("  {:<8} {:<8} {:<8} ({e})", n.id, n.zone, n.state),
         }

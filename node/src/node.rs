@@ -37,7 +37,7 @@ use crate::local::versions::VersionTable;
 use crate::meta::cluster::MetaError;
 use crate::meta::sync::SyncReport;
 use crate::space;
-use crate::state::{GcHandle, HealingState, State, StateParts, peer_ids};
+use crate::state::{GcHandle, HealingState, KeysDesk, State, StateParts, peer_ids};
 use crate::{clock, healing, hints, http, meta, quic, s3};
 use tracing::Instrument;
 
@@ -212,6 +212,7 @@ impl Node {
             cluster_client,
             meta,
             gc: config.s3.as_ref().map(|_| GcHandle::new()),
+            keys_desk: config.s3.as_ref().map(|_| KeysDesk::new()),
             space,
         }));
         let http = http::start(state.clone(), &config.http).await?;

@@ -1,6 +1,6 @@
 //! The handles every part of a running node shares ([`State`]): its engine, its routing, its
 //! connection pool, its own durable state, the healing state machines, its metadata, the
-//! garbage collector's controls, and the cluster client its fronts route through. Adopting a
+//! garbage collector's controls, the desk of key and bucket administration, and the cluster client its fronts route through. Adopting a
 //! new layout happens here, because every one of them must learn it together.
 //!
 //! Architecture invariant: this module imports none of the node's servers, loops or fronts
@@ -14,18 +14,21 @@ use std::time::Instant;
 use cairn_core::Routing;
 use cairn_core::heal::{Healer, Scrubber};
 use cairn_core::hints::{Hint, HintKind};
+use cairn_core::keys::{KeysAnswer, KeysRequest};
 use cairn_core::layout::Layout;
 use cairn_core::membership::Membership;
 use cairn_core::status::GcStatus;
 use cairn_engine::{Hash, Store};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use cairn_core::status::RateWindow;
 
 use crate::clock;
 use crate::error::NodeError;
-use crate::limits::{ADOPT_RETRY_MS_MAX, ADOPT_RETRY_MS_MIN, ENTRY_LOCK_STRIPES};
+use crate::limits::{
+    ADOPT_RETRY_MS_MAX, ADOPT_RETRY_MS_MIN, ENTRY_LOCK_STRIPES, KEYS_DESK_CALLS_MAX,
+};
 use crate::local::catalog::NodeCatalog;
 use crate::local::files;
 use crate::local::hint_log::HintLog;
@@ -75,6 +78,49 @@ impl HealingState {
     /// Wakes the heal loop (a new layout, say).
     pub(crate) fn wake(&self) {
         let _ = self.events.send(HealEvent::Wake);
+    }
+}
+
+/// Administrative requests about access keys and buckets (`cairn key`, `cairn bucket`): the
+/// node protocol hands them to the S3 front here, and the front answers them, without either
+/// knowing the other.
+pub(crate) struct KeysDesk {
+    calls: mpsc::Sender<KeysCall>,
+    inbox: Mutex<Option<mpsc::Receiver<KeysCall>>>,
+}
+
+/// One request at the desk, with where its answer goes (a refusal is `Err`, in words).
+pub(crate) struct KeysCall {
+    pub request: KeysRequest,
+    pub answer: oneshot::Sender<Result<KeysAnswer, String>>,
+}
+
+impl KeysDesk {
+    pub(crate) fn new() -> KeysDesk {
+        let (calls, inbox) = mpsc::channel(KEYS_DESK_CALLS_MAX);
+        KeysDesk {
+            calls,
+            inbox: Mutex::new(Some(inbox)),
+        }
+    }
+
+    /// The requests, for the front that answers them (once).
+    pub(crate) fn take_inbox(&self) -> Option<mpsc::Receiver<KeysCall>> {
+        self.inbox.lock().take()
+    }
+
+    /// Hands a request to the front and waits for its answer.
+    pub(crate) async fn ask(&self, request: KeysRequest) -> Result<KeysAnswer, String> {
+        let (answer, answered) = oneshot::channel();
+        let call = KeysCall { request, answer };
+        if self.calls.try_send(call).is_err() {
+            return Err(format!(
+                "{KEYS_DESK_CALLS_MAX} key and bucket requests are already waiting here"
+            ));
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err("the S3 front stopped before answering".into()))
     }
 }
 
@@ -160,6 +206,8 @@ pub(crate) struct State {
     pub(crate) meta: Meta,
     /// The garbage collector, when the S3 front is on.
     pub(crate) gc: Option<GcHandle>,
+    /// Key and bucket administration, when the S3 front is on.
+    pub(crate) keys_desk: Option<KeysDesk>,
     /// Compaction's progress and how full the disk is.
     pub(crate) space: SpaceState,
     /// The last failure to adopt a layout, while that layout is not adopted.
@@ -205,6 +253,7 @@ pub(crate) struct StateParts {
     pub cluster_client: cairn_client::Client,
     pub meta: Meta,
     pub gc: Option<GcHandle>,
+    pub keys_desk: Option<KeysDesk>,
     pub space: SpaceState,
 }
 
@@ -238,6 +287,7 @@ impl State {
             cluster_client: parts.cluster_client,
             meta: parts.meta,
             gc: parts.gc,
+            keys_desk: parts.keys_desk,
             space: parts.space,
             adopt_failure: Mutex::new(None),
             adopt_lock: Mutex::new(()),

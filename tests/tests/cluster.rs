@@ -204,7 +204,8 @@ async fn peers_without_a_cluster_certificate_or_protocol_are_refused() {
         matches!(err, ClientError::ProtocolVersion { .. }),
         "old protocol: {err}"
     );
-    assert!(err.to_string().contains("cairn/4"), "{err}");
+    let ours = String::from_utf8_lossy(wire::ALPN).into_owned();
+    assert!(err.to_string().contains(&ours), "{err}");
     client.close().await;
 
     // No certificate at all: the handshake fails and no request is ever read.
@@ -629,6 +630,79 @@ async fn a_node_certificate_speaks_for_its_node_and_no_other() {
     assert!(
         exposition.contains("\ncairn_impersonations_refused_total 3\n"),
         "the refusals are not counted"
+    );
+    cluster.shutdown().await;
+}
+
+/// Rolling upgrades: a peer of the previous protocol version (offering only its ALPN) is
+/// answered in it: a client of that version puts and reads, and a node of that version is
+/// answered its node-protocol messages; a message the previous version does not have is
+/// refused on such a connection, and taken on one of the current version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_of_the_previous_protocol_version_are_answered_in_it() {
+    use cairn_core::keys::{KeysAnswer, KeysRequest};
+    use cairn_core::node_proto::{PeerMsg, PeerReply};
+    use cairn_node::net::peer::{PeerCallError, call};
+
+    let cluster = TestCluster::start(26).await;
+    let layout = cluster.layout();
+    let n1 = layout.nodes[0].clone();
+    let previous = ClientOptions {
+        alpn: wire::ALPN_PREVIOUS.to_vec(),
+        deadline_ms: 10_000,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(layout.clone(), &cluster.identity(), previous)
+        .await
+        .unwrap();
+    let bytes = b"written by a client of the previous version".to_vec();
+    let hash = client.put(bytes.clone()).await.unwrap();
+    assert_eq!(client.get(&hash).await.unwrap(), bytes);
+    client.close().await;
+
+    let pool_speaking = |alpn: &[u8]| {
+        let endpoint = tls::bind_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), None).unwrap();
+        Pool::new(
+            endpoint,
+            tls::client_config(&cluster.identity(), alpn).unwrap(),
+        )
+    };
+    let old = pool_speaking(wire::ALPN_PREVIOUS);
+    let conn = old.connection(&n1).await.unwrap();
+    assert_eq!(
+        tls::negotiated_protocol(&conn),
+        wire::protocol_version(wire::ALPN_PREVIOUS)
+    );
+    let status = call(&old, &n1, layout.version, &PeerMsg::Status).await;
+    assert!(matches!(status, Ok(PeerReply::Status(_))), "{status:?}");
+    let keys = PeerMsg::Keys(KeysRequest::ListKeys);
+    let refused = call(&old, &n1, layout.version, &keys).await;
+    assert!(
+        matches!(
+            refused,
+            Err(PeerCallError::Refused {
+                code: ErrorCode::BadRequest,
+                ..
+            })
+        ),
+        "a cairn/5 message on a cairn/4 connection: {refused:?}"
+    );
+
+    let current = pool_speaking(wire::ALPN);
+    let conn = current.connection(&n1).await.unwrap();
+    assert_eq!(
+        tls::negotiated_protocol(&conn),
+        wire::protocol_version(wire::ALPN)
+    );
+    // Taken: these nodes have no S3 front, so the answer is that it is off.
+    let taken = call(&current, &n1, layout.version, &keys).await;
+    assert!(
+        match &taken {
+            Ok(PeerReply::Keys(KeysAnswer::Keys(_))) => true,
+            Ok(PeerReply::Refused { message }) => message.contains("S3 front"),
+            _ => false,
+        },
+        "{taken:?}"
     );
     cluster.shutdown().await;
 }

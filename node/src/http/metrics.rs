@@ -539,6 +539,16 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
             e.sample(name, &[("front", front)], value);
         }
     }
+    if state.gc.is_some() {
+        let name = "cairn_s3_keys_refresh_failures_total";
+        e.family(
+            name,
+            "counter",
+            "Reads of the managed access keys and permissions that failed (the last ones read stay in force).",
+        );
+        let failures = &state.figures.s3_keys_refresh_failures;
+        e.sample(name, &[], failures.load(Ordering::Relaxed));
+    }
     if let Some(gc) = &state.gc {
         let gc = gc.status();
         let collector = [

@@ -1,4 +1,5 @@
-//! Who is at the other end of a connection: the names its certificate carries. Every peer
+//! Who is at the other end of a connection: the names its certificate carries, and the
+//! protocol version it speaks. Every peer
 //! holds a certificate of the cluster's CA (mutual TLS), but that says only that it belongs to
 //! the cluster; a node-protocol message in a node's name (a heartbeat, a healing or metadata
 //! message) is acted on as that node's word, so it is accepted only from a connection whose
@@ -13,6 +14,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 /// The certificate a connection's peer presented, and whether a refusal was logged for it.
 pub(crate) struct PeerIdentity {
     leaf: Option<CertificateDer<'static>>,
+    /// The protocol version the handshake settled on (`wire::ALPNS_SPOKEN`).
+    pub(crate) protocol: u32,
     warned: AtomicBool,
 }
 
@@ -22,8 +25,10 @@ impl PeerIdentity {
             .peer_identity()
             .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
             .and_then(|chain| chain.into_iter().next());
+        let protocol = cairn_client::tls::negotiated_protocol(conn).unwrap_or(0);
         PeerIdentity {
             leaf,
+            protocol,
             warned: AtomicBool::new(false),
         }
     }

@@ -1,5 +1,5 @@
 //! The node protocol's dispatcher: reads one [`PeerMsg`], hands it to the part of the node
-//! that answers its kind (healing, metadata, layouts, status, the collector), and sends the
+//! that answers its kind (healing, metadata, layouts, status, the collector, keys and buckets), and sends the
 //! [`PeerReply`] back. Only this file matches on `PeerMsg`.
 
 use std::sync::Arc;
@@ -44,6 +44,14 @@ pub(super) async fn request(
         Ok(msg) => msg,
         Err(e) => return fail(&mut send, ErrorCode::BadRequest, e.to_string()).await,
     };
+    if msg.since_protocol() > identity.protocol {
+        let message = format!(
+            "this message needs protocol cairn/{}; this connection speaks cairn/{}",
+            msg.since_protocol(),
+            identity.protocol
+        );
+        return fail(&mut send, ErrorCode::BadRequest, message).await;
+    }
     if let Some(from) = msg.sender()
         && !identity.speaks_for(from)
     {
@@ -117,6 +125,15 @@ async fn answer(state: &Arc<State>, msg: PeerMsg) -> PeerReply {
         },
         PeerMsg::ScrubNow { bytes_per_sec } => PeerReply::ScrubStarted {
             already: healing::scrub_now(state, bytes_per_sec),
+        },
+        PeerMsg::Keys(request) => match &state.keys_desk {
+            Some(desk) => match desk.ask(request).await {
+                Ok(answer) => PeerReply::Keys(answer),
+                Err(message) => PeerReply::Refused { message },
+            },
+            None => PeerReply::Refused {
+                message: "the S3 front (which keeps keys and buckets) is off on this node".into(),
+            },
         },
     }
 }

@@ -1,6 +1,12 @@
 //! Who may do what, as S3 states it, and what Cairn refuses rather than pretend: plain
 //! functions, no IO.
 //!
+//! **Permissions.** Each S3 operation needs a permission on its bucket ([`need_of`]): reading
+//! objects, listings and a bucket's settings needs `read`; writing, copying and deleting
+//! objects, their tags and multipart uploads need `write` (and a copy `read` on its source's
+//! bucket); changing a bucket's settings or deleting it needs `owner`. An operation not named
+//! here needs `owner`. Who holds what is `super::keys`.
+//!
 //! **Ownership and ACLs.** Every bucket and object belongs to one owner, the cluster's account
 //! (`OWNER_ID`), and the only access control list is the owner's `FULL_CONTROL`: S3's model
 //! for a bucket whose object ownership is "bucket owner enforced", the default for new AWS
@@ -14,8 +20,12 @@
 //! answered 200 over plaintext; a read that supplies an SSE-C key is refused as AWS refuses it
 //! for an object that was not stored with one.
 
+use cairn_core::keys::Permission as KeyPermission;
 use s3s::dto::*;
+use s3s::path::S3Path;
 use s3s::{S3Result, s3_error};
+
+use super::keys::Need;
 
 /// The account every bucket and object belongs to.
 pub(super) const OWNER_ID: &str = "cairn";
@@ -277,5 +287,134 @@ mod tests {
             code(refuse_sse_read(true)),
             Some(S3ErrorCode::InvalidRequest)
         );
+    }
+}
+
+/// What an operation (by its S3 name) on `path` needs of its key; `copy_source` is the
+/// request's `x-amz-copy-source`, if any.
+pub(super) fn need_of(operation: &str, path: &S3Path, copy_source: Option<&str>) -> Need {
+    let bucket = match path {
+        S3Path::Root => return Need::AnyKey,
+        S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => bucket.to_string(),
+    };
+    let permission = match operation {
+        "CreateBucket" => return Need::CreateBucket,
+        "GetObject"
+        | "HeadObject"
+        | "HeadBucket"
+        | "GetBucketLocation"
+        | "ListObjects"
+        | "ListObjectsV2"
+        | "ListMultipartUploads"
+        | "ListParts"
+        | "GetObjectTagging"
+        | "GetObjectAttributes"
+        | "GetObjectAcl"
+        | "GetBucketAcl"
+        | "GetBucketTagging"
+        | "GetBucketPolicy"
+        | "GetBucketVersioning"
+        | "GetBucketEncryption"
+        | "GetBucketLifecycleConfiguration" => KeyPermission::Read,
+        "PutObject"
+        | "CopyObject"
+        | "DeleteObject"
+        | "DeleteObjects"
+        | "CreateMultipartUpload"
+        | "UploadPart"
+        | "UploadPartCopy"
+        | "CompleteMultipartUpload"
+        | "AbortMultipartUpload"
+        | "PutObjectTagging"
+        | "DeleteObjectTagging"
+        | "PutObjectAcl" => KeyPermission::Write,
+        _ => KeyPermission::Owner,
+    };
+    let source = match operation {
+        "CopyObject" | "UploadPartCopy" => copy_source
+            .and_then(|text| CopySource::parse(text).ok())
+            .map(|source| match source {
+                CopySource::Bucket { bucket, .. } => bucket.to_string(),
+                // An access point or outpost is refused by the copy itself; no bucket of
+                // ours is read.
+                _ => String::new(),
+            }),
+        _ => None,
+    };
+    Need::On {
+        bucket,
+        permission,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod need_tests {
+    use super::*;
+
+    fn object(bucket: &str) -> S3Path {
+        S3Path::Object {
+            bucket: bucket.into(),
+            key: "k".into(),
+        }
+    }
+
+    #[test]
+    fn reads_need_read_writes_need_write_and_the_rest_needs_owner() {
+        let on = |bucket: &str, permission| Need::On {
+            bucket: bucket.into(),
+            permission,
+            source: None,
+        };
+        assert_eq!(need_of("ListBuckets", &S3Path::Root, None), Need::AnyKey);
+        let b = S3Path::Bucket { bucket: "b".into() };
+        assert_eq!(need_of("CreateBucket", &b, None), Need::CreateBucket);
+        assert_eq!(
+            need_of("GetObject", &object("b"), None),
+            on("b", KeyPermission::Read)
+        );
+        assert_eq!(
+            need_of("ListObjectsV2", &b, None),
+            on("b", KeyPermission::Read)
+        );
+        assert_eq!(
+            need_of("PutObject", &object("b"), None),
+            on("b", KeyPermission::Write)
+        );
+        assert_eq!(
+            need_of("DeleteObjects", &b, None),
+            on("b", KeyPermission::Write)
+        );
+        assert_eq!(
+            need_of("DeleteBucket", &b, None),
+            on("b", KeyPermission::Owner)
+        );
+        assert_eq!(
+            need_of("PutBucketLifecycleConfiguration", &b, None),
+            on("b", KeyPermission::Owner)
+        );
+        assert_eq!(
+            need_of("SomethingNew", &b, None),
+            on("b", KeyPermission::Owner)
+        );
+    }
+
+    #[test]
+    fn a_copy_needs_read_on_its_source_bucket() {
+        let need = need_of(
+            "CopyObject",
+            &object("dst"),
+            Some("/src/some%20key?versionId=x"),
+        );
+        assert_eq!(
+            need,
+            Need::On {
+                bucket: "dst".into(),
+                permission: KeyPermission::Write,
+                source: Some("src".into()),
+            }
+        );
+        let need = need_of("UploadPartCopy", &object("dst"), Some("src/k"));
+        assert!(matches!(need, Need::On { source: Some(s), .. } if s == "src"));
     }
 }

@@ -10,8 +10,10 @@
 //!
 //! - [`ops`]: the operations, by family (buckets, objects, listings, multipart uploads).
 //! - [`rules`]: S3's rules as plain functions (keys, conditions, ranges, tokens, errors).
-//! - [`access`]: ownership and ACLs, and the server-side encryption Cairn refuses (plain
-//!   functions).
+//! - [`access`]: what each operation needs of its key, ownership and ACLs, and the
+//!   server-side encryption Cairn refuses (plain functions).
+//! - [`keys`]: the access keys, the configuration file's and those managed online, and their
+//!   permissions on buckets; [`admin`]: `cairn key` and `cairn bucket`, answered.
 //! - [`body`]: taking in a request body (hashes, checksums, spooling).
 //! - [`records`]: the records and their keys.
 //! - [`gc`]: removing blobs no object or upload refers to, after applying the buckets'
@@ -21,9 +23,11 @@
 //! - [`spelling`]: response header names spelled as S3 spells them.
 
 mod access;
+mod admin;
 mod body;
 mod checksums;
 pub mod gc;
+mod keys;
 mod lifecycle;
 mod ops;
 pub mod records;
@@ -40,7 +44,6 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use s3s::auth::SimpleAuth;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -74,18 +77,25 @@ pub(crate) struct S3Front {
     buckets_seen: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Notes the blobs this front wrote for the collector, in the background.
     marks: gc::MarkWriter,
+    /// The access keys and what each may do.
+    keys: Arc<keys::Keyring>,
 }
 
 /// A running S3 front.
 pub(crate) struct S3Server {
     pub addr: SocketAddr,
     task: JoinHandle<()>,
+    /// The access keys' refresh and the key and bucket desk.
+    helpers: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
 impl S3Server {
     pub fn stop(&self) {
         self.task.abort();
+        for helper in &self.helpers {
+            helper.abort();
+        }
         let _ = self.stop.send(true);
     }
 }
@@ -104,35 +114,37 @@ impl OperationSlot {
 }
 
 /// Who may do what: every operation needs a signed request (as the S3 library's default
-/// check). It also notes the operation for the request's metrics.
-struct Access;
+/// check) by a key with the permission it needs (`access::need_of`, `keys::Keyring`). It also
+/// notes the operation for the request's metrics.
+struct Access(Arc<keys::Keyring>);
 
 #[async_trait::async_trait]
 impl s3s::access::S3Access for Access {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
         let name = cx.s3_op().name().to_string();
         if let Some(slot) = cx.extensions_mut().get::<OperationSlot>() {
-            *slot.0.lock() = Some(name);
+            *slot.0.lock() = Some(name.clone());
         }
-        match cx.credentials() {
-            Some(_) => Ok(()),
-            None => Err(s3s::s3_error!(AccessDenied, "Signature is required")),
-        }
+        let Some(credentials) = cx.credentials() else {
+            return Err(s3s::s3_error!(AccessDenied, "Signature is required"));
+        };
+        let copy_source = cx
+            .headers()
+            .get("x-amz-copy-source")
+            .and_then(|v| v.to_str().ok());
+        let need = access::need_of(&name, cx.s3_path(), copy_source);
+        self.0.authorize(&credentials.access_key, &need).await
     }
 }
 
-/// The configured access keys; an unknown one is refused as S3 does.
-struct AccessKeys(SimpleAuth);
+/// The access keys: the configuration file's and those managed online; an unknown one is
+/// refused as S3 does.
+struct AccessKeys(Arc<keys::Keyring>);
 
 #[async_trait::async_trait]
 impl s3s::auth::S3Auth for AccessKeys {
     async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<s3s::auth::SecretKey> {
-        self.0.lookup(access_key).cloned().ok_or_else(|| {
-            s3s::s3_error!(
-                InvalidAccessKeyId,
-                "The AWS Access Key Id you provided does not exist in our records."
-            )
-        })
+        self.0.secret_of(access_key).await.map(Into::into)
     }
 }
 
@@ -181,7 +193,11 @@ impl s3s::host::S3Host for VirtualHosts {
 
 /// Binds the S3 front and starts serving.
 pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3Server, NodeError> {
-    let keys = settings.load_credentials()?;
+    let keyring = Arc::new(keys::Keyring::new(
+        state.clone(),
+        settings.load_credentials()?,
+        settings.load_key_encryption_key()?,
+    ));
     let tls = settings
         .tls
         .as_ref()
@@ -193,20 +209,18 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
     let marks = gc::MarkWriter::start(state.clone());
     let ids = Arc::new(RequestIds::new(&state.id));
     let front_state = state.clone();
+    let admin_state = state.clone();
     let front = S3Front {
         marks,
         state,
         settings: settings.clone(),
         spool_dir,
         buckets_seen: Default::default(),
+        keys: keyring.clone(),
     };
     let mut builder = S3ServiceBuilder::new(front);
-    let mut known = SimpleAuth::new();
-    for key in keys {
-        known.register(key.access_key, key.secret_key.into());
-    }
-    builder.set_auth(AccessKeys(known));
-    builder.set_access(Access);
+    builder.set_auth(AccessKeys(keyring.clone()));
+    builder.set_access(Access(keyring.clone()));
     if let Some(domain) = &settings.virtual_host_domain {
         builder.set_host(VirtualHosts::under(domain));
     }
@@ -232,8 +246,21 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
         idle,
     };
     let task = crate::task::spawn(accept_loop(connection, listener, stopped));
+    let mut helpers = vec![crate::task::spawn(keyring.clone().refresh_loop())];
+    if let Some(inbox) = admin_state.keys_desk.as_ref().and_then(|d| d.take_inbox()) {
+        helpers.push(crate::task::spawn(admin::serve(
+            admin_state.clone(),
+            keyring.clone(),
+            inbox,
+        )));
+    }
     tracing::info!(%addr, scheme, "S3 front serving");
-    Ok(S3Server { addr, task, stop })
+    Ok(S3Server {
+        addr,
+        task,
+        helpers,
+        stop,
+    })
 }
 
 /// What serving one connection takes, shared by all of them.

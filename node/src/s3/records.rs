@@ -233,6 +233,38 @@ impl Record for PartRecord {
     }
 }
 
+/// An access key managed online (`cairn key create`), under `access_key_key`. Its secret is
+/// sealed (`s3::keys`): the signature check needs the plain secret, so it is encrypted with
+/// the cluster's key-encryption key, not hashed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKeyRecord {
+    pub name: String,
+    /// Nonce, then the sealed secret and its tag.
+    pub sealed_secret: Vec<u8>,
+    pub create_buckets: bool,
+    pub created_ms: u64,
+}
+
+/// A key's permission on a bucket, under `grant_key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    pub permission: cairn_core::keys::Permission,
+}
+
+/// New in version 2.
+impl Record for AccessKeyRecord {
+    fn from_version_1(_: &[u8]) -> Option<Self> {
+        None
+    }
+}
+
+/// New in version 2.
+impl Record for GrantRecord {
+    fn from_version_1(_: &[u8]) -> Option<Self> {
+        None
+    }
+}
+
 /// Unchanged since version 1.
 impl Record for BucketRecord {
     fn from_version_1(bytes: &[u8]) -> Option<Self> {
@@ -263,7 +295,8 @@ pub fn bucket_key(bucket: &str) -> MetaKey {
 
 /// What a bucket carries besides its record lives in a partition of the bucket table per kind,
 /// under the bucket's name: writing one never races with writing another, and ListBuckets,
-/// which walks `BUCKETS_PARTITION`, does not see them. (Per-key permissions fit the same way.)
+/// which walks `BUCKETS_PARTITION`, does not see them. Access keys and their grants live the
+/// same way.
 pub const BUCKET_TAGGING_PARTITION: &str = "tagging";
 /// The partition of buckets' lifecycle configurations.
 pub const BUCKET_LIFECYCLE_PARTITION: &str = "lifecycle";
@@ -277,6 +310,31 @@ pub fn bucket_lifecycle_key(bucket: &str) -> MetaKey {
         Table::Buckets,
         BUCKET_LIFECYCLE_PARTITION,
         bucket.as_bytes(),
+    )
+}
+
+/// The partition of access keys managed online, by access key id.
+pub const ACCESS_KEYS_PARTITION: &str = "keys";
+/// The partition of keys' permissions on buckets, by `bucket \0 access key`: a bucket's
+/// grants are one prefix, and granting on one bucket never races with another.
+pub const GRANTS_PARTITION: &str = "grants";
+
+pub fn access_key_key(access_key: &str) -> MetaKey {
+    MetaKey::new(Table::Buckets, ACCESS_KEYS_PARTITION, access_key.as_bytes())
+}
+
+pub fn grant_sort_key(bucket: &str, access_key: &str) -> Vec<u8> {
+    let mut out = bucket.as_bytes().to_vec();
+    out.push(0);
+    out.extend_from_slice(access_key.as_bytes());
+    out
+}
+
+pub fn grant_key(bucket: &str, access_key: &str) -> MetaKey {
+    MetaKey::new(
+        Table::Buckets,
+        GRANTS_PARTITION,
+        grant_sort_key(bucket, access_key),
     )
 }
 

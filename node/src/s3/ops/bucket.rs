@@ -4,13 +4,17 @@
 //! The bucket settings Cairn does not have are answered as S3 answers a bucket that never had
 //! them: GetBucketVersioning (never enabled) and GetBucketEncryption (no configuration);
 //! enabling versioning is refused.
+//!
+//! A managed key owns the buckets it creates; ListBuckets lists the buckets the key may use;
+//! DeleteBucket takes every key's permission on the bucket with it.
 
+use cairn_core::keys::Permission as KeyPermission;
 use cairn_core::meta::Table;
 
 use super::*;
 use crate::limits::{S3_FORGET_BATCH_ENTRIES_MAX, S3_LIST_BUCKETS_MAX};
 use crate::s3::access::{acl_request, check_acl, owner};
-use crate::s3::records::{PartRecord, split_upload_sort_key};
+use crate::s3::records::{GrantRecord, PartRecord, split_upload_sort_key};
 use crate::s3::rules::{decode_token, encode_token, timestamp};
 
 impl S3Front {
@@ -18,16 +22,37 @@ impl S3Front {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let access_key = req.credentials.map(|c| c.access_key).unwrap_or_default();
         let input = req.input;
         check_acl(&acl_request!(input, None))?;
         let bucket = input.bucket;
         let key = records::bucket_key(&bucket);
         if decode_record::<BucketRecord>(self.read_meta(&key).await?).is_some() {
             // Cairn answers as S3's us-east-1 (GetBucketLocation's empty answer), where
-            // creating a bucket one owns succeeds and changes nothing.
+            // creating a bucket one owns succeeds and changes nothing; a bucket of others'
+            // is theirs.
+            let owned = self.keys.permission(&access_key, &bucket).await?;
+            if owned != Some(KeyPermission::Owner) {
+                return Err(s3_error!(
+                    BucketAlreadyExists,
+                    "The requested bucket name is not available"
+                ));
+            }
             return Ok(S3Response::new(CreateBucketOutput {
                 location: Some(format!("/{bucket}")),
             }));
+        }
+        // A managed key owns the buckets it creates; its grant is written first, so the
+        // bucket is never there without its owner.
+        if !self.keys.is_seed(&access_key) {
+            let grant = GrantRecord {
+                permission: KeyPermission::Owner,
+            };
+            let grant_key = records::grant_key(&bucket, &access_key);
+            self.write_meta(grant_key, Some(records::encode(&grant)))
+                .await?;
+            self.keys
+                .note_grant(&access_key, &bucket, KeyPermission::Owner);
         }
         let record = BucketRecord {
             created_ms: now_ms(),
@@ -70,6 +95,18 @@ impl S3Front {
             .await?;
         self.write_meta(records::bucket_lifecycle_key(&bucket), None)
             .await?;
+        let mut granted = Vec::new();
+        let grants = Partition::new(Table::Buckets, records::GRANTS_PARTITION);
+        let prefix = records::grant_sort_key(&bucket, "");
+        self.walk(&grants, None, &prefix, |sort_key, _| {
+            granted.push(sort_key.to_vec());
+            Walk::Next
+        })
+        .await?;
+        for sort_key in granted {
+            let key = MetaKey::new(Table::Buckets, records::GRANTS_PARTITION, sort_key);
+            self.write_meta(key, None).await?;
+        }
         self.buckets_seen.lock().remove(&bucket);
         self.write_meta(records::bucket_key(&bucket), None).await?;
         Ok(S3Response::new(DeleteBucketOutput::default()))
@@ -103,6 +140,7 @@ impl S3Front {
         &self,
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let access_key = req.credentials.map(|c| c.access_key).unwrap_or_default();
         let input = req.input;
         let max = match input.max_buckets {
             None => S3_LIST_BUCKETS_MAX,
@@ -130,7 +168,8 @@ impl S3Front {
             if let (Ok(name), Some(record)) = (
                 std::str::from_utf8(name),
                 records::decode::<BucketRecord>(value),
-            ) {
+            ) && self.keys.may_see(&access_key, name)
+            {
                 buckets.push(Bucket {
                     name: Some(name.to_string()),
                     creation_date: Some(timestamp(record.created_ms)),

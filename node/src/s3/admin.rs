@@ -1,0 +1,407 @@
+//! Key and bucket administration (`cairn key`, `cairn bucket`), answered by a node's S3 front:
+//! every change is a quorum write of the replicated metadata, so it holds on every node (see
+//! `keys` for how soon each node acts on it).
+
+use std::sync::Arc;
+
+use cairn_core::keys::{BucketView, KeyView, KeysAnswer, KeysRequest, Permission, SecretText};
+use cairn_core::meta::{Entry, MetaKey, Partition, Table};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::mpsc;
+
+use super::keys::{Keyring, split_grant};
+use super::records::{self, AccessKeyRecord, BucketRecord, GrantRecord, ObjectRecord};
+use crate::certs::{S3_SECRET_RANDOM_BYTES, hex};
+use crate::clock;
+use crate::limits::{
+    S3_BUCKET_INFO_OBJECTS_COUNTED_MAX, S3_KEY_NAME_CHARS_MAX, S3_MANAGED_KEYS_MAX,
+};
+use crate::meta::cluster::{self as meta, Walk};
+use crate::state::{KeysCall, State};
+
+/// Answers the desk's requests until the node stops, each in its own task.
+pub(super) async fn serve(
+    state: Arc<State>,
+    keys: Arc<Keyring>,
+    mut inbox: mpsc::Receiver<KeysCall>,
+) {
+    while let Some(call) = inbox.recv().await {
+        let admin = Admin {
+            state: state.clone(),
+            keys: keys.clone(),
+        };
+        crate::task::spawn(async move {
+            let answer = admin.answer(call.request).await;
+            let _ = call
+                .answer
+                .send(Ok(answer.unwrap_or_else(KeysAnswer::Refused)));
+        });
+    }
+}
+
+struct Admin {
+    state: Arc<State>,
+    keys: Arc<Keyring>,
+}
+
+type Answer = Result<KeysAnswer, String>;
+
+impl Admin {
+    async fn answer(&self, request: KeysRequest) -> Answer {
+        match request {
+            KeysRequest::CreateKey {
+                name,
+                create_buckets,
+            } => self.create_key(name, create_buckets).await,
+            KeysRequest::ListKeys => Ok(KeysAnswer::Keys(self.keys_with_grants().await?)),
+            KeysRequest::DeleteKey { access_key } => self.delete_key(&access_key).await,
+            KeysRequest::Allow {
+                access_key,
+                bucket,
+                permission,
+            } => self.allow(&access_key, &bucket, permission).await,
+            KeysRequest::Deny { access_key, bucket } => self.deny(&access_key, &bucket).await,
+            KeysRequest::CreateBucket { bucket } => self.create_bucket(&bucket).await,
+            KeysRequest::ListBuckets => self.list_buckets().await,
+            KeysRequest::DeleteBucket { bucket } => self.delete_bucket(&bucket).await,
+            KeysRequest::BucketInfo { bucket } => self.bucket_info(&bucket).await,
+        }
+    }
+
+    async fn write(&self, key: MetaKey, value: Option<Vec<u8>>) -> Result<(), String> {
+        let entry = Entry {
+            stamp: meta::stamp(&self.state),
+            value,
+        };
+        meta::write(&self.state, vec![(key, entry)])
+            .await
+            .map_err(|e| format!("the metadata write failed: {e}"))
+    }
+
+    async fn read<T: records::Record>(&self, key: &MetaKey) -> Result<Option<T>, String> {
+        let entry = meta::read(&self.state, key)
+            .await
+            .map_err(|e| format!("the metadata read failed: {e}"))?;
+        Ok(entry
+            .and_then(|e| e.value)
+            .and_then(|v| records::decode::<T>(&v)))
+    }
+
+    /// Every live record of a partition with `prefix`, up to `max` (`Walk` stops there).
+    async fn walk(
+        &self,
+        part: &str,
+        prefix: &[u8],
+        mut each: impl FnMut(&[u8], &[u8]) -> Walk,
+    ) -> Result<(), String> {
+        let part = Partition::new(Table::Buckets, part);
+        meta::walk(&self.state, &part, None, prefix, |key, entry| {
+            each(key, entry.value.as_deref().unwrap_or_default())
+        })
+        .await
+        .map_err(|e| format!("the metadata read failed: {e}"))
+    }
+
+    async fn create_key(&self, name: String, create_buckets: bool) -> Answer {
+        if name.chars().count() > S3_KEY_NAME_CHARS_MAX || name.chars().any(char::is_control) {
+            return Err(format!(
+                "a key's name has at most {S3_KEY_NAME_CHARS_MAX} characters and no control \
+                 character"
+            ));
+        }
+        if !self.keys.manages_keys() {
+            return Err(no_sealing_key());
+        }
+        let mut count = 0;
+        self.walk(records::ACCESS_KEYS_PARTITION, b"", |_, _| {
+            count += 1;
+            Walk::Next
+        })
+        .await?;
+        if count >= S3_MANAGED_KEYS_MAX {
+            return Err(format!(
+                "there are {count} managed keys already, the most Cairn keeps \
+                 ({S3_MANAGED_KEYS_MAX}); delete one first"
+            ));
+        }
+        let mut random = [0u8; 8 + S3_SECRET_RANDOM_BYTES];
+        SystemRandom::new()
+            .fill(&mut random)
+            .map_err(|_| "the system random source failed".to_string())?;
+        let access_key = format!("CAIRN{}", hex(&random[..8]).to_uppercase());
+        let secret = hex(&random[8..]);
+        let sealed_secret = self
+            .keys
+            .seal(&access_key, &secret)
+            .ok_or_else(no_sealing_key)?;
+        let record = AccessKeyRecord {
+            name,
+            sealed_secret,
+            create_buckets,
+            created_ms: clock::wall_ms(),
+        };
+        self.write(
+            records::access_key_key(&access_key),
+            Some(records::encode(&record)),
+        )
+        .await?;
+        tracing::info!(access_key, "access key created");
+        Ok(KeysAnswer::Created {
+            access_key,
+            secret_key: SecretText(secret),
+        })
+    }
+
+    /// Every managed key with the permissions it holds.
+    async fn keys_with_grants(&self) -> Result<Vec<KeyView>, String> {
+        let mut keys = Vec::new();
+        self.walk(records::ACCESS_KEYS_PARTITION, b"", |id, value| {
+            if let (Ok(id), Some(record)) = (
+                std::str::from_utf8(id),
+                records::decode::<AccessKeyRecord>(value),
+            ) {
+                keys.push(KeyView {
+                    access_key: id.to_string(),
+                    name: record.name,
+                    create_buckets: record.create_buckets,
+                    created_ms: record.created_ms,
+                    grants: Vec::new(),
+                });
+            }
+            Walk::Next
+        })
+        .await?;
+        for (bucket, id, permission) in self.grants(b"").await? {
+            if let Some(key) = keys.iter_mut().find(|k| k.access_key == id) {
+                key.grants.push((bucket, permission));
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The grants with a sort-key prefix: (bucket, access key, permission).
+    async fn grants(&self, prefix: &[u8]) -> Result<Vec<(String, String, Permission)>, String> {
+        let mut grants = Vec::new();
+        self.walk(records::GRANTS_PARTITION, prefix, |key, value| {
+            if let (Some((bucket, id)), Some(grant)) =
+                (split_grant(key), records::decode::<GrantRecord>(value))
+            {
+                grants.push((bucket, id, grant.permission));
+            }
+            Walk::Next
+        })
+        .await?;
+        Ok(grants)
+    }
+
+    async fn require_key(&self, access_key: &str) -> Result<(), String> {
+        if self.keys.is_seed(access_key) {
+            return Err(format!(
+                "{access_key} is a key of the configuration file: it may use every bucket, and \
+                 is changed in that file"
+            ));
+        }
+        match self
+            .read::<AccessKeyRecord>(&records::access_key_key(access_key))
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(format!("no managed access key {access_key}")),
+        }
+    }
+
+    async fn require_bucket(&self, bucket: &str) -> Result<BucketRecord, String> {
+        self.read::<BucketRecord>(&records::bucket_key(bucket))
+            .await?
+            .ok_or_else(|| format!("no bucket {bucket}"))
+    }
+
+    async fn delete_key(&self, access_key: &str) -> Answer {
+        self.require_key(access_key).await?;
+        // Its permissions go first: a key is never left with grants and no record of it.
+        let held: Vec<_> = self
+            .grants(b"")
+            .await?
+            .into_iter()
+            .filter(|(_, id, _)| id == access_key)
+            .collect();
+        for (bucket, _, _) in &held {
+            self.write(records::grant_key(bucket, access_key), None)
+                .await?;
+        }
+        self.write(records::access_key_key(access_key), None)
+            .await?;
+        tracing::info!(access_key, "access key deleted");
+        Ok(KeysAnswer::Done(format!(
+            "deleted {access_key} and its {} permissions",
+            held.len()
+        )))
+    }
+
+    async fn allow(&self, access_key: &str, bucket: &str, permission: Permission) -> Answer {
+        self.require_key(access_key).await?;
+        self.require_bucket(bucket).await?;
+        let grant = GrantRecord { permission };
+        self.write(
+            records::grant_key(bucket, access_key),
+            Some(records::encode(&grant)),
+        )
+        .await?;
+        tracing::info!(access_key, bucket, %permission, "permission given");
+        Ok(KeysAnswer::Done(format!(
+            "{access_key} may {permission} on {bucket}"
+        )))
+    }
+
+    async fn deny(&self, access_key: &str, bucket: &str) -> Answer {
+        self.require_key(access_key).await?;
+        self.write(records::grant_key(bucket, access_key), None)
+            .await?;
+        tracing::info!(access_key, bucket, "permission withdrawn");
+        Ok(KeysAnswer::Done(format!(
+            "{access_key} may do nothing on {bucket}"
+        )))
+    }
+
+    async fn create_bucket(&self, bucket: &str) -> Answer {
+        if !s3s::path::check_bucket_name(bucket) {
+            return Err(format!(
+                "{bucket:?} is not a valid bucket name (3 to 63 lowercase letters, digits, dots \
+                 and hyphens)"
+            ));
+        }
+        if self
+            .read::<BucketRecord>(&records::bucket_key(bucket))
+            .await?
+            .is_some()
+        {
+            return Err(format!("bucket {bucket} exists already"));
+        }
+        let record = BucketRecord {
+            created_ms: clock::wall_ms(),
+        };
+        self.write(records::bucket_key(bucket), Some(records::encode(&record)))
+            .await?;
+        tracing::info!(bucket, "bucket created");
+        Ok(KeysAnswer::Done(format!("created bucket {bucket}")))
+    }
+
+    async fn list_buckets(&self) -> Answer {
+        let mut buckets = Vec::new();
+        let part = records::BUCKETS_PARTITION;
+        self.walk(part, b"", |name, value| {
+            if let (Ok(name), Some(record)) = (
+                std::str::from_utf8(name),
+                records::decode::<BucketRecord>(value),
+            ) {
+                buckets.push(BucketView {
+                    name: name.to_string(),
+                    created_ms: record.created_ms,
+                    grants: Vec::new(),
+                    objects: 0,
+                    bytes: 0,
+                    complete: false,
+                });
+            }
+            Walk::Next
+        })
+        .await?;
+        for (bucket, id, permission) in self.grants(b"").await? {
+            if let Some(b) = buckets.iter_mut().find(|b| b.name == bucket) {
+                b.grants.push((id, permission));
+            }
+        }
+        Ok(KeysAnswer::Buckets(buckets))
+    }
+
+    async fn bucket_info(&self, bucket: &str) -> Answer {
+        let record = self.require_bucket(bucket).await?;
+        let (objects, bytes, complete) = self.count_objects(bucket).await?;
+        let grants = self
+            .grants(&records::grant_sort_key(bucket, ""))
+            .await?
+            .into_iter()
+            .map(|(_, id, permission)| (id, permission))
+            .collect();
+        Ok(KeysAnswer::Bucket(BucketView {
+            name: bucket.to_string(),
+            created_ms: record.created_ms,
+            grants,
+            objects,
+            bytes,
+            complete,
+        }))
+    }
+
+    /// Objects and bytes of a bucket, counted up to `S3_BUCKET_INFO_OBJECTS_COUNTED_MAX`.
+    async fn count_objects(&self, bucket: &str) -> Result<(u64, u64, bool), String> {
+        let (mut objects, mut bytes, mut complete) = (0u64, 0u64, true);
+        let part = Partition::new(Table::Objects, bucket);
+        meta::walk(&self.state, &part, None, b"", |_, entry| {
+            if objects == S3_BUCKET_INFO_OBJECTS_COUNTED_MAX {
+                complete = false;
+                return Walk::Stop;
+            }
+            objects += 1;
+            if let Some(record) = entry
+                .value
+                .as_deref()
+                .and_then(records::decode::<ObjectRecord>)
+            {
+                bytes += record.size;
+            }
+            Walk::Next
+        })
+        .await
+        .map_err(|e| format!("the metadata read failed: {e}"))?;
+        Ok((objects, bytes, complete))
+    }
+
+    async fn delete_bucket(&self, bucket: &str) -> Answer {
+        self.require_bucket(bucket).await?;
+        let mut holds = None;
+        for (table, what) in [
+            (Table::Objects, "objects"),
+            (Table::Uploads, "unfinished uploads"),
+        ] {
+            let mut any = false;
+            meta::walk(
+                &self.state,
+                &Partition::new(table, bucket),
+                None,
+                b"",
+                |_, _| {
+                    any = true;
+                    Walk::Stop
+                },
+            )
+            .await
+            .map_err(|e| format!("the metadata read failed: {e}"))?;
+            if any {
+                holds = Some(what);
+                break;
+            }
+        }
+        if let Some(what) = holds {
+            return Err(format!(
+                "bucket {bucket} holds {what}: delete them (or abort them) first"
+            ));
+        }
+        self.write(records::bucket_tagging_key(bucket), None)
+            .await?;
+        self.write(records::bucket_lifecycle_key(bucket), None)
+            .await?;
+        for (_, id, _) in self.grants(&records::grant_sort_key(bucket, "")).await? {
+            self.write(records::grant_key(bucket, &id), None).await?;
+        }
+        self.write(records::bucket_key(bucket), None).await?;
+        tracing::info!(bucket, "bucket deleted");
+        Ok(KeysAnswer::Done(format!("deleted bucket {bucket}")))
+    }
+}
+
+fn no_sealing_key() -> String {
+    "this node's S3 credentials file has no key_encryption_key, which seals managed keys' \
+     secrets: add one (the same on every node; `cairn certs` writes one in new files)"
+        .into()
+}
