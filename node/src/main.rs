@@ -72,6 +72,10 @@ enum Command {
         /// Also write DIR/http.token, a random bearer token for the HTTP front (kept if present).
         #[arg(long)]
         http_token: bool,
+        /// Also write DIR/s3-credentials.toml: one access key for the S3 front and the
+        /// key_encryption_key that seals managed keys (kept if present).
+        #[arg(long)]
+        s3_credentials: bool,
     },
     /// Store a file (or standard input, with -); prints its hash.
     Put { file: PathBuf },
@@ -487,12 +491,16 @@ async fn run_command(client_config: &Path, command: Command) -> Result<()> {
             nodes,
             clients,
             http_token,
+            s3_credentials,
         } => {
             for path in certs::generate(&dir, &nodes, &clients)? {
                 println!("{}", path.display());
             }
             if http_token {
                 println!("{}", certs::generate_http_token(&dir)?.display());
+            }
+            if s3_credentials {
+                println!("{}", certs::generate_s3_credentials(&dir)?.display());
             }
             Ok(())
         }
