@@ -11,12 +11,22 @@
 //! it fails at the end with all of them. A read or replication check that fails stops it.
 //! On failure the whole node logs go to `target/tmp/<project>-containers.log`.
 //!
-//! Needs Docker and docker-compose 1.29; `scripts/container-test` builds the image and runs it.
+//! The second test is a rolling upgrade: the cluster starts on the previous release's image
+//! (`CAIRN_PREVIOUS_IMAGE`), and each node is recreated from the current one in turn, with its
+//! volume and address, while writers and readers go on through the HTTP fronts, the S3 fronts
+//! and the native client. No operation may fail but one cut short by its own node's
+//! replacement (retried elsewhere; the native client retries by itself, so none of its may
+//! fail), nothing written may be missing afterwards, and `cairn status` must show the new
+//! version and protocol on exactly the nodes replaced so far. `scripts/upgrade-test` runs it.
+//!
+//! Needs Docker and docker-compose 1.29; `scripts/container-test` builds the image and runs the
+//! first test.
 //! Environment:
 //!   CAIRN_COMPOSE_FILE     the compose file (default `docker/compose.yml`)
 //!   CAIRN_COMPOSE_PROJECT  the compose project name (default `cairntest<pid>`)
 //!   CAIRN_CONTAINER_BLOBS  blobs written before the faults (default 2000)
 //!   CAIRN_IMAGE            the image the compose file runs (default `cairn:dev`)
+//!   CAIRN_PREVIOUS_IMAGE   the previous release's image (the upgrade test)
 //! The cluster's containers, network and volumes are removed at the end, passed or failed.
 
 use std::future::Future;
