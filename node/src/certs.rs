@@ -262,26 +262,29 @@ pub const S3_SECRET_RANDOM_BYTES: usize = 20;
 const _: () = assert!(2 * HTTP_TOKEN_RANDOM_BYTES >= crate::limits::HTTP_TOKEN_BYTES_MIN);
 const _: () = assert!(2 * S3_SECRET_RANDOM_BYTES >= crate::limits::S3_SECRET_KEY_BYTES_MIN);
 
-/// Writes `dir/s3-credentials.toml` with one random access key for the S3 front, unless it
-/// exists; returns its path.
+/// Writes `dir/s3-credentials.toml` with one random access key for the S3 front, and beside
+/// it the key that seals managed keys' secrets (`config::KEY_ENCRYPTION_KEY_FILE_NAME`), each
+/// unless it exists; returns the credentials file's path.
 pub fn generate_s3_credentials(dir: &Path) -> Result<PathBuf, CertError> {
+    let sealing = dir.join(crate::config::KEY_ENCRYPTION_KEY_FILE_NAME);
+    if sealing.exists() {
+        narrow_secret(&sealing)?;
+    } else {
+        let key = random_bytes::<32>(&sealing)?;
+        write_secret(&sealing, &format!("{}\n", hex(&key)))?;
+    }
     let path = dir.join("s3-credentials.toml");
     if path.exists() {
         narrow_secret(&path)?;
         return Ok(path);
     }
-    let bytes = random_bytes::<{ 5 + S3_SECRET_RANDOM_BYTES + 32 }>(&path)?;
-    let (id, rest) = bytes.split_at(5);
-    let (secret, sealing) = rest.split_at(S3_SECRET_RANDOM_BYTES);
+    let bytes = random_bytes::<{ 5 + S3_SECRET_RANDOM_BYTES }>(&path)?;
     let text = format!(
         "# Access keys of the S3 front. Each [[keys]] table is one key; they may use every\n\
-         # bucket. key_encryption_key seals the secrets of keys managed online (cairn key):\n\
-         # the same on every node, kept as secret as the keys.\n\
-         key_encryption_key = \"{}\"\n\n\
+         # bucket.\n\
          [[keys]]\naccess_key = \"CAIRN{}\"\nsecret_key = \"{}\"\n",
-        hex(sealing),
-        hex(id).to_uppercase(),
-        hex(secret)
+        hex(&bytes[..5]).to_uppercase(),
+        hex(&bytes[5..])
     );
     write_secret(&path, &text)?;
     Ok(path)

@@ -26,8 +26,9 @@
 //!
 //! [s3]                             # optional: the S3 front (off without this section)
 //! listen = "127.0.0.1:9480"
-//! credentials_file = "certs/s3-credentials.toml"  # [[keys]] access_key, secret_key;
-//!                                                 # key_encryption_key (managed keys)
+//! credentials_file = "certs/s3-credentials.toml"  # [[keys]] access_key, secret_key
+//! # key_encryption_key_file = "..."  # seals managed keys (default: s3-key-encryption.key
+//! #                                   # beside the credentials file, if it exists)
 //! region = "us-east-1"
 //! object_bytes_max = 5368709120    # largest PutObject or part (EntityTooLarge above)
 //! requests_in_flight_max = 256     # beyond it, 503 SlowDown
@@ -271,6 +272,11 @@ pub struct S3Settings {
     pub listen: SocketAddr,
     /// A TOML file of `[[keys]]` tables, each with `access_key` and `secret_key`.
     pub credentials_file: PathBuf,
+    /// The key that seals managed access keys' secrets: 64 hexadecimal digits, the same on
+    /// every node. Default: `KEY_ENCRYPTION_KEY_FILE_NAME` beside the credentials file, if it
+    /// exists (without it, the node knows only the credentials file's keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_encryption_key_file: Option<PathBuf>,
     #[serde(default = "s3_region_default")]
     pub region: String,
     #[serde(default = "s3_object_bytes_max_default")]
@@ -331,6 +337,7 @@ impl S3Settings {
         S3Settings {
             listen,
             credentials_file,
+            key_encryption_key_file: None,
             region: s3_region_default(),
             object_bytes_max: S3_OBJECT_BYTES_MAX_DEFAULT,
             requests_in_flight_max: S3_REQUESTS_IN_FLIGHT_MAX_DEFAULT,
@@ -382,19 +389,27 @@ impl S3Settings {
         Ok(file.keys)
     }
 
-    /// The key that seals the secrets of access keys managed online (`key_encryption_key` in
-    /// the credentials file: 64 hexadecimal digits, the same on every node); without it this
-    /// node's S3 front knows only the file's keys.
+    /// The key that seals the secrets of access keys managed online (see
+    /// `key_encryption_key_file`); `None` when the default file does not exist.
     pub fn load_key_encryption_key(&self) -> Result<Option<[u8; 32]>, ConfigError> {
-        let Some(text) = self.credentials()?.key_encryption_key else {
-            return Ok(None);
+        let path = match &self.key_encryption_key_file {
+            Some(path) => path.clone(),
+            None => {
+                let beside = self.credentials_file.parent().unwrap_or(Path::new("."));
+                let path = beside.join(KEY_ENCRYPTION_KEY_FILE_NAME);
+                if !path.exists() {
+                    return Ok(None);
+                }
+                path
+            }
         };
-        let digits = text.as_bytes();
-        let valid = digits.len() == 64 && digits.iter().all(u8::is_ascii_hexdigit);
-        if !valid {
+        check_secret_file(&path)?;
+        let text = read(&path)?;
+        let digits = text.trim().as_bytes();
+        if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
             return Err(ConfigError::Parse {
-                path: self.credentials_file.clone(),
-                message: "key_encryption_key must be 64 hexadecimal digits (32 bytes)".into(),
+                path,
+                message: "a key-encryption key is 64 hexadecimal digits (32 bytes)".into(),
             });
         }
         let mut key = [0u8; 32];
@@ -412,6 +427,9 @@ impl S3Settings {
     }
 }
 
+/// The key-encryption key's file name, looked for beside the credentials file.
+pub const KEY_ENCRYPTION_KEY_FILE_NAME: &str = "s3-key-encryption.key";
+
 /// One S3 access key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -425,7 +443,6 @@ pub struct S3Key {
 struct S3CredentialsFile {
     #[serde(default)]
     keys: Vec<S3Key>,
-    key_encryption_key: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -747,6 +764,9 @@ impl NodeConfig {
         }
         if let Some(s3) = &mut config.s3 {
             resolve(base, &mut s3.credentials_file);
+            if let Some(file) = &mut s3.key_encryption_key_file {
+                resolve(base, file);
+            }
             if let Some(tls) = &mut s3.tls {
                 tls.resolve(base);
             }

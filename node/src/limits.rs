@@ -274,6 +274,9 @@ pub const S3_KEYS_REFRESH_MS: u64 = 1_000;
 /// How long an access key or permission read and not found is taken as absent before a
 /// request makes the node read it again.
 pub const S3_KEYS_RECHECK_MS: u64 = 1_000;
+/// Reads of access keys or permissions not known to a node, at most, per second: beyond,
+/// a request naming one is refused as if it did not exist.
+pub const S3_KEYS_UNKNOWN_READS_PER_SEC_MAX: u32 = 50;
 /// Keys and permissions remembered as not found (the memory is cleared when full).
 pub const S3_KEYS_NOT_FOUND_REMEMBERED_MAX: usize = 4_096;
 /// Access keys managed online, at most.

@@ -72,8 +72,8 @@ enum Command {
         /// Also write DIR/http.token, a random bearer token for the HTTP front (kept if present).
         #[arg(long)]
         http_token: bool,
-        /// Also write DIR/s3-credentials.toml: one access key for the S3 front and the
-        /// key_encryption_key that seals managed keys (kept if present).
+        /// Also write DIR/s3-credentials.toml (one access key for the S3 front) and
+        /// DIR/s3-key-encryption.key (the key that seals managed keys), each kept if present.
         #[arg(long)]
         s3_credentials: bool,
     },
@@ -393,7 +393,7 @@ fn config_check(file: &Path) -> Result<String> {
     };
     let managed_keys = match &config.s3 {
         Some(s3) if s3.load_key_encryption_key()?.is_some() => ", managed keys on",
-        Some(_) => ", managed keys off (no key_encryption_key)",
+        Some(_) => ", managed keys off (no key-encryption key)",
         None => "",
     };
     let from_env: Vec<String> = cairn_node::config::NODE_ENV_OVERRIDES

@@ -1416,9 +1416,6 @@ async fn containers_survive_stops_kills_pauses_partitions_and_restarts() {
 // ---------------------------------------------------------------------------------------------
 // A rolling upgrade
 
-/// The S3 key of the upgrade test, written into the certs volume in the previous version's
-/// format (no key-encryption key: that version does not know one).
-const UPGRADE_S3_ACCESS_KEY: &str = "CAIRNUPGRADETEST";
 const UPGRADE_S3_BUCKET: &str = "upgrade";
 /// Concurrent writers (each also reading back) through the S3 fronts and through the native
 /// client during the upgrade, and the pause each takes between two puts.
@@ -1471,41 +1468,39 @@ struct S3Object {
 }
 
 impl Cluster {
-    /// The cluster on the previous version: certificates and an S3 key made with the current
-    /// image's `certs` (the key file then replaced by one in the previous version's format),
-    /// the nodes started from the previous image.
-    async fn start_previous(compose: Compose, upgrade: &Upgrade, s3_secret: &str) -> Cluster {
+    /// The cluster on the previous version: certificates, the S3 key and the key-encryption
+    /// key made by the current image's `certs` (the credentials file's format is unchanged,
+    /// and the previous version ignores the key-encryption key's file), the nodes started from
+    /// the previous image. Returns it with the S3 key.
+    async fn start_previous(compose: Compose, upgrade: &Upgrade) -> (Cluster, (String, String)) {
         let _ = run("docker-compose", compose.args(&["down", "-v", "-t", "5"])).await;
-        let current = upgrade.current.as_str();
         let must = |r: Result<String, String>| r.unwrap_or_else(|e| panic!("{e}"));
         must(
             compose
-                .run_as(current, &["run", "--rm", "-T", "certs"])
+                .run_as(&upgrade.current, &["up", "-d", "--no-deps", "certs"])
                 .await,
         );
-        must(
-            compose
-                .run_as(current, &["up", "--no-start", "--no-deps", "certs"])
-                .await,
-        );
+        let certs = compose.container("certs").await;
+        let exit = docker(&["wait", &certs]).await;
+        assert_eq!(exit.trim(), "0", "the certs service failed");
         let scratch = tempfile::tempdir().expect("a temporary directory");
         let path = scratch.path().join("s3-credentials.toml");
-        let text = format!(
-            "[[keys]]\naccess_key = \"{UPGRADE_S3_ACCESS_KEY}\"\nsecret_key = \"{s3_secret}\"\n"
-        );
-        std::fs::write(&path, text).expect("the credentials written");
-        std::os::unix::fs::chown(&path, Some(65532), Some(65532))
-            .expect("chown to the node's user");
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .expect("chmod 600");
-        let certs = compose.container("certs").await;
-        let target = format!("{certs}:/certs/s3-credentials.toml");
-        docker(&["cp", "-a", &path.display().to_string(), &target]).await;
+        let from = format!("{certs}:/certs/s3-credentials.toml");
+        docker(&["cp", &from, &path.display().to_string()]).await;
+        let text = std::fs::read_to_string(&path).expect("the S3 credentials");
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} = \"")))
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("no {name} in s3-credentials.toml"))
+                .to_string()
+        };
+        let key = (value("access_key"), value("secret_key"));
         let nodes = ["n1", "n2", "n3", "n4", "n5", "n6"];
         let mut args = vec!["up", "-d", "--no-deps"];
         args.extend(nodes);
         must(compose.run_as(&upgrade.previous, &args).await);
-        Cluster::started(compose).await
+        (Cluster::started(compose).await, key)
     }
 
     /// `cairn status` from the CLI container of the current image: per node, its version and
@@ -1532,13 +1527,13 @@ impl Cluster {
             .collect()
     }
 
-    fn s3_client(&self, i: usize, secret: &str) -> cairn_tests::s3::S3Client {
+    fn s3_client(&self, i: usize, key: &(String, String)) -> cairn_tests::s3::S3Client {
         let ip: std::net::IpAddr = self.nodes[i].ip.lock().parse().expect("an IP address");
         cairn_tests::s3::S3Client::new(
             SocketAddr::new(ip, 9000),
             cairn_tests::s3::S3Signer {
-                access_key: UPGRADE_S3_ACCESS_KEY.to_string(),
-                secret_key: secret.to_string(),
+                access_key: key.0.clone(),
+                secret_key: key.1.clone(),
                 region: "us-east-1".to_string(),
                 clock_offset_secs: 0,
             },
@@ -1560,18 +1555,51 @@ impl Cluster {
         now.0 != generation && !now.1[front]
     }
 
+    /// One S3 request through the allowed fronts in turn, taken again through another when its
+    /// front was taken out under it; `Ok` once `expect` accepts the answer, else the failure.
+    async fn s3_request(
+        &self,
+        turn: &mut usize,
+        key: &(String, String),
+        (method, path, body): (&str, &str, Bytes),
+        expect: impl Fn(&HttpResponse) -> Result<(), String>,
+        report: &mut LoadReport,
+    ) -> Result<(), String> {
+        loop {
+            let (generation, front) = self.next_front(turn);
+            let s3 = self.s3_client(front, key);
+            let request = s3.request(method, path, &[], &[], body.clone());
+            let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+                Ok(Ok(r)) => expect(&r),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer in time".to_string()),
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(_) if self.taken_out(generation, front) => report.excused += 1,
+                Err(e) => {
+                    let node = &self.nodes[front].id;
+                    return Err(format!(
+                        "{method} {path} through {node}'s S3 front at {}: {e}",
+                        utc_now()
+                    ));
+                }
+            }
+        }
+    }
+
     /// Writes objects through the allowed S3 fronts and reads earlier ones back through
     /// another, until told to stop.
     fn start_s3_load(
         self: &Arc<Self>,
-        secret: &str,
+        key: &(String, String),
         stop: Arc<AtomicBool>,
         objects: Arc<Mutex<Vec<S3Object>>>,
     ) -> Vec<tokio::task::JoinHandle<LoadReport>> {
         (0..UPGRADE_S3_WRITERS)
             .map(|w| {
                 let (cluster, stop, objects) = (self.clone(), stop.clone(), objects.clone());
-                let secret = secret.to_string();
+                let key = key.clone();
                 tokio::spawn(async move {
                     let mut report = LoadReport::default();
                     let mut turn = w;
@@ -1583,32 +1611,20 @@ impl Cluster {
                             data: blob(1_000_000 + w * 100_000 + n),
                         };
                         let path = format!("/{UPGRADE_S3_BUCKET}/{}", object.key);
-                        loop {
-                            let (generation, front) = cluster.next_front(&mut turn);
-                            let s3 = cluster.s3_client(front, &secret);
-                            let put = s3.request("PUT", &path, &[], &[], object.data.clone());
-                            let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, put).await {
-                                Ok(Ok(r)) if r.status == 200 => Ok(()),
-                                Ok(Ok(r)) => Err(format!("{} {}", r.status, text(&r))),
-                                Ok(Err(e)) => Err(e.to_string()),
-                                Err(_) => Err("no answer in time".to_string()),
-                            };
-                            match outcome {
-                                Ok(()) => {
-                                    report.writes += 1;
-                                    objects.lock().push(object.clone());
-                                }
-                                Err(_) if cluster.taken_out(generation, front) => {
-                                    report.excused += 1;
-                                    continue;
-                                }
-                                Err(e) => report.failures.push(format!(
-                                    "PUT {path} through {}'s S3 front at {}: {e}",
-                                    cluster.nodes[front].id,
-                                    utc_now()
-                                )),
+                        let stored = |r: &HttpResponse| match r.status {
+                            200 => Ok(()),
+                            status => Err(format!("{status} {}", text(r))),
+                        };
+                        let put = ("PUT", path.as_str(), object.data.clone());
+                        match cluster
+                            .s3_request(&mut turn, &key, put, stored, &mut report)
+                            .await
+                        {
+                            Ok(()) => {
+                                report.writes += 1;
+                                objects.lock().push(object);
                             }
-                            break;
+                            Err(e) => report.failures.push(e),
                         }
                         let earlier = {
                             let objects = objects.lock();
@@ -1616,37 +1632,24 @@ impl Cluster {
                         };
                         if let Some(earlier) = earlier {
                             let path = format!("/{UPGRADE_S3_BUCKET}/{}", earlier.key);
-                            loop {
-                                let (generation, front) = cluster.next_front(&mut turn);
-                                let s3 = cluster.s3_client(front, &secret);
-                                let get = s3.request("GET", &path, &[], &[], Bytes::new());
-                                let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, get).await
-                                {
-                                    Ok(Ok(r)) if r.status == 200 && r.body == earlier.data => {
-                                        Ok(())
-                                    }
-                                    Ok(Ok(r)) => Err(format!(
-                                        "{}, {} bytes of {}",
-                                        r.status,
-                                        r.body.len(),
-                                        earlier.data.len()
-                                    )),
-                                    Ok(Err(e)) => Err(e.to_string()),
-                                    Err(_) => Err("no answer in time".to_string()),
-                                };
-                                match outcome {
-                                    Ok(()) => report.reads += 1,
-                                    Err(_) if cluster.taken_out(generation, front) => {
-                                        report.excused += 1;
-                                        continue;
-                                    }
-                                    Err(e) => report.failures.push(format!(
-                                        "GET {path} through {}'s S3 front at {}: {e}",
-                                        cluster.nodes[front].id,
-                                        utc_now()
-                                    )),
-                                }
-                                break;
+                            let same = |r: &HttpResponse| match r.status == 200
+                                && r.body == earlier.data
+                            {
+                                true => Ok(()),
+                                false => Err(format!(
+                                    "{}, {} bytes of {}",
+                                    r.status,
+                                    r.body.len(),
+                                    earlier.data.len()
+                                )),
+                            };
+                            let get = ("GET", path.as_str(), Bytes::new());
+                            match cluster
+                                .s3_request(&mut turn, &key, get, same, &mut report)
+                                .await
+                            {
+                                Ok(()) => report.reads += 1,
+                                Err(e) => report.failures.push(e),
                             }
                         }
                         tokio::time::sleep(UPGRADE_WRITE_PAUSE).await;
@@ -1749,7 +1752,7 @@ impl Cluster {
     async fn rolling_upgrade(
         self: &Arc<Self>,
         upgrade: &Upgrade,
-        s3_secret: &str,
+        s3_key: &(String, String),
         t0: Instant,
     ) -> Vec<String> {
         let mut lines = Vec::new();
@@ -1779,7 +1782,7 @@ impl Cluster {
         self.log(t0, &line);
         lines.push(line);
 
-        let s3 = self.s3_client(0, s3_secret);
+        let s3 = self.s3_client(0, s3_key);
         let made = s3
             .request(
                 "PUT",
@@ -1796,7 +1799,7 @@ impl Cluster {
         let stop = Arc::new(AtomicBool::new(false));
         let objects = Arc::new(Mutex::new(Vec::new()));
         let http = self.start_writers(FAULT_WRITERS, FAULT_WRITE_PAUSE, None);
-        let s3_tasks = self.start_s3_load(s3_secret, stop.clone(), objects.clone());
+        let s3_tasks = self.start_s3_load(s3_key, stop.clone(), objects.clone());
         let native_tasks = self.start_native_load(native.clone(), stop.clone());
         tokio::time::sleep(LOAD_MARGIN).await;
 
@@ -1883,7 +1886,7 @@ impl Cluster {
         let objects = objects.lock().clone();
         let mut lost = Vec::new();
         for &front in &all {
-            let s3 = self.s3_client(front, s3_secret);
+            let s3 = self.s3_client(front, s3_key);
             for object in &objects {
                 let path = format!("/{UPGRADE_S3_BUCKET}/{}", object.key);
                 match s3.request("GET", &path, &[], &[], Bytes::new()).await {
@@ -1917,23 +1920,63 @@ impl Cluster {
         lines.push(line);
         native.close().await;
 
-        // Managed keys need a key-encryption key, which the previous version's credentials
-        // file does not have: the command says so (the upgrade's last step adds one).
-        let refused = self
-            .compose
-            .run_as(
-                &upgrade.current,
-                &["run", "--rm", "-T", "cli", "key", "create", "after-upgrade"],
-            )
-            .await;
-        match refused {
-            Err(e) if e.contains("key_encryption_key") => {}
-            other => panic!("cairn key create without a key-encryption key: {other:?}"),
+        // What the new version adds works now: a key managed online, given write on the
+        // bucket, writes through the S3 front.
+        let cli = |args: &[&str]| {
+            let mut all = vec!["run", "--rm", "-T", "cli"];
+            all.extend(args);
+            let all: Vec<String> = all.iter().map(|a| a.to_string()).collect();
+            let compose = self.compose.clone();
+            let image = upgrade.current.clone();
+            async move {
+                let all: Vec<&str> = all.iter().map(String::as_str).collect();
+                compose.run_as(&image, &all).await
+            }
+        };
+        let created = cli(&["key", "create", "after-upgrade"])
+            .await
+            .unwrap_or_else(|e| panic!("cairn key create after the upgrade: {e}"));
+        let field = |name: &str| {
+            created
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} = \"")))
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("no {name} in {created:?}"))
+                .to_string()
+        };
+        let managed = (field("access_key"), field("secret_key"));
+        cli(&["key", "allow", &managed.0, UPGRADE_S3_BUCKET, "write"])
+            .await
+            .unwrap_or_else(|e| panic!("cairn key allow: {e}"));
+        let mut wrote = None;
+        for _ in 0..50 {
+            let r = self
+                .s3_client(5, &managed)
+                .request(
+                    "PUT",
+                    &format!("/{UPGRADE_S3_BUCKET}/managed"),
+                    &[],
+                    &[],
+                    Bytes::from_static(b"m"),
+                )
+                .await;
+            if let Ok(r) = &r
+                && r.status == 200
+            {
+                wrote = Some(());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        lines.push(
-            "after: cairn key create refused until key_encryption_key is added, as documented"
-                .into(),
+        assert!(
+            wrote.is_some(),
+            "the managed key could not write after cairn key allow"
         );
+        let line =
+            "after: cairn key create and allow work; the new key writes through the S3 front"
+                .to_string();
+        self.log(t0, &line);
+        lines.push(line);
         lines
     }
 }
@@ -1952,10 +1995,9 @@ async fn a_rolling_upgrade_under_load_fails_and_loses_nothing() {
         "compose project {}: from {} to {}",
         compose.project, upgrade.previous, upgrade.current
     );
-    let secret = hash_hex(format!("{:?}{}", Instant::now(), std::process::id()).as_bytes())[..40]
-        .to_string();
     let _cleanup = Cleanup(compose.clone());
-    let cluster = Arc::new(Cluster::start_previous(compose, &upgrade, &secret).await);
+    let (cluster, s3_key) = Cluster::start_previous(compose, &upgrade).await;
+    let cluster = Arc::new(cluster);
     let mut summary = vec![format!(
         "cluster of {} up, every node ready after {}",
         upgrade.previous,
@@ -1973,7 +2015,7 @@ async fn a_rolling_upgrade_under_load_fails_and_loses_nothing() {
                 "initial load: {:?}",
                 written.failures
             );
-            cluster.rolling_upgrade(&upgrade, &secret, t0).await
+            cluster.rolling_upgrade(&upgrade, &s3_key, t0).await
         }
     };
     match tokio::time::timeout(TEST_DEADLINE, body).await {

@@ -9,7 +9,7 @@ use cairn_core::meta::{Entry, MetaKey, Partition, Table};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::mpsc;
 
-use super::keys::{Keyring, split_grant};
+use super::keys::{Keyring, MANAGED_KEY_HEX_DIGITS, MANAGED_KEY_PREFIX, split_grant};
 use super::records::{self, AccessKeyRecord, BucketRecord, GrantRecord, ObjectRecord};
 use crate::certs::{S3_SECRET_RANDOM_BYTES, hex};
 use crate::clock;
@@ -124,12 +124,14 @@ impl Admin {
                  ({S3_MANAGED_KEYS_MAX}); delete one first"
             ));
         }
-        let mut random = [0u8; 8 + S3_SECRET_RANDOM_BYTES];
+        const ID_BYTES: usize = MANAGED_KEY_HEX_DIGITS / 2;
+        let mut random = [0u8; ID_BYTES + S3_SECRET_RANDOM_BYTES];
         SystemRandom::new()
             .fill(&mut random)
             .map_err(|_| "the system random source failed".to_string())?;
-        let access_key = format!("CAIRN{}", hex(&random[..8]).to_uppercase());
-        let secret = hex(&random[8..]);
+        let id = hex(&random[..ID_BYTES]).to_uppercase();
+        let access_key = format!("{MANAGED_KEY_PREFIX}{id}");
+        let secret = hex(&random[ID_BYTES..]);
         let sealed_secret = self
             .keys
             .seal(&access_key, &secret)
@@ -401,7 +403,8 @@ impl Admin {
 }
 
 fn no_sealing_key() -> String {
-    "this node's S3 credentials file has no key_encryption_key, which seals managed keys' \
-     secrets: add one (the same on every node; `cairn certs` writes one in new files)"
+    "this node has no key-encryption key, which seals managed keys' secrets: write one \
+     (`cairn certs --s3-credentials` makes s3-key-encryption.key beside the credentials file; \
+     the same on every node) and restart the node"
         .into()
 }

@@ -9,11 +9,13 @@
 //! again every `S3_KEYS_REFRESH_MS`, so a deleted key or a withdrawn permission stops working
 //! on every node within that time. A key or grant not yet known here is read from the
 //! metadata when a request needs it (at most once per `S3_KEYS_RECHECK_MS` for one that is not
-//! found), so a new key works on every node as soon as `cairn key create` returns, and a new
-//! permission within `S3_KEYS_REFRESH_MS` at most.
+//! found, and at most `S3_KEYS_UNKNOWN_READS_PER_SEC_MAX` such reads a second), so a new key
+//! works on every node as soon as `cairn key create` returns, and a new permission within
+//! `S3_KEYS_REFRESH_MS` at most.
 //!
 //! SigV4 signs with the secret itself, so a secret cannot be stored hashed: it is sealed with
-//! ChaCha20-Poly1305 under the credentials file's `key_encryption_key` (with the access key id
+//! ChaCha20-Poly1305 under the key-encryption key (`[s3] key_encryption_key_file`, by default
+//! `s3-key-encryption.key` beside the credentials file; with the access key id
 //! as associated data, so a sealed secret cannot be moved to another key). The metadata, its
 //! disks and their backups hold no plain secret; nothing logs one.
 
@@ -32,7 +34,10 @@ use s3s::{S3Result, s3_error};
 use super::records::{self, AccessKeyRecord, GrantRecord};
 use crate::clock;
 use crate::config::S3Key;
-use crate::limits::{S3_KEYS_NOT_FOUND_REMEMBERED_MAX, S3_KEYS_RECHECK_MS, S3_KEYS_REFRESH_MS};
+use crate::limits::{
+    S3_KEYS_NOT_FOUND_REMEMBERED_MAX, S3_KEYS_RECHECK_MS, S3_KEYS_REFRESH_MS,
+    S3_KEYS_UNKNOWN_READS_PER_SEC_MAX,
+};
 use crate::meta::cluster::{self as meta, MetaError, Walk};
 use crate::state::State;
 
@@ -73,6 +78,8 @@ pub(crate) struct Keyring {
     known: RwLock<Known>,
     /// Keys and grants read and not found, and when (key id, or `bucket \0 key id`).
     not_found: Mutex<HashMap<String, Instant>>,
+    /// Reads of keys and grants not known here in the current second: (its start, count).
+    unknown_reads: Mutex<(Instant, u32)>,
     refresh_failed: AtomicBool,
     unseal_warned: AtomicBool,
 }
@@ -93,6 +100,7 @@ impl Keyring {
             sealing,
             known: RwLock::new(Known::default()),
             not_found: Mutex::new(HashMap::new()),
+            unknown_reads: Mutex::new((clock::now(), 0)),
             refresh_failed: AtomicBool::new(false),
             unseal_warned: AtomicBool::new(false),
         }
@@ -166,7 +174,7 @@ impl Keyring {
             return Ok(Some(*p));
         }
         let marker = format!("{bucket}\0{access_key}");
-        if self.recently_not_found(&marker) {
+        if self.recently_not_found(&marker) || !self.may_read_unknown() {
             return Ok(None);
         }
         let entry = meta::read(&self.state, &records::grant_key(bucket, access_key))
@@ -209,7 +217,11 @@ impl Keyring {
         if let Some(key) = self.known.read().keys.get(access_key) {
             return Ok(Some(key.clone()));
         }
-        if self.sealing.is_none() || self.recently_not_found(access_key) {
+        if self.sealing.is_none()
+            || !is_managed_key_id(access_key)
+            || self.recently_not_found(access_key)
+            || !self.may_read_unknown()
+        {
             return Ok(None);
         }
         let entry = meta::read(&self.state, &records::access_key_key(access_key))
@@ -232,6 +244,18 @@ impl Keyring {
                 Ok(None)
             }
         }
+    }
+
+    /// Whether another key or grant not known here may be read now: at most
+    /// `S3_KEYS_UNKNOWN_READS_PER_SEC_MAX` a second, so requests naming made-up keys cannot
+    /// turn into metadata reads without bound.
+    fn may_read_unknown(&self) -> bool {
+        let mut budget = self.unknown_reads.lock();
+        if clock::since(budget.0) >= Duration::from_secs(1) {
+            *budget = (clock::now(), 0);
+        }
+        budget.1 += 1;
+        budget.1 <= S3_KEYS_UNKNOWN_READS_PER_SEC_MAX
     }
 
     fn recently_not_found(&self, what: &str) -> bool {
@@ -263,7 +287,7 @@ impl Keyring {
             tracing::warn!(
                 access_key,
                 "the secret of a managed access key does not unseal with this node's \
-                 key_encryption_key: is it the same on every node? (logged once)"
+                 key-encryption key: is it the same on every node? (logged once)"
             );
         }
         Some(ManagedKey {
@@ -384,6 +408,24 @@ impl Sealer {
     }
 }
 
+/// The prefix of every managed access key id (`cairn key create` makes `CAIRN` and 16
+/// uppercase hexadecimal digits).
+pub(crate) const MANAGED_KEY_PREFIX: &str = "CAIRN";
+/// Hexadecimal digits after the prefix.
+pub(crate) const MANAGED_KEY_HEX_DIGITS: usize = 16;
+
+/// Whether an access key id has the form of a managed key's (only those are looked up).
+fn is_managed_key_id(access_key: &str) -> bool {
+    access_key
+        .strip_prefix(MANAGED_KEY_PREFIX)
+        .is_some_and(|digits| {
+            digits.len() == MANAGED_KEY_HEX_DIGITS
+                && digits
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+        })
+}
+
 /// The bucket and access key of a grant's sort key.
 pub(crate) fn split_grant(sort_key: &[u8]) -> Option<(String, String)> {
     let zero = sort_key.iter().position(|&b| b == 0)?;
@@ -426,6 +468,14 @@ mod tests {
             assert_eq!(sealer.unseal("CAIRNA", &bent), None, "byte {i} flipped");
         }
         assert_eq!(sealer.unseal("CAIRNA", &sealed[..5]), None);
+    }
+
+    #[test]
+    fn only_ids_of_the_managed_form_are_looked_up() {
+        assert!(is_managed_key_id("CAIRN0123456789ABCDEF"));
+        assert!(!is_managed_key_id("CAIRN0123456789abcdef"));
+        assert!(!is_managed_key_id("CAIRN0123"));
+        assert!(!is_managed_key_id("AKIAIOSFODNN7EXAMPLE"));
     }
 
     #[test]

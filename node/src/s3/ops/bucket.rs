@@ -57,7 +57,15 @@ impl S3Front {
         let record = BucketRecord {
             created_ms: now_ms(),
         };
-        self.write_meta(key, Some(records::encode(&record))).await?;
+        if let Err(e) = self.write_meta(key, Some(records::encode(&record))).await {
+            // No grant may outlive a bucket that was not made: it would give its key the
+            // next bucket of that name.
+            if !self.keys.is_seed(&access_key) {
+                let grant_key = records::grant_key(&bucket, &access_key);
+                let _ = self.write_meta(grant_key, None).await;
+            }
+            return Err(e);
+        }
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{bucket}")),
         }))
