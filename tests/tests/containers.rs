@@ -17,7 +17,9 @@
 //! and the native client. No operation may fail but one cut short by its own node's
 //! replacement (retried elsewhere; the native client retries by itself, so none of its may
 //! fail), nothing written may be missing afterwards, and `cairn status` must show the new
-//! version and protocol on exactly the nodes replaced so far. `scripts/upgrade-test` runs it.
+//! version and protocol on exactly the nodes replaced so far. Afterwards a key managed online
+//! (new in this version) writes through S3, and one node rolled back to the previous image
+//! serves every blob and object. `scripts/upgrade-test` runs it.
 //!
 //! Needs Docker and docker-compose 1.29; `scripts/container-test` builds the image and runs the
 //! first test.
@@ -1975,6 +1977,45 @@ impl Cluster {
         let line =
             "after: cairn key create and allow work; the new key writes through the S3 front"
                 .to_string();
+        self.log(t0, &line);
+        lines.push(line);
+
+        // Rollback, as documented: a node given the previous image again (same volume) comes
+        // back ready, speaks the previous protocol, and serves what the new version wrote.
+        let back = Instant::now();
+        let id = self.nodes[0].id.clone();
+        self.compose
+            .run_as(&upgrade.previous, &["up", "-d", "--no-deps", &id])
+            .await
+            .unwrap_or_else(|e| panic!("rolling {id} back: {e}"));
+        *self.nodes[0].container.lock() = self.compose.container(&id).await;
+        self.wait_ready(&[0], READY_TIMEOUT).await;
+        let versions = self.versions(&upgrade.current).await;
+        let rolled_back = versions
+            .iter()
+            .any(|(n, v, p)| *n == id && v != current_version && *p == previous_protocol);
+        assert!(
+            rolled_back,
+            "cairn status after rolling {id} back: {versions:?}"
+        );
+        let r = self.check_reads("rollback", &[0]).await;
+        let s3 = self.s3_client(0, s3_key);
+        for object in &objects {
+            let path = format!("/{UPGRADE_S3_BUCKET}/{}", object.key);
+            let r = s3.request("GET", &path, &[], &[], Bytes::new()).await;
+            assert!(
+                matches!(&r, Ok(r) if r.status == 200 && r.body == object.data),
+                "{path} through {id} rolled back: {:?}",
+                r.map(|r| r.status)
+            );
+        }
+        let line = format!(
+            "rollback: {id} back on {} after {}, speaks {previous_protocol}; {} blobs through HTTP and {} S3 objects read back through it",
+            upgrade.previous,
+            secs(back.elapsed()),
+            r.reads,
+            objects.len()
+        );
         self.log(t0, &line);
         lines.push(line);
         lines
