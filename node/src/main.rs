@@ -172,8 +172,7 @@ enum KeyCommand {
     Allow {
         access_key: String,
         bucket: String,
-        #[arg(value_parser = parse_permission)]
-        permission: Permission,
+        permission: PermissionArg,
     },
     /// Take every permission a key has on a bucket.
     Deny { access_key: String, bucket: String },
@@ -194,8 +193,22 @@ enum BucketCommand {
     },
 }
 
-fn parse_permission(text: &str) -> std::result::Result<Permission, String> {
-    Permission::parse(text).ok_or_else(|| format!("{text:?}: say read, write or owner"))
+/// A permission as the command line names it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PermissionArg {
+    Read,
+    Write,
+    Owner,
+}
+
+impl From<PermissionArg> for Permission {
+    fn from(arg: PermissionArg) -> Permission {
+        match arg {
+            PermissionArg::Read => Permission::Read,
+            PermissionArg::Write => Permission::Write,
+            PermissionArg::Owner => Permission::Owner,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -300,7 +313,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 } => KeysRequest::Allow {
                     access_key,
                     bucket,
-                    permission,
+                    permission: permission.into(),
                 },
                 KeyCommand::Deny { access_key, bucket } => KeysRequest::Deny { access_key, bucket },
             };

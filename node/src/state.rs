@@ -89,10 +89,20 @@ pub(crate) struct KeysDesk {
     inbox: Mutex<Option<mpsc::Receiver<KeysCall>>>,
 }
 
-/// One request at the desk, with where its answer goes (a refusal is `Err`, in words).
+/// One request at the desk, with where its answer goes (a refusal is `KeysAnswer::Refused`).
 pub(crate) struct KeysCall {
     pub request: KeysRequest,
-    pub answer: oneshot::Sender<Result<KeysAnswer, String>>,
+    pub answer: oneshot::Sender<KeysAnswer>,
+}
+
+/// Why the desk could not hand a request on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum DeskError {
+    #[error("{KEYS_DESK_CALLS_MAX} key and bucket requests are already waiting here")]
+    Busy,
+    #[error("the S3 front stopped before answering")]
+    Stopped,
 }
 
 impl KeysDesk {
@@ -110,17 +120,13 @@ impl KeysDesk {
     }
 
     /// Hands a request to the front and waits for its answer.
-    pub(crate) async fn ask(&self, request: KeysRequest) -> Result<KeysAnswer, String> {
+    pub(crate) async fn ask(&self, request: KeysRequest) -> Result<KeysAnswer, DeskError> {
         let (answer, answered) = oneshot::channel();
         let call = KeysCall { request, answer };
         if self.calls.try_send(call).is_err() {
-            return Err(format!(
-                "{KEYS_DESK_CALLS_MAX} key and bucket requests are already waiting here"
-            ));
+            return Err(DeskError::Busy);
         }
-        answered
-            .await
-            .unwrap_or_else(|_| Err("the S3 front stopped before answering".into()))
+        answered.await.map_err(|_| DeskError::Stopped)
     }
 }
 

@@ -9,6 +9,7 @@
 //! Environment: `CAIRN_SOAK_SECS`, how long the churn lasts (default `SOAK_SECS_DEFAULT`).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,38 @@ const NATIVE_BLOBS: usize = 120;
 const S3_KEYS: u64 = 80;
 const BLOB_BYTES_MIN: u64 = 32 * 1024;
 const BLOB_BYTES_MAX: u64 = 512 * 1024;
+/// Time one operation may take at most: the client's deadline (10 s) and the S3 front's
+/// metadata timeouts are far below it, so an operation still pending then is a hang, reported
+/// with the state of every node's process rather than left to stall the run.
+const OP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Each node's process state as the kernel shows it (`R` running, `S` sleeping, `Z` exited, ...).
+fn process_states(cluster: &ProcessCluster) -> String {
+    let ids = cluster.ids.clone();
+    ids.iter()
+        .map(|id| {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", cluster.pid(id)));
+            let state = stat
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.chars().next()))
+                .flatten()
+                .unwrap_or('-');
+            format!("{id}:{state}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `work`, or a panic naming `what` and the nodes' states if it takes over `OP_TIMEOUT`.
+async fn within<T>(cluster: &ProcessCluster, what: &str, work: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(OP_TIMEOUT, work).await {
+        Ok(out) => out,
+        Err(_) => panic!(
+            "soak: {what} still pending after {OP_TIMEOUT:?}; node processes: {}",
+            process_states(cluster)
+        ),
+    }
+}
 
 /// Bytes the files under `dir` take on disk (allocated blocks: sparse tails do not count).
 fn disk_bytes(dir: &Path) -> u64 {
@@ -171,7 +204,7 @@ async fn churn_keeps_every_acknowledged_write_and_space_stays_bounded() {
         let native_delete =
             (dice < 3 && !native_put) || (dice == 3 && model.native.len() > NATIVE_BLOBS / 2);
         if native_put {
-            match client.put(content.clone()).await {
+            match within(&cluster, "a native put", client.put(content.clone())).await {
                 Ok(hash) => {
                     model.native.insert(hash, content);
                 }
@@ -184,7 +217,7 @@ async fn churn_keeps_every_acknowledged_write_and_space_stays_bounded() {
             };
             // A failed delete may or may not have happened: the blob is checked neither way.
             model.native.remove(&hash);
-            match client.delete(&hash).await {
+            match within(&cluster, "a native delete", client.delete(&hash)).await {
                 Ok(_) => model.native_deleted.push(hash),
                 Err(_) => failed += 1,
             }
@@ -194,10 +227,8 @@ async fn churn_keeps_every_acknowledged_write_and_space_stays_bounded() {
             // Whatever the answer, the key's old content is no longer expected.
             model.objects.remove(&key);
             model.objects_deleted.retain(|k| *k != key);
-            match s3
-                .request("PUT", &path, &[], &[], Bytes::from(content.clone()))
-                .await
-            {
+            let put = s3.request("PUT", &path, &[], &[], Bytes::from(content.clone()));
+            match within(&cluster, "an S3 put", put).await {
                 Ok(r) if r.status == 200 => {
                     model.objects.insert(key, content);
                 }
@@ -209,10 +240,9 @@ async fn churn_keeps_every_acknowledged_write_and_space_stays_bounded() {
                 continue;
             };
             model.objects.remove(&key);
-            match s3
-                .request("DELETE", &format!("/soak/{key}"), &[], &[], Bytes::new())
-                .await
-            {
+            let path = format!("/soak/{key}");
+            let delete = s3.request("DELETE", &path, &[], &[], Bytes::new());
+            match within(&cluster, "an S3 delete", delete).await {
                 Ok(r) if r.status == 204 => model.objects_deleted.push(key),
                 _ => failed += 1,
             }
@@ -241,27 +271,28 @@ async fn churn_keeps_every_acknowledged_write_and_space_stays_bounded() {
     );
 
     for (hash, bytes) in &model.native {
-        assert_eq!(&client.get(hash).await.unwrap()[..], &bytes[..], "{hash}");
+        let got = within(&cluster, "a native get", client.get(hash)).await;
+        assert_eq!(&got.unwrap()[..], &bytes[..], "{hash}");
     }
     for hash in &model.native_deleted {
         assert!(
-            client.get(hash).await.is_err(),
+            within(&cluster, "a native get", client.get(hash))
+                .await
+                .is_err(),
             "deleted blob {hash} came back"
         );
     }
     for (key, bytes) in &model.objects {
-        let r = s3
-            .request("GET", &format!("/soak/{key}"), &[], &[], Bytes::new())
-            .await
-            .unwrap();
+        let path = format!("/soak/{key}");
+        let get = s3.request("GET", &path, &[], &[], Bytes::new());
+        let r = within(&cluster, "an S3 get", get).await.unwrap();
         assert_eq!(r.status, 200, "{key}");
         assert_eq!(&r.body[..], &bytes[..], "{key}");
     }
     for key in &model.objects_deleted {
-        let r = s3
-            .request("GET", &format!("/soak/{key}"), &[], &[], Bytes::new())
-            .await
-            .unwrap();
+        let path = format!("/soak/{key}");
+        let get = s3.request("GET", &path, &[], &[], Bytes::new());
+        let r = within(&cluster, "an S3 get", get).await.unwrap();
         assert_eq!(r.status, 404, "deleted object {key} came back");
     }
     assert!(
@@ -269,6 +300,6 @@ async fn churn_keeps_every_acknowledged_write_and_space_stays_bounded() {
         "space amplification {final_amplification:.2} above {AMPLIFICATION_MAX} after {} s of settling",
         SETTLE_TIMEOUT.as_secs()
     );
-    client.close().await;
+    within(&cluster, "closing the client", client.close()).await;
     drop(cluster);
 }

@@ -129,7 +129,9 @@ async fn answer(state: &Arc<State>, msg: PeerMsg) -> PeerReply {
         PeerMsg::Keys(request) => match &state.keys_desk {
             Some(desk) => match desk.ask(request).await {
                 Ok(answer) => PeerReply::Keys(answer),
-                Err(message) => PeerReply::Refused { message },
+                Err(e) => PeerReply::Refused {
+                    message: e.to_string(),
+                },
             },
             None => PeerReply::Refused {
                 message: "the S3 front (which keeps keys and buckets) is off on this node".into(),

@@ -16,7 +16,7 @@ use crate::clock;
 use crate::limits::{
     S3_BUCKET_INFO_OBJECTS_COUNTED_MAX, S3_KEY_NAME_CHARS_MAX, S3_MANAGED_KEYS_MAX,
 };
-use crate::meta::cluster::{self as meta, Walk};
+use crate::meta::cluster::{self as meta, MetaError, Walk};
 use crate::state::{KeysCall, State};
 
 /// Answers the desk's requests until the node stops, each in its own task.
@@ -34,7 +34,7 @@ pub(super) async fn serve(
             let answer = admin.answer(call.request).await;
             let _ = call
                 .answer
-                .send(Ok(answer.unwrap_or_else(KeysAnswer::Refused)));
+                .send(answer.unwrap_or_else(|e| KeysAnswer::Refused(e.to_string())));
         });
     }
 }
@@ -44,7 +44,47 @@ struct Admin {
     keys: Arc<Keyring>,
 }
 
-type Answer = Result<KeysAnswer, String>;
+type Answer = Result<KeysAnswer, KeysError>;
+
+/// Why a key or bucket request was not carried out (sent back as `KeysAnswer::Refused`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum KeysError {
+    #[error("the metadata could not be read or written: {0}")]
+    Meta(#[from] MetaError),
+    #[error("a key's name has at most {S3_KEY_NAME_CHARS_MAX} characters and no control character")]
+    KeyName,
+    #[error(
+        "this node has no key-encryption key, which seals managed keys' secrets: write one \
+         (`cairn certs --s3-credentials` makes s3-key-encryption.key beside the credentials \
+         file; the same on every node) and restart the node"
+    )]
+    NoSealingKey,
+    #[error(
+        "there are {0} managed keys already, the most Cairn keeps ({S3_MANAGED_KEYS_MAX}); \
+         delete one first"
+    )]
+    TooManyKeys(usize),
+    #[error("the system random source failed")]
+    Random,
+    #[error(
+        "{0} is a key of the configuration file: it may use every bucket, and is changed in \
+         that file"
+    )]
+    SeedKey(String),
+    #[error("no managed access key {0}")]
+    NoSuchKey(String),
+    #[error("no bucket {0}")]
+    NoSuchBucket(String),
+    #[error(
+        "{0:?} is not a valid bucket name (3 to 63 lowercase letters, digits, dots and hyphens)"
+    )]
+    BucketName(String),
+    #[error("bucket {0} exists already")]
+    BucketExists(String),
+    #[error("bucket {bucket} holds {what}: delete them (or abort them) first")]
+    BucketNotEmpty { bucket: String, what: &'static str },
+}
 
 impl Admin {
     async fn answer(&self, request: KeysRequest) -> Answer {
@@ -68,20 +108,16 @@ impl Admin {
         }
     }
 
-    async fn write(&self, key: MetaKey, value: Option<Vec<u8>>) -> Result<(), String> {
+    async fn write(&self, key: MetaKey, value: Option<Vec<u8>>) -> Result<(), KeysError> {
         let entry = Entry {
             stamp: meta::stamp(&self.state),
             value,
         };
-        meta::write(&self.state, vec![(key, entry)])
-            .await
-            .map_err(|e| format!("the metadata write failed: {e}"))
+        Ok(meta::write(&self.state, vec![(key, entry)]).await?)
     }
 
-    async fn read<T: records::Record>(&self, key: &MetaKey) -> Result<Option<T>, String> {
-        let entry = meta::read(&self.state, key)
-            .await
-            .map_err(|e| format!("the metadata read failed: {e}"))?;
+    async fn read<T: records::Record>(&self, key: &MetaKey) -> Result<Option<T>, KeysError> {
+        let entry = meta::read(&self.state, key).await?;
         Ok(entry
             .and_then(|e| e.value)
             .and_then(|v| records::decode::<T>(&v)))
@@ -93,24 +129,21 @@ impl Admin {
         part: &str,
         prefix: &[u8],
         mut each: impl FnMut(&[u8], &[u8]) -> Walk,
-    ) -> Result<(), String> {
+    ) -> Result<(), KeysError> {
         let part = Partition::new(Table::Buckets, part);
         meta::walk(&self.state, &part, None, prefix, |key, entry| {
             each(key, entry.value.as_deref().unwrap_or_default())
         })
-        .await
-        .map_err(|e| format!("the metadata read failed: {e}"))
+        .await?;
+        Ok(())
     }
 
     async fn create_key(&self, name: String, create_buckets: bool) -> Answer {
         if name.chars().count() > S3_KEY_NAME_CHARS_MAX || name.chars().any(char::is_control) {
-            return Err(format!(
-                "a key's name has at most {S3_KEY_NAME_CHARS_MAX} characters and no control \
-                 character"
-            ));
+            return Err(KeysError::KeyName);
         }
         if !self.keys.manages_keys() {
-            return Err(no_sealing_key());
+            return Err(KeysError::NoSealingKey);
         }
         let mut count = 0;
         self.walk(records::ACCESS_KEYS_PARTITION, b"", |_, _| {
@@ -119,23 +152,20 @@ impl Admin {
         })
         .await?;
         if count >= S3_MANAGED_KEYS_MAX {
-            return Err(format!(
-                "there are {count} managed keys already, the most Cairn keeps \
-                 ({S3_MANAGED_KEYS_MAX}); delete one first"
-            ));
+            return Err(KeysError::TooManyKeys(count));
         }
         const ID_BYTES: usize = MANAGED_KEY_HEX_DIGITS / 2;
         let mut random = [0u8; ID_BYTES + S3_SECRET_RANDOM_BYTES];
         SystemRandom::new()
             .fill(&mut random)
-            .map_err(|_| "the system random source failed".to_string())?;
+            .map_err(|_| KeysError::Random)?;
         let id = hex(&random[..ID_BYTES]).to_uppercase();
         let access_key = format!("{MANAGED_KEY_PREFIX}{id}");
         let secret = hex(&random[ID_BYTES..]);
         let sealed_secret = self
             .keys
             .seal(&access_key, &secret)
-            .ok_or_else(no_sealing_key)?;
+            .ok_or(KeysError::NoSealingKey)?;
         let record = AccessKeyRecord {
             name,
             sealed_secret,
@@ -155,7 +185,7 @@ impl Admin {
     }
 
     /// Every managed key with the permissions it holds.
-    async fn keys_with_grants(&self) -> Result<Vec<KeyView>, String> {
+    async fn keys_with_grants(&self) -> Result<Vec<KeyView>, KeysError> {
         let mut keys = Vec::new();
         self.walk(records::ACCESS_KEYS_PARTITION, b"", |id, value| {
             if let (Ok(id), Some(record)) = (
@@ -182,7 +212,7 @@ impl Admin {
     }
 
     /// The grants with a sort-key prefix: (bucket, access key, permission).
-    async fn grants(&self, prefix: &[u8]) -> Result<Vec<(String, String, Permission)>, String> {
+    async fn grants(&self, prefix: &[u8]) -> Result<Vec<(String, String, Permission)>, KeysError> {
         let mut grants = Vec::new();
         self.walk(records::GRANTS_PARTITION, prefix, |key, value| {
             if let (Some((bucket, id)), Some(grant)) =
@@ -196,26 +226,23 @@ impl Admin {
         Ok(grants)
     }
 
-    async fn require_key(&self, access_key: &str) -> Result<(), String> {
+    async fn require_key(&self, access_key: &str) -> Result<(), KeysError> {
         if self.keys.is_seed(access_key) {
-            return Err(format!(
-                "{access_key} is a key of the configuration file: it may use every bucket, and \
-                 is changed in that file"
-            ));
+            return Err(KeysError::SeedKey(access_key.to_string()));
         }
         match self
             .read::<AccessKeyRecord>(&records::access_key_key(access_key))
             .await?
         {
             Some(_) => Ok(()),
-            None => Err(format!("no managed access key {access_key}")),
+            None => Err(KeysError::NoSuchKey(access_key.to_string())),
         }
     }
 
-    async fn require_bucket(&self, bucket: &str) -> Result<BucketRecord, String> {
+    async fn require_bucket(&self, bucket: &str) -> Result<BucketRecord, KeysError> {
         self.read::<BucketRecord>(&records::bucket_key(bucket))
             .await?
-            .ok_or_else(|| format!("no bucket {bucket}"))
+            .ok_or_else(|| KeysError::NoSuchBucket(bucket.to_string()))
     }
 
     async fn delete_key(&self, access_key: &str) -> Answer {
@@ -267,17 +294,14 @@ impl Admin {
 
     async fn create_bucket(&self, bucket: &str) -> Answer {
         if !s3s::path::check_bucket_name(bucket) {
-            return Err(format!(
-                "{bucket:?} is not a valid bucket name (3 to 63 lowercase letters, digits, dots \
-                 and hyphens)"
-            ));
+            return Err(KeysError::BucketName(bucket.to_string()));
         }
         if self
             .read::<BucketRecord>(&records::bucket_key(bucket))
             .await?
             .is_some()
         {
-            return Err(format!("bucket {bucket} exists already"));
+            return Err(KeysError::BucketExists(bucket.to_string()));
         }
         let record = BucketRecord {
             created_ms: clock::wall_ms(),
@@ -336,7 +360,7 @@ impl Admin {
     }
 
     /// Objects and bytes of a bucket, counted up to `S3_BUCKET_INFO_OBJECTS_COUNTED_MAX`.
-    async fn count_objects(&self, bucket: &str) -> Result<(u64, u64, bool), String> {
+    async fn count_objects(&self, bucket: &str) -> Result<(u64, u64, bool), KeysError> {
         let (mut objects, mut bytes, mut complete) = (0u64, 0u64, true);
         let part = Partition::new(Table::Objects, bucket);
         meta::walk(&self.state, &part, None, b"", |_, entry| {
@@ -354,8 +378,7 @@ impl Admin {
             }
             Walk::Next
         })
-        .await
-        .map_err(|e| format!("the metadata read failed: {e}"))?;
+        .await?;
         Ok((objects, bytes, complete))
     }
 
@@ -377,17 +400,17 @@ impl Admin {
                     Walk::Stop
                 },
             )
-            .await
-            .map_err(|e| format!("the metadata read failed: {e}"))?;
+            .await?;
             if any {
                 holds = Some(what);
                 break;
             }
         }
         if let Some(what) = holds {
-            return Err(format!(
-                "bucket {bucket} holds {what}: delete them (or abort them) first"
-            ));
+            return Err(KeysError::BucketNotEmpty {
+                bucket: bucket.to_string(),
+                what,
+            });
         }
         self.write(records::bucket_tagging_key(bucket), None)
             .await?;
@@ -400,11 +423,4 @@ impl Admin {
         tracing::info!(bucket, "bucket deleted");
         Ok(KeysAnswer::Done(format!("deleted bucket {bucket}")))
     }
-}
-
-fn no_sealing_key() -> String {
-    "this node has no key-encryption key, which seals managed keys' secrets: write one \
-     (`cairn certs --s3-credentials` makes s3-key-encryption.key beside the credentials file; \
-     the same on every node) and restart the node"
-        .into()
 }
