@@ -9,7 +9,7 @@ use cairn_core::meta::{Entry, MetaKey, Partition, Table};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::mpsc;
 
-use super::keys::{Keyring, MANAGED_KEY_HEX_DIGITS, MANAGED_KEY_PREFIX, split_grant};
+use super::keys::{Keyring, MANAGED_KEY_HEX_DIGITS, MANAGED_KEY_PREFIX};
 use super::records::{self, AccessKeyRecord, BucketRecord, GrantRecord, ObjectRecord};
 use crate::certs::{S3_SECRET_RANDOM_BYTES, hex};
 use crate::clock;
@@ -215,9 +215,10 @@ impl Admin {
     async fn grants(&self, prefix: &[u8]) -> Result<Vec<(String, String, Permission)>, KeysError> {
         let mut grants = Vec::new();
         self.walk(records::GRANTS_PARTITION, prefix, |key, value| {
-            if let (Some((bucket, id)), Some(grant)) =
-                (split_grant(key), records::decode::<GrantRecord>(value))
-            {
+            if let (Some((bucket, id)), Some(grant)) = (
+                records::split_pair(key),
+                records::decode::<GrantRecord>(value),
+            ) {
                 grants.push((bucket, id, grant.permission));
             }
             Walk::Next

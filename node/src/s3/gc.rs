@@ -297,7 +297,7 @@ impl Collector<'_> {
                         .as_deref()
                         .and_then(records::decode::<UploadRecord>);
                     if let (Some(upload), Some((key, upload_id))) =
-                        (upload, records::split_upload_sort_key(sort_key))
+                        (upload, records::split_pair(sort_key))
                         && due.len() < S3_LIFECYCLE_DUE_PER_RUN_MAX
                         && lifecycle.aborts(&key, upload.initiated_ms, now_ms)
                     {

@@ -66,8 +66,14 @@ struct ManagedKey {
 #[derive(Default)]
 struct Known {
     keys: HashMap<String, Arc<ManagedKey>>,
-    /// By (bucket, access key).
-    grants: HashMap<(String, String), Permission>,
+    /// By bucket, then access key (looked up by `&str`, without allocating).
+    grants: HashMap<String, HashMap<String, Permission>>,
+}
+
+impl Known {
+    fn grant(&self, bucket: &str, access_key: &str) -> Option<Permission> {
+        self.grants.get(bucket)?.get(access_key).copied()
+    }
 }
 
 /// The keys a node's S3 front accepts and what each may do.
@@ -169,9 +175,8 @@ impl Keyring {
         if self.is_seed(access_key) {
             return Ok(Some(Permission::Owner));
         }
-        let id = (bucket.to_string(), access_key.to_string());
-        if let Some(p) = self.known.read().grants.get(&id) {
-            return Ok(Some(*p));
+        if let Some(p) = self.known.read().grant(bucket, access_key) {
+            return Ok(Some(p));
         }
         let marker = format!("{bucket}\0{access_key}");
         if self.recently_not_found(&marker) || !self.may_read_unknown() {
@@ -185,7 +190,7 @@ impl Keyring {
             .and_then(|v| records::decode::<GrantRecord>(&v))
         {
             Some(grant) => {
-                self.known.write().grants.insert(id, grant.permission);
+                self.note_grant(access_key, bucket, grant.permission);
                 Ok(Some(grant.permission))
             }
             None => {
@@ -195,14 +200,9 @@ impl Keyring {
         }
     }
 
-    /// The buckets among `names` that a key may use.
+    /// Whether a key may use a bucket at all (ListBuckets shows it only those).
     pub(crate) fn may_see(&self, access_key: &str, bucket: &str) -> bool {
-        self.is_seed(access_key)
-            || self
-                .known
-                .read()
-                .grants
-                .contains_key(&(bucket.to_string(), access_key.to_string()))
+        self.is_seed(access_key) || self.known.read().grant(bucket, access_key).is_some()
     }
 
     /// Notes a permission this node just wrote (a key creating a bucket owns it).
@@ -210,7 +210,9 @@ impl Keyring {
         self.known
             .write()
             .grants
-            .insert((bucket.to_string(), access_key.to_string()), permission);
+            .entry(bucket.to_string())
+            .or_default()
+            .insert(access_key.to_string(), permission);
     }
 
     async fn managed(&self, access_key: &str) -> S3Result<Option<Arc<ManagedKey>>> {
@@ -325,8 +327,9 @@ impl Keyring {
                 .value
                 .as_deref()
                 .and_then(records::decode::<GrantRecord>);
-            if let (Some((bucket, id)), Some(grant)) = (split_grant(key), grant) {
-                fresh.grants.insert((bucket, id), grant.permission);
+            if let (Some((bucket, id)), Some(grant)) = (records::split_pair(key), grant) {
+                let keys = fresh.grants.entry(bucket).or_default();
+                keys.insert(id, grant.permission);
             }
             Walk::Next
         })
@@ -426,14 +429,6 @@ fn is_managed_key_id(access_key: &str) -> bool {
         })
 }
 
-/// The bucket and access key of a grant's sort key.
-pub(crate) fn split_grant(sort_key: &[u8]) -> Option<(String, String)> {
-    let zero = sort_key.iter().position(|&b| b == 0)?;
-    let bucket = std::str::from_utf8(&sort_key[..zero]).ok()?;
-    let id = std::str::from_utf8(&sort_key[zero + 1..]).ok()?;
-    Some((bucket.to_string(), id.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,9 +477,9 @@ mod tests {
     fn a_grants_sort_key_splits_into_bucket_and_key() {
         let key = records::grant_sort_key("bucket-a", "CAIRNX");
         assert_eq!(
-            split_grant(&key),
+            records::split_pair(&key),
             Some(("bucket-a".into(), "CAIRNX".into()))
         );
-        assert_eq!(split_grant(b"no-separator"), None);
+        assert_eq!(records::split_pair(b"no-separator"), None);
     }
 }

@@ -323,11 +323,9 @@ pub fn access_key_key(access_key: &str) -> MetaKey {
     MetaKey::new(Table::Buckets, ACCESS_KEYS_PARTITION, access_key.as_bytes())
 }
 
+/// A grant's sort key: `bucket \0 access key` (split by [`split_pair`]).
 pub fn grant_sort_key(bucket: &str, access_key: &str) -> Vec<u8> {
-    let mut out = bucket.as_bytes().to_vec();
-    out.push(0);
-    out.extend_from_slice(access_key.as_bytes());
-    out
+    pair(bucket, access_key)
 }
 
 pub fn grant_key(bucket: &str, access_key: &str) -> MetaKey {
@@ -342,19 +340,26 @@ pub fn object_key(bucket: &str, key: &str) -> MetaKey {
     MetaKey::new(Table::Objects, bucket, key.as_bytes())
 }
 
-/// Uploads sort by key, then upload id: `key \0 upload id`.
+/// Uploads sort by key, then upload id: `key \0 upload id` (split by [`split_pair`]).
 pub fn upload_sort_key(key: &str, upload_id: &str) -> Vec<u8> {
-    let mut out = key.as_bytes().to_vec();
+    pair(key, upload_id)
+}
+
+/// `first \0 second`: sorts by `first`, then `second`.
+fn pair(first: &str, second: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(first.len() + 1 + second.len());
+    out.extend_from_slice(first.as_bytes());
     out.push(0);
-    out.extend_from_slice(upload_id.as_bytes());
+    out.extend_from_slice(second.as_bytes());
     out
 }
 
-pub fn split_upload_sort_key(sort_key: &[u8]) -> Option<(String, String)> {
+/// The two halves of an upload's or a grant's sort key.
+pub fn split_pair(sort_key: &[u8]) -> Option<(String, String)> {
     let zero = sort_key.iter().position(|&b| b == 0)?;
-    let key = std::str::from_utf8(&sort_key[..zero]).ok()?;
-    let id = std::str::from_utf8(&sort_key[zero + 1..]).ok()?;
-    Some((key.to_string(), id.to_string()))
+    let first = std::str::from_utf8(&sort_key[..zero]).ok()?;
+    let second = std::str::from_utf8(&sort_key[zero + 1..]).ok()?;
+    Some((first.to_string(), second.to_string()))
 }
 
 pub fn upload_key(bucket: &str, key: &str, upload_id: &str) -> MetaKey {
@@ -536,7 +541,7 @@ mod tests {
         assert!(a.starts_with(&parts_prefix("k", "u")));
         assert_eq!(part_number_of(&b), Some(10));
         assert_eq!(
-            split_upload_sort_key(&upload_sort_key("a/b", "id1")),
+            split_pair(&upload_sort_key("a/b", "id1")),
             Some(("a/b".into(), "id1".into()))
         );
     }

@@ -14,7 +14,7 @@ use cairn_core::meta::Table;
 use super::*;
 use crate::limits::{S3_FORGET_BATCH_ENTRIES_MAX, S3_LIST_BUCKETS_MAX};
 use crate::s3::access::{acl_request, check_acl, owner};
-use crate::s3::records::{GrantRecord, PartRecord, split_upload_sort_key};
+use crate::s3::records::{GrantRecord, PartRecord, split_pair};
 use crate::s3::rules::{decode_token, encode_token, timestamp};
 
 impl S3Front {
@@ -127,7 +127,7 @@ impl S3Front {
         loop {
             let mut uploads = Vec::new();
             self.walk(&part, None, b"", |sort_key, _| {
-                uploads.extend(split_upload_sort_key(sort_key));
+                uploads.extend(split_pair(sort_key));
                 match uploads.len() < S3_FORGET_BATCH_ENTRIES_MAX {
                     true => Walk::Next,
                     false => Walk::Stop,

@@ -555,10 +555,9 @@ impl S3Front {
                     truncated = true;
                     return Walk::Stop;
                 }
-                if let (Some((key, id)), Some(record)) = (
-                    records::split_upload_sort_key(k),
-                    records::decode::<UploadRecord>(v),
-                ) {
+                if let (Some((key, id)), Some(record)) =
+                    (records::split_pair(k), records::decode::<UploadRecord>(v))
+                {
                     uploads.push(MultipartUpload {
                         key: Some(key),
                         upload_id: Some(id),
