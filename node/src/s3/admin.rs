@@ -14,7 +14,8 @@ use super::records::{self, AccessKeyRecord, BucketRecord, GrantRecord, ObjectRec
 use crate::certs::{S3_SECRET_RANDOM_BYTES, hex};
 use crate::clock;
 use crate::limits::{
-    S3_BUCKET_INFO_OBJECTS_COUNTED_MAX, S3_KEY_NAME_CHARS_MAX, S3_MANAGED_KEYS_MAX,
+    S3_BUCKET_INFO_OBJECTS_COUNTED_MAX, S3_FORGET_BATCH_ENTRIES_MAX, S3_KEY_NAME_CHARS_MAX,
+    S3_MANAGED_KEYS_MAX,
 };
 use crate::meta::cluster::{self as meta, MetaError, Walk};
 use crate::state::{KeysCall, State};
@@ -109,11 +110,28 @@ impl Admin {
     }
 
     async fn write(&self, key: MetaKey, value: Option<Vec<u8>>) -> Result<(), KeysError> {
-        let entry = Entry {
-            stamp: meta::stamp(&self.state),
-            value,
-        };
-        Ok(meta::write(&self.state, vec![(key, entry)]).await?)
+        self.delete_or_write(vec![key], value).await
+    }
+
+    /// Writes `value` (`None`: deletes) under every key of one partition, a quorum round per
+    /// `S3_FORGET_BATCH_ENTRIES_MAX` keys (a batch stays under the node protocol's limit).
+    async fn delete_or_write(
+        &self,
+        keys: Vec<MetaKey>,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), KeysError> {
+        for batch in keys.chunks(S3_FORGET_BATCH_ENTRIES_MAX) {
+            let stamp = meta::stamp(&self.state);
+            let writes = batch
+                .iter()
+                .map(|key| {
+                    let value = value.clone();
+                    (key.clone(), Entry { stamp, value })
+                })
+                .collect();
+            meta::write(&self.state, writes).await?;
+        }
+        Ok(())
     }
 
     async fn read<T: records::Record>(&self, key: &MetaKey) -> Result<Option<T>, KeysError> {
@@ -255,10 +273,10 @@ impl Admin {
             .into_iter()
             .filter(|(_, id, _)| id == access_key)
             .collect();
-        for (bucket, _, _) in &held {
-            self.write(records::grant_key(bucket, access_key), None)
-                .await?;
-        }
+        let grants = held
+            .iter()
+            .map(|(b, _, _)| records::grant_key(b, access_key));
+        self.delete_or_write(grants.collect(), None).await?;
         self.write(records::access_key_key(access_key), None)
             .await?;
         tracing::info!(access_key, "access key deleted");
@@ -417,9 +435,11 @@ impl Admin {
             .await?;
         self.write(records::bucket_lifecycle_key(bucket), None)
             .await?;
-        for (_, id, _) in self.grants(&records::grant_sort_key(bucket, "")).await? {
-            self.write(records::grant_key(bucket, &id), None).await?;
-        }
+        let grants = self.grants(&records::grant_sort_key(bucket, "")).await?;
+        let grants = grants
+            .iter()
+            .map(|(_, id, _)| records::grant_key(bucket, id));
+        self.delete_or_write(grants.collect(), None).await?;
         self.write(records::bucket_key(bucket), None).await?;
         tracing::info!(bucket, "bucket deleted");
         Ok(KeysAnswer::Done(format!("deleted bucket {bucket}")))
