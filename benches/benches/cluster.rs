@@ -59,12 +59,15 @@ const BULK_STREAMS: usize = 64;
 const BULK_STREAM_BYTES: usize = MIB;
 /// Operations per measurement at full scale, per blob size: sequential puts, concurrent puts,
 /// sequential gets, concurrent gets. Each measurement also stops at `Scale::budget`.
-const OP_COUNTS: [(usize, [usize; 4]); 4] = [
+const OP_COUNTS: [(usize, [usize; 4]); 5] = [
     (4 * KIB, [500, 4000, 1000, 8000]),
     (64 * KIB, [200, 2000, 500, 4000]),
     (4 * MIB, [30, 96, 60, 192]),
     (MIB, [60, 192, 120, 384]),
+    (64 * MIB, [4, 16, 8, 32]),
 ];
+/// Requests in flight for 64 MiB objects (the S3 mode): each holds its body in memory.
+const LARGE_IN_FLIGHT: usize = 4;
 /// Time a client operation may take, retries included: a failing cluster shows up as failed
 /// operations (or a failed warm-up) instead of stalling the run.
 const DEADLINE_MS: u64 = 10_000;
@@ -154,10 +157,10 @@ impl Scale {
             .iter()
             .find(|(bytes, _)| *bytes == blob_bytes)
             .expect("every blob size has operation counts");
-        let in_flight = if which.is_multiple_of(2) {
-            1
-        } else {
-            IN_FLIGHT
+        let in_flight = match (which.is_multiple_of(2), blob_bytes >= 64 * MIB) {
+            (true, _) => 1,
+            (false, true) => LARGE_IN_FLIGHT,
+            (false, false) => IN_FLIGHT,
         };
         (counts[which] / self.shrink).max(in_flight).max(4)
     }
@@ -520,12 +523,16 @@ impl Cluster {
 }
 
 /// `count` distinct blobs of `blob_bytes` and their hashes, made before a measurement starts.
+/// `count` blobs never stored before. Every MiB of each is stamped, not only its start: the S3
+/// front stores a large body as chunks, each a blob, and chunks alike would be deduplicated.
 fn fresh_blobs(blob_bytes: usize, count: usize) -> (Arc<Vec<Bytes>>, Arc<Vec<Hash>>) {
     let base = blob(blob_bytes, blob_bytes as u64);
     let blobs: Vec<Bytes> = (0..count)
         .map(|_| {
             let mut bytes = base.clone();
-            stamp(&mut bytes, unique_id());
+            for piece in bytes.chunks_mut(MIB) {
+                stamp(piece, unique_id());
+            }
             Bytes::from(bytes)
         })
         .collect();
@@ -756,9 +763,9 @@ async fn http_round(scale: &Scale, cluster: &Cluster, fronts: &Arc<Fronts>, resu
     }
 }
 
-/// The S3 mode: for 4 KiB (one at a time, for latency) and 4 MiB objects (`IN_FLIGHT` at
-/// once, for throughput), puts then gets through the HTTP fronts and through the S3 fronts,
-/// in the same round.
+/// The S3 mode: for 4 KiB (one at a time, for latency), 4 MiB (`IN_FLIGHT` at once, for
+/// throughput) and 64 MiB objects (`LARGE_IN_FLIGHT` at once), puts then gets through the HTTP
+/// fronts and through the S3 fronts, in the same round.
 async fn s3_round(
     scale: &Scale,
     cluster: &Cluster,
@@ -769,7 +776,11 @@ async fn s3_round(
     if cluster.error.is_some() {
         return;
     }
-    for (blob_bytes, in_flight) in [(4 * KIB, 1), (4 * MIB, IN_FLIGHT)] {
+    for (blob_bytes, in_flight) in [
+        (4 * KIB, 1),
+        (4 * MIB, IN_FLIGHT),
+        (64 * MIB, LARGE_IN_FLIGHT),
+    ] {
         let size = size_label(blob_bytes);
         let key = |path: &str, op: &str| {
             format!(

@@ -31,6 +31,8 @@
 //! #                                   # beside the credentials file, if it exists)
 //! region = "us-east-1"
 //! object_bytes_max = 5368709120    # largest PutObject or part (EntityTooLarge above)
+//! inline_object_bytes_max = 0      # objects up to this size live in their record (one write);
+//!                                   # 0: off. Turn on once every node runs 0.3 or later.
 //! requests_in_flight_max = 256     # beyond it, 503 SlowDown
 //! idle_timeout_ms = 60000
 //! meta_sync_interval_ms = 30000    # how often metadata replicas compare digests
@@ -53,7 +55,9 @@ use cairn_core::heal::HealSettings;
 use cairn_core::membership::FailureDetectorSettings;
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{GC_GRACE_MS_MIN, HTTP_TOKEN_BYTES_MIN, S3_SECRET_KEY_BYTES_MIN};
+use crate::limits::{
+    GC_GRACE_MS_MIN, HTTP_TOKEN_BYTES_MIN, S3_INLINE_OBJECT_BYTES_LIMIT, S3_SECRET_KEY_BYTES_MIN,
+};
 
 /// First pause before a failed hint delivery is retried.
 pub const HINT_RETRY_MS_MIN_DEFAULT: u64 = 200;
@@ -249,6 +253,14 @@ pub const S3_REGION_DEFAULT: &str = "us-east-1";
 /// Largest object in one PutObject, and largest part, unless configured: 5 GiB, as S3.
 pub const S3_OBJECT_BYTES_MAX_DEFAULT: u64 = 5 << 30;
 
+/// Objects stored inside their record unless configured: none. A record holding its object is
+/// of record version 3, which nodes before 0.3 cannot read, so it is turned on (`cairn dev`
+/// does, with `S3_INLINE_OBJECT_BYTES_DEV`) once every node runs 0.3 or later.
+pub const S3_INLINE_OBJECT_BYTES_MAX_DEFAULT: u64 = 0;
+
+/// What `cairn dev` and the tests' clusters store inline: 16 KiB.
+pub const S3_INLINE_OBJECT_BYTES_DEV: u64 = 16 * 1024;
+
 /// S3 requests a node serves at once unless configured.
 pub const S3_REQUESTS_IN_FLIGHT_MAX_DEFAULT: usize = 256;
 
@@ -281,6 +293,10 @@ pub struct S3Settings {
     pub region: String,
     #[serde(default = "s3_object_bytes_max_default")]
     pub object_bytes_max: u64,
+    /// Objects of up to this many bytes are stored inside their record (so a PutObject is one
+    /// quorum write), at most `S3_INLINE_OBJECT_BYTES_LIMIT`; 0 turns it off.
+    #[serde(default = "s3_inline_object_bytes_max_default")]
+    pub inline_object_bytes_max: u64,
     #[serde(default = "s3_requests_in_flight_max_default")]
     pub requests_in_flight_max: usize,
     #[serde(default = "http_idle_timeout_ms_default")]
@@ -312,6 +328,9 @@ fn s3_region_default() -> String {
 fn s3_object_bytes_max_default() -> u64 {
     S3_OBJECT_BYTES_MAX_DEFAULT
 }
+fn s3_inline_object_bytes_max_default() -> u64 {
+    S3_INLINE_OBJECT_BYTES_MAX_DEFAULT
+}
 fn s3_requests_in_flight_max_default() -> usize {
     S3_REQUESTS_IN_FLIGHT_MAX_DEFAULT
 }
@@ -340,6 +359,7 @@ impl S3Settings {
             key_encryption_key_file: None,
             region: s3_region_default(),
             object_bytes_max: S3_OBJECT_BYTES_MAX_DEFAULT,
+            inline_object_bytes_max: S3_INLINE_OBJECT_BYTES_MAX_DEFAULT,
             requests_in_flight_max: S3_REQUESTS_IN_FLIGHT_MAX_DEFAULT,
             idle_timeout_ms: HTTP_IDLE_TIMEOUT_MS_DEFAULT,
             meta_sync_interval_ms: META_SYNC_INTERVAL_MS_DEFAULT,
@@ -378,6 +398,15 @@ impl S3Settings {
             return Err(ConfigError::Parse {
                 path: PathBuf::from("[s3]"),
                 message: format!("virtual_host_domain = {domain:?} is not a DNS name: {reason}"),
+            });
+        }
+        if self.inline_object_bytes_max > S3_INLINE_OBJECT_BYTES_LIMIT {
+            return Err(ConfigError::Parse {
+                path: PathBuf::from("[s3]"),
+                message: format!(
+                    "inline_object_bytes_max = {} is over the limit of {S3_INLINE_OBJECT_BYTES_LIMIT}",
+                    self.inline_object_bytes_max
+                ),
             });
         }
         if self.gc_grace_ms < GC_GRACE_MS_MIN {

@@ -86,10 +86,14 @@ impl ClusterSpec {
             failure_detector: Default::default(),
             heal: Default::default(),
             http: Default::default(),
-            s3: Some(crate::config::S3Settings::new(
-                SocketAddr::from((ip, 0)),
-                PathBuf::from("certs/s3-credentials.toml"),
-            )),
+            s3: Some(crate::config::S3Settings {
+                // A new cluster has no node of a version that cannot read inline objects.
+                inline_object_bytes_max: crate::config::S3_INLINE_OBJECT_BYTES_DEV,
+                ..crate::config::S3Settings::new(
+                    SocketAddr::from((ip, 0)),
+                    PathBuf::from("certs/s3-credentials.toml"),
+                )
+            }),
             space: Default::default(),
         }
     }

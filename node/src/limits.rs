@@ -229,8 +229,18 @@ pub const S3_REFUSED_BODY_DRAIN_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// closed instead.
 pub const S3_REFUSED_BODY_DRAIN_MS: u64 = 10_000;
 
-/// S3 request bodies up to this size are held in memory; larger ones go to a spool file.
-pub const S3_BODY_IN_MEMORY_BYTES_MAX: u64 = 2 * 1024 * 1024;
+/// S3 request bodies are cut into chunks of this size as they arrive, each stored as a blob
+/// of its own. 8 MiB is the part size of the AWS CLI and SDKs, so their parts are one chunk
+/// each; and it is at most what a replica takes in whole (`STREAM_BUFFER_BYTES_MAX`).
+pub const S3_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The most an object stored inside its record (`inline_object_bytes_max`) may hold: 64 KiB,
+/// so that a listing's page of records stays far below `META_PAGE_BYTES_MAX`'s share.
+pub const S3_INLINE_OBJECT_BYTES_LIMIT: u64 = 64 * 1024;
+
+/// Chunks of one S3 request body being stored at once, beside the one filling: a body holds
+/// at most `S3_CHUNK_BYTES` times one more than this in memory.
+pub const S3_CHUNKS_IN_FLIGHT_MAX: usize = 2;
 
 /// Keys a listing returns at most, whatever `max-keys` asks: 1,000, as S3.
 pub const S3_LIST_KEYS_MAX: usize = 1_000;
@@ -359,5 +369,10 @@ const _: () = assert!(S3_MARK_BATCH_MAX <= S3_MARK_QUEUE_MAX);
 const _: () = assert!(GC_GRACE_MS_MIN / 4 + META_CALL_TIMEOUT_MS < GC_GRACE_MS_MIN);
 // Shutdown waits a bounded time for its tasks.
 const _: () = assert!(SHUTDOWN_WAIT_STEP_MS * SHUTDOWN_WAIT_STEPS as u64 <= 10_000);
+// An object inline in its record fits one chunk, and a metadata page many times over.
+const _: () = assert!(S3_INLINE_OBJECT_BYTES_LIMIT <= S3_CHUNK_BYTES);
+const _: () = assert!(S3_INLINE_OBJECT_BYTES_LIMIT * 16 <= META_PAGE_BYTES_MAX as u64);
+// A chunk of an S3 body is taken in whole by a replica.
+const _: () = assert!(S3_CHUNK_BYTES <= cairn_engine::limits::STREAM_BUFFER_BYTES_MAX);
 // The in-memory part of a front's body is far below what a blob may be.
 const _: () = assert!(HTTP_BODY_IN_MEMORY_BYTES_MAX <= LOCAL_READ_BYTES_MAX);

@@ -1,7 +1,8 @@
 //! The S3 front of six in-process nodes: objects written through one node and read, listed and
 //! overwritten through the others; metadata replicas that miss writes and catch up; concurrent
 //! writers of one key converging; bad requests refused with S3's errors and nothing stored;
-//! and the garbage collector removing exactly the blobs nothing refers to.
+//! the garbage collector removing exactly the blobs nothing refers to; and large bodies
+//! stored in chunks, read back whole, by range and by part, and collected when refused.
 
 mod common;
 
@@ -90,12 +91,14 @@ fn stored_somewhere(cluster: &TestCluster, hash: &Hash) -> bool {
     !stored_nowhere(cluster, hash)
 }
 
-/// Six nodes whose collector runs only when asked, with the shortest grace period.
+/// Six nodes whose collector runs only when asked, with the shortest grace period. Every
+/// object is stored as blobs (none inside its record), since the collector is about blobs.
 async fn collector_cluster(seed: u8) -> TestCluster {
     TestCluster::start_spec(seed, |spec| {
         let s3 = spec.s3.as_mut().unwrap();
         s3.gc_grace_ms = cairn_node::limits::GC_GRACE_MS_MIN;
         s3.gc_interval_ms = 0;
+        s3.inline_object_bytes_max = 0;
     })
     .await
 }
@@ -582,6 +585,248 @@ async fn the_collector_removes_exactly_the_blobs_nothing_refers_to() {
         assert_eq!(got.status, 200, "{key}: {}", text(&got));
         assert!(got.body == *bytes, "{key}");
     }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_objects_live_inside_their_record_and_read_back_whole_by_range_and_copied() {
+    let inline_max = cairn_node::config::S3_INLINE_OBJECT_BYTES_DEV as usize;
+    let cluster = TestCluster::start(58).await;
+    let n1 = s3(&cluster, "n1");
+    let n5 = s3(&cluster, "n5");
+    assert_eq!(
+        call(&n1, "PUT", "/small", &[], Bytes::new()).await.status,
+        200
+    );
+    let body = seeded_bytes(40, inline_max);
+    let r = call(&n1, "PUT", "/small/inline", &[], body.clone()).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.header("etag").unwrap(), format!("\"{}\"", md5_hex(&body)));
+    assert!(
+        stored_nowhere(&cluster, &Hash::of(&body)),
+        "an inline object became a blob"
+    );
+    let got = call(&n5, "GET", "/small/inline", &[], Bytes::new()).await;
+    assert!(
+        got.status == 200 && got.body == body,
+        "the inline object read back differs"
+    );
+    let got = n5
+        .request(
+            "GET",
+            "/small/inline",
+            &[],
+            &[("range", "bytes=100-199")],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.status, 206);
+    assert!(got.body == body[100..200]);
+    let r = n1
+        .request(
+            "PUT",
+            "/small/copy",
+            &[],
+            &[("x-amz-copy-source", "small/inline")],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let got = call(&n5, "GET", "/small/copy", &[], Bytes::new()).await;
+    assert!(got.status == 200 && got.body == body, "the copy differs");
+    // One byte more is a blob, as before.
+    let larger = seeded_bytes(41, inline_max + 1);
+    let r = call(&n1, "PUT", "/small/larger", &[], larger.clone()).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert!(
+        stored_somewhere(&cluster, &Hash::of(&larger)),
+        "a larger object is not a blob"
+    );
+    let got = call(&n5, "GET", "/small/larger", &[], Bytes::new()).await;
+    assert!(got.status == 200 && got.body == larger);
+    // An empty object is neither.
+    let r = call(&n1, "PUT", "/small/empty", &[], Bytes::new()).await;
+    assert_eq!(r.status, 200);
+    let got = call(&n5, "GET", "/small/empty", &[], Bytes::new()).await;
+    assert!(got.status == 200 && got.body.is_empty());
+    cluster.shutdown().await;
+}
+
+/// The chunks `s3::body` cuts a body into.
+fn chunks_of(bytes: &[u8]) -> Vec<Hash> {
+    let chunk_bytes = cairn_node::limits::S3_CHUNK_BYTES as usize;
+    bytes.chunks(chunk_bytes).map(Hash::of).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_are_stored_in_chunks_read_back_by_range_and_part_and_collected_if_refused() {
+    let chunk = cairn_node::limits::S3_CHUNK_BYTES as usize;
+    // Long enough that a debug build on a loaded machine takes a body of several chunks
+    // within the reference window (a quarter of it).
+    let grace_ms = 4 * cairn_node::limits::GC_GRACE_MS_MIN;
+    let cluster = TestCluster::start_spec(59, |spec| {
+        let s3 = spec.s3.as_mut().unwrap();
+        s3.gc_grace_ms = grace_ms;
+        s3.gc_interval_ms = 0;
+    })
+    .await;
+    let n1 = s3(&cluster, "n1");
+    let n4 = s3(&cluster, "n4");
+    assert_eq!(
+        call(&n1, "PUT", "/large", &[], Bytes::new()).await.status,
+        200
+    );
+
+    // A PutObject of two chunks and a bit: each chunk is a blob of its own.
+    let body = seeded_bytes(30, 2 * chunk + 7);
+    let started = std::time::Instant::now();
+    let r = call(&n1, "PUT", "/large/object", &[], body.clone()).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    eprintln!(
+        "a PutObject of {} bytes took {:?}",
+        body.len(),
+        started.elapsed()
+    );
+    assert_eq!(r.header("etag").unwrap(), format!("\"{}\"", md5_hex(&body)));
+    let chunks = chunks_of(&body);
+    assert_eq!(chunks.len(), 3);
+    for hash in &chunks {
+        assert!(stored_somewhere(&cluster, hash), "a chunk is missing");
+    }
+    assert!(
+        stored_nowhere(&cluster, &Hash::of(&body)),
+        "the body was stored whole"
+    );
+    let got = call(&n4, "GET", "/large/object", &[], Bytes::new()).await;
+    assert_eq!(got.status, 200);
+    assert!(got.body == body, "the object read back differs");
+    // Ranges across a chunk boundary, and within the last chunk.
+    for (first, last) in [
+        (chunk - 10, chunk + 9),
+        (2 * chunk + 1, 2 * chunk + 6),
+        (0, 0),
+    ] {
+        let range = format!("bytes={first}-{last}");
+        let got = n4
+            .request(
+                "GET",
+                "/large/object",
+                &[],
+                &[("range", &range)],
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.status, 206, "{range}");
+        assert!(got.body == body[first..=last], "{range}");
+    }
+
+    // A multipart upload whose first part is two chunks.
+    let r = call(
+        &n1,
+        "POST",
+        "/large/multi",
+        &[("uploads", "")],
+        Bytes::new(),
+    )
+    .await;
+    let upload = xml_values(&r.body, "UploadId").remove(0);
+    let parts = [seeded_bytes(31, chunk + 1000), seeded_bytes(32, 100)];
+    let mut etags = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let number = (i + 1).to_string();
+        let r = call(
+            &n1,
+            "PUT",
+            "/large/multi",
+            &[("partNumber", &number), ("uploadId", &upload)],
+            part.clone(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        etags.push(r.header("etag").unwrap().to_string());
+    }
+    let complete = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part>\
+         <Part><PartNumber>2</PartNumber><ETag>{}</ETag></Part></CompleteMultipartUpload>",
+        etags[0], etags[1]
+    );
+    let r = call(
+        &n1,
+        "POST",
+        "/large/multi",
+        &[("uploadId", &upload)],
+        complete,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let whole = [parts[0].clone(), parts[1].clone()].concat();
+    let got = call(&n4, "GET", "/large/multi", &[], Bytes::new()).await;
+    assert!(
+        got.status == 200 && got.body == whole,
+        "the multipart object differs"
+    );
+    for (number, part) in [("1", &parts[0]), ("2", &parts[1])] {
+        let got = call(
+            &n4,
+            "GET",
+            "/large/multi",
+            &[("partNumber", number)],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(got.status, 206, "part {number}");
+        assert!(got.body == *part, "part {number} differs");
+    }
+
+    // A body refused after it was stored (its Content-MD5 is another body's) leaves nothing
+    // visible, and its chunks are collected once the grace period is over.
+    let refused = seeded_bytes(33, chunk + 5);
+    let wrong_md5 = cairn_tests::s3::base64(&{
+        use md5::Digest;
+        md5::Md5::digest(b"another body")
+    });
+    let r = n1
+        .request(
+            "PUT",
+            "/large/refused",
+            &[],
+            &[("content-md5", &wrong_md5)],
+            refused.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", text(&r));
+    assert!(text(&r).contains("BadDigest"), "{}", text(&r));
+    let got = call(&n4, "GET", "/large/refused", &[], Bytes::new()).await;
+    assert_eq!(got.status, 404);
+    let refused_chunks = chunks_of(&refused);
+    // The first chunk was on its way when the refusal was answered: its store finishes, and
+    // marks it, in the background.
+    wait_until("the refused body's first chunk is stored", || {
+        stored_somewhere(&cluster, &refused_chunks[0])
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(grace_ms + 1000)).await;
+    let node = cluster.node("n2");
+    let status = collect(node, "the collection").await;
+    assert_eq!(status.errors, 0, "{status:?}");
+    for hash in &refused_chunks {
+        assert!(
+            stored_nowhere(&cluster, hash),
+            "a refused body's chunk survived"
+        );
+    }
+    for hash in chunks.iter().chain(&chunks_of(&parts[0])) {
+        assert!(
+            stored_somewhere(&cluster, hash),
+            "a referenced chunk was deleted"
+        );
+    }
+    let got = call(&n4, "GET", "/large/multi", &[], Bytes::new()).await;
+    assert!(got.status == 200 && got.body == whole);
     cluster.shutdown().await;
 }
 

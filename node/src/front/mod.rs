@@ -1,5 +1,5 @@
 //! What the two fronts (HTTP and S3) share, so that neither imports the other: binding a
-//! listener, the body spool, the stall guard on connections, and TLS.
+//! listener, the stall guard on connections, TLS, and the HTTP front's body spool.
 
 pub mod spool;
 pub mod stall;

@@ -1,29 +1,44 @@
-//! Taking in an S3 request body: hashing it (BLAKE3 for its name, MD5 for its ETag, and any
-//! checksum the client announced), holding it in memory or in a spool file, and checking it
-//! against what the client claimed, all before anything reaches the cluster.
+//! Taking in an S3 request body: cutting it into chunks as it arrives and storing each chunk
+//! as a blob of its own (placed by its own hash, so on its own replica set) while the next one
+//! arrives, hashing it on the way (MD5 for its ETag, and any checksum the client announced),
+//! and checking it against what the client claimed.
+//!
+//! Memory per body is bounded by `S3_CHUNK_BYTES` times one more than
+//! `S3_CHUNKS_IN_FLIGHT_MAX`, whatever its size; nothing is spooled. A body refused part-way
+//! (cut off, too long, not matching its digest) may leave chunks stored: each is marked for
+//! the collector as soon as it is stored, and since no record names it, it is collected like
+//! any unreferenced blob.
 
-use std::path::Path;
+use std::collections::VecDeque;
+use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use cairn_engine::Hash;
 use md5::Digest as _;
 use s3s::dto::StreamingBlob;
-use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
+use s3s::{S3Error, S3Result, s3_error};
+use tokio::task::JoinHandle;
 
 use super::checksums;
-use super::records::{Checksum, ChecksumAlgorithm, ChecksumKind};
-use crate::front::spool::{Held, Spool};
+use super::gc::MarkWriter;
+use super::records::{BlobRef, Checksum, ChecksumAlgorithm, ChecksumKind};
+use super::rules::client_error;
 use crate::limits::{
-    S3_BODY_IN_MEMORY_BYTES_MAX, S3_REFUSED_BODY_DRAIN_BYTES_MAX, S3_REFUSED_BODY_DRAIN_MS,
+    S3_CHUNK_BYTES, S3_CHUNKS_IN_FLIGHT_MAX, S3_REFUSED_BODY_DRAIN_BYTES_MAX,
+    S3_REFUSED_BODY_DRAIN_MS,
 };
+use crate::state::State;
 
 pub struct Received {
-    pub hash: Hash,
     pub len: u64,
     /// Hex MD5.
     pub md5_hex: String,
     /// The checksums the request asked for, computed, each matching what it claimed.
     pub checksums: Vec<Checksum>,
-    pub held: Held,
+    /// The body's chunks, in order, each stored (none for an empty body or one kept inline).
+    pub blobs: Vec<BlobRef>,
+    /// The body, when it is to be stored inside its record (not stored as a blob).
+    pub inline: Vec<u8>,
 }
 
 impl Received {
@@ -54,21 +69,91 @@ pub struct ClaimedChecksum {
     pub trailer: bool,
 }
 
-fn spool_error(e: std::io::Error) -> S3Error {
-    if e.raw_os_error() == Some(libc::ENOSPC) {
-        return s3_error!(ServiceUnavailable, "the node's spool disk is full");
-    }
-    S3Error::with_message(S3ErrorCode::InternalError, format!("spool: {e}"))
+/// Where a body's chunks go: the cluster, through the node's client, each marked for the
+/// collector once stored.
+#[derive(Clone)]
+pub struct ChunkSink {
+    pub state: Arc<State>,
+    pub marks: MarkWriter,
 }
 
-/// Reads a body to its end; refuses one over `max` bytes, cut short, or not matching what was
-/// claimed for it.
+impl ChunkSink {
+    /// Stores one chunk; the write quorum holds it durably when this returns `Ok`.
+    async fn store(self, bytes: Bytes) -> S3Result<BlobRef> {
+        let hash = Hash::from(blake3::hash(&bytes));
+        let blob = BlobRef {
+            hash: *hash.as_bytes(),
+            len: bytes.len() as u64,
+        };
+        let put = self.state.cluster_client.put_known(hash, bytes).await;
+        put.map_err(client_error)?;
+        self.marks.note(&self.state, &blob).await;
+        Ok(blob)
+    }
+}
+
+/// The chunks of one body on their way to the cluster, oldest first. A chunk's store runs as
+/// a task of its own, so chunks go to their replica sets side by side; at most
+/// `S3_CHUNKS_IN_FLIGHT_MAX` at a time. Dropping this (the request went away) lets the stores
+/// under way finish: each marks its chunk, so the collector finds it.
+struct ChunkStores {
+    sink: ChunkSink,
+    in_flight: VecDeque<JoinHandle<S3Result<BlobRef>>>,
+    stored: Vec<BlobRef>,
+}
+
+impl ChunkStores {
+    /// Starts storing `bytes`, first waiting for the oldest store if as many are under way as
+    /// may be.
+    async fn push(&mut self, bytes: Bytes) -> S3Result<()> {
+        if self.in_flight.len() >= S3_CHUNKS_IN_FLIGHT_MAX {
+            self.finish_oldest().await?;
+        }
+        let sink = self.sink.clone();
+        self.in_flight
+            .push_back(crate::task::spawn(sink.store(bytes)));
+        Ok(())
+    }
+
+    async fn finish_oldest(&mut self) -> S3Result<()> {
+        if let Some(handle) = self.in_flight.pop_front() {
+            let blob = handle
+                .await
+                .map_err(|e| s3_error!(InternalError, "a chunk's store failed: {e}"))??;
+            self.stored.push(blob);
+        }
+        Ok(())
+    }
+
+    /// Stores the last chunk (if any) and waits for every store; the chunks in order. A body
+    /// of one chunk is stored without a task of its own.
+    async fn finish(mut self, last: Bytes) -> S3Result<Vec<BlobRef>> {
+        if self.in_flight.is_empty() && self.stored.is_empty() {
+            if last.is_empty() {
+                return Ok(Vec::new());
+            }
+            return Ok(vec![self.sink.clone().store(last).await?]);
+        }
+        if !last.is_empty() {
+            self.push(last).await?;
+        }
+        while !self.in_flight.is_empty() {
+            self.finish_oldest().await?;
+        }
+        Ok(std::mem::take(&mut self.stored))
+    }
+}
+
+/// Reads a body to its end, storing it chunk by chunk; refuses one over `max` bytes, cut
+/// short, or not matching what was claimed for it (what was stored of it stays unreferenced).
+/// A body of at most `inline_max` bytes (and at least one) is not stored but returned, for its
+/// record to hold.
 pub async fn receive(
     body: Option<StreamingBlob>,
     claimed: &Claimed,
     trailers: Option<&s3s::TrailingHeaders>,
-    max: u64,
-    spool_dir: &Path,
+    (max, inline_max): (u64, u64),
+    sink: ChunkSink,
 ) -> S3Result<Received> {
     use futures_core::Stream;
     if let Some(len) = claimed.content_length
@@ -79,10 +164,19 @@ pub async fn receive(
             "{len} bytes is over this node's limit of {max}"
         ));
     }
-    let mut hasher = blake3::Hasher::new();
     let mut md5 = md5::Md5::new();
     let mut checks = checksums::hasher(claimed.checksums.iter().map(|c| c.algorithm));
-    let mut spool = Spool::new(spool_dir.to_path_buf(), S3_BODY_IN_MEMORY_BYTES_MAX);
+    let mut stores = ChunkStores {
+        sink,
+        in_flight: VecDeque::new(),
+        stored: Vec::new(),
+    };
+    let chunk_capacity = |left: Option<u64>| match left {
+        Some(left) => left.min(S3_CHUNK_BYTES) as usize,
+        None => S3_CHUNK_BYTES as usize,
+    };
+    let mut expected_left = claimed.content_length.map(|l| l.max(0) as u64);
+    let mut chunk = BytesMut::with_capacity(chunk_capacity(expected_left));
     let mut len = 0u64;
     if let Some(mut body) = body {
         loop {
@@ -99,10 +193,24 @@ pub async fn receive(
                     "over this node's limit of {max} bytes"
                 ));
             }
-            hasher.update(&data);
             md5.update(&data);
             checks.update(&data);
-            spool.push(&data).await.map_err(spool_error)?;
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                // A full chunk goes once a byte after it arrived: the last chunk waits for
+                // the checks below, so a body of one chunk that fails them stores nothing.
+                if chunk.len() as u64 == S3_CHUNK_BYTES {
+                    expected_left = expected_left.map(|l| l.saturating_sub(S3_CHUNK_BYTES));
+                    let full = std::mem::replace(
+                        &mut chunk,
+                        BytesMut::with_capacity(chunk_capacity(expected_left)),
+                    );
+                    stores.push(full.freeze()).await?;
+                }
+                let take = rest.len().min(S3_CHUNK_BYTES as usize - chunk.len());
+                chunk.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+            }
         }
     }
     if let Some(expected) = claimed.content_length
@@ -110,7 +218,7 @@ pub async fn receive(
     {
         return Err(s3_error!(
             IncompleteBody,
-            "Content-Length said {expected} bytes, {len} arrived; nothing was stored"
+            "Content-Length said {expected} bytes, {len} arrived; no object was written"
         ));
     }
     let md5 = md5.finalize();
@@ -158,13 +266,16 @@ pub async fn receive(
             });
         }
     }
-    let held = spool.finish().await.map_err(spool_error)?;
+    let (blobs, inline) = match len > 0 && len <= inline_max {
+        true => (Vec::new(), chunk.to_vec()),
+        false => (stores.finish(chunk.freeze()).await?, Vec::new()),
+    };
     Ok(Received {
-        hash: Hash::from(hasher.finalize()),
         len,
         md5_hex: super::records::hex(&md5),
         checksums: checksums_computed,
-        held,
+        blobs,
+        inline,
     })
 }
 
@@ -176,12 +287,12 @@ fn body_error(len: u64, e: &(dyn std::error::Error + Send + Sync)) -> S3Error {
     if text.contains("SignatureMismatch") {
         return s3_error!(
             SignatureDoesNotMatch,
-            "a chunk's signature does not match its bytes; nothing was stored"
+            "a chunk's signature does not match its bytes; no object was written"
         );
     }
     s3_error!(
         IncompleteBody,
-        "the body ended early after {len} bytes ({text}); nothing was stored"
+        "the body ended early after {len} bytes ({text}); no object was written"
     )
 }
 

@@ -319,9 +319,7 @@ impl Collector<'_> {
                     .as_deref()
                     .and_then(records::decode::<PartRecord>)
                 {
-                    Some(record) => {
-                        referenced.insert(record.blob.hash);
-                    }
+                    Some(record) => referenced.extend(record.blobs().map(|b| b.hash)),
                     None => unreadable = Some(String::from_utf8_lossy(key).into_owned()),
                 }
                 Walk::Next
@@ -503,9 +501,11 @@ pub(crate) async fn write_upload_removal(
     write(vec![upload]).await
 }
 
-/// Writes the marks of blobs the S3 front stored, after their records, in batches: a mark
-/// only tells the collector which blobs are its to consider (a put's own version keeps its
-/// blob safe), so it need not delay the put's answer.
+/// Writes the marks of blobs the S3 front stored, in batches: a mark only tells the collector
+/// which blobs are its to consider (a put's own version keeps its blob safe), so it need not
+/// delay the put's answer. A body's chunks are marked as they are stored, before any record
+/// names them, so that the chunks of a body refused part-way are collected too.
+#[derive(Clone)]
 pub(crate) struct MarkWriter {
     queue: tokio::sync::mpsc::Sender<(MetaKey, Entry)>,
 }

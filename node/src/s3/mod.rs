@@ -14,7 +14,7 @@
 //!   server-side encryption Cairn refuses (plain functions).
 //! - [`keys`]: the access keys, the configuration file's and those managed online, and their
 //!   permissions on buckets; [`admin`]: `cairn key` and `cairn bucket`, answered.
-//! - [`body`]: taking in a request body (hashes, checksums, spooling).
+//! - [`body`]: taking in a request body in chunks (stored as they fill, hashes, checksums).
 //! - [`records`]: the records and their keys.
 //! - [`gc`]: removing blobs no object or upload refers to, after applying the buckets'
 //!   lifecycle rules.
@@ -37,7 +37,6 @@ mod tags;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +57,6 @@ use crate::limits::{
     S3_HEADER_BYTES_MAX, S3_HEADERS_COUNT_MAX, S3_PRESIGNED_EXPIRES_SECS_MAX,
     S3_XML_BODY_BYTES_MAX,
 };
-use crate::local::files;
 use crate::state::State;
 
 /// A status an operation answers with where S3's differs from the one the S3 library gives
@@ -71,7 +69,6 @@ pub(crate) struct StatusOverride(pub hyper::StatusCode);
 pub(crate) struct S3Front {
     state: Arc<State>,
     settings: S3Settings,
-    spool_dir: PathBuf,
     /// Buckets found to exist, and when: a put checks its bucket at most once per
     /// `S3_BUCKET_SEEN_MS` through this node.
     buckets_seen: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -204,7 +201,8 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
         .map(|files| FrontTls::start(files, state.tls_figures("s3")))
         .transpose()?
         .map(Arc::new);
-    let spool_dir = files::empty_dir(&state.data_dir.join("s3-spool"))?;
+    // Versions before 0.3 spooled large bodies here; none does now.
+    let _ = std::fs::remove_dir_all(state.data_dir.join("s3-spool"));
     let (listener, addr) = crate::front::bind(settings.listen).await?;
     let marks = gc::MarkWriter::start(state.clone());
     let ids = Arc::new(RequestIds::new(&state.id));
@@ -214,7 +212,6 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
         marks,
         state,
         settings: settings.clone(),
-        spool_dir,
         buckets_seen: Default::default(),
         keys: keyring.clone(),
     };

@@ -82,6 +82,24 @@ pub struct ObjectRecord {
     pub part_checksums: Vec<String>,
     /// The multipart upload this object completed, so that a repeated Complete is answered.
     pub upload_id: Option<String>,
+    /// A multipart object's part sizes, every part's, when some part is more than one blob;
+    /// empty otherwise, and then part n is blob n (new in version 3).
+    pub part_sizes: Vec<u64>,
+    /// The object's bytes, for an object stored inside its record (`blobs` is then empty);
+    /// empty otherwise (new in version 3).
+    pub inline: Vec<u8>,
+}
+
+impl ObjectRecord {
+    /// The sizes of a multipart object's parts, in order (an empty last part holds no blob,
+    /// so without `part_sizes` it has no entry here).
+    pub fn part_lens(&self) -> Vec<u64> {
+        if self.part_sizes.is_empty() {
+            self.blobs.iter().map(|b| b.len).collect()
+        } else {
+            self.part_sizes.clone()
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,12 +114,50 @@ pub struct UploadRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartRecord {
+    /// The part's first chunk (of `s3::body`); for an empty part the empty blob, which is
+    /// never stored.
     pub blob: BlobRef,
     /// Hex MD5 of the part, without quotes.
     pub etag: String,
     pub last_modified_ms: u64,
     /// Base64, of the upload's algorithm.
     pub checksum: Option<String>,
+    /// The part's chunks after the first (new in version 3).
+    pub blobs_after: Vec<BlobRef>,
+}
+
+impl PartRecord {
+    /// A part of these chunks (none: an empty part).
+    pub fn of_blobs(
+        blobs: &[BlobRef],
+        etag: String,
+        last_modified_ms: u64,
+        checksum: Option<String>,
+    ) -> PartRecord {
+        let empty = BlobRef {
+            hash: *blake3::hash(b"").as_bytes(),
+            len: 0,
+        };
+        PartRecord {
+            blob: blobs.first().copied().unwrap_or(empty),
+            etag,
+            last_modified_ms,
+            checksum,
+            blobs_after: blobs.get(1..).unwrap_or_default().to_vec(),
+        }
+    }
+
+    /// The part's stored blobs, in order (none for an empty part).
+    pub fn blobs(&self) -> impl Iterator<Item = &BlobRef> {
+        std::iter::once(&self.blob)
+            .chain(&self.blobs_after)
+            .filter(|b| b.len > 0)
+    }
+
+    /// The part's size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.blobs().map(|b| b.len).sum()
+    }
 }
 
 /// The collector's knowledge of a blob the S3 front wrote: when it was last written or
@@ -125,32 +181,65 @@ pub struct BucketTagging {
 /// begins with its blob's hash, and would also have to decode whole as the new form.
 pub const RECORD_MAGIC: [u8; 2] = *b"CS";
 
-/// The records' format version. 1: postcard without a header. 2: `RECORD_MAGIC`, this byte,
-/// postcard; objects gained the standard headers, tags, a checksum, the parts' checksums and
-/// the completing upload's id; uploads the headers, tags and checksum algorithm; parts a
-/// checksum.
-pub const RECORD_VERSION: u8 = 2;
+/// The records' newest format version. 1: postcard without a header. 2: `RECORD_MAGIC`, the
+/// version byte, postcard; objects gained the standard headers, tags, a checksum, the parts'
+/// checksums and the completing upload's id; uploads the headers, tags and checksum
+/// algorithm; parts a checksum. 3: objects gained `part_sizes` and `inline`, parts
+/// `blobs_after`: lists at the end of the record.
+///
+/// A record is written in the oldest version that holds it, so that a node of the version
+/// before reads it during a rolling upgrade and after a rollback: version 2, with the lists
+/// left out, while the lists new in version 3 are empty (every part one chunk, as the AWS
+/// CLI's and SDKs' 8 MiB parts are, and the object not inline), version 3 otherwise.
+pub const RECORD_VERSION: u8 = 3;
 
-/// A record kept in the metadata: written in the current version, read in any.
+/// A record kept in the metadata: written in the oldest version that holds it, read in any.
 pub trait Record: Serialize + for<'de> Deserialize<'de> {
     /// Reads a record of version 1 (postcard, no header).
     fn from_version_1(bytes: &[u8]) -> Option<Self>;
+
+    /// How many of the record's last fields are lists new in version 3.
+    const LISTS_SINCE_3: usize = 0;
+
+    /// Whether those lists are all empty (they are left out in version 2).
+    fn lists_since_3_empty(&self) -> bool {
+        true
+    }
 }
 
 pub fn encode<T: Record>(record: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&RECORD_MAGIC);
-    out.push(RECORD_VERSION);
-    postcard::to_extend(record, out).expect("a record always encodes")
+    out.push(2);
+    let mut out = postcard::to_extend(record, out).expect("a record always encodes");
+    if T::LISTS_SINCE_3 > 0 {
+        if record.lists_since_3_empty() {
+            // An empty list is its length alone: one zero byte each, at the end.
+            out.truncate(out.len() - T::LISTS_SINCE_3);
+        } else {
+            out[RECORD_MAGIC.len()] = 3;
+        }
+    }
+    out
 }
 
 pub fn decode<T: Record>(bytes: &[u8]) -> Option<T> {
-    if let Some(body) = bytes.strip_prefix(&[RECORD_MAGIC[0], RECORD_MAGIC[1], RECORD_VERSION])
-        && let Some(record) = decode_whole(body)
-    {
-        return Some(record);
-    }
-    T::from_version_1(bytes)
+    let decoded = match bytes {
+        [m0, m1, 3, body @ ..] if [*m0, *m1] == RECORD_MAGIC && T::LISTS_SINCE_3 > 0 => {
+            decode_whole(body)
+        }
+        [m0, m1, 2, body @ ..] if [*m0, *m1] == RECORD_MAGIC => {
+            if T::LISTS_SINCE_3 > 0 {
+                let mut whole = body.to_vec();
+                whole.extend(std::iter::repeat_n(0, T::LISTS_SINCE_3));
+                decode_whole(&whole)
+            } else {
+                decode_whole(body)
+            }
+        }
+        _ => None,
+    };
+    decoded.or_else(|| T::from_version_1(bytes))
 }
 
 /// Decodes a postcard value that must fill `bytes` exactly.
@@ -204,7 +293,15 @@ impl Record for ObjectRecord {
             checksum: None,
             part_checksums: Vec::new(),
             upload_id: None,
+            part_sizes: Vec::new(),
+            inline: Vec::new(),
         })
+    }
+
+    const LISTS_SINCE_3: usize = 2;
+
+    fn lists_since_3_empty(&self) -> bool {
+        self.part_sizes.is_empty() && self.inline.is_empty()
     }
 }
 
@@ -229,7 +326,14 @@ impl Record for PartRecord {
             etag: v1.etag,
             last_modified_ms: v1.last_modified_ms,
             checksum: None,
+            blobs_after: Vec::new(),
         })
+    }
+
+    const LISTS_SINCE_3: usize = 1;
+
+    fn lists_since_3_empty(&self) -> bool {
+        self.blobs_after.is_empty()
     }
 }
 
@@ -522,15 +626,118 @@ mod tests {
         assert_eq!(decode::<PartRecord>(&part).unwrap().blob, blob);
 
         let encoded = encode(&read);
-        assert_eq!(
-            encoded[..3],
-            [RECORD_MAGIC[0], RECORD_MAGIC[1], RECORD_VERSION]
-        );
+        assert_eq!(encoded[..3], [RECORD_MAGIC[0], RECORD_MAGIC[1], 2]);
         assert_eq!(decode::<ObjectRecord>(&encoded).unwrap(), read);
         // A version-1 object cannot begin with the header: its second byte would be an ETag
         // length of 83.
         assert!(decode::<ObjectRecord>(&encoded[..encoded.len() - 1]).is_none());
         assert!(decode::<ObjectRecord>(b"garbage").is_none());
+    }
+
+    /// Objects and parts as version 2 wrote them (and a node of 0.2 reads them).
+    mod written_by_version_2 {
+        use super::super::{BlobRef, Checksum, ContentHeaders};
+        use serde::Serialize;
+
+        #[derive(Serialize)]
+        pub struct Object {
+            pub size: u64,
+            pub etag: String,
+            pub headers: ContentHeaders,
+            pub user_metadata: Vec<(String, String)>,
+            pub last_modified_ms: u64,
+            pub blobs: Vec<BlobRef>,
+            pub tags: Vec<(String, String)>,
+            pub checksum: Option<Checksum>,
+            pub part_checksums: Vec<String>,
+            pub upload_id: Option<String>,
+        }
+
+        #[derive(Serialize)]
+        pub struct Part {
+            pub blob: BlobRef,
+            pub etag: String,
+            pub last_modified_ms: u64,
+            pub checksum: Option<String>,
+        }
+    }
+
+    fn version_2_bytes(value: &impl Serialize) -> Vec<u8> {
+        let mut out = vec![RECORD_MAGIC[0], RECORD_MAGIC[1], 2];
+        out.extend(postcard::to_allocvec(value).unwrap());
+        out
+    }
+
+    #[test]
+    fn records_are_written_in_version_2_unless_they_need_version_3() {
+        let chunk = |n: u8, len: u64| BlobRef { hash: [n; 32], len };
+        let v2 = written_by_version_2::Object {
+            size: 9,
+            etag: "0cc175b9c0f1b6a831c399e269772661-2".into(),
+            headers: ContentHeaders::of_type(Some("application/x-tar".into())),
+            user_metadata: vec![("a".into(), "b".into())],
+            last_modified_ms: 1_700_000_000_000,
+            blobs: vec![chunk(1, 5), chunk(2, 4)],
+            tags: vec![("t".into(), "v".into())],
+            checksum: None,
+            part_checksums: Vec::new(),
+            upload_id: Some("u".into()),
+        };
+        let bytes = version_2_bytes(&v2);
+        let read: ObjectRecord = decode(&bytes).unwrap();
+        assert_eq!(read.blobs, v2.blobs);
+        assert_eq!(read.upload_id.as_deref(), Some("u"));
+        assert_eq!(read.part_lens(), vec![5, 4]);
+        // What version 2 can hold is written exactly as version 2 wrote it.
+        assert_eq!(encode(&read), bytes);
+
+        // Parts of several chunks need version 3, and read back whole.
+        let mut split = read.clone();
+        split.blobs.push(chunk(3, 2));
+        split.part_sizes = vec![5, 6];
+        split.size = 11;
+        let encoded = encode(&split);
+        assert_eq!(
+            encoded[..3],
+            [RECORD_MAGIC[0], RECORD_MAGIC[1], RECORD_VERSION]
+        );
+        let back: ObjectRecord = decode(&encoded).unwrap();
+        assert_eq!(back, split);
+        assert_eq!(back.part_lens(), vec![5, 6]);
+        // So does an object stored inside its record.
+        let inline = ObjectRecord {
+            blobs: Vec::new(),
+            part_sizes: Vec::new(),
+            inline: b"small".to_vec(),
+            size: 5,
+            ..read.clone()
+        };
+        let encoded = encode(&inline);
+        assert_eq!(encoded[2], RECORD_VERSION);
+        assert_eq!(decode::<ObjectRecord>(&encoded).unwrap(), inline);
+
+        let part = written_by_version_2::Part {
+            blob: chunk(4, 8),
+            etag: "x".into(),
+            last_modified_ms: 3,
+            checksum: Some("c".into()),
+        };
+        let bytes = version_2_bytes(&part);
+        let read: PartRecord = decode(&bytes).unwrap();
+        assert_eq!((read.blob, read.bytes()), (chunk(4, 8), 8));
+        assert_eq!(encode(&read), bytes);
+        let chunks = [chunk(5, 8), chunk(6, 8), chunk(7, 1)];
+        let big = PartRecord::of_blobs(&chunks, "y".into(), 4, None);
+        let encoded = encode(&big);
+        assert_eq!(encoded[2], RECORD_VERSION);
+        let back: PartRecord = decode(&encoded).unwrap();
+        assert_eq!(back.blobs().copied().collect::<Vec<_>>(), chunks);
+        assert_eq!(back.bytes(), 17);
+        let empty = PartRecord::of_blobs(&[], "z".into(), 4, None);
+        assert_eq!((empty.blobs().count(), empty.bytes()), (0, 0));
+        assert_eq!(encode(&empty)[2], 2);
+        // A version-3 record is not taken for another kind of record of version 2.
+        assert!(decode::<UploadRecord>(&encoded).is_none());
     }
 
     #[test]

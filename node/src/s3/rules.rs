@@ -245,8 +245,8 @@ pub(super) fn parts_count(record: &ObjectRecord) -> Option<u32> {
     count.parse().ok()
 }
 
-/// Where part `number` of an object lies: its offset and length. A multipart object's parts are
-/// its blobs in order (an empty last part has none); any other object is its one part.
+/// Where part `number` of an object lies: its offset and length. A multipart object's parts
+/// are its `part_lens`; any other object is its one part.
 /// `InvalidPartNumber` (416) past the last part, as S3.
 pub(super) fn part_span(record: &ObjectRecord, number: i32) -> S3Result<(u64, u64)> {
     let count = parts_count(record).unwrap_or(1);
@@ -262,17 +262,15 @@ pub(super) fn part_span(record: &ObjectRecord, number: i32) -> S3Result<(u64, u6
         return Ok((0, record.size));
     }
     let index = number as usize - 1;
-    match record.blobs.get(index) {
-        Some(blob) => {
-            let offset = record.blobs[..index].iter().map(|b| b.len).sum();
-            Ok((offset, blob.len))
-        }
-        // An empty part keeps no blob; only the last part can be empty.
-        None if index == record.blobs.len() && number as u32 == count => Ok((record.size, 0)),
+    let lens = record.part_lens();
+    match lens.get(index) {
+        Some(len) => Ok((lens[..index].iter().sum(), *len)),
+        // Without `part_sizes` an empty part keeps no blob; only the last part can be empty.
+        None if index == lens.len() && number as u32 == count => Ok((record.size, 0)),
         None => Err(s3_error!(
             InternalError,
-            "the object's record names {} blobs for {count} parts",
-            record.blobs.len()
+            "the object's record names {} parts' sizes for {count} parts",
+            lens.len()
         )),
     }
 }
@@ -514,6 +512,8 @@ mod tests {
             checksum: None,
             part_checksums: Vec::new(),
             upload_id: None,
+            part_sizes: Vec::new(),
+            inline: Vec::new(),
         }
     }
 

@@ -24,8 +24,8 @@ use s3s::dto::*;
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Front;
-use super::body::{self, Claimed, Received};
-use super::records::{self, BlobRef, BucketRecord, ObjectRecord};
+use super::body::{self, ChunkSink, Claimed, Received};
+use super::records::{self, BucketRecord, ObjectRecord};
 use super::rules::{client_error, condition_matches, meta_error, segments};
 use crate::clock;
 use crate::limits::{S3_BUCKET_SEEN_MS, S3_BUCKETS_SEEN_MAX, S3_READ_AHEAD_PIECES};
@@ -74,6 +74,36 @@ async fn open_segment(
         .map_err(client_error)
 }
 
+/// `len` bytes from `offset` of an object stored inside its record, once its bytes are checked
+/// against its ETag (their MD5): the metadata keeps no BLAKE3 name for them, and a damaged
+/// record is refused rather than served.
+fn inline_range(record: &ObjectRecord, offset: u64, len: u64) -> S3Result<Bytes> {
+    use md5::Digest as _;
+    let bytes = &record.inline;
+    let intact =
+        bytes.len() as u64 == record.size && records::hex(&md5::Md5::digest(bytes)) == record.etag;
+    if !intact {
+        return Err(s3_error!(
+            InternalError,
+            "the object's record is damaged: its bytes do not match its ETag"
+        ));
+    }
+    let range = offset as usize..(offset + len) as usize;
+    bytes
+        .get(range)
+        .map(Bytes::copy_from_slice)
+        .ok_or_else(|| s3_error!(InternalError, "a range outside the object's bytes"))
+}
+
+/// Aborts a task when dropped: a read ahead nobody will take.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// An object's bytes as a stream: its blobs read one after another, each verified.
 struct ObjectStream {
     rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
@@ -100,10 +130,6 @@ fn new_upload_id() -> S3Result<String> {
 }
 
 impl S3Front {
-    pub(super) fn client(&self) -> &cairn_client::Client {
-        &self.state.cluster_client
-    }
-
     pub(super) async fn write_meta(&self, key: MetaKey, value: Option<Vec<u8>>) -> S3Result<()> {
         let entry = Entry {
             stamp: meta::stamp(&self.state),
@@ -182,37 +208,32 @@ impl S3Front {
             .map_err(meta_error)
     }
 
-    /// Reads a body to its end; see `body::receive`.
+    /// Reads a body to its end, storing it in chunks; see `body::receive`. The caller notes
+    /// nothing for the collector: each chunk is marked as it is stored. With `inline`, a body
+    /// of at most `inline_object_bytes_max` is returned for the record to hold instead.
     pub(super) async fn receive(
         &self,
         body: Option<StreamingBlob>,
         claimed: Claimed,
         req_trailers: Option<&s3s::TrailingHeaders>,
+        inline: bool,
     ) -> S3Result<Received> {
+        let inline_max = match inline {
+            true => self.settings.inline_object_bytes_max,
+            false => 0,
+        };
+        let sink = ChunkSink {
+            state: self.state.clone(),
+            marks: self.marks.clone(),
+        };
         body::receive(
             body,
             &claimed,
             req_trailers,
-            self.settings.object_bytes_max,
-            &self.spool_dir,
+            (self.settings.object_bytes_max, inline_max),
+            sink,
         )
         .await
-    }
-
-    /// Stores a received body as a blob; returns what the object's record names. The put's
-    /// version, set when it starts, keeps the blob from any collection decided before. The
-    /// caller notes the blob for the collector (`marks`) once the record is written.
-    pub(super) async fn store_blob(&self, received: Received) -> S3Result<Vec<BlobRef>> {
-        if received.len == 0 {
-            return Ok(Vec::new());
-        }
-        let hash = received.hash;
-        let put = received.held.put(self.client(), hash, received.len).await;
-        put.map_err(client_error)?;
-        Ok(vec![BlobRef {
-            hash: *hash.as_bytes(),
-            len: received.len,
-        }])
     }
 
     /// A copy's source object, with its `x-amz-copy-source-if-(none-)match` conditions.
@@ -261,8 +282,14 @@ impl S3Front {
         offset: u64,
         len: u64,
     ) -> S3Result<StreamingBlob> {
-        let mut parts = segments(&record.blobs, offset, len).into_iter();
         let (tx, rx) = tokio::sync::mpsc::channel(S3_READ_AHEAD_PIECES);
+        if !record.inline.is_empty() {
+            let piece = inline_range(record, offset, len)?;
+            tx.try_send(Ok(piece))
+                .expect("a new channel has room for one piece");
+            return Ok(StreamingBlob::wrap(ObjectStream { rx }));
+        }
+        let mut parts = segments(&record.blobs, offset, len).into_iter();
         // The first blob opens before the answer starts, so a missing or unreachable blob is a
         // typed error rather than a cut-off body.
         let first = match parts.next() {
@@ -273,6 +300,13 @@ impl S3Front {
         crate::task::spawn(async move {
             let mut next = first;
             while let Some(source) = next.take() {
+                // The next blob opens while this one streams, so its first bytes are on
+                // their way when this one ends.
+                let ahead = parts.next().map(|segment| {
+                    let state = state.clone();
+                    crate::task::spawn(async move { open_segment(&state, segment).await })
+                });
+                let _abort_ahead = ahead.as_ref().map(|h| AbortOnDrop(h.abort_handle()));
                 match source {
                     Segment::Local(bytes) => {
                         if tx.send(Ok(bytes)).await.is_err() {
@@ -295,8 +329,11 @@ impl S3Front {
                         }
                     },
                 }
-                let Some(segment) = parts.next() else { break };
-                match open_segment(&state, segment).await {
+                let Some(ahead) = ahead else { break };
+                let opened = ahead
+                    .await
+                    .unwrap_or_else(|e| Err(s3_error!(InternalError, "opening a blob: {e}")));
+                match opened {
                     Ok(source) => next = Some(source),
                     Err(e) => {
                         let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;

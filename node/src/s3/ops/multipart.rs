@@ -46,18 +46,11 @@ impl S3Front {
         let checksum = algorithm
             .and_then(|a| received.checksum(Some(a)))
             .map(|c| c.value.clone());
-        let hash = *received.hash.as_bytes();
-        self.store_blob(received).await?;
-        let record = PartRecord {
-            blob: BlobRef { hash, len },
-            etag,
-            last_modified_ms: now_ms(),
-            checksum,
-        };
+        let record = PartRecord::of_blobs(&received.blobs, etag, now_ms(), checksum);
+        debug_assert_eq!(record.bytes(), len);
         self.within_reference_window(started)?;
         let key = records::part_key(upload.bucket, upload.key, upload.upload_id, number as u32);
         self.write_meta(key, Some(records::encode(&record))).await?;
-        self.marks.note(&self.state, &record.blob).await;
         Ok(record)
     }
 
@@ -212,7 +205,7 @@ impl S3Front {
             Err(e) => return Err(refuse_unread(input.body, e).await),
         };
         let received = self
-            .receive(input.body, claimed, req.trailing_headers.as_ref())
+            .receive(input.body, claimed, req.trailing_headers.as_ref(), false)
             .await?;
         let algorithm = upload.checksum.map(|(algorithm, _)| algorithm);
         let upload = UploadKey {
@@ -285,7 +278,7 @@ impl S3Front {
                 .into_iter()
                 .collect(),
         };
-        let received = self.receive(Some(stream), claimed, None).await?;
+        let received = self.receive(Some(stream), claimed, None, false).await?;
         let checksum = received.checksum(algorithm).cloned();
         let upload = UploadKey {
             bucket: &input.bucket,
@@ -373,7 +366,7 @@ impl S3Front {
             chosen.push(record);
         }
         for record in &chosen[..chosen.len() - 1] {
-            if record.blob.len < S3_PART_BYTES_MIN {
+            if record.bytes() < S3_PART_BYTES_MIN {
                 return Err(s3_error!(
                     EntityTooSmall,
                     "every part but the last needs at least {S3_PART_BYTES_MIN} bytes"
@@ -388,7 +381,7 @@ impl S3Front {
             Some((algorithm, kind)) => {
                 let parts: Vec<(String, u64)> = chosen
                     .iter()
-                    .map(|r| r.checksum.clone().map(|c| (c, r.blob.len)))
+                    .map(|r| r.checksum.clone().map(|c| (c, r.bytes())))
                     .collect::<Option<_>>()
                     .ok_or_else(|| {
                         s3_error!(
@@ -411,21 +404,25 @@ impl S3Front {
                 (Some(checksum), parts.into_iter().map(|(c, _)| c).collect())
             }
         };
+        // Part n is blob n unless some part is more than one chunk; then the record says
+        // where each part ends.
+        let part_sizes = match chosen.iter().all(|r| r.blobs_after.is_empty()) {
+            true => Vec::new(),
+            false => chosen.iter().map(|r| r.bytes()).collect(),
+        };
         let record = ObjectRecord {
-            size: chosen.iter().map(|r| r.blob.len).sum(),
+            size: chosen.iter().map(|r| r.bytes()).sum(),
             etag: etag_hex.clone(),
             headers: upload.headers,
             user_metadata: upload.user_metadata,
             last_modified_ms: now_ms(),
-            blobs: chosen
-                .iter()
-                .map(|r| r.blob)
-                .filter(|b| b.len > 0)
-                .collect(),
+            blobs: chosen.iter().flat_map(|r| r.blobs()).copied().collect(),
             tags: upload.tags,
             checksum,
             part_checksums,
             upload_id: Some(input.upload_id.clone()),
+            part_sizes,
+            inline: Vec::new(),
         };
         // The object first: until the upload's records go, its parts are referred to twice,
         // never zero times.
@@ -502,7 +499,7 @@ impl S3Front {
             .map(|(n, r)| Part {
                 part_number: Some(*n as i32),
                 e_tag: Some(etag(&r.etag)),
-                size: Some(r.blob.len as i64),
+                size: Some(r.bytes() as i64),
                 last_modified: Some(timestamp(r.last_modified_ms)),
                 ..Default::default()
             })

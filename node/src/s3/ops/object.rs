@@ -91,24 +91,25 @@ impl S3Front {
         let headers = content_headers!(input);
         let (bucket_ok, received) = tokio::join!(
             self.require_bucket(&input.bucket),
-            self.receive(input.body, claimed, req.trailing_headers.as_ref())
+            self.receive(input.body, claimed, req.trailing_headers.as_ref(), true)
         );
         bucket_ok?;
         let received = received?;
         let (size, md5) = (received.len, received.md5_hex.clone());
         let checksum = received.checksum(None).cloned();
-        let blobs = self.store_blob(received).await?;
         let record = ObjectRecord {
             size,
             etag: md5.clone(),
             headers,
             user_metadata,
             last_modified_ms: now_ms(),
-            blobs,
+            blobs: received.blobs,
+            inline: received.inline,
             tags,
             checksum,
             part_checksums: Vec::new(),
             upload_id: None,
+            part_sizes: Vec::new(),
         };
         self.within_reference_window(started)?;
         self.write_meta(
@@ -116,9 +117,6 @@ impl S3Front {
             Some(records::encode(&record)),
         )
         .await?;
-        for blob in &record.blobs {
-            self.marks.note(&self.state, blob).await;
-        }
         let mut output = PutObjectOutput {
             e_tag: Some(etag(&md5)),
             ..Default::default()

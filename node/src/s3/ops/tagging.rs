@@ -159,9 +159,9 @@ fn object_parts(
     let max = input.max_parts.map_or(S3_LIST_PARTS_MAX, |m| {
         (m.max(0) as usize).min(S3_LIST_PARTS_MAX)
     });
-    // Only the last part may be empty, and an empty part holds no blob: part n is blob n.
+    // Only the last part may be empty; without `part_sizes` it holds no blob and has no entry.
     let mut parts = Vec::new();
-    let lens: Vec<u64> = record.blobs.iter().map(|b| b.len).collect();
+    let lens = record.part_lens();
     let mut truncated = false;
     for number in (marker + 1)..=count {
         if parts.len() == max {
