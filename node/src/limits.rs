@@ -251,6 +251,13 @@ pub const S3_DELETE_OBJECTS_MAX: usize = 1_000;
 /// Part numbers run from 1 to this, as S3.
 pub const S3_PART_NUMBER_MAX: i32 = 10_000;
 
+/// Blobs one object's record may name: 32,768 chunks of 8 MiB, a 256 GiB multipart object
+/// (a PutObject is at most `object_bytes_max`, 640 chunks at the default 5 GiB). A record
+/// names every chunk (42 bytes at most each), and a page of records may run one record over
+/// `META_PAGE_BYTES_MAX` yet must fit a node-protocol message; a larger
+/// CompleteMultipartUpload is refused (`EntityTooLarge`).
+pub const S3_OBJECT_BLOBS_MAX: usize = 32_768;
+
 /// Every part but the last must be at least this long: 5 MiB, as S3.
 pub const S3_PART_BYTES_MIN: u64 = 5 * 1024 * 1024;
 
@@ -372,6 +379,11 @@ const _: () = assert!(SHUTDOWN_WAIT_STEP_MS * SHUTDOWN_WAIT_STEPS as u64 <= 10_0
 // An object inline in its record fits one chunk, and a metadata page many times over.
 const _: () = assert!(S3_INLINE_OBJECT_BYTES_LIMIT <= S3_CHUNK_BYTES);
 const _: () = assert!(S3_INLINE_OBJECT_BYTES_LIMIT * 16 <= META_PAGE_BYTES_MAX as u64);
+// A page of records run over by one object's record (its chunks at their largest encoding, a
+// 32-byte hash and a 10-byte varint, and 64 KiB for the rest) fits a peer message with room.
+const _: () = assert!(
+    META_PAGE_BYTES_MAX + S3_OBJECT_BLOBS_MAX * 42 + 64 * 1024 <= PEER_MESSAGE_BYTES_MAX * 7 / 8
+);
 // A chunk of an S3 body is taken in whole by a replica.
 const _: () = assert!(S3_CHUNK_BYTES <= cairn_engine::limits::STREAM_BUFFER_BYTES_MAX);
 // The in-memory part of a front's body is far below what a blob may be.

@@ -779,7 +779,33 @@ async fn large_bodies_are_stored_in_chunks_read_back_by_range_and_part_and_colle
         .await;
         assert_eq!(got.status, 206, "part {number}");
         assert!(got.body == *part, "part {number} differs");
+        let head = call(
+            &n4,
+            "HEAD",
+            "/large/multi",
+            &[("partNumber", number)],
+            Bytes::new(),
+        )
+        .await;
+        let len = head.header("content-length").map(str::to_string);
+        assert_eq!(len, Some(part.len().to_string()), "HEAD of part {number}");
     }
+    let r = n4
+        .request(
+            "GET",
+            "/large/multi",
+            &[("attributes", "")],
+            &[("x-amz-object-attributes", "ObjectParts")],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(
+        xml_values(&r.body, "Size"),
+        vec![parts[0].len().to_string(), parts[1].len().to_string()],
+        "GetObjectAttributes' part sizes"
+    );
 
     // A body refused after it was stored (its Content-MD5 is another body's) leaves nothing
     // visible, and its chunks are collected once the grace period is over.
@@ -803,22 +829,24 @@ async fn large_bodies_are_stored_in_chunks_read_back_by_range_and_part_and_colle
     let got = call(&n4, "GET", "/large/refused", &[], Bytes::new()).await;
     assert_eq!(got.status, 404);
     let refused_chunks = chunks_of(&refused);
-    // The first chunk was on its way when the refusal was answered: its store finishes, and
-    // marks it, in the background.
+    // The first chunk was on its way when the refusal was answered: its store finishes in the
+    // background. The last chunk waits for the checks, so it was never stored.
     wait_until("the refused body's first chunk is stored", || {
         stored_somewhere(&cluster, &refused_chunks[0])
     })
     .await;
+    assert!(
+        stored_nowhere(&cluster, &refused_chunks[1]),
+        "a refused body's last chunk was stored"
+    );
     tokio::time::sleep(Duration::from_millis(grace_ms + 1000)).await;
     let node = cluster.node("n2");
     let status = collect(node, "the collection").await;
     assert_eq!(status.errors, 0, "{status:?}");
-    for hash in &refused_chunks {
-        assert!(
-            stored_nowhere(&cluster, hash),
-            "a refused body's chunk survived"
-        );
-    }
+    assert!(
+        stored_nowhere(&cluster, &refused_chunks[0]),
+        "a refused body's chunk survived the collection"
+    );
     for hash in chunks.iter().chain(&chunks_of(&parts[0])) {
         assert!(
             stored_somewhere(&cluster, hash),

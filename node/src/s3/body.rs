@@ -6,28 +6,23 @@
 //! Memory per body is bounded by `S3_CHUNK_BYTES` times one more than
 //! `S3_CHUNKS_IN_FLIGHT_MAX`, whatever its size; nothing is spooled. A body refused part-way
 //! (cut off, too long, not matching its digest) may leave chunks stored: each is marked for
-//! the collector as soon as it is stored, and since no record names it, it is collected like
-//! any unreferenced blob.
+//! the collector as it is stored, and since no record names it, it is collected like any
+//! unreferenced blob.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use cairn_engine::Hash;
 use md5::Digest as _;
 use s3s::dto::StreamingBlob;
 use s3s::{S3Error, S3Result, s3_error};
 use tokio::task::JoinHandle;
 
 use super::checksums;
-use super::gc::MarkWriter;
 use super::records::{BlobRef, Checksum, ChecksumAlgorithm, ChecksumKind};
-use super::rules::client_error;
 use crate::limits::{
     S3_CHUNK_BYTES, S3_CHUNKS_IN_FLIGHT_MAX, S3_REFUSED_BODY_DRAIN_BYTES_MAX,
     S3_REFUSED_BODY_DRAIN_MS,
 };
-use crate::state::State;
 
 pub struct Received {
     pub len: u64,
@@ -69,40 +64,24 @@ pub struct ClaimedChecksum {
     pub trailer: bool,
 }
 
-/// Where a body's chunks go: the cluster, through the node's client, each marked for the
-/// collector once stored.
-#[derive(Clone)]
-pub struct ChunkSink {
-    pub state: Arc<State>,
-    pub marks: MarkWriter,
-}
-
-impl ChunkSink {
+/// Where a body's chunks go (`S3Front`'s `ChunkSink`: the cluster, each chunk marked for the
+/// collector).
+pub trait ChunkStore: Clone + Send + Sync + 'static {
     /// Stores one chunk; the write quorum holds it durably when this returns `Ok`.
-    async fn store(self, bytes: Bytes) -> S3Result<BlobRef> {
-        let hash = Hash::from(blake3::hash(&bytes));
-        let blob = BlobRef {
-            hash: *hash.as_bytes(),
-            len: bytes.len() as u64,
-        };
-        let put = self.state.cluster_client.put_known(hash, bytes).await;
-        put.map_err(client_error)?;
-        self.marks.note(&self.state, &blob).await;
-        Ok(blob)
-    }
+    fn store(&self, bytes: Bytes) -> impl Future<Output = S3Result<BlobRef>> + Send;
 }
 
 /// The chunks of one body on their way to the cluster, oldest first. A chunk's store runs as
 /// a task of its own, so chunks go to their replica sets side by side; at most
 /// `S3_CHUNKS_IN_FLIGHT_MAX` at a time. Dropping this (the request went away) lets the stores
-/// under way finish: each marks its chunk, so the collector finds it.
-struct ChunkStores {
-    sink: ChunkSink,
+/// under way finish; each marked its chunk first, so the collector finds it.
+struct ChunkStores<S> {
+    sink: S,
     in_flight: VecDeque<JoinHandle<S3Result<BlobRef>>>,
     stored: Vec<BlobRef>,
 }
 
-impl ChunkStores {
+impl<S: ChunkStore> ChunkStores<S> {
     /// Starts storing `bytes`, first waiting for the oldest store if as many are under way as
     /// may be.
     async fn push(&mut self, bytes: Bytes) -> S3Result<()> {
@@ -110,8 +89,8 @@ impl ChunkStores {
             self.finish_oldest().await?;
         }
         let sink = self.sink.clone();
-        self.in_flight
-            .push_back(crate::task::spawn(sink.store(bytes)));
+        let store = async move { sink.store(bytes).await };
+        self.in_flight.push_back(crate::task::spawn(store));
         Ok(())
     }
 
@@ -132,7 +111,7 @@ impl ChunkStores {
             if last.is_empty() {
                 return Ok(Vec::new());
             }
-            return Ok(vec![self.sink.clone().store(last).await?]);
+            return Ok(vec![self.sink.store(last).await?]);
         }
         if !last.is_empty() {
             self.push(last).await?;
@@ -153,7 +132,7 @@ pub async fn receive(
     claimed: &Claimed,
     trailers: Option<&s3s::TrailingHeaders>,
     (max, inline_max): (u64, u64),
-    sink: ChunkSink,
+    sink: impl ChunkStore,
 ) -> S3Result<Received> {
     use futures_core::Stream;
     if let Some(len) = claimed.content_length

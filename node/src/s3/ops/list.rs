@@ -124,7 +124,11 @@ impl S3Front {
                 return Walk::Stop;
             }
             match records::decode::<ObjectRecord>(value) {
-                Some(record) => {
+                Some(mut record) => {
+                    // A page keeps what a listing shows: not an inline object's bytes, nor
+                    // a large object's chunks.
+                    record.inline = Vec::new();
+                    record.blobs = Vec::new();
                     listing.next_marker = Some(key.to_string());
                     listing.objects.push((key.to_string(), record));
                 }

@@ -24,8 +24,9 @@ use s3s::dto::*;
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Front;
-use super::body::{self, ChunkSink, Claimed, Received};
-use super::records::{self, BucketRecord, ObjectRecord};
+use super::body::{self, ChunkStore, Claimed, Received};
+use super::gc::MarkWriter;
+use super::records::{self, BlobRef, BucketRecord, ObjectRecord};
 use super::rules::{client_error, condition_matches, meta_error, segments};
 use crate::clock;
 use crate::limits::{S3_BUCKET_SEEN_MS, S3_BUCKETS_SEEN_MAX, S3_READ_AHEAD_PIECES};
@@ -93,6 +94,32 @@ fn inline_range(record: &ObjectRecord, offset: u64, len: u64) -> S3Result<Bytes>
         .get(range)
         .map(Bytes::copy_from_slice)
         .ok_or_else(|| s3_error!(InternalError, "a range outside the object's bytes"))
+}
+
+/// Where a body's chunks go: the cluster, through the node's client, each marked for the
+/// collector.
+#[derive(Clone)]
+struct ChunkSink {
+    state: Arc<State>,
+    marks: MarkWriter,
+}
+
+impl ChunkStore for ChunkSink {
+    /// The mark goes first, so that a chunk is marked whatever becomes of the put (it fails
+    /// after some replicas wrote it, or the request goes away): a mark without its blob costs
+    /// the collector one read, and the put's own version, later than the mark, keeps its blob
+    /// from a collection decided before.
+    async fn store(&self, bytes: Bytes) -> S3Result<BlobRef> {
+        let hash = Hash::from(blake3::hash(&bytes));
+        let blob = BlobRef {
+            hash: *hash.as_bytes(),
+            len: bytes.len() as u64,
+        };
+        self.marks.note(&self.state, &blob).await;
+        let put = self.state.cluster_client.put_known(hash, bytes).await;
+        put.map_err(client_error)?;
+        Ok(blob)
+    }
 }
 
 /// Aborts a task when dropped: a read ahead nobody will take.

@@ -4,7 +4,10 @@
 use cairn_core::meta::Table;
 
 use super::*;
-use crate::limits::{S3_LIST_KEYS_MAX, S3_LIST_PARTS_MAX, S3_PART_BYTES_MIN, S3_PART_NUMBER_MAX};
+use crate::limits::{
+    S3_CHUNK_BYTES, S3_LIST_KEYS_MAX, S3_LIST_PARTS_MAX, S3_OBJECT_BLOBS_MAX, S3_PART_BYTES_MIN,
+    S3_PART_NUMBER_MAX,
+};
 use crate::s3::access::{SseRequest, check_object_write, refuse_sse, refuse_sse_read};
 use crate::s3::body::ClaimedChecksum;
 use crate::s3::checksums::{self, answer_checksum};
@@ -364,6 +367,14 @@ impl S3Front {
                 ));
             }
             chosen.push(record);
+        }
+        let blob_count: usize = chosen.iter().map(|r| r.blobs().count()).sum();
+        if blob_count > S3_OBJECT_BLOBS_MAX {
+            return Err(s3_error!(
+                EntityTooLarge,
+                "the parts are {blob_count} chunks of up to {S3_CHUNK_BYTES} bytes; an object \
+                 may have at most {S3_OBJECT_BLOBS_MAX}"
+            ));
         }
         for record in &chosen[..chosen.len() - 1] {
             if record.bytes() < S3_PART_BYTES_MIN {
