@@ -150,12 +150,14 @@ pub async fn receive(
         in_flight: VecDeque::new(),
         stored: Vec::new(),
     };
-    let chunk_capacity = |left: Option<u64>| match left {
-        Some(left) => left.min(S3_CHUNK_BYTES) as usize,
+    // A chunk's buffer is as long as what is still to come, when the length was announced.
+    let chunk_capacity = |taken: u64| match claimed.content_length {
+        Some(total) => (total.max(0) as u64)
+            .saturating_sub(taken)
+            .min(S3_CHUNK_BYTES) as usize,
         None => S3_CHUNK_BYTES as usize,
     };
-    let mut expected_left = claimed.content_length.map(|l| l.max(0) as u64);
-    let mut chunk = BytesMut::with_capacity(chunk_capacity(expected_left));
+    let mut chunk = BytesMut::with_capacity(chunk_capacity(0));
     let mut len = 0u64;
     if let Some(mut body) = body {
         loop {
@@ -179,10 +181,10 @@ pub async fn receive(
                 // A full chunk goes once a byte after it arrived: the last chunk waits for
                 // the checks below, so a body of one chunk that fails them stores nothing.
                 if chunk.len() as u64 == S3_CHUNK_BYTES {
-                    expected_left = expected_left.map(|l| l.saturating_sub(S3_CHUNK_BYTES));
+                    let taken = len - rest.len() as u64;
                     let full = std::mem::replace(
                         &mut chunk,
-                        BytesMut::with_capacity(chunk_capacity(expected_left)),
+                        BytesMut::with_capacity(chunk_capacity(taken)),
                     );
                     stores.push(full.freeze()).await?;
                 }
