@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::limits::{WRITE_BUFFER_SPARE_BYTES_MIN, WRITE_BUFFERS_SPARE_MAX};
 use crate::storage::{FaultyStorage, MemStorage, Storage};
 use crate::*;
 
@@ -685,6 +686,45 @@ fn real_files_round_trip() {
             .len()
             >= 2
     );
+}
+
+#[test]
+fn streaming_writers_reuse_large_buffers_and_keep_only_a_few() {
+    let mem = MemStorage::new();
+    let config = Config {
+        segment_bytes: 64 << 20,
+        ..Config::default()
+    };
+    let store = open(&mem, config);
+    let big = WRITE_BUFFER_SPARE_BYTES_MIN as usize * 2;
+    let write = |seed: u32, len: usize| {
+        let mut w = store.writer();
+        w.reserve(len as u64);
+        w.write(&blob(seed, len)).unwrap();
+        w
+    };
+    // A committed writer's buffer is kept, and the next large writer writes into it.
+    let hash = write(1, big).commit(None).unwrap();
+    assert_eq!(store.inner.spare_buffer_count(), 1);
+    let next = write(2, big);
+    assert_eq!(store.inner.spare_buffer_count(), 0);
+    // Aborted and dropped writers give theirs back too; at most WRITE_BUFFERS_SPARE_MAX stay.
+    let writers: Vec<_> = (3..3 + WRITE_BUFFERS_SPARE_MAX as u32 + 2)
+        .map(|seed| write(seed, big))
+        .collect();
+    next.abort();
+    drop(writers);
+    assert_eq!(store.inner.spare_buffer_count(), WRITE_BUFFERS_SPARE_MAX);
+    // Small writers neither take nor keep one.
+    write(50, 1000).commit(None).unwrap();
+    assert_eq!(store.inner.spare_buffer_count(), WRITE_BUFFERS_SPARE_MAX);
+    // What the reused buffers held does not leak into later blobs.
+    let reused = write(60, big / 2).commit(None).unwrap();
+    assert_eq!(
+        &*store.get(&reused).unwrap().unwrap(),
+        &blob(60, big / 2)[..]
+    );
+    assert_eq!(&*store.get(&hash).unwrap().unwrap(), &blob(1, big)[..]);
 }
 
 #[test]

@@ -25,7 +25,8 @@ use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::limits::{
     BLOB_BYTES_MAX, DAMAGED_NAMES_MAX, READ_RETRY_COUNT_MAX, RECORD_HEADER_BYTES,
     SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES,
-    STREAM_BUFFER_BYTES_MAX, SYNC_INTERVAL_MS_MAX, ZERO_WRITE_BYTES_MAX,
+    STREAM_BUFFER_BYTES_MAX, SYNC_INTERVAL_MS_MAX, WRITE_BUFFER_SPARE_BYTES_MIN,
+    WRITE_BUFFERS_SPARE_MAX, ZERO_WRITE_BYTES_MAX,
 };
 use crate::segment::{Segment, SyncFailed};
 use crate::storage::{RealStorage, Storage, StorageFile};
@@ -243,6 +244,9 @@ pub(crate) struct Inner {
     /// Segments compaction found damaged and leaves alone (for scrub and repair).
     compaction_damaged: Mutex<HashSet<u32>>,
     pub(crate) fsyncs: Arc<LatencyHistogram>,
+    /// Buffers of finished streaming writers, kept for the next ones (at most
+    /// `WRITE_BUFFERS_SPARE_MAX`).
+    spare_buffers: Mutex<Vec<Vec<u8>>>,
     recovery: RecoveryReport,
     _stop_syncer: Option<mpsc::Sender<()>>,
     _lock: Box<dyn Any + Send + Sync>,
@@ -323,6 +327,7 @@ impl Store {
             compaction: Mutex::new(()),
             compaction_damaged: Mutex::new(HashSet::new()),
             fsyncs: Arc::new(LatencyHistogram::default()),
+            spare_buffers: Mutex::new(Vec::new()),
             recovery: RecoveryReport::default(),
             _stop_syncer: None,
             _lock: lock,
@@ -580,6 +585,35 @@ impl Inner {
 
     pub(crate) fn contains(&self, hash: &Hash) -> bool {
         self.index.get(hash, &|loc| self.name_of(loc)).is_some()
+    }
+
+    /// An empty buffer of at least `bytes` capacity: a spare one if there is one.
+    pub(crate) fn take_buffer(&self, bytes: usize) -> Vec<u8> {
+        if bytes as u64 >= WRITE_BUFFER_SPARE_BYTES_MIN {
+            let mut spares = self.spare_buffers.lock();
+            if let Some(i) = spares.iter().position(|b| b.capacity() >= bytes) {
+                return spares.swap_remove(i);
+            }
+        }
+        Vec::with_capacity(bytes)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn spare_buffer_count(&self) -> usize {
+        self.spare_buffers.lock().len()
+    }
+
+    /// Keeps a writer's buffer for the next one, if it is large enough to be worth keeping
+    /// and there is room; frees it otherwise.
+    pub(crate) fn give_buffer(&self, mut buffer: Vec<u8>) {
+        let capacity = buffer.capacity() as u64;
+        if (WRITE_BUFFER_SPARE_BYTES_MIN..=self.config.stream_buffer_bytes).contains(&capacity) {
+            let mut spares = self.spare_buffers.lock();
+            if spares.len() < WRITE_BUFFERS_SPARE_MAX {
+                buffer.clear();
+                spares.push(buffer);
+            }
+        }
     }
 
     pub(crate) fn put_hashed(&self, hash: Hash, bytes: &[u8]) -> Result<()> {

@@ -266,7 +266,11 @@ impl BlobWriter {
     pub fn reserve(&mut self, bytes: u64) {
         if self.spill.is_none() {
             let cap = bytes.min(self.store.inner.config.stream_buffer_bytes) as usize;
-            self.buffer.reserve(cap.saturating_sub(self.buffer.len()));
+            if self.buffer.capacity() == 0 {
+                self.buffer = self.store.inner.take_buffer(cap);
+            } else {
+                self.buffer.reserve(cap.saturating_sub(self.buffer.len()));
+            }
         }
     }
 
@@ -301,6 +305,7 @@ impl BlobWriter {
             let mut file = DedicatedFile::create(inner)?;
             let buffered = std::mem::take(&mut self.buffer);
             let appended = file.append(inner, &buffered);
+            inner.give_buffer(buffered);
             self.spill = Some(file);
             appended?;
         }
@@ -315,7 +320,9 @@ impl BlobWriter {
 
     fn fail(&mut self) {
         self.failed = true;
-        self.buffer = Vec::new();
+        self.store
+            .inner
+            .give_buffer(std::mem::take(&mut self.buffer));
         if let Some(mut file) = self.spill.take() {
             file.discard(&self.store.inner);
         }
@@ -340,7 +347,12 @@ impl BlobWriter {
         let inner = self.store.inner.clone();
         match self.spill.take() {
             Some(file) => file.finish(&inner, hash)?,
-            None => inner.put_hashed(hash, &std::mem::take(&mut self.buffer))?,
+            None => {
+                let buffer = std::mem::take(&mut self.buffer);
+                let stored = inner.put_hashed(hash, &buffer);
+                inner.give_buffer(buffer);
+                stored?;
+            }
         }
         Ok(hash)
     }
@@ -356,6 +368,9 @@ impl Drop for BlobWriter {
         if let Some(mut file) = self.spill.take() {
             file.discard(&self.store.inner);
         }
+        self.store
+            .inner
+            .give_buffer(std::mem::take(&mut self.buffer));
     }
 }
 

@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 use super::checksums;
 use super::records::{BlobRef, Checksum, ChecksumAlgorithm, ChecksumKind};
 use crate::limits::{
-    S3_CHUNK_BYTES, S3_CHUNKS_IN_FLIGHT_MAX, S3_REFUSED_BODY_DRAIN_BYTES_MAX,
-    S3_REFUSED_BODY_DRAIN_MS,
+    S3_CHUNK_BUFFERS_SPARE_MAX, S3_CHUNK_BYTES, S3_CHUNKS_IN_FLIGHT_MAX,
+    S3_REFUSED_BODY_DRAIN_BYTES_MAX, S3_REFUSED_BODY_DRAIN_MS,
 };
 
 pub struct Received {
@@ -69,6 +69,54 @@ pub struct ClaimedChecksum {
 pub trait ChunkStore: Clone + Send + Sync + 'static {
     /// Stores one chunk; the write quorum holds it durably when this returns `Ok`.
     fn store(&self, bytes: Bytes) -> impl Future<Output = S3Result<BlobRef>> + Send;
+
+    /// An empty buffer for the next chunk, of at least `capacity` bytes.
+    fn buffer(&self, capacity: usize) -> BytesMut {
+        BytesMut::with_capacity(capacity)
+    }
+}
+
+/// Buffers of chunks whose store is done, kept for the next chunks (at most
+/// `S3_CHUNK_BUFFERS_SPARE_MAX`, each of `S3_CHUNK_BYTES`), so that a large body reuses the
+/// same few buffers instead of fresh memory for each chunk.
+#[derive(Debug, Default)]
+pub struct ChunkBuffers {
+    spare: parking_lot::Mutex<Vec<BytesMut>>,
+}
+
+impl ChunkBuffers {
+    /// An empty buffer of at least `capacity` bytes: a spare one for a chunk of more than a
+    /// small share of `S3_CHUNK_BYTES`.
+    pub fn take(&self, capacity: usize) -> BytesMut {
+        if capacity as u64 > S3_CHUNK_BYTES / 8
+            && let Some(buffer) = self.spare.lock().pop()
+        {
+            return buffer;
+        }
+        BytesMut::with_capacity(capacity)
+    }
+
+    /// Keeps a stored chunk's buffer if nothing else holds it, it is a whole chunk's, and
+    /// there is room.
+    pub fn give(&self, bytes: Bytes) {
+        let Ok(mut buffer) = bytes.try_into_mut() else {
+            return;
+        };
+        if buffer.capacity() as u64 != S3_CHUNK_BYTES {
+            return;
+        }
+        let mut spare = self.spare.lock();
+        if spare.len() < S3_CHUNK_BUFFERS_SPARE_MAX {
+            buffer.clear();
+            spare.push(buffer);
+        }
+    }
+
+    /// Buffers kept now.
+    #[cfg(test)]
+    fn spare_count(&self) -> usize {
+        self.spare.lock().len()
+    }
 }
 
 /// The chunks of one body on their way to the cluster, oldest first. A chunk's store runs as
@@ -157,7 +205,7 @@ pub async fn receive(
             .min(S3_CHUNK_BYTES) as usize,
         None => S3_CHUNK_BYTES as usize,
     };
-    let mut chunk = BytesMut::with_capacity(chunk_capacity(0));
+    let mut chunk = stores.sink.buffer(chunk_capacity(0));
     let mut len = 0u64;
     if let Some(mut body) = body {
         loop {
@@ -182,10 +230,8 @@ pub async fn receive(
                 // the checks below, so a body of one chunk that fails them stores nothing.
                 if chunk.len() as u64 == S3_CHUNK_BYTES {
                     let taken = len - rest.len() as u64;
-                    let full = std::mem::replace(
-                        &mut chunk,
-                        BytesMut::with_capacity(chunk_capacity(taken)),
-                    );
+                    let full =
+                        std::mem::replace(&mut chunk, stores.sink.buffer(chunk_capacity(taken)));
                     stores.push(full.freeze()).await?;
                 }
                 let take = rest.len().min(S3_CHUNK_BYTES as usize - chunk.len());
@@ -310,6 +356,46 @@ pub async fn drain(body: Option<StreamingBlob>) {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
+    use super::ChunkBuffers;
+    use crate::limits::{S3_CHUNK_BUFFERS_SPARE_MAX, S3_CHUNK_BYTES};
+
+    const CHUNK: usize = S3_CHUNK_BYTES as usize;
+
+    #[test]
+    fn chunk_buffers_are_reused_only_when_whole_and_unshared_and_at_most_so_many_kept() {
+        let buffers = ChunkBuffers::default();
+        let mut first = buffers.take(CHUNK);
+        first.extend_from_slice(&[7u8; 1000]);
+        let address = first.as_ptr();
+        buffers.give(first.freeze());
+        assert_eq!(buffers.spare_count(), 1);
+        // The next chunk gets the same memory back, empty.
+        let again = buffers.take(CHUNK);
+        assert_eq!((again.as_ptr(), again.len()), (address, 0));
+        assert!(again.capacity() >= CHUNK);
+        // A chunk still held elsewhere (a store under way) is not taken back.
+        let shared = again.freeze();
+        let held = shared.clone();
+        buffers.give(shared);
+        assert_eq!(buffers.spare_count(), 0);
+        drop(held);
+        // Nor is a short last chunk's buffer, nor a small body's; and a small one is not
+        // handed a spare.
+        buffers.give(Bytes::from(vec![1u8; 4096]));
+        assert_eq!(buffers.spare_count(), 0);
+        let kept: Vec<_> = (0..S3_CHUNK_BUFFERS_SPARE_MAX + 2)
+            .map(|_| buffers.take(CHUNK))
+            .collect();
+        for b in kept {
+            buffers.give(b.freeze());
+        }
+        assert_eq!(buffers.spare_count(), S3_CHUNK_BUFFERS_SPARE_MAX);
+        assert!(buffers.take(64 * 1024).capacity() < CHUNK);
+        assert_eq!(buffers.spare_count(), S3_CHUNK_BUFFERS_SPARE_MAX);
+    }
+
     #[test]
     fn base64_matches_the_standard_alphabet_and_padding() {
         assert_eq!(super::base64_encode(b""), "");

@@ -76,6 +76,8 @@ pub(crate) struct S3Front {
     marks: gc::MarkWriter,
     /// The access keys and what each may do.
     keys: Arc<keys::Keyring>,
+    /// Chunk buffers kept for the next bodies.
+    chunk_buffers: Arc<body::ChunkBuffers>,
 }
 
 /// A running S3 front.
@@ -214,6 +216,7 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
         settings: settings.clone(),
         buckets_seen: Default::default(),
         keys: keyring.clone(),
+        chunk_buffers: Default::default(),
     };
     let mut builder = S3ServiceBuilder::new(front);
     builder.set_auth(AccessKeys(keyring.clone()));

@@ -16,7 +16,7 @@ mod tagging;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cairn_core::meta::{Entry, MetaKey, Partition, Stamp};
 use cairn_core::wire::ByteRange;
 use cairn_engine::Hash;
@@ -24,7 +24,7 @@ use s3s::dto::*;
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Front;
-use super::body::{self, ChunkStore, Claimed, Received};
+use super::body::{self, ChunkBuffers, ChunkStore, Claimed, Received};
 use super::gc::MarkWriter;
 use super::records::{self, BlobRef, BucketRecord, ObjectRecord};
 use super::rules::{client_error, condition_matches, meta_error, segments};
@@ -102,6 +102,7 @@ fn inline_range(record: &ObjectRecord, offset: u64, len: u64) -> S3Result<Bytes>
 struct ChunkSink {
     state: Arc<State>,
     marks: MarkWriter,
+    buffers: Arc<ChunkBuffers>,
 }
 
 impl ChunkStore for ChunkSink {
@@ -116,9 +117,18 @@ impl ChunkStore for ChunkSink {
             len: bytes.len() as u64,
         };
         self.marks.note(&self.state, &blob).await;
-        let put = self.state.cluster_client.put_known(hash, bytes).await;
+        let put = self
+            .state
+            .cluster_client
+            .put_known(hash, bytes.clone())
+            .await;
+        self.buffers.give(bytes);
         put.map_err(client_error)?;
         Ok(blob)
+    }
+
+    fn buffer(&self, capacity: usize) -> BytesMut {
+        self.buffers.take(capacity)
     }
 }
 
@@ -252,6 +262,7 @@ impl S3Front {
         let sink = ChunkSink {
             state: self.state.clone(),
             marks: self.marks.clone(),
+            buffers: self.chunk_buffers.clone(),
         };
         body::receive(
             body,
