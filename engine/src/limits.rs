@@ -31,9 +31,8 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 pub const STREAM_BUFFER_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
 /// Streaming writers' buffers the store keeps for the next writers once theirs is done, at
-/// most: reusing them spares a replica the first touch of fresh pages for every large blob
-/// (4 to 11 us per 4 KiB page on a VM), and bounds what the allocator holds on to between
-/// blobs. Buffers beyond it are freed.
+/// most: a large blob written into a reused buffer does not pay for the first touch of fresh
+/// pages (4 to 11 us per 4 KiB page on a VM). Buffers beyond it are freed.
 pub const WRITE_BUFFERS_SPARE_MAX: usize = 2;
 
 /// A streaming writer's buffer is taken from the spares (and given back) only when it is at

@@ -4,7 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::limits::{WRITE_BUFFER_SPARE_BYTES_MIN, WRITE_BUFFERS_SPARE_MAX};
+use crate::limits::{
+    STREAM_BUFFER_BYTES_MAX, WRITE_BUFFER_SPARE_BYTES_MIN, WRITE_BUFFERS_SPARE_MAX,
+};
 use crate::storage::{FaultyStorage, MemStorage, Storage};
 use crate::*;
 
@@ -696,6 +698,7 @@ fn streaming_writers_reuse_large_buffers_and_keep_only_a_few() {
         ..Config::default()
     };
     let store = open(&mem, config);
+    let spares = || store.inner.spare_buffer_count();
     let big = WRITE_BUFFER_SPARE_BYTES_MIN as usize * 2;
     let write = |seed: u32, len: usize| {
         let mut w = store.writer();
@@ -705,19 +708,38 @@ fn streaming_writers_reuse_large_buffers_and_keep_only_a_few() {
     };
     // A committed writer's buffer is kept, and the next large writer writes into it.
     let hash = write(1, big).commit(None).unwrap();
-    assert_eq!(store.inner.spare_buffer_count(), 1);
+    assert_eq!(spares(), 1);
     let next = write(2, big);
-    assert_eq!(store.inner.spare_buffer_count(), 0);
-    // Aborted and dropped writers give theirs back too; at most WRITE_BUFFERS_SPARE_MAX stay.
-    let writers: Vec<_> = (3..3 + WRITE_BUFFERS_SPARE_MAX as u32 + 2)
+    assert_eq!(spares(), 0);
+    // A small writer neither takes a spare nor leaves its buffer.
+    next.abort();
+    assert_eq!(spares(), 1);
+    let small = write(50, 1000);
+    assert_eq!(spares(), 1);
+    small.commit(None).unwrap();
+    assert_eq!(spares(), 1);
+    // A writer refused for its hash, one dropped, and one that spilled to a dedicated segment
+    // give theirs back; at most WRITE_BUFFERS_SPARE_MAX stay.
+    let refused = write(3, big);
+    assert_eq!(spares(), 0);
+    assert!(refused.commit(Some(&Hash::of(b"another blob"))).is_err());
+    assert_eq!(spares(), 1);
+    let dropped = write(4, big);
+    assert_eq!(spares(), 0);
+    drop(dropped);
+    assert_eq!(spares(), 1);
+    let mut spilled = write(5, big);
+    assert_eq!(spares(), 0);
+    let long = blob(6, STREAM_BUFFER_BYTES_MAX as usize + 1);
+    spilled.write(&long).unwrap();
+    assert_eq!(spares(), 1);
+    let spilled_hash = spilled.commit(None).unwrap();
+    let writers: Vec<_> = (7..7 + WRITE_BUFFERS_SPARE_MAX as u32 + 2)
         .map(|seed| write(seed, big))
         .collect();
-    next.abort();
+    assert_eq!(spares(), 0);
     drop(writers);
-    assert_eq!(store.inner.spare_buffer_count(), WRITE_BUFFERS_SPARE_MAX);
-    // Small writers neither take nor keep one.
-    write(50, 1000).commit(None).unwrap();
-    assert_eq!(store.inner.spare_buffer_count(), WRITE_BUFFERS_SPARE_MAX);
+    assert_eq!(spares(), WRITE_BUFFERS_SPARE_MAX);
     // What the reused buffers held does not leak into later blobs.
     let reused = write(60, big / 2).commit(None).unwrap();
     assert_eq!(
@@ -725,6 +747,9 @@ fn streaming_writers_reuse_large_buffers_and_keep_only_a_few() {
         &blob(60, big / 2)[..]
     );
     assert_eq!(&*store.get(&hash).unwrap().unwrap(), &blob(1, big)[..]);
+    let mut whole = blob(5, big);
+    whole.extend_from_slice(&long);
+    assert_eq!(&*store.get(&spilled_hash).unwrap().unwrap(), &whole[..]);
 }
 
 #[test]

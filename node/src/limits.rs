@@ -242,9 +242,10 @@ pub const S3_INLINE_OBJECT_BYTES_LIMIT: u64 = 64 * 1024;
 /// at most `S3_CHUNK_BYTES` times one more than this in memory.
 pub const S3_CHUNKS_IN_FLIGHT_MAX: usize = 2;
 
-/// Chunk buffers of finished S3 chunk stores the front keeps for the next bodies, at most:
-/// reusing them spares every chunk the first touch of 8 MiB of fresh pages, and bounds what
-/// the allocator holds between bodies. One body uses one more than `S3_CHUNKS_IN_FLIGHT_MAX`.
+/// Chunk buffers of finished S3 chunk stores the front keeps for the next chunks, at most:
+/// a chunk in a reused buffer does not pay for the first touch of 8 MiB of fresh pages. One
+/// body uses one more than `S3_CHUNKS_IN_FLIGHT_MAX` at a time; the front holds this many
+/// (24 MiB) when idle.
 pub const S3_CHUNK_BUFFERS_SPARE_MAX: usize = S3_CHUNKS_IN_FLIGHT_MAX + 1;
 
 /// Keys a listing returns at most, whatever `max-keys` asks: 1,000, as S3.

@@ -587,13 +587,15 @@ impl Inner {
         self.index.get(hash, &|loc| self.name_of(loc)).is_some()
     }
 
-    /// An empty buffer of at least `bytes` capacity: a spare one if there is one.
+    /// An empty buffer of at least `bytes` capacity. A large one (at least
+    /// `WRITE_BUFFER_SPARE_BYTES_MIN`) is always `stream_buffer_bytes` long, a spare if there is
+    /// one, so that every spare fits every large writer.
     pub(crate) fn take_buffer(&self, bytes: usize) -> Vec<u8> {
         if bytes as u64 >= WRITE_BUFFER_SPARE_BYTES_MIN {
-            let mut spares = self.spare_buffers.lock();
-            if let Some(i) = spares.iter().position(|b| b.capacity() >= bytes) {
-                return spares.swap_remove(i);
+            if let Some(spare) = self.spare_buffers.lock().pop() {
+                return spare;
             }
+            return Vec::with_capacity(self.config.stream_buffer_bytes as usize);
         }
         Vec::with_capacity(bytes)
     }
@@ -603,11 +605,12 @@ impl Inner {
         self.spare_buffers.lock().len()
     }
 
-    /// Keeps a writer's buffer for the next one, if it is large enough to be worth keeping
-    /// and there is room; frees it otherwise.
+    /// Keeps a writer's buffer for the next one if it is a large one (`take_buffer`'s) and
+    /// there is room; frees it otherwise. A store holds at most `WRITE_BUFFERS_SPARE_MAX` times
+    /// `stream_buffer_bytes` this way (16 MiB by default), idle or not.
     pub(crate) fn give_buffer(&self, mut buffer: Vec<u8>) {
         let capacity = buffer.capacity() as u64;
-        if (WRITE_BUFFER_SPARE_BYTES_MIN..=self.config.stream_buffer_bytes).contains(&capacity) {
+        if capacity >= WRITE_BUFFER_SPARE_BYTES_MIN && capacity == self.config.stream_buffer_bytes {
             let mut spares = self.spare_buffers.lock();
             if spares.len() < WRITE_BUFFERS_SPARE_MAX {
                 buffer.clear();

@@ -264,7 +264,7 @@ impl BlobWriter {
     /// allocated once, up to the stream buffer limit, instead of growing by doubling. Only a
     /// hint; writing more or less is fine.
     pub fn reserve(&mut self, bytes: u64) {
-        if self.spill.is_none() {
+        if self.spill.is_none() && !self.failed {
             let cap = bytes.min(self.store.inner.config.stream_buffer_bytes) as usize;
             if self.buffer.capacity() == 0 {
                 self.buffer = self.store.inner.take_buffer(cap);

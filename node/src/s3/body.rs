@@ -230,9 +230,10 @@ pub async fn receive(
                 // the checks below, so a body of one chunk that fails them stores nothing.
                 if chunk.len() as u64 == S3_CHUNK_BYTES {
                     let taken = len - rest.len() as u64;
-                    let full =
-                        std::mem::replace(&mut chunk, stores.sink.buffer(chunk_capacity(taken)));
+                    let full = std::mem::take(&mut chunk);
                     stores.push(full.freeze()).await?;
+                    // Taken once the oldest store is done, so that its buffer is the one reused.
+                    chunk = stores.sink.buffer(chunk_capacity(taken));
                 }
                 let take = rest.len().min(S3_CHUNK_BYTES as usize - chunk.len());
                 chunk.extend_from_slice(&rest[..take]);
@@ -381,8 +382,8 @@ mod tests {
         buffers.give(shared);
         assert_eq!(buffers.spare_count(), 0);
         drop(held);
-        // Nor is a short last chunk's buffer, nor a small body's; and a small one is not
-        // handed a spare.
+        // Nor is a buffer allocated for a short last chunk or a small body; and a small one
+        // is not handed a spare.
         buffers.give(Bytes::from(vec![1u8; 4096]));
         assert_eq!(buffers.spare_count(), 0);
         let kept: Vec<_> = (0..S3_CHUNK_BUFFERS_SPARE_MAX + 2)
