@@ -71,9 +71,7 @@ pub trait ChunkStore: Clone + Send + Sync + 'static {
     fn store(&self, bytes: Bytes) -> impl Future<Output = S3Result<BlobRef>> + Send;
 
     /// An empty buffer for the next chunk, of at least `capacity` bytes.
-    fn buffer(&self, capacity: usize) -> BytesMut {
-        BytesMut::with_capacity(capacity)
-    }
+    fn buffer(&self, capacity: usize) -> BytesMut;
 }
 
 /// Buffers of chunks whose store is done, kept for the next chunks (at most
