@@ -241,6 +241,17 @@ struct AdoptFailure {
     error: String,
     pause_ms: u64,
     retry_ms: u64,
+    /// The routing the failed attempt computed (its placement table is the costly part), kept
+    /// so that a retry of the same layout on the same routing does not compute it again.
+    prepared: Option<Prepared>,
+}
+
+/// A successor routing computed for `layout` from the routing of version `from_version`,
+/// given the previous layout `previous_version` (if one was offered).
+struct Prepared {
+    from_version: u64,
+    previous_version: Option<u64>,
+    next: Arc<Routing>,
 }
 
 /// What a [`State`] is made of; everything but the locks and the clock's start.
@@ -323,29 +334,36 @@ impl State {
     ///
     /// A failure (a full disk cannot take the layout file) is said once at WARN, and the same
     /// version is refused without a try until a pause, doubling from `ADOPT_RETRY_MS_MIN` to
-    /// `ADOPT_RETRY_MS_MAX`, has passed: peers offer it with every heartbeat.
+    /// `ADOPT_RETRY_MS_MAX`, has passed: peers offer it with every heartbeat. The pause is
+    /// checked under the adoption lock, so offers queued behind a failing attempt are refused
+    /// too, and a retry reuses the routing the failed attempt computed.
     pub(crate) fn adopt(&self, layout: Layout, previous: Option<Layout>) -> Result<(), NodeError> {
+        let _one_at_a_time = self.adopt_lock.lock();
         let now = clock::wall_ms();
-        if let Some(f) = &*self.adopt_failure.lock()
+        let mut prepared = None;
+        if let Some(f) = self.adopt_failure.lock().as_mut()
             && f.version == layout.version
-            && now < f.retry_ms
         {
-            return Err(NodeError::AdoptPaused {
-                version: f.version,
-                last_error: f.error.clone(),
-                retry_in_ms: f.retry_ms - now,
-            });
+            if now < f.retry_ms {
+                return Err(NodeError::AdoptPaused {
+                    version: f.version,
+                    last_error: f.error.clone(),
+                    retry_in_ms: f.retry_ms - now,
+                });
+            }
+            prepared = f.prepared.take();
         }
         let version = layout.version;
-        let result = self.try_adopt(layout, previous);
+        let result = self.try_adopt(layout, previous, &mut prepared);
         let mut failure = self.adopt_failure.lock();
-        match &result {
+        match result {
             Ok(()) => {
                 if failure.take().is_some() {
                     tracing::info!(version, "layout adopted after earlier failures");
                 }
+                Ok(())
             }
-            Err(NodeError::LayoutNotNewer { .. }) => {}
+            Err(e @ NodeError::LayoutNotNewer { .. }) => Err(e),
             Err(e) => {
                 let pause_ms = match &*failure {
                     Some(f) if f.version == version => (f.pause_ms * 2).min(ADOPT_RETRY_MS_MAX),
@@ -364,17 +382,24 @@ impl State {
                     error: e.to_string(),
                     pause_ms,
                     retry_ms: now + pause_ms,
+                    prepared,
                 });
+                Err(e)
             }
         }
-        result
     }
 
-    fn try_adopt(&self, layout: Layout, previous: Option<Layout>) -> Result<(), NodeError> {
+    /// One attempt at adopting `layout`, under the adoption lock. It uses the successor routing
+    /// in `prepared` if that was computed for this layout from the current routing; a failure
+    /// after the successor was computed leaves it there, for the next attempt.
+    fn try_adopt(
+        &self,
+        layout: Layout,
+        previous: Option<Layout>,
+        prepared: &mut Option<Prepared>,
+    ) -> Result<(), NodeError> {
+        let reusable = prepared.take();
         layout.validate()?;
-        // One adoption at a time; the placement table is computed outside the routing lock,
-        // which every request and heartbeat reads.
-        let _one_at_a_time = self.adopt_lock.lock();
         let current = self.routing();
         if layout == current.layout {
             return Ok(()); // already adopted, from a peer
@@ -390,12 +415,31 @@ impl State {
             to = layout.version,
             "adopting layout"
         );
-        let next = Arc::new(current.successor(layout, previous)?);
-        files::save_layouts(
+        let previous_version = previous.as_ref().map(|p| p.version);
+        // The placement table is computed outside the routing lock, which every request and
+        // heartbeat reads.
+        let next = match reusable {
+            Some(p)
+                if p.from_version == current.layout.version
+                    && p.previous_version == previous_version
+                    && p.next.layout == layout =>
+            {
+                p.next
+            }
+            _ => Arc::new(current.successor(layout, previous)?),
+        };
+        if let Err(e) = files::save_layouts(
             &self.data_dir,
             &next.layout,
             next.previous.as_ref().map(|p| &p.layout),
-        )?;
+        ) {
+            *prepared = Some(Prepared {
+                from_version: current.layout.version,
+                previous_version,
+                next,
+            });
+            return Err(e.into());
+        }
         *self.routing.write() = next.clone();
         self.cluster_client.adopt_routing(next.clone());
         let now = clock::wall_ms();
