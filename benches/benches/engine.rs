@@ -1,6 +1,7 @@
 //! Cairn's engine benchmarks, each measured side by side with the one-file-per-blob baseline in
 //! the same run: durable puts, hot gets, opening a large store, the index's memory per blob, and
-//! the disk's raw O_DIRECT write bandwidth for scale. Writes a JSON summary to
+//! the disk's raw O_DIRECT write bandwidth for scale; and hashing a stream that arrives in
+//! packet-sized pieces, batched against piece by piece. Writes a JSON summary to
 //! `<target>/cairn-bench/engine.json` and prints a table with each goal marked met or not.
 //!
 //! `CAIRN_BENCH_QUICK=1` shrinks every case for a smoke run; `CAIRN_BENCH_ONLY=<text>` runs only
@@ -15,7 +16,7 @@ use cairn_benches::{
     CountingAllocator, DdRun, NaiveFileStore, PairedRatio, SampleLog, blob, dd_direct_write, fill,
     io_pressure, load_average, median, stamp, sync_all_file_systems, target_dir, unique_id,
 };
-use cairn_engine::{Config, Hash, RecoveryReport, Store, SyncMode};
+use cairn_engine::{Config, Hash, RecoveryReport, Store, StreamHasher, SyncMode};
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -37,6 +38,10 @@ const PUT_CASES: [(usize, usize); 7] = [
     (MIB, 4),
     (MIB, 32),
 ];
+/// The streaming-hash case: bytes hashed per iteration, in pieces of about one QUIC packet's
+/// payload (how a replica's writer and the client's reads get them).
+const STREAM_HASH_BYTES: usize = 4 * MIB;
+const STREAM_HASH_PIECE_BYTES: usize = 1200;
 /// Blob size of the store that the open and index-memory cases load.
 const OPEN_BLOB_BYTES: usize = 100;
 /// Shared segment size of that store: small enough that nearly all of it sits in sealed
@@ -842,6 +847,44 @@ fn fmt_opt(value: Option<f64>, unit: &str) -> String {
     value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}{unit}"))
 }
 
+/// A stream hashed as it arrives: `StreamHasher` (batches of `HASH_BATCH_BYTES`), against
+/// `blake3::Hasher` fed every piece as it comes, in alternating pairs of batches.
+fn bench_stream_hash(scale: &Scale) -> PairedRatio {
+    let bytes = blob(STREAM_HASH_BYTES, 7);
+    let expected = Hash::of(&bytes);
+    let batched = |iters: u64| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let mut h = StreamHasher::new();
+            for piece in bytes.chunks(STREAM_HASH_PIECE_BYTES) {
+                h.update(black_box(piece));
+            }
+            assert_eq!(h.finalize(), expected);
+        }
+        start.elapsed()
+    };
+    let piece_by_piece = |iters: u64| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let mut h = blake3::Hasher::new();
+            for piece in bytes.chunks(STREAM_HASH_PIECE_BYTES) {
+                h.update(black_box(piece));
+            }
+            assert_eq!(Hash::from(h.finalize()), expected);
+        }
+        start.elapsed()
+    };
+    let per_iter = |f: &dyn Fn(u64) -> Duration| f(1).as_nanos() as f64;
+    let estimate = (per_iter(&batched), per_iter(&piece_by_piece));
+    PairedRatio::measure(
+        &batched,
+        &piece_by_piece,
+        estimate,
+        scale.pair_batch,
+        scale.pairs,
+    )
+}
+
 fn main() {
     let scale = Scale::from_env();
     let dirs = Dirs::create();
@@ -886,6 +929,9 @@ fn main() {
     let open = scale
         .wants(&open_group(scale.open_blobs))
         .then(|| bench_open(&mut c, &scale, &dirs));
+    let stream_hash = scale
+        .wants("stream_hash")
+        .then(|| bench_stream_hash(&scale));
     c.final_summary();
 
     let find = |group: &str| cases.iter().find(|c| c.group == group);
@@ -981,6 +1027,13 @@ fn main() {
         "open": open.as_ref().map(OpenResults::json),
         "index_memory": open.as_ref().map(|o| o.index.json()),
         "goals": goals.iter().map(Goal::json).collect::<Vec<_>>(),
+        "stream_hash": stream_hash.as_ref().map(|p| json!({
+            "bytes": STREAM_HASH_BYTES,
+            "piece_bytes": STREAM_HASH_PIECE_BYTES,
+            "stream_hasher_mb_per_s": STREAM_HASH_BYTES as f64 / p.cairn_median_ns() * 1e3,
+            "piece_by_piece_mb_per_s": STREAM_HASH_BYTES as f64 / p.baseline_median_ns() * 1e3,
+            "paired_ratio": {"median": p.median(), "min": p.min(), "max": p.max()},
+        })),
     });
 
     print_table(
@@ -992,6 +1045,18 @@ fn main() {
         (put_1m_4_fraction_of_dd, put_1m_4_paired_fraction_of_dd),
         &goals,
     );
+    if let Some(p) = &stream_hash {
+        println!(
+            "hashing {} MiB arriving in {STREAM_HASH_PIECE_BYTES} B pieces: StreamHasher {:.0} \
+             MB/s, blake3::Hasher piece by piece {:.0} MB/s; paired ratio {:.2}x [{:.2}..{:.2}]",
+            STREAM_HASH_BYTES / MIB,
+            STREAM_HASH_BYTES as f64 / p.cairn_median_ns() * 1e3,
+            STREAM_HASH_BYTES as f64 / p.baseline_median_ns() * 1e3,
+            p.median(),
+            p.min(),
+            p.max()
+        );
+    }
     if scale.measuring {
         // A partial run must not replace the summary of a full one.
         let name = if scale.only.is_some() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_engine::Hash;
+use cairn_engine::{Hash, StreamHasher};
 use parking_lot::RwLock;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -751,7 +751,8 @@ impl Client {
             });
         }
         sink.begin(len, blob_len);
-        let mut hasher = range.is_none().then(blake3::Hasher::new);
+        // Gathered into batches: QUIC hands out about a packet at a time.
+        let mut hasher = range.is_none().then(StreamHasher::new);
         let mut received = 0u64;
         // The last piece is handed out only once the whole blob hashed right, so an output that
         // counts bytes (an HTTP response with its length announced) never completes with a
@@ -795,7 +796,7 @@ impl Client {
             }
         }
         if let Some(h) = hasher {
-            let actual = Hash::from(h.finalize());
+            let actual = h.finalize();
             if actual != *hash {
                 return Err(ClientError::Corrupt {
                     node: node.id.clone(),

@@ -29,7 +29,7 @@ pub mod storage;
 mod store;
 
 pub use error::{CorruptionKind, Error, ReadOnlyReason, Result};
-pub use hash::{Hash, HashParseError};
+pub use hash::{Hash, HashParseError, StreamHasher};
 pub use store::{
     BlobStat, BlobWriter, CompactionReport, Config, RecoveryReport, ScrubReport, SegmentId, Stats,
     Store, SyncMode,

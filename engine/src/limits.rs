@@ -44,6 +44,10 @@ pub const WRITE_BUFFER_SPARE_BYTES_MIN: u64 = 1024 * 1024;
 /// 4 MiB table).
 pub const STREAM_TABLE_BUFFER_BYTES_MAX: u64 = 64 * 1024;
 
+/// Bytes a `StreamHasher` gathers before handing them to BLAKE3: its SIMD paths hash up to 16
+/// of its 1 KiB chunks at once, so an update needs at least this much input to use them.
+pub const HASH_BATCH_BYTES: usize = 16 * 1024;
+
 /// Number of independently locked shards of the in-memory index.
 pub const INDEX_SHARD_COUNT: usize = 64;
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::limits::{
-    STREAM_BUFFER_BYTES_MAX, WRITE_BUFFER_SPARE_BYTES_MIN, WRITE_BUFFERS_SPARE_MAX,
+    HASH_BATCH_BYTES, STREAM_BUFFER_BYTES_MAX, WRITE_BUFFER_SPARE_BYTES_MIN,
+    WRITE_BUFFERS_SPARE_MAX,
 };
 use crate::storage::{FaultyStorage, MemStorage, Storage};
 use crate::*;
@@ -688,6 +689,35 @@ fn real_files_round_trip() {
             .len()
             >= 2
     );
+}
+
+#[test]
+fn a_streaming_writer_names_a_blob_written_in_small_pieces_kept_or_spilled() {
+    let mem = MemStorage::new();
+    let stream_buffer_bytes = 64 * 1024;
+    let config = Config {
+        stream_buffer_bytes,
+        ..Config::default()
+    };
+    let store = open(&mem, config);
+    // In memory (hashed from the buffer in batches) and spilled (hashed piece by piece), in
+    // pieces smaller than a batch, around it and larger; the name asked for midway too.
+    for len in [1000, 50_000, 200_000] {
+        let bytes = blob(len as u32, len);
+        for cut in [700, HASH_BATCH_BYTES + 1, 40_000] {
+            let mut w = store.writer();
+            for (i, piece) in bytes.chunks(cut).enumerate() {
+                w.write(piece).unwrap();
+                if i == 2 {
+                    let done = (3 * cut).min(len);
+                    assert_eq!(w.hash(), Hash::of(&bytes[..done]), "{len} by {cut}, midway");
+                }
+            }
+            assert_eq!(w.hash(), Hash::of(&bytes), "{len} by {cut}");
+            let hash = w.commit(Some(&Hash::of(&bytes))).unwrap();
+            assert_eq!(store.get(&hash).unwrap().unwrap().as_ref(), &bytes[..]);
+        }
+    }
 }
 
 #[test]

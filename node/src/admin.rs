@@ -177,8 +177,10 @@ impl Admin {
         statuses(&self.pool, &all, None).await
     }
 
-    /// Offers `layout` to every node of it and of the current layout. Succeeds once one node
-    /// adopted it (the others learn it by gossip); returns what each node said.
+    /// Offers `layout` to every node of it and of the current layout, all at once: each builds
+    /// its placement table on its own, so the cluster adopts in about one node's time rather
+    /// than one after another. Succeeds once one node adopted it (the others learn it by
+    /// gossip); returns what each node said, in target order.
     pub async fn apply(&mut self, layout: &Layout) -> Result<Vec<NodeAnswer>, AdminError> {
         layout.validate()?;
         let mut targets = layout.nodes.clone();
@@ -190,23 +192,24 @@ impl Admin {
         let msg = PeerMsg::ApplyLayout {
             layout: layout.clone(),
         };
-        let mut said = Vec::new();
-        let mut adopted = 0;
-        for node in &targets {
-            let answer = match self.call(node, &msg).await {
+        let offers = targets.iter().map(|node| async {
+            let (adopted, answer) = match self.call(node, &msg).await {
                 Ok(PeerReply::LayoutApplied { version }) => {
-                    adopted += 1;
-                    format!("adopted version {version}")
+                    (true, format!("adopted version {version}"))
                 }
-                Ok(PeerReply::Refused { message }) => format!("refused: {message}"),
-                Ok(other) => format!("unexpected answer {other:?}"),
-                Err(e) => format!("unreachable: {e}"),
+                Ok(PeerReply::Refused { message }) => (false, format!("refused: {message}")),
+                Ok(other) => (false, format!("unexpected answer {other:?}")),
+                Err(e) => (false, format!("unreachable: {e}")),
             };
-            said.push(NodeAnswer {
+            let answer = NodeAnswer {
                 node: node.id.clone(),
                 answer,
-            });
-        }
+            };
+            (adopted, answer)
+        });
+        let answers = join_all(offers.collect()).await;
+        let adopted = answers.iter().filter(|(adopted, _)| *adopted).count();
+        let said: Vec<NodeAnswer> = answers.into_iter().map(|(_, answer)| answer).collect();
         if adopted == 0 {
             return Err(AdminError::Refused(said));
         }

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Inner, Store};
-use crate::Hash;
 use crate::error::{Error, Result};
 use crate::format::{self, RecordHeader, RecordKind, SegmentHeader, SegmentKind};
+use crate::hash::{Hash, StreamHasher};
 use crate::index::Location;
 use crate::limits::{
-    BLOB_BYTES_MAX, CRC_CHUNK_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    BLOB_BYTES_MAX, CRC_CHUNK_BYTES, HASH_BATCH_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
     STREAM_TABLE_BUFFER_BYTES_MAX,
 };
 use crate::segment::Segment;
@@ -236,8 +236,11 @@ impl DedicatedFile {
 /// `commit`; dropping the writer without committing aborts it.
 pub struct BlobWriter {
     store: Store,
-    hasher: blake3::Hasher,
+    /// Hashes what is written: spilled pieces as they come, the in-memory buffer from
+    /// `buffer_hashed_bytes` on, once `HASH_BATCH_BYTES` of it are waiting (no copy).
+    hasher: StreamHasher,
     buffer: Vec<u8>,
+    buffer_hashed_bytes: usize,
     spill: Option<DedicatedFile>,
     bytes_written: u64,
     failed: bool,
@@ -247,8 +250,9 @@ impl BlobWriter {
     pub(crate) fn new(store: Store) -> BlobWriter {
         BlobWriter {
             store,
-            hasher: blake3::Hasher::new(),
+            hasher: StreamHasher::new(),
             buffer: Vec::new(),
+            buffer_hashed_bytes: 0,
             spill: None,
             bytes_written: 0,
             failed: false,
@@ -277,7 +281,20 @@ impl BlobWriter {
     /// The BLAKE3 hash of the bytes written so far: lets a caller check a claimed name before
     /// deciding to commit.
     pub fn hash(&self) -> Hash {
-        Hash::from(self.hasher.finalize())
+        let mut hasher = self.hasher.clone();
+        hasher.update(self.buffer_unhashed());
+        hasher.finalize()
+    }
+
+    /// The tail of the in-memory buffer not hashed yet (none once spilled).
+    fn buffer_unhashed(&self) -> &[u8] {
+        &self.buffer[self.buffer_hashed_bytes..]
+    }
+
+    /// Hashes the rest of the in-memory buffer.
+    fn hash_buffer(&mut self) {
+        self.hasher.update(&self.buffer[self.buffer_hashed_bytes..]);
+        self.buffer_hashed_bytes = self.buffer.len();
     }
 
     /// Adds the next chunk. After an error the writer holds nothing and only `abort` remains.
@@ -303,6 +320,9 @@ impl BlobWriter {
         let inner = &self.store.inner;
         if self.spill.is_none() && total > inner.config.stream_buffer_bytes {
             let mut file = DedicatedFile::create(inner)?;
+            // Fields, not `hash_buffer`: `inner` borrows the store.
+            self.hasher.update(&self.buffer[self.buffer_hashed_bytes..]);
+            self.buffer_hashed_bytes = 0;
             let buffered = std::mem::take(&mut self.buffer);
             let appended = file.append(inner, &buffered);
             inner.give_buffer(buffered);
@@ -310,16 +330,24 @@ impl BlobWriter {
             appended?;
         }
         match &mut self.spill {
-            Some(file) => file.append(inner, data)?,
-            None => self.buffer.extend_from_slice(data),
+            Some(file) => {
+                file.append(inner, data)?;
+                self.hasher.update(data);
+            }
+            None => {
+                self.buffer.extend_from_slice(data);
+                if self.buffer_unhashed().len() >= HASH_BATCH_BYTES {
+                    self.hash_buffer();
+                }
+            }
         }
-        self.hasher.update(data);
         self.bytes_written = total;
         Ok(())
     }
 
     fn fail(&mut self) {
         self.failed = true;
+        self.buffer_hashed_bytes = 0;
         self.store
             .inner
             .give_buffer(std::mem::take(&mut self.buffer));
@@ -334,7 +362,8 @@ impl BlobWriter {
         if self.failed {
             return Err(Error::WriterFailed);
         }
-        let hash = Hash::from(self.hasher.finalize());
+        self.hash_buffer();
+        let hash = self.hasher.finalize();
         if let Some(expected) = expected
             && *expected != hash
         {

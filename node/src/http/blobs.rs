@@ -10,6 +10,7 @@ use bytes::Bytes;
 use cairn_client::limits::REFRESH_BYTES_MIN;
 use cairn_client::{BlobStream, ClientError, Hash};
 use cairn_core::wire::{ByteRange, ErrorCode};
+use cairn_engine::StreamHasher;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -101,7 +102,7 @@ impl Front {
     /// Reads a body to its end, hashing it, holding up to `HTTP_BODY_IN_MEMORY_BYTES_MAX` in
     /// memory and spooling the rest. Nothing reaches the cluster before the body is whole.
     async fn receive(&self, mut body: Incoming, max: u64) -> Result<Received, HttpError> {
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = StreamHasher::new();
         let mut spool = Spool::new(self.spool_dir.clone(), HTTP_BODY_IN_MEMORY_BYTES_MAX);
         let mut len = 0u64;
         while let Some(frame) = body.frame().await {
@@ -125,7 +126,7 @@ impl Front {
             spool.push(&data).await.map_err(spool_error)?;
         }
         Ok(Received {
-            hash: Hash::from(hasher.finalize()),
+            hash: hasher.finalize(),
             len,
             bytes: spool.finish().await.map_err(spool_error)?,
         })
