@@ -18,8 +18,10 @@
 //!    blobs. Once every blob is on its three replicas, one node is shut down and the layout
 //!    without it is applied to the others; the clock runs until every blob is on every replica
 //!    the new layout names, layout adoption included (every survivor at once, as `cairn layout
-//!    apply` does; here their placement tables are built on the same two cores). Throughput is the bytes that had to be copied over that time. The baseline,
-//!    measured seconds before in the same round on the same machine: raw QUIC between two
+//!    apply` does; routings of one layout in one process share its placement table, so the
+//!    survivors build it once, as separate machines would side by side). Throughput is the
+//!    bytes that had to be copied over that time. The baseline, measured seconds before in the
+//!    same round on the same machine: raw QUIC between two
 //!    endpoints with Cairn's TLS and transport settings, the same bytes as 1 MiB streams,
 //!    `TRANSFERS_IN_FLIGHT` at a time (the healer's cap), and as one stream. The breakdown: time
 //!    to adopt the layout, bytes the healers copied over bytes needed (duplicates), throughput
@@ -578,8 +580,8 @@ struct RereplicationSample {
     /// Blobs whose replicas included the lost node, times their size.
     lost_copy_bytes: u64,
     seconds: f64,
-    /// Applying the layout to every survivor at once (each builds its placement table, all on
-    /// this machine's cores); healing starts on a node as soon as it adopted.
+    /// Applying the layout to every survivor at once (the first builds the placement table the
+    /// others share); healing starts on a node as soon as it adopted.
     apply_ms: f64,
     /// From the layout change to the first copy found in place.
     first_copy_ms: f64,

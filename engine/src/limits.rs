@@ -45,7 +45,7 @@ pub const WRITE_BUFFER_SPARE_BYTES_MIN: u64 = 1024 * 1024;
 pub const STREAM_TABLE_BUFFER_BYTES_MAX: u64 = 64 * 1024;
 
 /// Bytes a `StreamHasher` gathers before handing them to BLAKE3: its SIMD paths hash up to 16
-/// of its 1 KiB chunks at once, so an update needs at least this much input to use them.
+/// of its 1 KiB chunks at once, so an update of this much fills the widest of them.
 pub const HASH_BATCH_BYTES: usize = 16 * 1024;
 
 /// Number of independently locked shards of the in-memory index.

@@ -377,11 +377,12 @@ impl State {
                     }
                 };
                 tracing::debug!(version, error = %e, pause_ms, "layout not adopted");
+                // From the end of the attempt: building the table may outlast the pause.
                 *failure = Some(AdoptFailure {
                     version,
                     error: e.to_string(),
                     pause_ms,
-                    retry_ms: now + pause_ms,
+                    retry_ms: clock::wall_ms() + pause_ms,
                     prepared,
                 });
                 Err(e)
