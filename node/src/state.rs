@@ -241,17 +241,9 @@ struct AdoptFailure {
     error: String,
     pause_ms: u64,
     retry_ms: u64,
-    /// The routing the failed attempt computed (its placement table is the costly part), kept
-    /// so that a retry of the same layout on the same routing does not compute it again.
-    prepared: Option<Prepared>,
-}
-
-/// A successor routing computed for `layout` from the routing of version `from_version`,
-/// given the previous layout `previous_version` (if one was offered).
-struct Prepared {
-    from_version: u64,
-    previous_version: Option<u64>,
-    next: Arc<Routing>,
+    /// The routing the failed attempt built, held so that its placement table (shared by
+    /// layout within the process) is found again by the retry rather than built anew.
+    built: Option<Arc<Routing>>,
 }
 
 /// What a [`State`] is made of; everything but the locks and the clock's start.
@@ -336,11 +328,11 @@ impl State {
     /// version is refused without a try until a pause, doubling from `ADOPT_RETRY_MS_MIN` to
     /// `ADOPT_RETRY_MS_MAX`, has passed: peers offer it with every heartbeat. The pause is
     /// checked under the adoption lock, so offers queued behind a failing attempt are refused
-    /// too, and a retry reuses the routing the failed attempt computed.
+    /// too, and a retry finds the placement table the failed attempt built.
     pub(crate) fn adopt(&self, layout: Layout, previous: Option<Layout>) -> Result<(), NodeError> {
         let _one_at_a_time = self.adopt_lock.lock();
         let now = clock::wall_ms();
-        let mut prepared = None;
+        let mut built = None;
         if let Some(f) = self.adopt_failure.lock().as_mut()
             && f.version == layout.version
         {
@@ -351,10 +343,10 @@ impl State {
                     retry_in_ms: f.retry_ms - now,
                 });
             }
-            prepared = f.prepared.take();
+            built = f.built.take();
         }
         let version = layout.version;
-        let result = self.try_adopt(layout, previous, &mut prepared);
+        let result = self.try_adopt(layout, previous, &mut built);
         let mut failure = self.adopt_failure.lock();
         match result {
             Ok(()) => {
@@ -383,23 +375,21 @@ impl State {
                     error: e.to_string(),
                     pause_ms,
                     retry_ms: clock::wall_ms() + pause_ms,
-                    prepared,
+                    built,
                 });
                 Err(e)
             }
         }
     }
 
-    /// One attempt at adopting `layout`, under the adoption lock. It uses the successor routing
-    /// in `prepared` if that was computed for this layout from the current routing; a failure
-    /// after the successor was computed leaves it there, for the next attempt.
+    /// One attempt at adopting `layout`, under the adoption lock. A failure after the successor
+    /// routing was built leaves it in `built`, which keeps its placement table for the retry.
     fn try_adopt(
         &self,
         layout: Layout,
         previous: Option<Layout>,
-        prepared: &mut Option<Prepared>,
+        built: &mut Option<Arc<Routing>>,
     ) -> Result<(), NodeError> {
-        let reusable = prepared.take();
         layout.validate()?;
         let current = self.routing();
         if layout == current.layout {
@@ -416,29 +406,15 @@ impl State {
             to = layout.version,
             "adopting layout"
         );
-        let previous_version = previous.as_ref().map(|p| p.version);
         // The placement table is computed outside the routing lock, which every request and
-        // heartbeat reads.
-        let next = match reusable {
-            Some(p)
-                if p.from_version == current.layout.version
-                    && p.previous_version == previous_version
-                    && p.next.layout == layout =>
-            {
-                p.next
-            }
-            _ => Arc::new(current.successor(layout, previous)?),
-        };
+        // heartbeat reads (or found: a failed attempt's, still held in `built`).
+        let next = Arc::new(current.successor(layout, previous)?);
         if let Err(e) = files::save_layouts(
             &self.data_dir,
             &next.layout,
             next.previous.as_ref().map(|p| &p.layout),
         ) {
-            *prepared = Some(Prepared {
-                from_version: current.layout.version,
-                previous_version,
-                next,
-            });
+            *built = Some(next);
             return Err(e.into());
         }
         *self.routing.write() = next.clone();
