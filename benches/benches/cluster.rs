@@ -66,6 +66,8 @@ const OP_COUNTS: [(usize, [usize; 4]); 5] = [
     (MIB, [60, 192, 120, 384]),
     (64 * MIB, [4, 16, 8, 32]),
 ];
+/// Requests in flight at which 4 MiB GetObject's p99 is held against its p50.
+const GET_TAIL_IN_FLIGHT: usize = 16;
 /// Requests in flight for 64 MiB objects (the S3 mode): each holds its body in memory.
 const LARGE_IN_FLIGHT: usize = 4;
 /// Time a client operation may take, retries included: a failing cluster shows up as failed
@@ -84,6 +86,8 @@ const HTTP_BLOB_BYTES: usize = MIB;
 /// for 4 MiB objects, and 4 KiB put latency (p50) at most this multiple of theirs.
 const GOAL_S3_FRACTION_OF_HTTP: f64 = 0.80;
 const GOAL_S3_PUT_4KIB_P50_MULTIPLE_OF_HTTP: f64 = 1.5;
+/// 4 MiB GetObject at `GET_TAIL_IN_FLIGHT`: p99 at most this multiple of p50.
+const GOAL_S3_GET_4MIB_P99_MULTIPLE_OF_P50: f64 = 1.5;
 /// The bucket the S3 mode writes to.
 const S3_BENCH_BUCKET: &str = "cairn-bench";
 
@@ -789,6 +793,11 @@ async fn s3_round(
                 size_key(blob_bytes)
             )
         };
+        let tail_key = format!(
+            "{}_s3_get_{}_x{GET_TAIL_IN_FLIGHT}",
+            cluster.key,
+            size_key(blob_bytes)
+        );
         let wanted = [
             ("http", "put"),
             ("http", "get"),
@@ -796,12 +805,13 @@ async fn s3_round(
             ("s3", "get"),
         ]
         .iter()
-        .any(|&(path, op)| scale.wants(&key(path, op)));
+        .any(|&(path, op)| scale.wants(&key(path, op)))
+            || (blob_bytes == 4 * MIB && scale.wants(&tail_key));
         if !wanted {
             continue; // no blobs to make (64 MiB ones take seconds)
         }
         let puts = scale.op_count(blob_bytes, if in_flight == 1 { 0 } else { 1 });
-        let gets = scale.op_count(blob_bytes, if in_flight == 1 { 2 } else { 3 });
+        let gets_count = scale.op_count(blob_bytes, if in_flight == 1 { 2 } else { 3 });
         let round = unique_id();
         let (blobs, hashes) = fresh_blobs(blob_bytes, puts);
         let mut stored_http = Vec::new();
@@ -826,7 +836,10 @@ async fn s3_round(
         // blobs of its own (the same sizes, other contents).
         let (s3_blobs, _) = fresh_blobs(blob_bytes, puts);
         let mut stored_s3 = Vec::new();
-        if scale.wants(&key("s3", "put")) || scale.wants(&key("s3", "get")) {
+        if scale.wants(&key("s3", "put"))
+            || scale.wants(&key("s3", "get"))
+            || (blob_bytes == 4 * MIB && scale.wants(&tail_key))
+        {
             let (c, b) = (s3.clone(), s3_blobs.clone());
             let sample = measure(puts, in_flight, scale.budget, blob_bytes as u64, move |i| {
                 let (c, blob) = (c.clone(), b[i].clone());
@@ -849,47 +862,89 @@ async fn s3_round(
         }
         if !stored_http.is_empty() && scale.wants(&key("http", "get")) {
             let (f, hashes) = (fronts.clone(), Arc::new(stored_http));
-            let sample = measure(gets, in_flight, scale.budget, blob_bytes as u64, move |i| {
-                let (f, hash) = (f.clone(), hashes[i % hashes.len()]);
-                async move {
-                    let r = f
-                        .request(i, "GET", &format!("/v1/blobs/{hash}"), Bytes::new())
-                        .await?;
-                    if r.status != 200 || r.body.len() != blob_bytes {
-                        return Err(format!(
-                            "get answered {} with {} bytes",
-                            r.status,
-                            r.body.len()
-                        ));
+            let sample = measure(
+                gets_count,
+                in_flight,
+                scale.budget,
+                blob_bytes as u64,
+                move |i| {
+                    let (f, hash) = (f.clone(), hashes[i % hashes.len()]);
+                    async move {
+                        let r = f
+                            .request(i, "GET", &format!("/v1/blobs/{hash}"), Bytes::new())
+                            .await?;
+                        if r.status != 200 || r.body.len() != blob_bytes {
+                            return Err(format!(
+                                "get answered {} with {} bytes",
+                                r.status,
+                                r.body.len()
+                            ));
+                        }
+                        Ok(())
                     }
-                    Ok(())
-                }
-            })
+                },
+            )
             .await;
             let label = format!("{} get {size}, HTTP fronts", cluster.label);
             results.record(&key("http", "get"), &label, in_flight, sample);
         }
-        if !stored_s3.is_empty() && scale.wants(&key("s3", "get")) {
-            let (c, objects) = (s3.clone(), Arc::new(stored_s3));
-            let sample = measure(gets, in_flight, scale.budget, blob_bytes as u64, move |i| {
-                let (c, object) = (c.clone(), objects[i % objects.len()]);
-                async move {
-                    let path = format!("/{S3_BENCH_BUCKET}/{round}/object-{object}");
-                    let r = c.request(i, "GET", &path, Bytes::new()).await?;
-                    if r.status != 200 || r.body.len() != blob_bytes {
-                        return Err(format!(
-                            "GetObject answered {} with {} bytes",
-                            r.status,
-                            r.body.len()
-                        ));
-                    }
-                    Ok(())
+        if !stored_s3.is_empty() {
+            let objects = Arc::new(stored_s3);
+            // 4 MiB GetObject's tail is judged at `GET_TAIL_IN_FLIGHT`, as well as at the
+            // throughput runs' count.
+            let tail = (blob_bytes == 4 * MIB).then_some(GET_TAIL_IN_FLIGHT);
+            for in_flight in std::iter::once(in_flight).chain(tail) {
+                let key = format!(
+                    "{}_s3_get_{}_x{in_flight}",
+                    cluster.key,
+                    size_key(blob_bytes)
+                );
+                if !scale.wants(&key) {
+                    continue;
                 }
-            })
-            .await;
-            let label = format!("{} GetObject {size}, S3 fronts", cluster.label);
-            results.record(&key("s3", "get"), &label, in_flight, sample);
+                let gets = S3Gets {
+                    s3: s3.clone(),
+                    objects: objects.clone(),
+                    round,
+                    blob_bytes,
+                };
+                let sample = gets.measure(scale, gets_count, in_flight).await;
+                let label = format!("{} GetObject {size}, S3 fronts", cluster.label);
+                results.record(&key, &label, in_flight, sample);
+            }
         }
+    }
+}
+
+/// GetObject of the objects a round stored through the S3 fronts, cycling through them.
+struct S3Gets {
+    s3: Arc<Fronts>,
+    objects: Arc<Vec<usize>>,
+    round: u64,
+    blob_bytes: usize,
+}
+
+impl S3Gets {
+    async fn measure(self, scale: &Scale, count: usize, in_flight: usize) -> Sample {
+        let this = Arc::new(self);
+        let bytes = this.blob_bytes as u64;
+        measure(count, in_flight, scale.budget, bytes, move |i| {
+            let this = this.clone();
+            async move {
+                let object = this.objects[i % this.objects.len()];
+                let path = format!("/{S3_BENCH_BUCKET}/{}/object-{object}", this.round);
+                let r = this.s3.request(i, "GET", &path, Bytes::new()).await?;
+                if r.status != 200 || r.body.len() != this.blob_bytes {
+                    return Err(format!(
+                        "GetObject answered {} with {} bytes",
+                        r.status,
+                        r.body.len()
+                    ));
+                }
+                Ok(())
+            }
+        })
+        .await
     }
 }
 
@@ -1137,6 +1192,10 @@ fn goals(results: &Results) -> Vec<Goal> {
         ("factor3_s3_put_4KiB_x1", p50),
         ("factor3_http_put_4KiB_x1", p50),
     );
+    let s3_get_4m_tail = {
+        let key = format!("factor3_s3_get_4MiB_x{GET_TAIL_IN_FLIGHT}");
+        results.per_round_ratios((&key, |s| s.percentile_ms(0.99)), (&key, p50))
+    };
     vec![
         ratio_goal(
             &format!(
@@ -1159,6 +1218,11 @@ fn goals(results: &Results) -> Vec<Goal> {
              through the HTTP fronts",
             GOAL_S3_PUT_4KIB_P50_MULTIPLE_OF_HTTP,
             s3_put_4k,
+        ),
+        ratio_at_most_goal(
+            &format!("(v) 4 MiB GetObject, factor 3, {GET_TAIL_IN_FLIGHT} in flight: p99 over p50"),
+            GOAL_S3_GET_4MIB_P99_MULTIPLE_OF_P50,
+            s3_get_4m_tail,
         ),
         ratio_goal(
             &format!(

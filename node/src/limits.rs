@@ -4,6 +4,7 @@
 //! relations between the two are checked here when the crate compiles. Exceeding a bound is an
 //! error answered to whoever asked (`Busy`, 503, `EntityTooLarge`, ...), never a crash.
 
+use cairn_client::limits::{CONNECTION_RECEIVE_WINDOW_BYTES, SEND_WINDOW_BYTES};
 use cairn_core::limits::{META_PAGE_BYTES_MAX, NODE_ID_BYTES_MAX, PEER_MESSAGE_BYTES_MAX};
 
 // ---- The QUIC server ----
@@ -36,6 +37,16 @@ pub const FORWARD_QUEUE_CHUNKS: usize = 16;
 /// Body bytes a replica link takes while its connection is still opening; a replica slower than
 /// that to connect misses the put (and gets a hint).
 pub const FORWARD_PENDING_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Bytes of get responses one connection sends at a time; further gets wait their turn in
+/// arrival order. No more than the send and receive windows, so an admitted response never
+/// waits on them: the transport resumes window-blocked streams newest first, which left the
+/// earliest gets behind later ones.
+pub const GET_SEND_BYTES_MAX: u64 = SEND_WINDOW_BYTES;
+
+/// Gets of at most this many bytes skip the turns: a few packets each, they cannot crowd
+/// the window.
+pub const GET_UNQUEUED_BYTES_MAX: u64 = 64 * 1024;
 
 /// Stripes of the per-hash commit lock (a hash's stripe is its first byte, modulo this).
 pub const ENTRY_LOCK_STRIPES: usize = 256;
@@ -354,6 +365,12 @@ const _: () = assert!(FORWARD_QUEUE_CHUNKS * BODY_CHUNK_BYTES_MAX <= FORWARD_PEN
 const _: () = assert!(BODY_STALL_TIMEOUT_MS < REPLICA_RESPONSE_TIMEOUT_MS);
 const _: () = assert!(DECISION_TIMEOUT_MS < REPLICA_RESPONSE_TIMEOUT_MS);
 const _: () = assert!(HEADER_TIMEOUT_MS <= DECISION_TIMEOUT_MS);
+// The gets a connection sends at once fit both its windows (and a turn, counted in `u32`
+// permits), and a small get skipping the turns is smaller than one turn.
+const _: () = assert!(GET_SEND_BYTES_MAX <= SEND_WINDOW_BYTES);
+const _: () = assert!(GET_SEND_BYTES_MAX <= CONNECTION_RECEIVE_WINDOW_BYTES as u64);
+const _: () = assert!(GET_SEND_BYTES_MAX <= u32::MAX as u64);
+const _: () = assert!(GET_UNQUEUED_BYTES_MAX < GET_SEND_BYTES_MAX);
 // The commit lock is striped by one byte of the hash.
 const _: () = assert!(ENTRY_LOCK_STRIPES > 0 && ENTRY_LOCK_STRIPES <= 256);
 // The heal loop ticks well within a peer call's time.

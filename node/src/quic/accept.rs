@@ -9,6 +9,7 @@ use cairn_core::limits::REQUEST_HEADER_BYTES_MAX;
 use cairn_core::wire::{self, DeleteRole, ErrorCode, FrameError, Op, PutRole, Request, Response};
 use cairn_engine::Hash;
 
+use super::blobs::GetTurns;
 use super::identity::PeerIdentity;
 use super::{blobs, coordinator, fail, peer, respond};
 use crate::limits::HEADER_TIMEOUT_MS;
@@ -33,8 +34,10 @@ pub(crate) async fn accept_loop(state: Arc<State>, endpoint: quinn::Endpoint) {
                 }
             };
             let identity = Arc::new(PeerIdentity::of(&conn));
+            let turns = Arc::new(GetTurns::new());
             while let Ok((send, recv)) = conn.accept_bi().await {
-                crate::task::spawn(handle_stream(state.clone(), identity.clone(), send, recv));
+                let (identity, turns) = (identity.clone(), turns.clone());
+                crate::task::spawn(handle_stream(state.clone(), identity, turns, send, recv));
             }
             drop(permit);
         });
@@ -44,6 +47,7 @@ pub(crate) async fn accept_loop(state: Arc<State>, endpoint: quinn::Endpoint) {
 async fn handle_stream(
     state: Arc<State>,
     identity: Arc<PeerIdentity>,
+    turns: Arc<GetTurns>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -110,7 +114,9 @@ async fn handle_stream(
                 PutRole::Replica => blobs::replica_put(&state, hash, len, send, recv).await,
             }
         }
-        Op::Get { hash, range } => blobs::get(&state, Hash::from_bytes(hash), range, send).await,
+        Op::Get { hash, range } => {
+            blobs::get(&state, &turns, Hash::from_bytes(hash), range, send).await
+        }
         Op::Head { hash } => blobs::head(&state, Hash::from_bytes(hash), send).await,
         Op::Delete {
             hash,

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use cairn_client::framing;
 use cairn_core::Routing;
 use cairn_core::hints::HintKind;
@@ -14,12 +16,36 @@ use cairn_engine::{BlobStat, BlobWriter, Hash};
 
 use super::body::receive;
 use super::{fail, respond};
-use crate::limits::DECISION_TIMEOUT_MS;
+use crate::limits::{DECISION_TIMEOUT_MS, GET_SEND_BYTES_MAX, GET_UNQUEUED_BYTES_MAX};
 use crate::replica::{self, LocalError, engine_code, is_corrupt};
 use crate::state::State;
 
+/// One connection's turns at sending get responses: `GET_SEND_BYTES_MAX` bytes, handed out
+/// in the order gets ask (tokio's semaphore is fair), each held until the peer has
+/// acknowledged the whole response. Without them, a connection carrying more gets than its
+/// window let the newest ones send first.
+pub(super) struct GetTurns(tokio::sync::Semaphore);
+
+impl GetTurns {
+    pub(super) fn new() -> GetTurns {
+        GetTurns(tokio::sync::Semaphore::new(GET_SEND_BYTES_MAX as usize))
+    }
+
+    /// Waits for the turn of a response of `bytes`; none for a small one.
+    async fn take(&self, bytes: u64) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if bytes <= GET_UNQUEUED_BYTES_MAX {
+            return None;
+        }
+        // At most `GET_SEND_BYTES_MAX`, which fits a u32 (checked in `limits`).
+        let permits = bytes.min(GET_SEND_BYTES_MAX) as u32;
+        // The semaphore is never closed.
+        self.0.acquire_many(permits).await.ok()
+    }
+}
+
 pub(super) async fn get(
     state: &State,
+    turns: &GetTurns,
     hash: Hash,
     range: Option<ByteRange>,
     mut send: quinn::SendStream,
@@ -47,21 +73,26 @@ pub(super) async fn get(
             return fail(&mut send, engine_code(&e), e.to_string()).await;
         }
     };
-    let header = Response::Blob {
-        len: blob.len() as u64,
-        blob_len,
-    };
+    let len = blob.len() as u64;
+    let turn = turns.take(len).await;
+    let header = Response::Blob { len, blob_len };
     if framing::write_frame(&mut send, &header, RESPONSE_HEADER_BYTES_MAX)
         .await
         .is_err()
     {
         return;
     }
-    if let Err(e) = send.write_all(&blob).await {
+    // The transport sends from the mapping itself: no copy of the blob into its buffers.
+    if let Err(e) = send.write_chunk(Bytes::from_owner(blob)).await {
         tracing::debug!(%hash, error = %e, "get aborted by the reader");
         return;
     }
     let _ = send.finish();
+    if turn.is_some() {
+        // The turn ends once the peer has the whole response (or is gone: the idle timeout
+        // bounds the wait).
+        let _ = send.stopped().await;
+    }
 }
 
 pub(super) async fn head(state: &State, hash: Hash, mut send: quinn::SendStream) {
@@ -179,4 +210,50 @@ pub(super) fn repair(
         }
     }
     Response::RepairQueued
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// Polls `f` once: whether it is still waiting.
+    async fn waits<F: Future + Unpin>(f: &mut F) -> bool {
+        tokio::time::timeout(Duration::ZERO, f).await.is_err()
+    }
+
+    #[tokio::test]
+    async fn gets_take_their_turns_in_arrival_order_and_small_ones_skip_them() {
+        let turns = GetTurns::new();
+        let first = turns.take(GET_SEND_BYTES_MAX - 4 * MIB).await;
+        assert!(first.is_some(), "a large get holds a turn");
+
+        // 4 MiB are free, but an 8 MiB get asked first: a 4 MiB get asking after it waits
+        // behind it rather than overtaking it.
+        let mut second = Box::pin(turns.take(8 * MIB));
+        assert!(waits(&mut second).await);
+        let mut third = Box::pin(turns.take(4 * MIB));
+        assert!(
+            waits(&mut third).await,
+            "a later get overtook an earlier one"
+        );
+
+        // A small get does not wait at all.
+        let small = tokio::time::timeout(Duration::ZERO, turns.take(GET_UNQUEUED_BYTES_MAX)).await;
+        assert!(matches!(small, Ok(None)), "a small get waited for a turn");
+
+        drop(first);
+        let second = second.await;
+        let third = third.await;
+        assert!(second.is_some() && third.is_some());
+
+        // A get larger than the whole budget takes all of it, once the others are done.
+        let mut whole = Box::pin(turns.take(64 * MIB));
+        assert!(waits(&mut whole).await);
+        drop((second, third));
+        assert!(whole.await.is_some());
+    }
 }
