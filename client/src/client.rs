@@ -22,6 +22,7 @@ use crate::limits::{
     ANSWER_AFTER_BODY_MS, BODY_STALL_MS, GET_IN_MEMORY_BYTES_MAX, REFRESH_BYTES_MIN,
     RETRY_BACKOFF_MS_MAX, RETRY_BACKOFF_MS_MIN, STREAM_QUEUE_PIECES, UPLOAD_CHUNK_BYTES,
 };
+use crate::pieces::Gather;
 use crate::pool::{Pool, read_response};
 use crate::tls::{self, Identity};
 
@@ -751,7 +752,9 @@ impl Client {
             });
         }
         sink.begin(len, blob_len);
-        // Gathered into batches: QUIC hands out about a packet at a time.
+        // QUIC hands out about a packet at a time: pieces are gathered before they are hashed
+        // and passed on.
+        let mut gather = Gather::default();
         let mut hasher = range.is_none().then(StreamHasher::new);
         let mut received = 0u64;
         // The last piece is handed out only once the whole blob hashed right, so an output that
@@ -788,11 +791,15 @@ impl Client {
                     message: format!("sent more than the {len} bytes announced"),
                 });
             }
-            if let Some(h) = &mut hasher {
-                h.update(&chunk.bytes);
-            }
-            if let Some(previous) = held.replace(chunk.bytes) {
-                sink.write(previous).await?;
+            let piece = gather.push(chunk.bytes);
+            let rest = if received == len { gather.rest() } else { None };
+            for piece in piece.into_iter().chain(rest) {
+                if let Some(h) = &mut hasher {
+                    h.update(&piece);
+                }
+                if let Some(previous) = held.replace(piece) {
+                    sink.write(previous).await?;
+                }
             }
         }
         if let Some(h) = hasher {

@@ -59,6 +59,7 @@ mod error;
 pub mod framing;
 mod layout_file;
 pub mod limits;
+mod pieces;
 pub mod pool;
 pub mod tls;
 

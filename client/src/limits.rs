@@ -31,8 +31,12 @@ pub const ANSWER_AFTER_BODY_MS: u64 = 60_000;
 /// Largest blob `get` collects into memory; larger blobs are read with `get_to_writer`.
 pub const GET_IN_MEMORY_BYTES_MAX: u64 = 1 << 30;
 
-/// Pieces a `BlobStream` buffers ahead of its reader.
+/// Pieces a `BlobStream` buffers ahead of its reader (each about `READ_PIECE_BYTES`).
 pub const STREAM_QUEUE_PIECES: usize = 16;
+
+/// A read passes its bytes on in pieces of at least this size (but the last): QUIC hands
+/// them out about a packet at a time, and each piece costs the reader a hand-off.
+pub const READ_PIECE_BYTES: usize = 32 * 1024;
 
 // ---- Connections ----
 
@@ -87,5 +91,7 @@ const _: () = assert!(CONNECT_TIMEOUT_MS <= IDLE_TIMEOUT_MS);
 // One stream's window fits the connection's, and a read of one upload chunk fits a stream's.
 const _: () = assert!(STREAM_RECEIVE_WINDOW_BYTES <= CONNECTION_RECEIVE_WINDOW_BYTES);
 const _: () = assert!(UPLOAD_CHUNK_BYTES <= STREAM_RECEIVE_WINDOW_BYTES as usize);
+// A gathered piece is long enough for the stream hasher to hash in place.
+const _: () = assert!(READ_PIECE_BYTES >= cairn_engine::limits::HASH_BATCH_BYTES);
 // A stalled body is noticed before a put's answer is given up on.
 const _: () = assert!(BODY_STALL_MS < ANSWER_AFTER_BODY_MS);
