@@ -177,12 +177,22 @@ pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+pub async fn wait_until(what: &str, check: impl FnMut() -> bool) {
+    wait_until_showing(what, check, String::new).await
+}
+
+/// `wait_until`, saying what `figures` says if the wait times out.
+pub async fn wait_until_showing(
+    what: &str,
+    mut check: impl FnMut() -> bool,
+    figures: impl Fn() -> String,
+) {
     let start = Instant::now();
     while !check() {
         assert!(
             start.elapsed() < CONVERGE_TIMEOUT,
-            "timed out waiting for {what}"
+            "timed out waiting for {what} {}",
+            figures()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
