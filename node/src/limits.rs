@@ -39,10 +39,19 @@ pub const FORWARD_QUEUE_CHUNKS: usize = 16;
 pub const FORWARD_PENDING_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Bytes of get responses one connection sends at a time; further gets wait their turn in
-/// arrival order. No more than the send and receive windows, so an admitted response never
-/// waits on them: the transport resumes window-blocked streams newest first, which left the
-/// earliest gets behind later ones.
-pub const GET_SEND_BYTES_MAX: u64 = SEND_WINDOW_BYTES;
+/// arrival order. Three quarters of the send window (which is also the receive window): an
+/// admitted response does not wait on the window, and the rest is left for headers, small
+/// gets and other answers. (The transport resumes window-blocked streams newest first, which
+/// left the earliest gets behind later ones.)
+pub const GET_SEND_BYTES_MAX: u64 = SEND_WINDOW_BYTES / 4 * 3;
+
+/// Longest a get waits for its turn; then it is answered `Busy`, and the reader tries another
+/// replica.
+pub const GET_TURN_WAIT_MS_MAX: u64 = 5_000;
+
+/// Longest a get holds its turn: a reader slower than that keeps its stream going, and the
+/// next gets go.
+pub const GET_TURN_HOLD_MS_MAX: u64 = 2_000;
 
 /// Gets of at most this many bytes skip the turns: a few packets each, they cannot crowd
 /// the window.
@@ -371,6 +380,8 @@ const _: () = assert!(GET_SEND_BYTES_MAX <= SEND_WINDOW_BYTES);
 const _: () = assert!(GET_SEND_BYTES_MAX <= CONNECTION_RECEIVE_WINDOW_BYTES as u64);
 const _: () = assert!(GET_SEND_BYTES_MAX <= u32::MAX as u64);
 const _: () = assert!(GET_UNQUEUED_BYTES_MAX < GET_SEND_BYTES_MAX);
+// A turn held to its end leaves the next get time to be sent before it gives up waiting.
+const _: () = assert!(GET_TURN_HOLD_MS_MAX < GET_TURN_WAIT_MS_MAX);
 // The commit lock is striped by one byte of the hash.
 const _: () = assert!(ENTRY_LOCK_STRIPES > 0 && ENTRY_LOCK_STRIPES <= 256);
 // The heal loop ticks well within a peer call's time.

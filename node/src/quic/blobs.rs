@@ -16,14 +16,18 @@ use cairn_engine::{BlobStat, BlobWriter, Hash};
 
 use super::body::receive;
 use super::{fail, respond};
-use crate::limits::{DECISION_TIMEOUT_MS, GET_SEND_BYTES_MAX, GET_UNQUEUED_BYTES_MAX};
+use crate::limits::{
+    DECISION_TIMEOUT_MS, GET_SEND_BYTES_MAX, GET_TURN_HOLD_MS_MAX, GET_TURN_WAIT_MS_MAX,
+    GET_UNQUEUED_BYTES_MAX,
+};
 use crate::replica::{self, LocalError, engine_code, is_corrupt};
 use crate::state::State;
 
 /// One connection's turns at sending get responses: `GET_SEND_BYTES_MAX` bytes, handed out
 /// in the order gets ask (tokio's semaphore is fair), each held until the peer has
-/// acknowledged the whole response. Without them, a connection carrying more gets than its
-/// window let the newest ones send first.
+/// acknowledged the whole response or for `GET_TURN_HOLD_MS_MAX`, whichever comes first.
+/// Without them, a connection carrying more gets than its window let the newest ones send
+/// first.
 pub(super) struct GetTurns(tokio::sync::Semaphore);
 
 impl GetTurns {
@@ -59,6 +63,20 @@ pub(super) async fn get(
         }
         Err(e) => return fail(&mut send, engine_code(&e), e.to_string()).await,
     };
+    // The turn comes before the read, so a waiting get holds no mapping; a reader that gives
+    // up stops waiting, and one that waits too long is told `Busy` and tries another replica.
+    let wait = Duration::from_millis(GET_TURN_WAIT_MS_MAX);
+    let len = range.map_or(blob_len, |r| r.len);
+    let turn = tokio::select! {
+        turn = tokio::time::timeout(wait, turns.take(len)) => match turn {
+            Ok(turn) => turn,
+            Err(_) => {
+                let message = format!("no turn to send within {GET_TURN_WAIT_MS_MAX} ms");
+                return fail(&mut send, ErrorCode::Busy, message).await;
+            }
+        },
+        _ = send.stopped() => return,
+    };
     let read = match range {
         None => state.store.get(&hash),
         Some(r) => state.store.read_range(&hash, r.offset, r.len),
@@ -73,25 +91,37 @@ pub(super) async fn get(
             return fail(&mut send, engine_code(&e), e.to_string()).await;
         }
     };
-    let len = blob.len() as u64;
-    let turn = turns.take(len).await;
-    let header = Response::Blob { len, blob_len };
-    if framing::write_frame(&mut send, &header, RESPONSE_HEADER_BYTES_MAX)
-        .await
-        .is_err()
-    {
-        return;
-    }
-    // The transport sends from the mapping itself: no copy of the blob into its buffers.
-    if let Err(e) = send.write_chunk(Bytes::from_owner(blob)).await {
+    let header = Response::Blob {
+        len: blob.len() as u64,
+        blob_len,
+    };
+    let queued = turn.is_some();
+    let sending = async {
+        framing::write_frame(&mut send, &header, RESPONSE_HEADER_BYTES_MAX)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The transport sends from the mapping itself: no copy of the blob into its buffers.
+        let body = Bytes::from_owner(blob);
+        send.write_chunk(body).await.map_err(|e| e.to_string())?;
+        let _ = send.finish();
+        if queued {
+            // The turn ends once the peer has the whole response.
+            let _ = send.stopped().await;
+        }
+        Ok::<(), String>(())
+    };
+    tokio::pin!(sending);
+    let hold = Duration::from_millis(GET_TURN_HOLD_MS_MAX);
+    let sent = match tokio::time::timeout(hold, &mut sending).await {
+        Ok(sent) => sent,
+        Err(_) => {
+            // A reader this slow keeps its stream going, but not the connection's turns.
+            drop(turn);
+            sending.await
+        }
+    };
+    if let Err(e) = sent {
         tracing::debug!(%hash, error = %e, "get aborted by the reader");
-        return;
-    }
-    let _ = send.finish();
-    if turn.is_some() {
-        // The turn ends once the peer has the whole response (or is gone: the idle timeout
-        // bounds the wait).
-        let _ = send.stopped().await;
     }
 }
 
