@@ -774,3 +774,78 @@ async fn nodes_named_by_host_name_find_each_other_and_find_a_restarted_one_again
     client.close().await;
     cluster.shutdown().await;
 }
+
+/// A reader that stops reading a large get keeps its stream, but not the connection's turns:
+/// the next large get on the same connection is answered once the stalled one's turn runs out,
+/// not refused `Busy` when its wait does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_holds_the_connections_get_turns_for_a_bounded_time() {
+    use cairn_node::limits::{GET_SEND_BYTES_MAX, GET_TURN_HOLD_MS_MAX, GET_TURN_WAIT_MS_MAX};
+
+    let cluster = TestCluster::start(68).await;
+    let client = cluster.client().await;
+    // Larger than all the turns of a connection together.
+    let big = seeded_bytes(68, GET_SEND_BYTES_MAX as usize + 4 * 1024 * 1024);
+    let big_hash = client.put(big.clone()).await.unwrap();
+    // A blob of 1 MiB sharing a replica with the large one.
+    let (small, small_hash, node) = (0..)
+        .find_map(|seed| {
+            let bytes = seeded_bytes(6800 + seed, 1024 * 1024);
+            let hash = Hash::of(&bytes);
+            let shared = client
+                .replicas_of(&hash)
+                .into_iter()
+                .find(|id| client.replicas_of(&big_hash).contains(id))?;
+            Some((bytes, hash, shared))
+        })
+        .unwrap();
+    client.put(small.clone()).await.unwrap();
+    wait_until("the shared replica to hold both blobs", || {
+        let store = cluster.node(&node).store();
+        [big_hash, small_hash]
+            .iter()
+            .all(|h| matches!(store.get(h), Ok(Some(_))))
+    })
+    .await;
+
+    let layout = cluster.layout();
+    let spec = layout.nodes.iter().find(|n| n.id == node).unwrap();
+    let pool = cluster.raw_pool();
+    let get = |hash: Hash| Request {
+        layout_version: layout.version,
+        op: Op::Get {
+            hash: *hash.as_bytes(),
+            range: None,
+        },
+    };
+    // The stalled reader: it takes the answer's header and no byte of the body.
+    let (_stalled_send, mut stalled) = pool.open(spec, &get(big_hash)).await.unwrap();
+    let header = read_response(&node, &mut stalled).await.unwrap();
+    assert!(matches!(header, Response::Blob { .. }), "{header:?}");
+
+    let started = std::time::Instant::now();
+    let (_send, mut recv) = pool.open(spec, &get(small_hash)).await.unwrap();
+    let header = read_response(&node, &mut recv).await.unwrap();
+    let waited_ms = started.elapsed().as_millis() as u64;
+    assert_eq!(
+        header,
+        Response::Blob {
+            len: small.len() as u64,
+            blob_len: small.len() as u64
+        },
+        "after {waited_ms} ms (a turn is held {GET_TURN_HOLD_MS_MAX} ms at most, waited for \
+         {GET_TURN_WAIT_MS_MAX} ms at most)"
+    );
+    assert!(
+        waited_ms + 500 >= GET_TURN_HOLD_MS_MAX,
+        "the second get did not wait for the first one's turn: {waited_ms} ms"
+    );
+    let body = recv.read_to_end(small.len()).await.unwrap();
+    assert_eq!(body, small);
+
+    // The stalled reader can still read its whole blob.
+    let body = stalled.read_to_end(big.len()).await.unwrap();
+    assert_eq!(Hash::of(&body), big_hash);
+    client.close().await;
+    cluster.shutdown().await;
+}
