@@ -811,7 +811,7 @@ async fn s3_round(
             continue; // no blobs to make (64 MiB ones take seconds)
         }
         let puts = scale.op_count(blob_bytes, if in_flight == 1 { 0 } else { 1 });
-        let gets_count = scale.op_count(blob_bytes, if in_flight == 1 { 2 } else { 3 });
+        let gets = scale.op_count(blob_bytes, if in_flight == 1 { 2 } else { 3 });
         let round = unique_id();
         let (blobs, hashes) = fresh_blobs(blob_bytes, puts);
         let mut stored_http = Vec::new();
@@ -862,28 +862,22 @@ async fn s3_round(
         }
         if !stored_http.is_empty() && scale.wants(&key("http", "get")) {
             let (f, hashes) = (fronts.clone(), Arc::new(stored_http));
-            let sample = measure(
-                gets_count,
-                in_flight,
-                scale.budget,
-                blob_bytes as u64,
-                move |i| {
-                    let (f, hash) = (f.clone(), hashes[i % hashes.len()]);
-                    async move {
-                        let r = f
-                            .request(i, "GET", &format!("/v1/blobs/{hash}"), Bytes::new())
-                            .await?;
-                        if r.status != 200 || r.body.len() != blob_bytes {
-                            return Err(format!(
-                                "get answered {} with {} bytes",
-                                r.status,
-                                r.body.len()
-                            ));
-                        }
-                        Ok(())
+            let sample = measure(gets, in_flight, scale.budget, blob_bytes as u64, move |i| {
+                let (f, hash) = (f.clone(), hashes[i % hashes.len()]);
+                async move {
+                    let r = f
+                        .request(i, "GET", &format!("/v1/blobs/{hash}"), Bytes::new())
+                        .await?;
+                    if r.status != 200 || r.body.len() != blob_bytes {
+                        return Err(format!(
+                            "get answered {} with {} bytes",
+                            r.status,
+                            r.body.len()
+                        ));
                     }
-                },
-            )
+                    Ok(())
+                }
+            })
             .await;
             let label = format!("{} get {size}, HTTP fronts", cluster.label);
             results.record(&key("http", "get"), &label, in_flight, sample);
@@ -902,13 +896,13 @@ async fn s3_round(
                 if !scale.wants(&key) {
                     continue;
                 }
-                let gets = S3Gets {
+                let s3_gets = S3Gets {
                     s3: s3.clone(),
                     objects: objects.clone(),
                     round,
                     blob_bytes,
                 };
-                let sample = gets.measure(scale, gets_count, in_flight).await;
+                let sample = s3_gets.measure(scale, gets, in_flight).await;
                 let label = format!("{} GetObject {size}, S3 fronts", cluster.label);
                 results.record(&key, &label, in_flight, sample);
             }
