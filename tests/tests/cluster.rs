@@ -819,11 +819,11 @@ async fn a_stalled_reader_holds_the_connections_get_turns_for_a_bounded_time() {
         },
     };
     // The stalled reader: it takes the answer's header and no byte of the body.
+    let started = std::time::Instant::now();
     let (_stalled_send, mut stalled) = pool.open(spec, &get(big_hash)).await.unwrap();
     let header = read_response(&node, &mut stalled).await.unwrap();
     assert!(matches!(header, Response::Blob { .. }), "{header:?}");
 
-    let started = std::time::Instant::now();
     let (_send, mut recv) = pool.open(spec, &get(small_hash)).await.unwrap();
     let header = read_response(&node, &mut recv).await.unwrap();
     let waited_ms = started.elapsed().as_millis() as u64;
@@ -837,7 +837,7 @@ async fn a_stalled_reader_holds_the_connections_get_turns_for_a_bounded_time() {
          {GET_TURN_WAIT_MS_MAX} ms at most)"
     );
     assert!(
-        waited_ms + 500 >= GET_TURN_HOLD_MS_MAX,
+        waited_ms >= GET_TURN_HOLD_MS_MAX,
         "the second get did not wait for the first one's turn: {waited_ms} ms"
     );
     let body = recv.read_to_end(small.len()).await.unwrap();

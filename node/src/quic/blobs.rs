@@ -66,8 +66,19 @@ pub(super) async fn get(
     // The turn comes before the read, so a waiting get holds no mapping; a reader that gives
     // up stops waiting, and one that waits too long is told `Busy` and tries another replica.
     let wait = Duration::from_millis(GET_TURN_WAIT_MS_MAX);
-    let len = range.map_or(blob_len, |r| r.len);
+    let len = match range {
+        None => blob_len,
+        Some(r)
+            if r.offset
+                .checked_add(r.len)
+                .is_some_and(|end| end <= blob_len) =>
+        {
+            r.len
+        }
+        Some(_) => 0, // out of bounds: refused by the read below, with no turn to wait for
+    };
     let turn = tokio::select! {
+        biased;
         turn = tokio::time::timeout(wait, turns.take(len)) => match turn {
             Ok(turn) => turn,
             Err(_) => {
