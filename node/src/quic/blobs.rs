@@ -108,31 +108,27 @@ pub(super) async fn get(
     };
     let queued = turn.is_some();
     let sending = async {
-        framing::write_frame(&mut send, &header, RESPONSE_HEADER_BYTES_MAX)
-            .await
-            .map_err(|e| e.to_string())?;
+        let framed = framing::write_frame(&mut send, &header, RESPONSE_HEADER_BYTES_MAX).await;
+        if framed.is_err() {
+            return;
+        }
         // The transport sends from the mapping itself: no copy of the blob into its buffers.
-        let body = Bytes::from_owner(blob);
-        send.write_chunk(body).await.map_err(|e| e.to_string())?;
+        if let Err(e) = send.write_chunk(Bytes::from_owner(blob)).await {
+            tracing::debug!(%hash, error = %e, "get aborted by the reader");
+            return;
+        }
         let _ = send.finish();
         if queued {
             // The turn ends once the peer has the whole response.
             let _ = send.stopped().await;
         }
-        Ok::<(), String>(())
     };
     tokio::pin!(sending);
     let hold = Duration::from_millis(GET_TURN_HOLD_MS_MAX);
-    let sent = match tokio::time::timeout(hold, &mut sending).await {
-        Ok(sent) => sent,
-        Err(_) => {
-            // A reader this slow keeps its stream going, but not the connection's turns.
-            drop(turn);
-            sending.await
-        }
-    };
-    if let Err(e) = sent {
-        tracing::debug!(%hash, error = %e, "get aborted by the reader");
+    if tokio::time::timeout(hold, &mut sending).await.is_err() {
+        // A reader this slow keeps its stream going, but not the connection's turns.
+        drop(turn);
+        sending.await;
     }
 }
 
