@@ -35,9 +35,14 @@ impl GetTurns {
         GetTurns(tokio::sync::Semaphore::new(GET_SEND_BYTES_MAX as usize))
     }
 
+    /// Whether a response of `bytes` waits for a turn: small ones do not.
+    fn queues(bytes: u64) -> bool {
+        bytes > GET_UNQUEUED_BYTES_MAX
+    }
+
     /// Waits for the turn of a response of `bytes`; none for a small one.
     async fn take(&self, bytes: u64) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        if bytes <= GET_UNQUEUED_BYTES_MAX {
+        if !GetTurns::queues(bytes) {
             return None;
         }
         // At most `GET_SEND_BYTES_MAX`, which fits a u32 (checked in `limits`).
@@ -77,16 +82,20 @@ pub(super) async fn get(
         }
         Some(_) => 0, // out of bounds: refused by the read below, with no turn to wait for
     };
-    let turn = tokio::select! {
-        biased;
-        turn = tokio::time::timeout(wait, turns.take(len)) => match turn {
-            Ok(turn) => turn,
-            Err(_) => {
-                let message = format!("no turn to send within {GET_TURN_WAIT_MS_MAX} ms");
-                return fail(&mut send, ErrorCode::Busy, message).await;
-            }
-        },
-        _ = send.stopped() => return,
+    // A small get, the common case, sets up no wait at all.
+    let turn = if !GetTurns::queues(len) {
+        None
+    } else {
+        tokio::select! {
+            turn = tokio::time::timeout(wait, turns.take(len)) => match turn {
+                Ok(turn) => turn,
+                Err(_) => {
+                    let message = format!("no turn to send within {GET_TURN_WAIT_MS_MAX} ms");
+                    return fail(&mut send, ErrorCode::Busy, message).await;
+                }
+            },
+            _ = send.stopped() => return,
+        }
     };
     let read = match range {
         None => state.store.get(&hash),
