@@ -77,6 +77,11 @@ pub enum Error {
     IdsExhausted { what: &'static str },
     #[error("an earlier write to this streaming writer failed; nothing was stored")]
     WriterFailed,
+    #[error("the blob was announced as {announced_bytes} bytes but {written_bytes} were written")]
+    LengthMismatch {
+        announced_bytes: u64,
+        written_bytes: u64,
+    },
     #[error("{path} is locked by another process")]
     Locked { path: PathBuf },
     #[error("invalid config: {field} {problem}")]

@@ -10,7 +10,13 @@ use crate::limits::{
 };
 
 /// The format version written by this build. Version log: FORMAT.md.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+
+/// The first format version; its files are still read (never appended to).
+pub const FORMAT_VERSION_1: u16 = 1;
+
+/// Hint files have not changed since the first version and still say 1.
+pub const HINT_FORMAT_VERSION: u16 = 1;
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CAIRNSEG";
 pub const RECORD_MAGIC: [u8; 4] = *b"CRec";
@@ -42,6 +48,9 @@ pub enum FormatError {
     EntriesChecksum,
     /// A blob record's payload does not hash to the name in its header.
     ContentHash,
+    /// A version 2 record whose bytes were placed but never committed (a stream that was cut
+    /// off, or one still being written): its space is dead, nothing was acknowledged.
+    Uncommitted,
 }
 
 /// A segment is either shared by many small records or dedicated to one large blob.
@@ -53,6 +62,9 @@ pub enum SegmentKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// The format version the segment was created with; records appended to it are of the same
+    /// version, so a segment of an older version is never appended to.
+    pub version: u16,
     pub kind: SegmentKind,
     pub segment_id: u32,
     /// Shared: the file's (preallocated) size. Dedicated: the size of the whole file.
@@ -62,7 +74,7 @@ pub struct SegmentHeader {
 pub fn encode_segment_header(h: &SegmentHeader) -> [u8; SEGMENT_HEADER_BYTES as usize] {
     let mut b = [0u8; SEGMENT_HEADER_BYTES as usize];
     b[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b[8..10].copy_from_slice(&h.version.to_le_bytes());
     b[10] = h.kind as u8;
     b[12..16].copy_from_slice(&h.segment_id.to_le_bytes());
     b[16..24].copy_from_slice(&h.capacity_bytes.to_le_bytes());
@@ -85,7 +97,7 @@ pub fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, FormatError> {
         return Err(FormatError::HeaderChecksum);
     }
     let version = le_u16(&b[8..10]);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
         return Err(FormatError::UnsupportedVersion { version });
     }
     let kind = match b[10] {
@@ -97,6 +109,7 @@ pub fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, FormatError> {
         return Err(FormatError::ReservedNotZero);
     }
     Ok(SegmentHeader {
+        version,
         kind,
         segment_id: le_u32(&b[12..16]),
         capacity_bytes: le_u64(&b[16..24]),
@@ -116,27 +129,113 @@ pub enum RecordKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHeader {
+    /// 1 or 2 (FORMAT.md): they differ in what the header's checksums cover.
+    pub version: u16,
     pub kind: RecordKind,
     pub hash: Hash,
     pub payload_bytes: u64,
     /// Store-wide sequence number; for one hash, the record with the highest wins at recovery.
+    /// Version 2: 0 until the record is committed.
     pub seq: u64,
-    /// CRC32 of the chunk checksum table.
+    /// Version 1: CRC32 of the chunk checksum table. Version 2: the commit checksum, CRC32 of
+    /// the sequence number's 8 bytes followed by the table (`commit_crc`); 0 until committed.
     pub table_crc: u32,
+}
+
+impl RecordHeader {
+    /// Whether `table` (the record's checksum table, as read) checks against the header: for a
+    /// version 2 record, also that it was committed.
+    pub fn table_checks(&self, table: &[u8]) -> bool {
+        match self.version {
+            FORMAT_VERSION_1 => crc32fast::hash(table) == self.table_crc,
+            _ => self.seq != 0 && commit_crc(self.seq, table) == self.table_crc,
+        }
+    }
+
+    /// Why `table_checks` failed: a version 2 record never committed, or a bad table.
+    pub fn table_problem(&self) -> FormatError {
+        match self.version != FORMAT_VERSION_1 && self.seq == 0 && self.table_crc == 0 {
+            true => FormatError::Uncommitted,
+            false => FormatError::TableChecksum,
+        }
+    }
+}
+
+/// A version 2 record's commit checksum: CRC32 of its sequence number (8 bytes, little-endian)
+/// followed by its checksum table.
+pub fn commit_crc(seq: u64, table: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&seq.to_le_bytes());
+    crc.update(table);
+    crc.finalize()
+}
+
+/// Where a version 2 record's commit (sequence number and commit checksum) sits in its header.
+pub const RECORD_COMMIT_OFFSET: u64 = 52;
+
+/// A version 2 record header as written before its payload: identity checked, not committed.
+pub fn encode_record_identity(
+    kind: RecordKind,
+    hash: &Hash,
+    payload_bytes: u64,
+) -> [u8; RECORD_HEADER_BYTES as usize] {
+    encode_record_header(&RecordHeader {
+        version: FORMAT_VERSION,
+        kind,
+        hash: *hash,
+        payload_bytes,
+        seq: 0,
+        table_crc: 0,
+    })
+}
+
+/// The 12 bytes that commit a version 2 record, written at `RECORD_COMMIT_OFFSET` in its
+/// header once its payload and table are in place.
+pub fn encode_record_commit(seq: u64, table: &[u8]) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[0..8].copy_from_slice(&seq.to_le_bytes());
+    b[8..12].copy_from_slice(&commit_crc(seq, table).to_le_bytes());
+    b
 }
 
 pub fn encode_record_header(h: &RecordHeader) -> [u8; RECORD_HEADER_BYTES as usize] {
     let mut b = [0u8; RECORD_HEADER_BYTES as usize];
     b[0..4].copy_from_slice(&RECORD_MAGIC);
-    b[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b[4..6].copy_from_slice(&h.version.to_le_bytes());
     b[6] = h.kind as u8;
     b[8..40].copy_from_slice(h.hash.as_bytes());
     b[40..48].copy_from_slice(&h.payload_bytes.to_le_bytes());
-    b[48..56].copy_from_slice(&h.seq.to_le_bytes());
-    b[56..60].copy_from_slice(&h.table_crc.to_le_bytes());
-    let crc = crc32fast::hash(&b[0..60]);
-    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    if h.version == FORMAT_VERSION_1 {
+        b[48..56].copy_from_slice(&h.seq.to_le_bytes());
+        b[56..60].copy_from_slice(&h.table_crc.to_le_bytes());
+        let crc = crc32fast::hash(&b[0..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+    } else {
+        let crc = crc32fast::hash(&b[0..48]);
+        b[48..52].copy_from_slice(&crc.to_le_bytes());
+        b[52..60].copy_from_slice(&h.seq.to_le_bytes());
+        b[60..64].copy_from_slice(&h.table_crc.to_le_bytes());
+    }
     b
+}
+
+/// A whole header of the current version, for a record written in one piece: `table` is the
+/// record's checksum table.
+pub fn record_header(
+    kind: RecordKind,
+    hash: &Hash,
+    payload_bytes: u64,
+    seq: u64,
+    table: &[u8],
+) -> RecordHeader {
+    RecordHeader {
+        version: FORMAT_VERSION,
+        kind,
+        hash: *hash,
+        payload_bytes,
+        seq,
+        table_crc: commit_crc(seq, table),
+    }
 }
 
 pub fn decode_record_header(b: &[u8]) -> Result<RecordHeader, FormatError> {
@@ -149,13 +248,22 @@ pub fn decode_record_header(b: &[u8]) -> Result<RecordHeader, FormatError> {
     if b[0..4] != RECORD_MAGIC {
         return Err(FormatError::BadMagic);
     }
-    if le_u32(&b[60..64]) != crc32fast::hash(&b[0..60]) {
-        return Err(FormatError::HeaderChecksum);
-    }
     let version = le_u16(&b[4..6]);
-    if version != FORMAT_VERSION {
-        return Err(FormatError::UnsupportedVersion { version });
-    }
+    let (seq, table_crc) = match version {
+        FORMAT_VERSION_1 => {
+            if le_u32(&b[60..64]) != crc32fast::hash(&b[0..60]) {
+                return Err(FormatError::HeaderChecksum);
+            }
+            (le_u64(&b[48..56]), le_u32(&b[56..60]))
+        }
+        FORMAT_VERSION => {
+            if le_u32(&b[48..52]) != crc32fast::hash(&b[0..48]) {
+                return Err(FormatError::HeaderChecksum);
+            }
+            (le_u64(&b[52..60]), le_u32(&b[60..64]))
+        }
+        version => return Err(FormatError::UnsupportedVersion { version }),
+    };
     let kind = match b[6] {
         1 => RecordKind::Blob,
         2 => RecordKind::Tombstone,
@@ -173,11 +281,12 @@ pub fn decode_record_header(b: &[u8]) -> Result<RecordHeader, FormatError> {
         return Err(FormatError::BadLength);
     }
     Ok(RecordHeader {
+        version,
         kind,
         hash: Hash::from_bytes(b[8..40].try_into().expect("32 bytes")),
         payload_bytes,
-        seq: le_u64(&b[48..56]),
-        table_crc: le_u32(&b[56..60]),
+        seq,
+        table_crc,
     })
 }
 
@@ -208,13 +317,7 @@ pub fn chunk_table(payload: &[u8]) -> Vec<u8> {
 /// Encodes a whole blob record (header, payload, table) into `out`.
 pub fn encode_blob_record(hash: Hash, seq: u64, payload: &[u8], out: &mut Vec<u8>) {
     let table = chunk_table(payload);
-    let header = RecordHeader {
-        kind: RecordKind::Blob,
-        hash,
-        payload_bytes: payload.len() as u64,
-        seq,
-        table_crc: crc32fast::hash(&table),
-    };
+    let header = record_header(RecordKind::Blob, &hash, payload.len() as u64, seq, &table);
     out.reserve(record_bytes(payload.len() as u64) as usize);
     out.extend_from_slice(&encode_record_header(&header));
     out.extend_from_slice(payload);
@@ -222,12 +325,12 @@ pub fn encode_blob_record(hash: Hash, seq: u64, payload: &[u8], out: &mut Vec<u8
 }
 
 /// Checks the chunks of `payload` that overlap `[start, end)` against `table`, after checking
-/// the table itself against `table_crc`. `payload` and `table` are the record's whole payload
+/// the table itself against `header`. `payload` and `table` are the record's whole payload
 /// and table.
 pub fn verify_payload_range(
     payload: &[u8],
     table: &[u8],
-    table_crc: u32,
+    header: &RecordHeader,
     start: u64,
     end: u64,
 ) -> Result<(), FormatError> {
@@ -237,8 +340,8 @@ pub fn verify_payload_range(
     if end > payload.len() as u64 {
         return Err(FormatError::BadLength);
     }
-    if crc32fast::hash(table) != table_crc {
-        return Err(FormatError::TableChecksum);
+    if !header.table_checks(table) {
+        return Err(header.table_problem());
     }
     if start == end {
         return Ok(());
@@ -272,6 +375,10 @@ pub struct Scan {
     /// Why the scan stopped before the end of the bytes, if it did. `Zeroed` is the clean end
     /// of a preallocated segment; anything else is a torn or corrupt tail.
     pub stopped_by: Option<FormatError>,
+    /// Version 2 records passed over: their header's identity checks out, so their length is
+    /// known, but they were never committed (`Uncommitted`, or a commit torn by a crash) or
+    /// their bytes do not check. (offset, problem)
+    pub skipped: Vec<(u64, FormatError)>,
 }
 
 /// How much of each record `scan_records` checks.
@@ -287,9 +394,12 @@ pub enum ScanCheck {
     Content,
 }
 
-/// Scans records from `start` until the bytes end or stop making sense.
+/// Scans records from `start` until the bytes end or stop making sense. A version 1 record
+/// that fails a check ends the scan; a version 2 one is passed over (its length is known from
+/// its checked identity) and listed in `skipped`.
 pub fn scan_records(bytes: &[u8], start: u64, check: ScanCheck) -> Scan {
     let mut records = Vec::new();
+    let mut skipped = Vec::new();
     let mut offset = start;
     let len = bytes.len() as u64;
     let stopped_by = loop {
@@ -308,20 +418,27 @@ pub fn scan_records(bytes: &[u8], start: u64, check: ScanCheck) -> Scan {
         let payload_end = payload_start + header.payload_bytes;
         let payload = &bytes[payload_start as usize..payload_end as usize];
         let table = &bytes[payload_end as usize..end as usize];
-        if crc32fast::hash(table) != header.table_crc {
-            break Some(FormatError::TableChecksum);
-        }
-        if check >= ScanCheck::Payload
-            && let Err(e) =
-                verify_payload_range(payload, table, header.table_crc, 0, header.payload_bytes)
+        let problem = if !header.table_checks(table) {
+            Some(header.table_problem())
+        } else if check >= ScanCheck::Payload
+            && let Err(e) = verify_payload_range(payload, table, &header, 0, header.payload_bytes)
         {
-            break Some(e);
-        }
-        if check >= ScanCheck::Content
+            Some(e)
+        } else if check >= ScanCheck::Content
             && header.kind == RecordKind::Blob
             && Hash::of(payload) != header.hash
         {
-            break Some(FormatError::ContentHash);
+            Some(FormatError::ContentHash)
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            if header.version == FORMAT_VERSION_1 {
+                break Some(problem);
+            }
+            skipped.push((offset, problem));
+            offset = end;
+            continue;
         }
         records.push(ScannedRecord { offset, header });
         offset = end;
@@ -330,6 +447,7 @@ pub fn scan_records(bytes: &[u8], start: u64, check: ScanCheck) -> Scan {
         records,
         valid_end: offset,
         stopped_by,
+        skipped,
     }
 }
 
@@ -367,7 +485,7 @@ pub fn encode_hint_file(segment_id: u32, entries: &[HintEntry]) -> Vec<u8> {
     }
     let mut out = Vec::with_capacity(HINT_HEADER_BYTES as usize + body.len());
     out.extend_from_slice(&HINT_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&HINT_FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&segment_id.to_le_bytes());
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
@@ -395,7 +513,7 @@ pub fn decode_hint_file(
         return Err(FormatError::HeaderChecksum);
     }
     let version = le_u16(&header[8..10]);
-    if version != FORMAT_VERSION {
+    if version != HINT_FORMAT_VERSION {
         return Err(FormatError::UnsupportedVersion { version });
     }
     if header[10..12] != [0, 0] {
@@ -460,6 +578,7 @@ mod tests {
     #[test]
     fn segment_header_round_trip_and_damage() {
         let h = SegmentHeader {
+            version: FORMAT_VERSION,
             kind: SegmentKind::Dedicated,
             segment_id: 7,
             capacity_bytes: 1 << 33,
@@ -484,21 +603,102 @@ mod tests {
         assert_eq!(scan.valid_end, rec.len() as u64);
         assert_eq!(scan.records[0].header.hash, hash);
         assert_eq!(scan.records[0].header.seq, 42);
-        // Flip one bit in the header, the payload and the table: each must be detected.
-        for pos in [0usize, 9, 45, 63, 64, 70_000, rec.len() - 1] {
+        // Flip one bit in the header, the payload and the table: each must be detected. A flip
+        // in the identity (bytes 0..52) ends the scan; anywhere else the record is passed over.
+        for pos in [0usize, 9, 45, 50, 55, 63, 64, 70_000, rec.len() - 1] {
             let mut bad = rec.clone();
             bad[pos] ^= 0x10;
             let scan = scan_records(&bad, 0, ScanCheck::Content);
             assert!(scan.records.is_empty(), "flip at {pos} not caught");
-            assert!(scan.stopped_by.is_some());
+            match pos < 52 {
+                true => assert!(scan.stopped_by.is_some(), "flip at {pos}"),
+                false => {
+                    assert_eq!(scan.stopped_by, None, "flip at {pos}");
+                    assert_eq!(scan.skipped.len(), 1, "flip at {pos}");
+                    assert_eq!(scan.valid_end, rec.len() as u64);
+                }
+            }
         }
+    }
+
+    /// A version 1 record, as the first format wrote it.
+    fn version_1_record(hash: Hash, seq: u64, payload: &[u8]) -> Vec<u8> {
+        let table = chunk_table(payload);
+        let header = RecordHeader {
+            version: FORMAT_VERSION_1,
+            kind: RecordKind::Blob,
+            hash,
+            payload_bytes: payload.len() as u64,
+            seq,
+            table_crc: crc32fast::hash(&table),
+        };
+        let mut rec = encode_record_header(&header).to_vec();
+        rec.extend_from_slice(payload);
+        rec.extend_from_slice(&table);
+        rec
+    }
+
+    #[test]
+    fn version_1_records_still_read_and_a_bad_one_still_ends_the_scan() {
+        let payload = vec![3u8; 100_000];
+        let hash = Hash::of(&payload);
+        let rec = version_1_record(hash, 9, &payload);
+        // The header CRC of version 1 covers bytes 0..60: the same bytes read as version 2
+        // would not check.
+        assert_eq!(le_u32(&rec[60..64]), crc32fast::hash(&rec[0..60]));
+        let scan = scan_records(&rec, 0, ScanCheck::Content);
+        assert_eq!(scan.records.len(), 1);
+        assert_eq!(scan.records[0].header.version, FORMAT_VERSION_1);
+        assert_eq!(scan.records[0].header.seq, 9);
+        let mut two = rec.clone();
+        two.extend_from_slice(&rec);
+        two[64 + 5] ^= 1;
+        let scan = scan_records(&two, 0, ScanCheck::Content);
+        assert!(scan.records.is_empty());
+        assert_eq!(scan.valid_end, 0);
+        assert_eq!(
+            scan.stopped_by,
+            Some(FormatError::PayloadChecksum { chunk_index: 0 })
+        );
+    }
+
+    #[test]
+    fn a_placed_record_is_passed_over_until_its_commit_is_written() {
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let hash = Hash::of(&payload);
+        let table = chunk_table(&payload);
+        let mut placed =
+            encode_record_identity(RecordKind::Blob, &hash, payload.len() as u64).to_vec();
+        placed.extend_from_slice(&payload);
+        placed.extend_from_slice(&table);
+        let mut after = Vec::new();
+        encode_blob_record(Hash::of(b"next"), 8, b"next", &mut after);
+        let mut bytes = placed.clone();
+        bytes.extend_from_slice(&after);
+        let scan = scan_records(&bytes, 0, ScanCheck::Content);
+        assert_eq!(scan.skipped, vec![(0, FormatError::Uncommitted)]);
+        assert_eq!(scan.records.len(), 1, "the record after it is still found");
+        assert_eq!(scan.records[0].offset, placed.len() as u64);
+        assert_eq!(scan.valid_end, bytes.len() as u64);
+        // Commit it: the same bytes now hold two records.
+        let at = RECORD_COMMIT_OFFSET as usize;
+        bytes[at..at + 12].copy_from_slice(&encode_record_commit(7, &table));
+        let scan = scan_records(&bytes, 0, ScanCheck::Content);
+        assert!(scan.skipped.is_empty());
+        assert_eq!(scan.records.len(), 2);
+        assert_eq!(scan.records[0].header.seq, 7);
+        // A commit torn half-way does not check.
+        bytes[at + 6..at + 12].fill(0);
+        let scan = scan_records(&bytes, 0, ScanCheck::Headers);
+        assert_eq!(scan.skipped, vec![(0, FormatError::TableChecksum)]);
     }
 
     #[test]
     fn range_verification_checks_only_touched_chunks() {
         let payload = vec![5u8; 3 * CRC_CHUNK_BYTES as usize];
         let table = chunk_table(&payload);
-        let crc = crc32fast::hash(&table);
+        let len = payload.len() as u64;
+        let crc = &record_header(RecordKind::Blob, &Hash::of(&payload), len, 1, &table);
         let mut bad = payload.clone();
         bad[2 * CRC_CHUNK_BYTES as usize + 1] ^= 1;
         let chunk = CRC_CHUNK_BYTES;

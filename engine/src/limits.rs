@@ -26,6 +26,11 @@ pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 /// Default capacity of a shared segment.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 
+/// By default, a blob whose name and length are known before its bytes (`Store::writer_for`) is
+/// placed in its shared segment and written there as it arrives from this size on; a smaller
+/// one is gathered whole and written in one call (`Config::placed_payload_bytes_min`).
+pub const PLACED_PAYLOAD_BYTES_MIN: u64 = 256 * 1024;
+
 /// A streaming writer keeps at most this many bytes in memory. A blob that ends within it is
 /// stored like `put`; a longer one spills to its own dedicated segment as it arrives.
 pub const STREAM_BUFFER_BYTES_MAX: u64 = 8 * 1024 * 1024;

@@ -43,6 +43,10 @@ pub(crate) struct Segment {
     pub min_seq: AtomicU64,
     /// Set once the segment takes no more records (its hint file is being or was written).
     pub sealed: AtomicBool,
+    /// Records placed in the segment whose bytes are still arriving, and whether the segment
+    /// is full: then the last of them to finish seals it (a hint file lists committed records
+    /// only, so sealing waits for every placed record to commit or be abandoned).
+    pub placing: Mutex<Placing>,
     sync: Mutex<SyncState>,
     synced: Condvar,
     /// Every fsync of a segment, timed.
@@ -50,6 +54,12 @@ pub(crate) struct Segment {
     /// Set by every read; cleared by `Store::release_cold_mappings`, which lets go only of the
     /// mappings of segments nobody read since its last pass.
     pub read_since_release: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Placing {
+    pub records: u32,
+    pub seal_due: bool,
 }
 
 /// What a group commit reports when its fsync failed.
@@ -76,6 +86,7 @@ impl Segment {
             live_bytes: AtomicU64::new(0),
             min_seq: AtomicU64::new(u64::MAX),
             sealed: AtomicBool::new(sealed),
+            placing: Mutex::new(Placing::default()),
             sync: Mutex::new(SyncState {
                 next_gen: 1,
                 ..SyncState::default()
@@ -210,17 +221,15 @@ impl Segment {
         let table = self
             .map
             .bytes(payload_start + len, format::table_bytes(len));
-        format::verify_payload_range(payload, table, header.table_crc, start, end).map_err(
-            |e| {
-                let kind = match e {
-                    FormatError::PayloadChecksum { chunk_index } => {
-                        CorruptionKind::PayloadChecksum { chunk_index }
-                    }
-                    _ => CorruptionKind::ChecksumTable,
-                };
-                self.corrupted(offset, kind)
-            },
-        )?;
+        format::verify_payload_range(payload, table, &header, start, end).map_err(|e| {
+            let kind = match e {
+                FormatError::PayloadChecksum { chunk_index } => {
+                    CorruptionKind::PayloadChecksum { chunk_index }
+                }
+                _ => CorruptionKind::ChecksumTable,
+            };
+            self.corrupted(offset, kind)
+        })?;
         Ok(Blob {
             map: self.map.clone(),
             start: payload_start + start,

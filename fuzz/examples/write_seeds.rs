@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_engine::format::{self, HintEntry, RecordHeader, RecordKind, SegmentHeader, SegmentKind};
+use cairn_engine::format::{self, HintEntry, RecordKind, SegmentHeader, SegmentKind};
 use cairn_engine::storage::{MemStorage, Storage};
 use cairn_engine::{Config, Hash, Store, SyncMode};
 use cairn_fuzz::input::pattern;
@@ -36,18 +36,13 @@ impl Seed {
 }
 
 fn tombstone(hash: Hash, seq: u64, kind: RecordKind) -> [u8; 64] {
-    format::encode_record_header(&RecordHeader {
-        kind,
-        hash,
-        payload_bytes: 0,
-        seq,
-        table_crc: 0,
-    })
+    format::encode_record_header(&format::record_header(kind, &hash, 0, seq, &[]))
 }
 
 fn decode_record_seeds() -> Vec<(String, Vec<u8>)> {
     let mut seeds = Vec::new();
     let header = format::encode_segment_header(&SegmentHeader {
+        version: format::FORMAT_VERSION,
         kind: SegmentKind::Shared,
         segment_id: 1,
         capacity_bytes: 4096,

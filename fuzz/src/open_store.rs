@@ -12,7 +12,8 @@
 //!   structures themselves (hints pointing anywhere, duplicate names, odd sequence numbers).
 //!   A few raw byte patches follow.
 //! - `VALID` (2 mod 3): a real store is built with puts, deletes, streaming writes, compaction
-//!   and reopenings chosen by the input. The process may be killed, or the power lost, at an
+//!   (some placed in their segment before their bytes arrive) and reopenings chosen by the
+//!   input. The process may be killed, or the power lost, at an
 //!   input-chosen change to the file system (`KillSwitch`), in the middle of any of these;
 //!   otherwise the store is closed, or loses power (`MemStorage::crash`), at the end. Then
 //!   bytes of its files may be overwritten at input-chosen offsets. Without overwrites, every
@@ -30,7 +31,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_engine::format::{self, HintEntry, RecordHeader, RecordKind, SegmentHeader, SegmentKind};
+use cairn_engine::format::{self, HintEntry, RecordKind, SegmentHeader, SegmentKind};
 use cairn_engine::limits::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use cairn_engine::storage::{MemStorage, Storage};
 use cairn_engine::{Config, Error, Hash, Store, SyncMode};
@@ -205,13 +206,7 @@ fn assembled_image(inp: &mut Input<'_>) -> MemStorage {
             if kind == RecordKind::Blob {
                 format::encode_blob_record(hash, seq, &payload, &mut bytes);
             } else {
-                let header = RecordHeader {
-                    kind,
-                    hash,
-                    payload_bytes: 0,
-                    seq,
-                    table_crc: 0, // the CRC32 of an empty table
-                };
+                let header = format::record_header(kind, &hash, 0, seq, &[]);
                 bytes.extend_from_slice(&format::encode_record_header(&header));
             }
             entries.push(HintEntry {
@@ -246,6 +241,7 @@ fn assembled_image(inp: &mut Input<'_>) -> MemStorage {
             h
         } else {
             format::encode_segment_header(&SegmentHeader {
+                version: format::FORMAT_VERSION,
                 kind: if dedicated {
                     SegmentKind::Dedicated
                 } else {
@@ -360,6 +356,8 @@ fn valid_image(inp: &mut Input<'_>) -> (MemStorage, Config, Option<Model>) {
     let config = Config {
         segment_bytes: VALID_SEGMENT_BYTES[usize::from(cfg & 3)],
         stream_buffer_bytes: if cfg & 4 == 0 { 256 } else { 2048 },
+        // Blobs streamed with their name known are placed from this size on.
+        placed_payload_bytes_min: if cfg & 4 == 0 { 64 } else { 700 },
         compact_live_ratio_below: if cfg & 8 == 0 { 0.5 } else { 1.0 },
         sync: SyncMode::Always,
         ..Config::default()
@@ -437,15 +435,22 @@ fn valid_image(inp: &mut Input<'_>) -> (MemStorage, Config, Option<Model>) {
             4 => {
                 let len = usize::from(inp.u16() % 6000);
                 let bytes = pattern(u64::from(inp.u8()) << 8 | u64::from(op_index), len);
-                let piece_bytes = usize::from(inp.u8()) * 16 + 1;
+                let pieces = inp.u8();
+                let piece_bytes = usize::from(pieces) * 16 + 1;
                 let h = Hash::of(&bytes);
                 known.insert(h, bytes.clone());
                 written.push(h);
-                let mut w = s.writer();
-                let streamed = bytes
-                    .chunks(piece_bytes)
-                    .try_for_each(|piece| w.write(piece))
-                    .and_then(|()| w.commit(Some(&h)));
+                // Named before its bytes (placed in its segment if large enough), or not.
+                let w = match pieces & 1 {
+                    0 => Ok(s.writer()),
+                    _ => s.writer_for(h, len as u64),
+                };
+                let streamed = w.and_then(|mut w| {
+                    bytes
+                        .chunks(piece_bytes)
+                        .try_for_each(|piece| w.write(piece))
+                        .and_then(|()| w.commit(Some(&h)))
+                });
                 match streamed {
                     Ok(stored) => {
                         assert_eq!(stored, h);
@@ -498,13 +503,18 @@ fn valid_image(inp: &mut Input<'_>) -> (MemStorage, Config, Option<Model>) {
     if ending == 2
         && let Some(s) = &store
     {
-        // A streamed write that already spilled to disk, in flight at the end.
-        let mut w = s.writer();
+        // A streamed write that already spilled to disk, or one placed in its segment and
+        // half written, in flight at the end.
         let spill = pattern(crash_seed, config.stream_buffer_bytes as usize + 100);
-        if let Err(e) = w.write(&spill) {
-            check("stream write", e);
+        let w = match crash_seed & 1 {
+            0 => Ok(s.writer()),
+            _ => s.writer_for(Hash::of(&spill), spill.len() as u64),
+        };
+        let half = spill.len() / (1 + (crash_seed & 1) as usize);
+        match w.and_then(|mut w| w.write(&spill[..half]).map(|()| w)) {
+            Ok(w) => in_flight = Some(w),
+            Err(e) => check("stream write", e),
         }
-        in_flight = Some(w);
     }
     let mem = match (switch.remains(), ending) {
         (Some(remains), _) => remains,
@@ -562,7 +572,7 @@ fn forged_record_exists(mem: &MemStorage, hash: &Hash, bytes: &[u8]) -> bool {
                 continue;
             }
             let table = &data[end..table_end];
-            if format::verify_payload_range(bytes, table, h.table_crc, 0, h.payload_bytes).is_ok() {
+            if format::verify_payload_range(bytes, table, &h, 0, h.payload_bytes).is_ok() {
                 return true;
             }
         }
@@ -683,6 +693,7 @@ fn exercise(mem: &MemStorage, config: &Config, model: Option<&Model>) {
     drop(store);
 
     let store = Store::open_with(storage, dir(), config.clone()).expect("reopen");
+
     for hash in &good {
         assert!(
             check_get(mem, &store, hash, false),

@@ -60,6 +60,23 @@ pub(crate) fn note_if_full(state: &State, e: &LocalError) {
     }
 }
 
+/// A writer for a blob of `len` bytes named `hash` (`Store::writer_for`). Placing a large one
+/// in its segment may create a segment or seal a full one (fsyncs), so that runs off the async
+/// threads.
+pub(crate) async fn open_writer(
+    store: &cairn_engine::Store,
+    hash: Hash,
+    len: u64,
+) -> Result<BlobWriter, EngineError> {
+    if len < cairn_engine::limits::PLACED_PAYLOAD_BYTES_MIN {
+        return store.writer_for(hash, len);
+    }
+    let store = store.clone();
+    crate::task::spawn_blocking(move || store.writer_for(hash, len))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
 /// The wire's code for an engine failure.
 pub fn engine_code(e: &EngineError) -> ErrorCode {
     match e {

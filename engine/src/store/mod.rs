@@ -23,10 +23,10 @@ use crate::format::{
 use crate::index::{Index, Location};
 use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::limits::{
-    BLOB_BYTES_MAX, DAMAGED_NAMES_MAX, READ_RETRY_COUNT_MAX, RECORD_HEADER_BYTES,
-    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES,
-    STREAM_BUFFER_BYTES_MAX, SYNC_INTERVAL_MS_MAX, WRITE_BUFFER_SPARE_BYTES_MIN,
-    WRITE_BUFFERS_SPARE_MAX, ZERO_WRITE_BYTES_MAX,
+    BLOB_BYTES_MAX, DAMAGED_NAMES_MAX, PLACED_PAYLOAD_BYTES_MIN, READ_RETRY_COUNT_MAX,
+    RECORD_HEADER_BYTES, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    SEGMENT_HEADER_BYTES, STREAM_BUFFER_BYTES_MAX, SYNC_INTERVAL_MS_MAX,
+    WRITE_BUFFER_SPARE_BYTES_MIN, WRITE_BUFFERS_SPARE_MAX, ZERO_WRITE_BYTES_MAX,
 };
 use crate::segment::{Segment, SyncFailed};
 use crate::storage::{RealStorage, Storage, StorageFile};
@@ -59,6 +59,10 @@ pub struct Config {
     /// A streaming writer holds up to this many bytes in memory before it spills to a dedicated
     /// segment; at most `STREAM_BUFFER_BYTES_MAX`.
     pub stream_buffer_bytes: u64,
+    /// `Store::writer_for` places a blob from this many bytes on (if its record fits a shared
+    /// segment) and writes it in place; a smaller one is gathered whole. The default is
+    /// `PLACED_PAYLOAD_BYTES_MIN`; tests lower it to place small blobs too.
+    pub placed_payload_bytes_min: u64,
 }
 
 impl Default for Config {
@@ -69,6 +73,7 @@ impl Default for Config {
             sync: SyncMode::Always,
             compact_live_ratio_below: 0.5,
             stream_buffer_bytes: STREAM_BUFFER_BYTES_MAX,
+            placed_payload_bytes_min: PLACED_PAYLOAD_BYTES_MIN,
         }
     }
 }
@@ -124,6 +129,10 @@ pub struct RecoveryReport {
     pub hint_files_written: u64,
     /// Torn or corrupt tails cut off: (segment id, offset of the first bad byte, problem).
     pub torn_tails: Vec<(u32, u64, FormatError)>,
+    /// Records passed over inside a segment: (segment id, offset, problem). `Uncommitted` ones
+    /// are streams that were cut off before their commit: nothing acknowledged. Any other
+    /// problem is a record whose bytes do not check.
+    pub records_skipped: Vec<(u32, u64, FormatError)>,
     pub unreadable_segments: Vec<UnreadableSegment>,
     /// Leftovers of writes that never committed (streams, hint files being written).
     pub temp_files_removed: u64,
@@ -138,7 +147,10 @@ impl RecoveryReport {
     /// Whether the open dropped anything: an operator should know (the cluster's other
     /// replicas restore what was lost).
     pub fn dropped_anything(&self) -> bool {
-        !self.torn_tails.is_empty() || !self.unreadable_segments.is_empty() || self.records_lost > 0
+        !self.torn_tails.is_empty()
+            || !self.unreadable_segments.is_empty()
+            || self.records_lost > 0
+            || (self.records_skipped.iter()).any(|s| s.2 != FormatError::Uncommitted)
     }
 }
 
@@ -378,6 +390,36 @@ impl Store {
         BlobWriter::new(self.clone())
     }
 
+    /// A streaming writer for a blob whose name and length are known before its bytes (a
+    /// replica's put). A blob from `Config::placed_payload_bytes_min` whose record fits a shared segment
+    /// is placed there first and written in place as its bytes arrive: one `CRC_CHUNK_BYTES`
+    /// chunk is held, not the blob. Others are written as by `writer`. Writing other than
+    /// `payload_bytes` bytes, or bytes that hash otherwise, stores nothing.
+    pub fn writer_for(&self, hash: Hash, payload_bytes: u64) -> Result<BlobWriter> {
+        if payload_bytes > BLOB_BYTES_MAX {
+            return Err(Error::BlobTooLarge {
+                bytes: payload_bytes,
+                max_bytes: BLOB_BYTES_MAX,
+            });
+        }
+        let placed = payload_bytes >= self.inner.config.placed_payload_bytes_min
+            && format::record_bytes(payload_bytes) <= self.inner.shared_record_bytes_max()
+            && !self.inner.contains(&hash);
+        if !placed {
+            let mut writer = BlobWriter::new(self.clone());
+            writer.reserve(payload_bytes);
+            return Ok(writer);
+        }
+        let (seg, offset) = self.inner.place(&hash, payload_bytes)?;
+        Ok(BlobWriter::placed(
+            self.clone(),
+            seg,
+            offset,
+            hash,
+            payload_bytes,
+        ))
+    }
+
     /// The whole blob, checked against its checksums; `None` if absent.
     pub fn get(&self, hash: &Hash) -> Result<Option<Blob>> {
         self.inner.read(hash, None)
@@ -564,7 +606,23 @@ impl Inner {
         (self.config.segment_bytes - SEGMENT_HEADER_BYTES) / 4
     }
 
-    fn durable(&self, seg: &Segment) -> Result<()> {
+    /// `durable` for a placed record. Under `SyncMode::Interval` the syncer covers only the
+    /// open segment; one that filled while this record was being written waits for its seal,
+    /// which waits for every record placed in it, so it is synced here.
+    pub(crate) fn durable_placed(&self, seg: &Segment) -> Result<()> {
+        let active = || {
+            let active = self.active.lock();
+            active.segment.as_ref().is_some_and(|a| a.id == seg.id)
+        };
+        match self.config.sync {
+            SyncMode::Interval { .. } if !active() => seg
+                .sync_written()
+                .map_err(|SyncFailed(e)| self.fsync_failed(&seg.path, e)),
+            _ => self.durable(seg),
+        }
+    }
+
+    pub(crate) fn durable(&self, seg: &Segment) -> Result<()> {
         match self.config.sync {
             SyncMode::Always => seg
                 .sync_written()
@@ -679,24 +737,8 @@ impl Inner {
     ) -> Result<(Arc<Segment>, Location, u64)> {
         let mut record = EncodedRecord::new(kind, hash, payload);
         let record_bytes = record.record_bytes();
-        assert!(
-            record_bytes <= self.shared_record_bytes_max(),
-            "record too big for a shared segment"
-        );
         let mut active = self.active.lock();
-        self.check_writable()?;
-        let mut full = None;
-        let needs_new = match &active.segment {
-            None => true,
-            Some(seg) => active.end + record_bytes > seg.file_bytes,
-        };
-        if needs_new {
-            let new = self.create_shared_segment()?;
-            full = active.segment.replace(new);
-            active.end = SEGMENT_HEADER_BYTES;
-        }
-        let seg = active.segment.clone().expect("set above");
-        let offset = active.end;
+        let (seg, offset, full) = self.room(&mut active, record_bytes)?;
         let seq = match seq {
             Some(seq) => seq,
             None => self.allocate_seq()?,
@@ -710,7 +752,7 @@ impl Inner {
         // On failure the append point stays put: the next record overwrites the torn bytes.
         drop(active);
         if let Some(full) = full {
-            self.seal(&full)?;
+            self.seal_when_placed(&full)?;
         }
         written.map_err(|e| Error::io("write record to", &seg.path, e))?;
         let loc = Location {
@@ -718,6 +760,86 @@ impl Inner {
             offset: u32::try_from(offset).expect("segments are at most 4 GiB"),
         };
         Ok((seg, loc, seq))
+    }
+
+    /// Where the next record of `record_bytes` goes, under the append lock: the open shared
+    /// segment and the offset in it, and the segment it replaced if that one was full (to be
+    /// sealed once the lock is let go).
+    fn room(
+        &self,
+        active: &mut Active,
+        record_bytes: u64,
+    ) -> Result<(Arc<Segment>, u64, Option<Arc<Segment>>)> {
+        assert!(
+            record_bytes <= self.shared_record_bytes_max(),
+            "record too big for a shared segment"
+        );
+        self.check_writable()?;
+        let mut full = None;
+        let needs_new = match &active.segment {
+            None => true,
+            Some(seg) => active.end + record_bytes > seg.file_bytes,
+        };
+        if needs_new {
+            let new = self.create_shared_segment()?;
+            full = active.segment.replace(new);
+            active.end = SEGMENT_HEADER_BYTES;
+        }
+        let seg = active.segment.clone().expect("set above");
+        Ok((seg, active.end, full))
+    }
+
+    /// Places a blob record of `payload_bytes` in the open shared segment before its bytes
+    /// arrive: its identity header is written and its space taken, under the append lock; the
+    /// payload, table and commit follow outside it (`store::writer::Placed`). Until committed
+    /// the record is passed over by every scan, and the segment is not sealed.
+    pub(crate) fn place(&self, hash: &Hash, payload_bytes: u64) -> Result<(Arc<Segment>, u64)> {
+        let record_bytes = format::record_bytes(payload_bytes);
+        let identity = format::encode_record_identity(RecordKind::Blob, hash, payload_bytes);
+        let mut active = self.active.lock();
+        let (seg, offset, full) = self.room(&mut active, record_bytes)?;
+        let written = seg.file.write_at(&identity, offset);
+        if written.is_ok() {
+            seg.placing.lock().records += 1;
+            active.end = offset + record_bytes;
+            seg.written_end.store(active.end, Ordering::Release);
+        }
+        drop(active);
+        if let Some(full) = full {
+            self.seal_when_placed(&full)?;
+        }
+        written.map_err(|e| Error::io("write record to", &seg.path, e))?;
+        Ok((seg, offset))
+    }
+
+    /// A placed record was committed or abandoned: the last one in a full segment seals it.
+    pub(crate) fn placed_done(&self, seg: &Segment) -> Result<()> {
+        let mut placing = seg.placing.lock();
+        placing.records -= 1;
+        let seal_now = placing.records == 0 && std::mem::take(&mut placing.seal_due);
+        drop(placing);
+        match seal_now {
+            true => self.seal(seg),
+            false => Ok(()),
+        }
+    }
+
+    /// Seals a segment that takes no more records now, or, while records placed in it are
+    /// still being written, once the last of them is done.
+    /// Either way the segment is synced now, as sealing would: what was appended to it is
+    /// durable before anything relies on it (compaction removing originals, `Store::sync`), and
+    /// the syncer of `SyncMode::Interval`, which covers only the open segment, need not.
+    fn seal_when_placed(&self, seg: &Segment) -> Result<()> {
+        let mut placing = seg.placing.lock();
+        if placing.records > 0 {
+            placing.seal_due = true;
+            drop(placing);
+            return seg
+                .sync_written()
+                .map_err(|SyncFailed(e)| self.fsync_failed(&seg.path, e));
+        }
+        drop(placing);
+        self.seal(seg)
     }
 
     fn create_shared_segment(&self) -> Result<Arc<Segment>> {
@@ -737,6 +859,7 @@ impl Inner {
                 .create(&path)
                 .map_err(|e| Error::io("create", &path, e))?;
             let header = SegmentHeader {
+                version: format::FORMAT_VERSION,
                 kind: SegmentKind::Shared,
                 segment_id: id,
                 capacity_bytes: bytes,
@@ -1084,6 +1207,9 @@ impl Inner {
         let Some(seg) = active.segment.clone() else {
             return Ok(false);
         };
+        if seg.placing.lock().records > 0 {
+            return Ok(false); // a record being written counts as dead until it commits
+        }
         let written = seg.written_bytes();
         let live = seg.live_bytes.load(Ordering::Relaxed);
         let dead = written.saturating_sub(live);
@@ -1095,7 +1221,7 @@ impl Inner {
         active.segment = None;
         active.end = SEGMENT_HEADER_BYTES;
         drop(active);
-        self.seal(&seg)?;
+        self.seal_when_placed(&seg)?;
         Ok(true)
     }
 
@@ -1112,6 +1238,19 @@ impl Inner {
             report.segments_skipped_damaged += 1;
             self.compaction_damaged.lock().insert(victim.id);
             return Ok(());
+        }
+        for &(offset, _) in &scan.skipped {
+            // A record passed over that the index still names was committed and has decayed
+            // since: quarantined like any copy that fails its checks, for repair to replace.
+            let here = Location {
+                segment_id: victim.id,
+                offset: offset as u32,
+            };
+            if let Some(hash) = victim.name_at(offset)
+                && self.index.get(&hash, &|l| self.name_of(l)) == Some(here)
+            {
+                self.quarantine(&hash, here);
+            }
         }
         for record in &scan.records {
             let RecordHeader {
@@ -1226,8 +1365,9 @@ impl Inner {
 
         let mut loaded: Vec<(Arc<Segment>, Vec<HintEntry>)> = Vec::new();
         let mut unsealed: Vec<usize> = Vec::new();
-        // Shared segments shorter than their header says: read as they are, never appended to.
-        let mut short: HashSet<u32> = HashSet::new();
+        // Shared segments shorter than their header says, or of an older format version: read
+        // as they are, never appended to.
+        let mut closed: HashSet<u32> = HashSet::new();
         for &id in &segment_ids {
             let path = dir.join(segment_file_name(id));
             let file = self
@@ -1251,8 +1391,8 @@ impl Inner {
                     continue;
                 }
             };
-            if file_bytes < header.capacity_bytes {
-                short.insert(id);
+            if file_bytes < header.capacity_bytes || header.version != format::FORMAT_VERSION {
+                closed.insert(id);
             }
             let map = file.map().map_err(|e| Error::io("map", &path, e))?;
             report.segments_opened += 1;
@@ -1304,6 +1444,8 @@ impl Inner {
                             {
                                 report.torn_tails.push((id, scan.valid_end, problem));
                             }
+                            let skipped = scan.skipped.iter().map(|&(at, p)| (id, at, p));
+                            report.records_skipped.extend(skipped);
                             // A hint file that did not fit the segment (it was cut short) still
                             // says what the segment held.
                             if hint_ids.contains(&id)
@@ -1339,12 +1481,12 @@ impl Inner {
         }
 
         // The newest unsealed shared segment stays open for appends, with anything after its
-        // last good record cleared; any other unsealed one (a crash while sealing, or one cut
-        // short) is sealed now.
+        // last good record cleared; any other unsealed one (a crash while sealing, one cut
+        // short, or one of an older format version) is sealed now.
         let reopened = unsealed
             .last()
             .copied()
-            .filter(|&i| !short.contains(&loaded[i].0.id));
+            .filter(|&i| !closed.contains(&loaded[i].0.id));
         if let Some(last) = reopened {
             let seg = &loaded[last].0;
             let end = seg.written_end.load(Ordering::Relaxed);
@@ -1353,6 +1495,7 @@ impl Inner {
             // size never changes, so a crash in the middle of this leaves a store that the next
             // open recovers the same way.
             let tail = seg.map.bytes(end, seg.file_bytes - end);
+            let mut cleared = false;
             if let Some(dirty_bytes) = dirty_prefix_bytes(tail) {
                 let zeros = vec![0u8; ZERO_WRITE_BYTES_MAX.min(dirty_bytes) as usize];
                 let mut at = end;
@@ -1362,6 +1505,20 @@ impl Inner {
                         .map_err(|e| Error::io("clear the tail of", &path, e))?;
                     at += n;
                 }
+                cleared = true;
+            }
+            // A record passed over for failing its checks after its commit has its commit
+            // cleared, so that it reads as never committed: the hint file written when this
+            // segment is sealed comes from a scan of headers alone, which would list it.
+            let id = seg.id;
+            for &(_, at, _) in (report.records_skipped.iter())
+                .filter(|s| s.0 == id && s.2 != FormatError::Uncommitted)
+            {
+                file.write_at(&[0u8; 12], at + format::RECORD_COMMIT_OFFSET)
+                    .map_err(|e| Error::io("clear a bad record's commit in", &path, e))?;
+                cleared = true;
+            }
+            if cleared {
                 file.sync_data().map_err(|e| self.fsync_failed(&path, e))?;
             }
             *self.active.get_mut() = Active {
@@ -1565,7 +1722,6 @@ struct EncodedRecord<'a> {
     hash: Hash,
     payload: &'a [u8],
     table: Vec<u8>,
-    table_crc: u32,
     /// Small records: the whole record in one buffer (header bytes still zero), one write.
     whole: Option<Vec<u8>>,
 }
@@ -1576,7 +1732,6 @@ impl<'a> EncodedRecord<'a> {
 
     fn new(kind: RecordKind, hash: &Hash, payload: &'a [u8]) -> EncodedRecord<'a> {
         let table = format::chunk_table(payload);
-        let table_crc = crc32fast::hash(&table);
         let whole = (payload.len() <= Self::SINGLE_WRITE_BYTES_MAX).then(|| {
             let mut buf = Vec::with_capacity(format::record_bytes(payload.len() as u64) as usize);
             buf.resize(RECORD_HEADER_BYTES as usize, 0);
@@ -1589,7 +1744,6 @@ impl<'a> EncodedRecord<'a> {
             hash: *hash,
             payload,
             table,
-            table_crc,
             whole,
         }
     }
@@ -1600,13 +1754,9 @@ impl<'a> EncodedRecord<'a> {
 
     /// Writes the record at `offset` with sequence number `seq`.
     fn write(&mut self, file: &dyn StorageFile, offset: u64, seq: u64) -> std::io::Result<()> {
-        let header = format::encode_record_header(&RecordHeader {
-            kind: self.kind,
-            hash: self.hash,
-            payload_bytes: self.payload.len() as u64,
-            seq,
-            table_crc: self.table_crc,
-        });
+        let len = self.payload.len() as u64;
+        let header = format::record_header(self.kind, &self.hash, len, seq, &self.table);
+        let header = format::encode_record_header(&header);
         if let Some(whole) = &mut self.whole {
             whole[..RECORD_HEADER_BYTES as usize].copy_from_slice(&header);
             return file.write_at(whole, offset);

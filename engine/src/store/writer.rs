@@ -1,5 +1,7 @@
-//! Streaming writes: `BlobWriter` for blobs of any size in bounded memory, and `DedicatedFile`,
-//! the segment of its own that a large blob is written into under a temporary name.
+//! Streaming writes: `BlobWriter` for blobs of any size in bounded memory; `Placed`, a record
+//! placed in the open shared segment and written there as its bytes arrive; and
+//! `DedicatedFile`, the segment of its own that a large blob is written into under a temporary
+//! name.
 
 use std::io;
 use std::path::PathBuf;
@@ -160,15 +162,20 @@ impl DedicatedFile {
             SEGMENT_HEADER_BYTES + format::record_bytes(self.payload_bytes)
         );
         let seq = inner.allocate_seq()?;
-        let table_crc = std::mem::replace(&mut self.table_crc, crc32fast::Hasher::new()).finalize();
+        // The commit checksum covers the sequence number, then the table hashed as it was built.
+        let mut commit_crc = crc32fast::Hasher::new();
+        commit_crc.update(&seq.to_le_bytes());
+        commit_crc.combine(&self.table_crc);
         let header = RecordHeader {
+            version: format::FORMAT_VERSION,
             kind: RecordKind::Blob,
             hash,
             payload_bytes: self.payload_bytes,
             seq,
-            table_crc,
+            table_crc: commit_crc.finalize(),
         };
         let segment_header = SegmentHeader {
+            version: format::FORMAT_VERSION,
             kind: SegmentKind::Dedicated,
             segment_id: self.id,
             capacity_bytes: file_bytes,
@@ -231,6 +238,103 @@ impl DedicatedFile {
     }
 }
 
+/// A blob record placed in a shared segment (`Inner::place`) and written there as its bytes
+/// arrive. Pieces are gathered into `CRC_CHUNK_BYTES` chunks; each full chunk is hashed,
+/// checksummed and written once, in place. The commit writes the checksum table, then the
+/// sequence number and commit checksum into the header (FORMAT.md, record version 2).
+struct Placed {
+    seg: Arc<Segment>,
+    /// Where the record starts in the segment.
+    offset: u64,
+    hash: Hash,
+    payload_bytes: u64,
+    /// The chunk being gathered.
+    chunk: Vec<u8>,
+    /// Payload bytes written to the segment so far (whole chunks).
+    written_bytes: u64,
+    table: Vec<u8>,
+}
+
+impl Placed {
+    fn payload_at(&self) -> u64 {
+        self.offset + RECORD_HEADER_BYTES
+    }
+
+    /// Writes the gathered chunk in place and adds its checksum to the table.
+    fn write_chunk(&mut self, hasher: &mut StreamHasher) -> Result<()> {
+        hasher.update(&self.chunk);
+        let crc = crc32fast::hash(&self.chunk);
+        self.table.extend_from_slice(&crc.to_le_bytes());
+        let at = self.payload_at() + self.written_bytes;
+        self.seg
+            .file
+            .write_at(&self.chunk, at)
+            .map_err(|e| Error::io("write record to", &self.seg.path, e))?;
+        self.written_bytes += self.chunk.len() as u64;
+        self.chunk.clear();
+        Ok(())
+    }
+
+    fn write(&mut self, hasher: &mut StreamHasher, mut data: &[u8]) -> Result<()> {
+        let taken = self.written_bytes + (self.chunk.len() + data.len()) as u64;
+        if taken > self.payload_bytes {
+            return Err(Error::LengthMismatch {
+                announced_bytes: self.payload_bytes,
+                written_bytes: taken,
+            });
+        }
+        while !data.is_empty() {
+            let take = data.len().min(CRC_CHUNK_BYTES as usize - self.chunk.len());
+            self.chunk.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.chunk.len() == CRC_CHUNK_BYTES as usize {
+                self.write_chunk(hasher)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the last chunk and the table, checks the name, then commits: the record becomes
+    /// durable (as the sync mode says) and visible.
+    fn commit(&mut self, inner: &Inner, hasher: &mut StreamHasher) -> Result<Hash> {
+        let taken = self.written_bytes + self.chunk.len() as u64;
+        if taken != self.payload_bytes {
+            return Err(Error::LengthMismatch {
+                announced_bytes: self.payload_bytes,
+                written_bytes: taken,
+            });
+        }
+        if !self.chunk.is_empty() {
+            self.write_chunk(hasher)?;
+        }
+        let hash = std::mem::take(hasher).finalize();
+        if hash != self.hash {
+            return Err(Error::HashMismatch {
+                expected: self.hash,
+                actual: hash,
+            });
+        }
+        let file = &self.seg.file;
+        let path = &self.seg.path;
+        file.write_at(&self.table, self.payload_at() + self.payload_bytes)
+            .map_err(|e| Error::io("write record to", path, e))?;
+        inner.check_writable()?;
+        let seq = inner.allocate_seq()?;
+        let commit = format::encode_record_commit(seq, &self.table);
+        file.write_at(&commit, self.offset + format::RECORD_COMMIT_OFFSET)
+            .map_err(|e| Error::io("write record to", path, e))?;
+        self.seg
+            .note_record(seq, format::record_bytes(self.payload_bytes));
+        inner.durable_placed(&self.seg)?;
+        let loc = Location {
+            segment_id: self.seg.id,
+            offset: u32::try_from(self.offset).expect("segments are at most 4 GiB"),
+        };
+        inner.publish(hash, &self.seg, loc);
+        Ok(hash)
+    }
+}
+
 /// Writes one blob as a stream of chunks. Up to `STREAM_BUFFER_BYTES_MAX` bytes are held in
 /// memory; a longer blob spills into a dedicated segment as it arrives. Nothing is visible until
 /// `commit`; dropping the writer without committing aborts it.
@@ -242,6 +346,9 @@ pub struct BlobWriter {
     buffer: Vec<u8>,
     buffer_hashed_bytes: usize,
     spill: Option<DedicatedFile>,
+    /// Set by `Store::writer_for` for a record placed in a shared segment: then neither the
+    /// buffer nor a spill is used.
+    placed: Option<Placed>,
     bytes_written: u64,
     failed: bool,
 }
@@ -254,8 +361,40 @@ impl BlobWriter {
             buffer: Vec::new(),
             buffer_hashed_bytes: 0,
             spill: None,
+            placed: None,
             bytes_written: 0,
             failed: false,
+        }
+    }
+
+    pub(crate) fn placed(
+        store: Store,
+        seg: Arc<Segment>,
+        offset: u64,
+        hash: Hash,
+        payload_bytes: u64,
+    ) -> BlobWriter {
+        let mut writer = BlobWriter::new(store);
+        writer.placed = Some(Placed {
+            seg,
+            offset,
+            hash,
+            payload_bytes,
+            chunk: Vec::with_capacity(CRC_CHUNK_BYTES as usize),
+            written_bytes: 0,
+            table: Vec::with_capacity(format::table_bytes(payload_bytes) as usize),
+        });
+        writer
+    }
+
+    /// A placed record that will not be committed: its space stays dead (compaction takes it
+    /// back), and the segment may be sealed once nothing else is placed in it.
+    fn abandon_placed(&mut self) {
+        if let Some(placed) = self.placed.take() {
+            // Nobody is left to tell of a failed seal (a failed fsync has turned the store
+            // read-only; a hint file that could not be written leaves the segment unsealed, to
+            // be sealed when the store next opens), as when an append's seal fails.
+            let _ = self.store.inner.placed_done(&placed.seg);
         }
     }
 
@@ -268,7 +407,7 @@ impl BlobWriter {
     /// allocated once, up to the stream buffer limit, instead of growing by doubling. Only a
     /// hint; writing more or less is fine.
     pub fn reserve(&mut self, bytes: u64) {
-        if self.spill.is_none() && !self.failed {
+        if self.spill.is_none() && self.placed.is_none() && !self.failed {
             let cap = bytes.min(self.store.inner.config.stream_buffer_bytes) as usize;
             if self.buffer.capacity() == 0 {
                 self.buffer = self.store.inner.take_buffer(cap);
@@ -282,7 +421,10 @@ impl BlobWriter {
     /// deciding to commit.
     pub fn hash(&self) -> Hash {
         let mut hasher = self.hasher.clone();
-        hasher.update(self.buffer_unhashed());
+        match &self.placed {
+            Some(placed) => hasher.update(&placed.chunk),
+            None => hasher.update(self.buffer_unhashed()),
+        }
         hasher.finalize()
     }
 
@@ -317,6 +459,11 @@ impl BlobWriter {
                 max_bytes: BLOB_BYTES_MAX,
             });
         }
+        if let Some(placed) = &mut self.placed {
+            placed.write(&mut self.hasher, data)?;
+            self.bytes_written = total;
+            return Ok(());
+        }
         let inner = &self.store.inner;
         if self.spill.is_none() && total > inner.config.stream_buffer_bytes {
             let mut file = DedicatedFile::create(inner)?;
@@ -347,6 +494,7 @@ impl BlobWriter {
 
     fn fail(&mut self) {
         self.failed = true;
+        self.abandon_placed();
         self.buffer_hashed_bytes = 0;
         self.store
             .inner
@@ -361,6 +509,23 @@ impl BlobWriter {
     pub fn commit(mut self, expected: Option<&Hash>) -> Result<Hash> {
         if self.failed {
             return Err(Error::WriterFailed);
+        }
+        if let Some(placed) = &mut self.placed {
+            if let Some(expected) = expected
+                && *expected != placed.hash
+            {
+                let actual = self.hash();
+                self.fail();
+                return Err(Error::HashMismatch {
+                    expected: *expected,
+                    actual,
+                });
+            }
+            let inner = self.store.inner.clone();
+            let committed = placed.commit(&inner, &mut self.hasher);
+            let seg = self.placed.take().expect("placed").seg;
+            let done = inner.placed_done(&seg);
+            return committed.and_then(|hash| done.map(|()| hash));
         }
         self.hash_buffer();
         let hash = self.hasher.finalize();
@@ -394,6 +559,7 @@ impl BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
+        self.abandon_placed();
         if let Some(mut file) = self.spill.take() {
             file.discard(&self.store.inner);
         }

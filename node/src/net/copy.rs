@@ -125,8 +125,9 @@ pub(crate) async fn fetch_copy(
             });
         }
     };
-    let mut writer = state.store.writer();
-    writer.reserve(len);
+    let mut writer = replica::open_writer(&state.store, hash, len)
+        .await
+        .map_err(|e| CopyError::Local(e.into()))?;
     let mut left = len;
     while left > 0 {
         let chunk = recv

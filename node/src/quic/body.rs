@@ -116,11 +116,11 @@ pub(super) async fn receive(
     len: u64,
     recv: &mut quinn::RecvStream,
 ) -> Result<BlobWriter, ReceiveError> {
-    let mut writer = Some(state.store.writer());
-    if let Some(w) = &mut writer {
-        w.reserve(len);
-    }
-    let mut write_error = None;
+    let (mut writer, mut write_error) =
+        match crate::replica::open_writer(&state.store, hash, len).await {
+            Ok(w) => (Some(w), None),
+            Err(e) => (None, Some(e)),
+        };
     let mut body = BodyReader::new(recv, len);
     while let Some(chunk) = body.next().await? {
         if let Some(w) = &mut writer

@@ -88,6 +88,19 @@ pub(super) async fn put(
     }
     drop(events);
     let links_open = !feeds.is_empty();
+    let opened = match local {
+        Some(_) => Some(replica::open_writer(&state.store, hash, len).await),
+        None => None,
+    };
+    let (writer, local_error) = match opened {
+        None => (None, None),
+        Some(Ok(w)) => (Some(w), None),
+        Some(Err(e)) => {
+            let e = LocalError::from(e);
+            replica::note_if_full(state, &e);
+            (None, Some(e))
+        }
+    };
     let mut run = PutRun {
         state: state.clone(),
         replicas,
@@ -96,13 +109,9 @@ pub(super) async fn put(
         write_quorum: routing.layout.write_quorum,
         coordinator,
         decisions,
-        writer: local.map(|_| {
-            let mut w = state.store.writer();
-            w.reserve(len);
-            w
-        }),
+        writer,
         local_commit: None,
-        local_error: None,
+        local_error,
         reports,
         links_open,
     };
