@@ -1131,3 +1131,48 @@ fn a_record_found_bad_at_recovery_stays_out_of_the_hint_file_written_at_seal() {
     }
     assert!(store.scrub().unwrap().corrupt.is_empty());
 }
+
+#[test]
+fn stats_and_compaction_never_deadlock_with_writers_that_create_segments() {
+    // `stats` and compaction read the segment list; index updates look segments up from inside
+    // an index shard's lock; creating or removing a segment writes the list. None of them may
+    // wait for another while holding the list, or a waiting writer closes a cycle.
+    let mem = MemStorage::new();
+    let config = Config {
+        segment_bytes: 4096,
+        stream_buffer_bytes: 1024,
+        sync: SyncMode::Never,
+        ..Config::default()
+    };
+    let store = open(&mem, config);
+    let (done, finished) = std::sync::mpsc::channel();
+    let rounds = 3000u32;
+    for worker in 0..3u32 {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 0..rounds {
+                match worker {
+                    0 => {
+                        let _ = store.stats();
+                        let _ = store.compaction_candidates();
+                    }
+                    1 => {
+                        let h = store.put(&blob(i, 700)).unwrap();
+                        if i % 2 == 0 {
+                            store.delete(&h).unwrap();
+                        }
+                    }
+                    _ => {
+                        let _ = store.compact();
+                    }
+                }
+            }
+            done.send(()).unwrap();
+        });
+    }
+    for _ in 0..3 {
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("a worker is stuck: the store's locks deadlocked");
+    }
+}

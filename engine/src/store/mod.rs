@@ -491,7 +491,7 @@ impl Store {
     /// so a reader streaming a blob is not made to fault them in again. Reads go on as before.
     /// Returns the segments released.
     pub fn release_cold_mappings(&self) -> usize {
-        let segments: Vec<Arc<Segment>> = self.inner.segments.read().values().cloned().collect();
+        let segments = self.inner.segment_list();
         let mut released = 0;
         for segment in &segments {
             if !segment.read_since_release.swap(false, Ordering::Relaxed) {
@@ -523,8 +523,16 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// Every segment, as a list taken under a short read lock.
+    fn segment_list(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().values().cloned().collect()
+    }
+
     pub(crate) fn segment(&self, id: u32) -> Option<Arc<Segment>> {
-        self.segments.read().get(&id).cloned()
+        // `read_recursive`: this runs inside index shard locks (`name_of`), and a plain read
+        // would queue behind a writer waiting for `segments` (a segment created or removed).
+        // No holder of `segments` waits for another lock, so this cannot deadlock.
+        self.segments.read_recursive().get(&id).cloned()
     }
 
     fn name_of(&self, loc: Location) -> Option<Hash> {
@@ -805,10 +813,13 @@ impl Inner {
             seg.written_end.store(active.end, Ordering::Release);
         }
         drop(active);
-        if let Some(full) = full {
-            self.seal_when_placed(&full)?;
-        }
+        let sealed = full.map_or(Ok(()), |full| self.seal_when_placed(&full));
         written.map_err(|e| Error::io("write record to", &seg.path, e))?;
+        if let Err(e) = sealed {
+            // The record is abandoned before anything is written to it.
+            let _ = self.placed_done(&seg);
+            return Err(e);
+        }
         Ok((seg, offset))
     }
 
@@ -1118,17 +1129,18 @@ impl Inner {
     }
 
     fn stats(&self) -> Stats {
-        let segments = self.segments.read();
+        // A snapshot: no other lock is taken while `segments` is held (see `segment`).
+        let segments = self.segment_list();
         let live_bytes: u64 = segments
-            .values()
+            .iter()
             .map(|s| s.live_bytes.load(Ordering::Relaxed))
             .sum();
-        let written: u64 = segments.values().map(|s| s.written_bytes()).sum();
+        let written: u64 = segments.iter().map(|s| s.written_bytes()).sum();
         let used_bytes = self.used_bytes.load(Ordering::Relaxed);
         let reclaimable_bytes = {
             let damaged = self.compaction_damaged.lock();
             segments
-                .values()
+                .iter()
                 .filter(|s| self.compactable(s, &damaged))
                 .map(|s| {
                     s.file_bytes
@@ -1165,13 +1177,11 @@ impl Inner {
 
     /// The segments compaction takes, oldest first.
     fn compaction_victims(&self) -> Vec<Arc<Segment>> {
+        let segments = self.segment_list();
         let damaged = self.compaction_damaged.lock();
-        let mut victims: Vec<Arc<Segment>> = self
-            .segments
-            .read()
-            .values()
+        let mut victims: Vec<Arc<Segment>> = segments
+            .into_iter()
             .filter(|s| self.compactable(s, &damaged))
-            .cloned()
             .collect();
         victims.sort_by_key(|s| s.min_seq.load(Ordering::Relaxed));
         victims
