@@ -51,6 +51,19 @@ pub struct Blob {
     len: u64,
 }
 
+impl Blob {
+    /// Lets go of the resident pages of the record this blob is the whole payload of (header,
+    /// payload and table), and of those the kernel mapped around them: after a read whose
+    /// bytes go nowhere else (`verify`, the scrub).
+    pub(crate) fn release_record_pages(&self) {
+        let around = limits::FAULT_AROUND_BYTES;
+        let record_start = self.start.saturating_sub(limits::RECORD_HEADER_BYTES);
+        let start = record_start.saturating_sub(around);
+        let end = (record_start + format::record_bytes(self.len) + around).min(self.map.len());
+        self.map.release_range(start, end - start);
+    }
+}
+
 impl Deref for Blob {
     type Target = [u8];
 

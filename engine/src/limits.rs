@@ -31,6 +31,11 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 /// one is gathered whole and written in one call (`Config::placed_payload_bytes_min`).
 pub const PLACED_PAYLOAD_BYTES_MIN: u64 = 256 * 1024;
 
+/// Bytes the kernel maps around a faulting page of a file mapping, when they are in the page
+/// cache (Linux's default `fault_around_bytes`). A read of a record's bytes can leave this much
+/// of its neighbours resident on each side; releasing a record's pages releases them too.
+pub const FAULT_AROUND_BYTES: u64 = 64 * 1024;
+
 /// A streaming writer keeps at most this many bytes in memory. A blob that ends within it is
 /// stored like `put`; a longer one spills to its own dedicated segment as it arrives.
 pub const STREAM_BUFFER_BYTES_MAX: u64 = 8 * 1024 * 1024;

@@ -158,15 +158,37 @@ impl Segment {
         }
     }
 
-    /// Decodes the record header at `offset`.
+    /// Decodes the record header at `offset`, through the mapping: for a read of the record's
+    /// bytes, which maps the pages anyway.
     pub(crate) fn header_at(&self, offset: u64) -> Result<RecordHeader> {
+        self.check_header_bounds(offset)?;
+        self.decode_header(offset, self.map.bytes(offset, RECORD_HEADER_BYTES))
+    }
+
+    /// Decodes the record header at `offset`, read from the file (one `pread`): for a look at
+    /// the header alone (a name, a length, a sequence number). Through the mapping, the kernel
+    /// would map the pages around it too (64 KiB), and they would stay resident for no reader.
+    pub(crate) fn header_read(&self, offset: u64) -> Result<RecordHeader> {
+        self.check_header_bounds(offset)?;
+        let mut bytes = [0u8; RECORD_HEADER_BYTES as usize];
+        self.file
+            .read_at(&mut bytes, offset)
+            .map_err(|e| Error::io("read a record header of", &self.path, e))?;
+        self.decode_header(offset, &bytes)
+    }
+
+    fn check_header_bounds(&self, offset: u64) -> Result<()> {
         let end = offset
             .checked_add(RECORD_HEADER_BYTES)
             .filter(|&e| e <= self.map.len());
         if end.is_none() {
             return Err(self.corrupted(offset, CorruptionKind::RecordBounds));
         }
-        let header = format::decode_record_header(self.map.bytes(offset, RECORD_HEADER_BYTES))
+        Ok(())
+    }
+
+    fn decode_header(&self, offset: u64, bytes: &[u8]) -> Result<RecordHeader> {
+        let header = format::decode_record_header(bytes)
             .map_err(|_| self.corrupted(offset, CorruptionKind::RecordHeader))?;
         let end = offset.checked_add(format::record_bytes(header.payload_bytes));
         if end.is_none_or(|e| e > self.map.len()) {
@@ -175,9 +197,14 @@ impl Segment {
         Ok(header)
     }
 
-    /// The hash named by the header at `offset`, if it is readable.
+    /// The hash named by the header at `offset`, if it is readable (through the mapping).
     pub(crate) fn name_at(&self, offset: u64) -> Option<Hash> {
         self.header_at(offset).ok().map(|h| h.hash)
+    }
+
+    /// The hash named by the header at `offset`, if it is readable (from the file).
+    pub(crate) fn name_read(&self, offset: u64) -> Option<Hash> {
+        self.header_read(offset).ok().map(|h| h.hash)
     }
 
     /// Reads `[start, end)` of the blob `hash` whose record is at `offset` (the whole blob when

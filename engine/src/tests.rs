@@ -1225,3 +1225,85 @@ fn a_placed_blob_cut_by_power_loss_before_its_sync_is_absent_or_whole() {
         assert!(store.get(&after).unwrap().is_some());
     }
 }
+
+/// Resident bytes of each mapping of a file under `dir`, from `/proc/self/smaps`.
+#[cfg(target_os = "linux")]
+fn resident_bytes_of_mappings_under(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let dir = dir.to_str().unwrap();
+    let mut found = Vec::new();
+    let mut current: Option<String> = None;
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Rss:") {
+            if let Some(path) = current.take() {
+                let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().unwrap();
+                found.push((path, kib * 1024));
+            }
+        } else if !line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.ends_with(':'))
+        {
+            // A mapping's first line: address range, permissions, offset, device, inode, path.
+            current = line
+                .split_whitespace()
+                .nth(5)
+                .filter(|path| path.starts_with(dir))
+                .map(str::to_owned);
+        }
+    }
+    found
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn passes_over_segments_nobody_reads_leave_none_of_their_pages_resident() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        segment_bytes: 2 * 1024 * 1024,
+        ..Config::default()
+    };
+    let store = Store::open(dir.path(), config).unwrap();
+    let len = limits::PLACED_PAYLOAD_BYTES_MIN as usize + 4096;
+    for seed in 0..20 {
+        let data = blob(seed, len);
+        let mut w = store.writer_for(Hash::of(&data), len as u64).unwrap();
+        write_in_pieces(&mut w, &data);
+        w.commit(None).unwrap();
+    }
+    let segments = dir.path().join("segments");
+    let sealed: Vec<String> = std::fs::read_dir(&segments)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "hint"))
+        .map(|p| p.with_extension("seg").to_str().unwrap().to_owned())
+        .collect();
+    assert!(sealed.len() >= 2, "sealed: {sealed:?}");
+    let assert_none_resident = |after: &str| {
+        let mapped = resident_bytes_of_mappings_under(&segments);
+        for path in &sealed {
+            let resident = mapped.iter().find(|(p, _)| p == path).map(|(_, b)| *b);
+            assert_eq!(resident, Some(0), "after {after}, {path}: {mapped:?}");
+        }
+    };
+    assert_none_resident("sealing");
+    // A listing reads every header through the mappings too.
+    assert_eq!(store.list(&Hash::MIN, None, usize::MAX).len(), 20);
+    assert_none_resident("a listing");
+    // So do a stat and a lookup by name (the index confirms a name in the record's header).
+    for seed in 0..20 {
+        let hash = Hash::of(&blob(seed, len));
+        assert_eq!(
+            store.stat(&hash).unwrap(),
+            BlobStat::Present { bytes: len as u64 }
+        );
+    }
+    assert_none_resident("a stat of every blob");
+    // And a scrub, which reads every blob whole: its pages go once each blob is checked.
+    let scrubbed = store.scrub().unwrap();
+    assert_eq!(scrubbed.blobs_checked, 20);
+    assert_none_resident("a scrub");
+    // A read maps its pages again, and the bytes are the same.
+    let first = blob(0, len);
+    assert_eq!(&*store.get(&Hash::of(&first)).unwrap().unwrap(), &first[..]);
+}

@@ -68,7 +68,7 @@ pub(crate) async fn open_writer(
     hash: Hash,
     len: u64,
 ) -> Result<BlobWriter, EngineError> {
-    if len < cairn_engine::limits::PLACED_PAYLOAD_BYTES_MIN {
+    if !store.places(len) {
         return store.writer_for(hash, len);
     }
     let store = store.clone();

@@ -70,4 +70,7 @@ pub trait Mapping: Send + Sync + fmt::Debug {
     /// its pages in again (from the page cache, or the file). A hint; nothing changes for
     /// mappings that hold no memory of their own.
     fn release(&self) {}
+    /// `release` for the pages holding `len` bytes from `start` (and the rest of the pages they
+    /// share with their neighbours).
+    fn release_range(&self, _start: u64, _len: u64) {}
 }

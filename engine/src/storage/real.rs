@@ -128,4 +128,19 @@ impl Mapping for RealMapping {
         // (MADV_DONTNEED zeroes pages only of private and anonymous mappings).
         let _ = unsafe { self.0.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
     }
+
+    fn release_range(&self, start: u64, len: u64) {
+        if start.checked_add(len).is_none_or(|end| end > self.len()) || len == 0 {
+            return;
+        }
+        // SAFETY: as `release`; memmap2 widens the range to whole pages, which loses nothing
+        // for the same reason.
+        let _ = unsafe {
+            self.0.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start as usize,
+                len as usize,
+            )
+        };
+    }
 }

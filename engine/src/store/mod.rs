@@ -390,6 +390,15 @@ impl Store {
         BlobWriter::new(self.clone())
     }
 
+    /// Whether `writer_for` places a new blob of `payload_bytes` in the open segment: then
+    /// opening its writer may create a segment or seal a full one (file IO and fsyncs), and a
+    /// caller on an async runtime should open it off its threads.
+    pub fn places(&self, payload_bytes: u64) -> bool {
+        payload_bytes >= self.inner.config.placed_payload_bytes_min
+            && payload_bytes <= BLOB_BYTES_MAX
+            && format::record_bytes(payload_bytes) <= self.inner.shared_record_bytes_max()
+    }
+
     /// A streaming writer for a blob whose name and length are known before its bytes (a
     /// replica's put). A blob from `Config::placed_payload_bytes_min` whose record fits a shared segment
     /// is placed there first and written in place as its bytes arrive: one `CRC_CHUNK_BYTES`
@@ -402,10 +411,7 @@ impl Store {
                 max_bytes: BLOB_BYTES_MAX,
             });
         }
-        let placed = payload_bytes >= self.inner.config.placed_payload_bytes_min
-            && format::record_bytes(payload_bytes) <= self.inner.shared_record_bytes_max()
-            && !self.inner.contains(&hash);
-        if !placed {
+        if !self.places(payload_bytes) || self.inner.contains(&hash) {
             let mut writer = BlobWriter::new(self.clone());
             writer.reserve(payload_bytes);
             return Ok(writer);
@@ -522,6 +528,16 @@ impl Drop for Inner {
     }
 }
 
+/// Lets go of the pages a pass over a segment's headers mapped (a seal's scan, a listing),
+/// unless a reader used the segment since the last `release_cold_mappings`. The kernel maps the
+/// pages around each header read too, 64 KiB per record of large blobs; kept, they would stay
+/// resident until the node's bound on mapped memory is reached, for no reader.
+fn release_if_unread(seg: &Segment) {
+    if !seg.read_since_release.load(Ordering::Relaxed) {
+        seg.map.release();
+    }
+}
+
 impl Inner {
     /// Every segment, as a list taken under a short read lock.
     fn segment_list(&self) -> Vec<Arc<Segment>> {
@@ -535,14 +551,22 @@ impl Inner {
         self.segments.read_recursive().get(&id).cloned()
     }
 
+    /// The hash a location's header names, read from the file (`Segment::header_read`).
     fn name_of(&self, loc: Location) -> Option<Hash> {
+        self.segment(loc.segment_id)?
+            .name_read(u64::from(loc.offset))
+    }
+
+    /// `name_of` through the mapping, for a pass over many headers (a listing), which lets go
+    /// of the pages afterwards: one page fault maps many small records' headers at once.
+    fn name_of_mapped(&self, loc: Location) -> Option<Hash> {
         self.segment(loc.segment_id)?.name_at(u64::from(loc.offset))
     }
 
     fn seq_at(&self, loc: Location) -> Option<u64> {
         Some(
             self.segment(loc.segment_id)?
-                .header_at(u64::from(loc.offset))
+                .header_read(u64::from(loc.offset))
                 .ok()?
                 .seq,
         )
@@ -926,6 +950,7 @@ impl Inner {
         let entries: Vec<HintEntry> = scan.records.iter().map(HintEntry::from_scanned).collect();
         self.write_hint(seg.id, &entries)?;
         seg.sealed.store(true, Ordering::Release);
+        release_if_unread(seg);
         Ok(())
     }
 
@@ -1006,7 +1031,7 @@ impl Inner {
             let Some(seg) = self.segment(loc.segment_id) else {
                 continue;
             };
-            return match seg.header_at(u64::from(loc.offset)) {
+            return match seg.header_read(u64::from(loc.offset)) {
                 Ok(h) if h.hash == *hash && h.kind == RecordKind::Blob => Ok(BlobStat::Present {
                     bytes: h.payload_bytes,
                 }),
@@ -1018,10 +1043,11 @@ impl Inner {
                         kind: CorruptionKind::HashNameMismatch,
                     })
                 }
-                Err(e) => {
+                Err(e @ Error::Corrupted { .. }) => {
                     self.quarantine(hash, loc);
                     Err(e)
                 }
+                Err(e) => Err(e),
             };
         }
         panic!("the index entry of {hash} keeps pointing at segments that are gone");
@@ -1032,6 +1058,8 @@ impl Inner {
             return Ok(None);
         };
         let actual = Hash::of(&blob);
+        // The check's pages are of no use to any reader (a scrub walks the whole store).
+        blob.release_record_pages();
         if actual == *hash {
             return Ok(Some(blob.len() as u64));
         }
@@ -1090,7 +1118,7 @@ impl Inner {
 
     fn account_dead(&self, loc: Location) {
         if let Some(seg) = self.segment(loc.segment_id)
-            && let Ok(h) = seg.header_at(u64::from(loc.offset))
+            && let Ok(h) = seg.header_read(u64::from(loc.offset))
         {
             sub_saturating(&seg.live_bytes, format::record_bytes(h.payload_bytes));
         }
@@ -1118,13 +1146,16 @@ impl Inner {
         let prefix_end = end.map_or(u64::MAX, Hash::prefix_u64);
         let mut hashes: Vec<Hash> = self
             .index
-            .entries_in(start.prefix_u64(), prefix_end, &|l| self.name_of(l))
+            .entries_in(start.prefix_u64(), prefix_end, &|l| self.name_of_mapped(l))
             .into_iter()
             .map(|(h, _)| h)
             .filter(|h| h >= start && end.is_none_or(|e| h < e))
             .collect();
         hashes.sort_unstable();
         hashes.truncate(limit);
+        for seg in self.segment_list() {
+            release_if_unread(&seg);
+        }
         hashes
     }
 
