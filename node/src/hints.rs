@@ -81,16 +81,12 @@ async fn deliver(state: &State, hint: &Hint) -> Result<(), DeliverError> {
     };
     match plan(hint, state.catalog.entry(hint.hash.as_bytes())) {
         // A copy the engine quarantined is not gone: the healer fetches a good one, and the
-        // hint waits for it.
-        HintStep::Drop
-            if hint.kind == HintKind::Put
-                && !matches!(
-                    state.store.stat(&hint.hash),
-                    Ok(BlobStat::Absent | BlobStat::Present { .. })
-                ) =>
-        {
-            Err(DeliverError::Quarantined { hash: hint.hash })
-        }
+        // hint waits for it. So does a hint whose copy could not be looked at (a read error).
+        HintStep::Drop if hint.kind == HintKind::Put => match state.store.stat(&hint.hash) {
+            Ok(BlobStat::Absent | BlobStat::Present { .. }) => Ok(()),
+            Ok(_) => Err(DeliverError::Quarantined { hash: hint.hash }),
+            Err(e) => Err(CopyError::Local(e.into()).into()),
+        },
         HintStep::Drop => Ok(()),
         HintStep::Push(_) => {
             let found = state.store.get(&hint.hash).map_err(|e| {

@@ -552,6 +552,10 @@ impl Inner {
     }
 
     /// The hash a location's header names, read from the file (`Segment::header_read`).
+    /// `None` if it cannot be read, corrupt or on a read error, which the index takes as the
+    /// name asked for. So if two stored hashes share their 8-byte prefix, a read error at that
+    /// moment may answer a lookup of one with the other's location; a read of the blob checks
+    /// the name in the header again.
     fn name_of(&self, loc: Location) -> Option<Hash> {
         self.segment(loc.segment_id)?
             .name_read(u64::from(loc.offset))
@@ -1021,6 +1025,18 @@ impl Inner {
     }
 
     fn stat(&self, hash: &Hash) -> Result<BlobStat> {
+        // Fast path, as `read`'s: the primary slot's header, read once, names the blob.
+        // Anything else (absent, a prefix shared with another hash) takes the full path below.
+        if let Some(loc) = self.index.get_by_prefix(hash)
+            && let Some(seg) = self.segment(loc.segment_id)
+            && let Ok(h) = seg.header_read(u64::from(loc.offset))
+            && h.hash == *hash
+            && h.kind == RecordKind::Blob
+        {
+            return Ok(BlobStat::Present {
+                bytes: h.payload_bytes,
+            });
+        }
         for _ in 0..READ_RETRY_COUNT_MAX {
             let Some(loc) = self.index.get(hash, &|l| self.name_of(l)) else {
                 if self.quarantined.lock().contains(hash) {
