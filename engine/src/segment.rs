@@ -9,7 +9,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::format::{self, FormatError, RecordHeader, RecordKind};
 use crate::latency::LatencyHistogram;
-use crate::limits::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use crate::limits::{READ_AHEAD_BYTES_MIN, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use crate::storage::{Mapping, StorageFile};
 use crate::{Blob, Hash};
 
@@ -244,6 +244,11 @@ impl Segment {
             }
         };
         let payload_start = offset + RECORD_HEADER_BYTES;
+        if end - start >= READ_AHEAD_BYTES_MIN {
+            // A record written around the page cache, or long evicted, is read from the disk:
+            // in large reads from here on, not page by page as the checksum check touches it.
+            self.map.will_need(payload_start + start, end - start);
+        }
         let payload = self.map.bytes(payload_start, len);
         let table = self
             .map

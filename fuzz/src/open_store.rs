@@ -359,6 +359,10 @@ fn valid_image(inp: &mut Input<'_>) -> (MemStorage, Config, Option<Model>) {
         // Blobs streamed with their name known are placed from this size on.
         placed_payload_bytes_min: if cfg & 4 == 0 { 64 } else { 700 },
         compact_live_ratio_below: if cfg & 8 == 0 { 0.5 } else { 1.0 },
+        // With direct writes, `put`s from the placing size on are placed too (and their whole
+        // pages written direct, which the memory storage checks for alignment); without, they
+        // are appended whole. The bit is shared: the corpus's inputs cover both.
+        direct_writes: cfg & 8 == 0,
         sync: SyncMode::Always,
         ..Config::default()
     };

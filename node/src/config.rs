@@ -530,6 +530,10 @@ pub struct SpaceSettings {
     /// Most bytes of segment mappings the process keeps resident: past it the node lets go of
     /// them (they stay in the page cache, readable). 0: no bound.
     pub mapped_resident_bytes_max: u64,
+    /// Large blobs' whole pages go to the disk around the page cache (`O_DIRECT`), where the
+    /// file system allows it. Off: through the cache, so that a blob read right after it was
+    /// written comes from memory, at the cost of touching and writing back every page.
+    pub direct_writes: bool,
 }
 
 /// Segment mappings kept resident unless configured: 256 MiB.
@@ -543,6 +547,7 @@ impl Default for SpaceSettings {
             compaction_interval_ms: COMPACTION_INTERVAL_MS_DEFAULT,
             nearly_full_free_percent: NEARLY_FULL_FREE_PERCENT_DEFAULT,
             mapped_resident_bytes_max: MAPPED_RESIDENT_BYTES_MAX_DEFAULT,
+            direct_writes: true,
         }
     }
 }

@@ -101,6 +101,7 @@ impl Node {
         }
         engine_config.compact_live_ratio_below =
             1.0 - f64::from(config.space.compaction_dead_percent_min) / 100.0;
+        engine_config.direct_writes = config.space.direct_writes;
         let space = SpaceState::new(config.space.clone(), engine_config.segment_bytes);
         let store_dir = config.data_dir.join("store");
         let store = crate::task::spawn_blocking(move || Store::open(store_dir, engine_config))

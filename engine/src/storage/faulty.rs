@@ -109,20 +109,14 @@ impl Storage for FaultyStorage {
     }
 }
 
-impl StorageFile for FaultyFile {
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+impl FaultyFile {
+    /// How many of `want` bytes a write may write: EIO while writes fail, fewer than asked when
+    /// the space left runs out.
+    fn grant(&self, want: usize) -> io::Result<usize> {
         if self.faults.fail_write.load(Ordering::SeqCst) {
             return Err(eio());
         }
-        let want = buf.len() as u64;
+        let want = want as u64;
         let mut granted = want;
         let _ =
             self.faults
@@ -134,11 +128,39 @@ impl StorageFile for FaultyFile {
                     granted = want.min(left);
                     Some(left - granted)
                 });
-        self.inner.write_at(&buf[..granted as usize], offset)?;
-        if granted < want {
+        Ok(granted as usize)
+    }
+}
+
+impl StorageFile for FaultyFile {
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let granted = self.grant(buf.len())?;
+        self.inner.write_at(&buf[..granted], offset)?;
+        match granted < buf.len() {
+            true => Err(io::Error::from(io::ErrorKind::StorageFull)),
+            false => Ok(()),
+        }
+    }
+
+    /// As `write_at`, except that a write the space left cuts short writes nothing (a direct
+    /// write of part of its pages would not be aligned).
+    fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<bool> {
+        if self.grant(buf.len())? < buf.len() {
             return Err(io::Error::from(io::ErrorKind::StorageFull));
         }
-        Ok(())
+        self.inner.write_direct_at(buf, offset)
+    }
+
+    fn end_direct_writes(&self) {
+        self.inner.end_direct_writes();
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{Mapping, Storage, StorageFile};
+use crate::limits::DIRECT_WRITE_ALIGN_BYTES;
 
 /// An in-memory file system for tests.
 #[derive(Clone, Default)]
@@ -222,6 +223,22 @@ impl StorageFile for MemFile {
         st.len = st.len.max(end);
         st.pending.push(DataOp::Write(offset, buf.to_vec()));
         Ok(())
+    }
+
+    /// Checks the alignment a real `O_DIRECT` write needs, so that tests on memory find a
+    /// misaligned one, then writes as `write_at` (durable only once synced, as on a disk).
+    fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<bool> {
+        let align = DIRECT_WRITE_ALIGN_BYTES;
+        assert!(
+            offset.is_multiple_of(align as u64)
+                && buf.len().is_multiple_of(align)
+                && (buf.as_ptr() as usize).is_multiple_of(align),
+            "a direct write of {} bytes at {offset} from {:p} is not aligned to {align}",
+            buf.len(),
+            buf.as_ptr()
+        );
+        self.write_at(buf, offset)?;
+        Ok(true)
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {

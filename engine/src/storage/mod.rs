@@ -47,6 +47,17 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset` around the page cache (`O_DIRECT`): `offset`, the length
+    /// of `buf` and its address are multiples of `DIRECT_WRITE_ALIGN_BYTES`, and no page of the
+    /// range was written through the cache. Durable like `write_at`, once `sync_data` returns.
+    /// `Ok(false)`, having written nothing, where the file cannot be written this way (the file
+    /// system refuses it); the caller then writes through the cache.
+    fn write_direct_at(&self, _buf: &[u8], _offset: u64) -> io::Result<bool> {
+        Ok(false)
+    }
+    /// Lets go of what `write_direct_at` keeps open (a second descriptor): the file takes no
+    /// more direct writes for now. A later one opens it again.
+    fn end_direct_writes(&self) {}
     /// Fills `buf` from `offset`.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Makes the file's data (and its size) durable: fdatasync.
@@ -73,4 +84,8 @@ pub trait Mapping: Send + Sync + fmt::Debug {
     /// `release` for the pages holding `len` bytes from `start` (and the rest of the pages they
     /// share with their neighbours).
     fn release_range(&self, _start: u64, _len: u64) {}
+    /// Asks for `len` bytes from `start` to be read from the file ahead of their first access,
+    /// in large reads (readahead), rather than page by page as they are touched. A hint; nothing
+    /// changes for mappings whose bytes are always in memory.
+    fn will_need(&self, _start: u64, _len: u64) {}
 }

@@ -3,9 +3,11 @@
 use std::any::Any;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use super::{Mapping, Storage, StorageFile};
 
@@ -14,7 +16,56 @@ use super::{Mapping, Storage, StorageFile};
 pub struct RealStorage;
 
 #[derive(Debug)]
-struct RealFile(File);
+struct RealFile {
+    file: File,
+    path: PathBuf,
+    direct: Mutex<Direct>,
+}
+
+/// The file's second descriptor, opened with `O_DIRECT` at its first direct write.
+#[derive(Debug)]
+enum Direct {
+    Closed,
+    Open(Arc<File>),
+    /// The file system refused `O_DIRECT`: writes go through the cache.
+    Refused,
+}
+
+impl RealFile {
+    fn shared(file: File, path: &Path) -> Arc<dyn StorageFile> {
+        Arc::new(RealFile {
+            file,
+            path: path.to_path_buf(),
+            direct: Mutex::new(Direct::Closed),
+        })
+    }
+
+    /// The `O_DIRECT` descriptor, opened if need be; `None` if the file system refuses it.
+    fn direct_file(&self) -> io::Result<Option<Arc<File>>> {
+        let mut direct = self.direct.lock();
+        match &*direct {
+            Direct::Open(file) => return Ok(Some(file.clone())),
+            Direct::Refused => return Ok(None),
+            Direct::Closed => {}
+        }
+        let opened = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&self.path);
+        match opened {
+            Ok(file) => {
+                let file = Arc::new(file);
+                *direct = Direct::Open(file.clone());
+                Ok(Some(file))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                *direct = Direct::Refused;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
 
 #[derive(Debug)]
 struct RealMapping(memmap2::Mmap);
@@ -40,12 +91,12 @@ impl Storage for RealStorage {
             .write(true)
             .create_new(true)
             .open(path)?;
-        Ok(Arc::new(RealFile(f)))
+        Ok(RealFile::shared(f, path))
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         let f = OpenOptions::new().read(true).write(true).open(path)?;
-        Ok(Arc::new(RealFile(f)))
+        Ok(RealFile::shared(f, path))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -77,23 +128,48 @@ impl Storage for RealStorage {
 
 impl StorageFile for RealFile {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.file.set_len(len)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_all_at(buf, offset)
+        self.file.write_all_at(buf, offset)
+    }
+
+    /// Through the second descriptor. The kernel writes back any cached page of the range first
+    /// and drops the range's cached pages after, so a mapping reads what was written. A file
+    /// system that refuses the open or the write's alignment (`EINVAL`) is remembered, and the
+    /// caller writes through the cache.
+    fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<bool> {
+        let Some(direct) = self.direct_file()? else {
+            return Ok(false);
+        };
+        match direct.write_all_at(buf, offset) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                *self.direct.lock() = Direct::Refused;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn end_direct_writes(&self) {
+        let mut direct = self.direct.lock();
+        if matches!(*direct, Direct::Open(_)) {
+            *direct = Direct::Closed;
+        }
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
+        self.file.read_exact_at(buf, offset)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
 
     fn map(&self) -> io::Result<Arc<dyn Mapping>> {
@@ -101,7 +177,7 @@ impl StorageFile for RealFile {
         // that a reader may be looking at (the `Mapping` contract), and the store's directory is
         // locked against other Cairn processes. Another program changing the files underneath is
         // outside what any mmap-based store can defend against.
-        let map = unsafe { memmap2::Mmap::map(&self.0)? };
+        let map = unsafe { memmap2::Mmap::map(&self.file)? };
         Ok(Arc::new(RealMapping(map)))
     }
 }
@@ -127,6 +203,17 @@ impl Mapping for RealMapping {
         // nothing: the next access faults the same bytes in from the page cache or the file
         // (MADV_DONTNEED zeroes pages only of private and anonymous mappings).
         let _ = unsafe { self.0.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    }
+
+    /// `MADV_WILLNEED`: the kernel starts reading the range's pages that are not in the page
+    /// cache, and returns; pages already cached cost a lookup each.
+    fn will_need(&self, start: u64, len: u64) {
+        if start.checked_add(len).is_none_or(|end| end > self.len()) || len == 0 {
+            return;
+        }
+        let _ = self
+            .0
+            .advise_range(memmap2::Advice::WillNeed, start as usize, len as usize);
     }
 
     fn release_range(&self, start: u64, len: u64) {

@@ -2,11 +2,14 @@
 //! placed in the open shared segment and written there as its bytes arrive; and
 //! `DedicatedFile`, the segment of its own that a large blob is written into under a temporary
 //! name.
+//!
+//! A placed record's whole pages go around the page cache (`direct::DirectRun`).
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::direct::DirectRun;
 use super::{Inner, Store};
 use crate::error::{Error, Result};
 use crate::format::{self, RecordHeader, RecordKind, SegmentHeader, SegmentKind};
@@ -244,9 +247,14 @@ impl DedicatedFile {
 /// sequence number and commit checksum into the header (FORMAT.md, record version 2).
 struct Placed {
     seg: Arc<Segment>,
+    /// Where whole chunks go on their way to the file: around the page cache, unless the store
+    /// writes through it (`Config::direct_writes`).
+    run: Option<DirectRun>,
     /// Where the record starts in the segment.
     offset: u64,
     hash: Hash,
+    /// Set when the caller hashed the bytes already (`Store::put`): they are not hashed again.
+    hashed: bool,
     payload_bytes: u64,
     /// The chunk being gathered.
     chunk: Vec<u8>,
@@ -256,20 +264,32 @@ struct Placed {
 }
 
 impl Placed {
+    /// Done with: its segment, and the direct-write buffer handed back to the store.
+    fn finish(self, inner: &Inner) -> Arc<Segment> {
+        if let Some(run) = self.run {
+            inner.give_direct_buffer(run.into_buffer());
+        }
+        self.seg
+    }
+
     fn payload_at(&self) -> u64 {
         self.offset + RECORD_HEADER_BYTES
     }
 
     /// Writes the gathered chunk in place and adds its checksum to the table.
     fn write_chunk(&mut self, hasher: &mut StreamHasher) -> Result<()> {
-        hasher.update(&self.chunk);
+        if !self.hashed {
+            hasher.update(&self.chunk);
+        }
         let crc = crc32fast::hash(&self.chunk);
         self.table.extend_from_slice(&crc.to_le_bytes());
         let at = self.payload_at() + self.written_bytes;
-        self.seg
-            .file
-            .write_at(&self.chunk, at)
-            .map_err(|e| Error::io("write record to", &self.seg.path, e))?;
+        let file = &*self.seg.file;
+        match &mut self.run {
+            Some(run) => run.write(file, &self.chunk, at),
+            None => file.write_at(&self.chunk, at),
+        }
+        .map_err(|e| Error::io("write record to", &self.seg.path, e))?;
         self.written_bytes += self.chunk.len() as u64;
         self.chunk.clear();
         Ok(())
@@ -307,7 +327,14 @@ impl Placed {
         if !self.chunk.is_empty() {
             self.write_chunk(hasher)?;
         }
-        let hash = std::mem::take(hasher).finalize();
+        if let Some(run) = &mut self.run {
+            run.flush(&*self.seg.file)
+                .map_err(|e| Error::io("write record to", &self.seg.path, e))?;
+        }
+        let hash = match self.hashed {
+            true => self.hash,
+            false => std::mem::take(hasher).finalize(),
+        };
         if hash != self.hash {
             return Err(Error::HashMismatch {
                 expected: self.hash,
@@ -373,12 +400,20 @@ impl BlobWriter {
         offset: u64,
         hash: Hash,
         payload_bytes: u64,
+        hashed: bool,
     ) -> BlobWriter {
+        let run = store
+            .inner
+            .config
+            .direct_writes
+            .then(|| DirectRun::new(store.inner.take_direct_buffer()));
         let mut writer = BlobWriter::new(store);
         writer.placed = Some(Placed {
             seg,
+            run,
             offset,
             hash,
+            hashed,
             payload_bytes,
             chunk: Vec::with_capacity(CRC_CHUNK_BYTES as usize),
             written_bytes: 0,
@@ -394,7 +429,8 @@ impl BlobWriter {
             // Nobody is left to tell of a failed seal (a failed fsync has turned the store
             // read-only; a hint file that could not be written leaves the segment unsealed, to
             // be sealed when the store next opens), as when an append's seal fails.
-            let _ = self.store.inner.placed_done(&placed.seg);
+            let seg = placed.finish(&self.store.inner);
+            let _ = self.store.inner.placed_done(&seg);
         }
     }
 
@@ -523,7 +559,7 @@ impl BlobWriter {
             }
             let inner = self.store.inner.clone();
             let committed = placed.commit(&inner, &mut self.hasher);
-            let seg = self.placed.take().expect("placed").seg;
+            let seg = self.placed.take().expect("placed").finish(&inner);
             let done = inner.placed_done(&seg);
             return committed.and_then(|hash| done.map(|()| hash));
         }
