@@ -41,9 +41,18 @@ pub const DIRECT_WRITE_BYTES: usize = 1024 * 1024;
 /// around it, or evicted) then comes from the disk in large reads, not a page at a time.
 pub const READ_AHEAD_BYTES_MIN: u64 = 256 * 1024;
 
-/// A direct write's file offset, length and buffer address are multiples of this: the page
-/// size, which covers every logical block size Linux file systems ask for.
+/// A direct write's file offset, length and buffer address are multiples of this: 4 KiB,
+/// which covers every logical block size Linux file systems ask for.
 pub const DIRECT_WRITE_ALIGN_BYTES: usize = 4096;
+
+/// A placed record's payload is written through the page cache for this many bytes at either
+/// end (and up to the page boundaries after and before them), around it in between. The kernel
+/// caches a file in folios of one or more pages (read-around makes 16 KiB ones; a 64 KiB page
+/// kernel has no smaller ones), and a direct write cannot drop a cached folio that a neighbour's
+/// bytes, written through the cache at the same moment, keep dirty: the stale pages would stay
+/// readable. No folio of up to this size holds both a page written direct and a byte another
+/// writer wrote through the cache.
+pub const DIRECT_WRITE_GUARD_BYTES: u64 = 64 * 1024;
 
 /// Direct-write buffers the store keeps for the next placed records once theirs is committed;
 /// beyond it they are freed. A buffer reused is not first touched again.

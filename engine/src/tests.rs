@@ -1366,15 +1366,21 @@ fn a_placed_blob_goes_to_the_disk_around_the_page_cache_and_reads_back_whole() {
             .map(|e| e.unwrap().path())
             .find(|p| p.extension().is_some_and(|x| x == "seg"))
             .unwrap();
+        // The guard bands at either end of the payload go through the cache on purpose.
         let payload_at = limits::SEGMENT_HEADER_BYTES + limits::RECORD_HEADER_BYTES;
-        let cached = cached_pages_of(&segment, payload_at, payload_at + len as u64);
+        let guard = limits::DIRECT_WRITE_GUARD_BYTES;
+        let cached = cached_pages_of(
+            &segment,
+            payload_at + guard,
+            payload_at + len as u64 - guard,
+        );
         cached_by_mode.push((direct_writes, cached));
         assert_eq!(&*store.get(&hash).unwrap().unwrap(), &data[..]);
         drop(store);
         let store = Store::open(dir.path(), config).unwrap();
         assert_eq!(&*store.get(&hash).unwrap().unwrap(), &data[..]);
     }
-    // Direct: no page wholly inside the payload was left in the cache. Through the cache: the
+    // Direct: no page between the guard bands was left in the cache. Through the cache: the
     // pages written stay there (clean, once synced), as they did before direct writes.
     let [
         (true, (direct_cached, pages)),

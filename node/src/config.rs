@@ -530,7 +530,8 @@ pub struct SpaceSettings {
     /// Most bytes of segment mappings the process keeps resident: past it the node lets go of
     /// them (they stay in the page cache, readable). 0: no bound.
     pub mapped_resident_bytes_max: u64,
-    /// Large blobs' whole pages go to the disk around the page cache (`O_DIRECT`), where the
+    /// The middle of every placed blob (from 256 KiB up to a quarter of a segment, its name
+    /// known before its bytes) goes to the disk around the page cache (`O_DIRECT`), where the
     /// file system allows it. Off: through the cache, so that a blob read right after it was
     /// written comes from memory, at the cost of touching and writing back every page.
     pub direct_writes: bool,

@@ -340,13 +340,17 @@ async fn bad_input_leaves_no_partial_blob_and_no_node_down() {
     let answer = raw(addr, many.as_bytes(), Duration::from_secs(5)).await;
     assert_eq!(status_of(&answer), 431, "{answer}");
 
-    // Bodies over the maximum: announced, or streamed without a length.
+    // Bodies over the maximum: announced, or streamed without a length. The announced one is
+    // refused from its head alone, so only the head is sent: a client still writing a body the
+    // node will not read may see the connection reset before it reads the answer.
     let big = vec![7u8; BODY_BYTES_MAX as usize + 1];
-    let r = good.put("/v1/blobs", big.clone()).await.unwrap();
-    assert_eq!(
-        (r.status, r.json()["code"].as_str()),
-        (413, Some("too_large"))
+    let head = format!(
+        "PUT /v1/blobs HTTP/1.1\r\nhost: x\r\n{auth}content-length: {}\r\n\r\n",
+        big.len()
     );
+    let answer = raw(addr, head.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(status_of(&answer), 413, "{answer}");
+    assert!(answer.contains("\"too_large\""), "{answer}");
     let mut chunked =
         format!("PUT /v1/blobs HTTP/1.1\r\nhost: x\r\n{auth}transfer-encoding: chunked\r\n\r\n")
             .into_bytes();

@@ -130,6 +130,16 @@ impl FaultyFile {
                 });
         Ok(granted as usize)
     }
+
+    /// Returns bytes `grant` took for a write that wrote nothing.
+    fn give_back(&self, bytes: usize) {
+        let _ =
+            self.faults
+                .space_left_bytes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    (left != u64::MAX).then(|| left.saturating_add(bytes as u64))
+                });
+    }
 }
 
 impl StorageFile for FaultyFile {
@@ -153,10 +163,17 @@ impl StorageFile for FaultyFile {
     /// As `write_at`, except that a write the space left cuts short writes nothing (a direct
     /// write of part of its pages would not be aligned).
     fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<bool> {
-        if self.grant(buf.len())? < buf.len() {
+        let granted = self.grant(buf.len())?;
+        if granted < buf.len() {
+            self.give_back(granted);
             return Err(io::Error::from(io::ErrorKind::StorageFull));
         }
-        self.inner.write_direct_at(buf, offset)
+        let written = self.inner.write_direct_at(buf, offset);
+        if !matches!(written, Ok(true)) {
+            // Nothing was written: the caller writes through the cache, which takes it again.
+            self.give_back(granted);
+        }
+        written
     }
 
     fn end_direct_writes(&self) {

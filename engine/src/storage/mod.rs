@@ -48,8 +48,9 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Writes all of `buf` at `offset`.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset` around the page cache (`O_DIRECT`): `offset`, the length
-    /// of `buf` and its address are multiples of `DIRECT_WRITE_ALIGN_BYTES`, and no page of the
-    /// range was written through the cache. Durable like `write_at`, once `sync_data` returns.
+    /// of `buf` and its address are multiples of `DIRECT_WRITE_ALIGN_BYTES`, and nobody writes
+    /// through the cache within `DIRECT_WRITE_GUARD_BYTES` of the range meanwhile. Durable like
+    /// `write_at`, once `sync_data` returns.
     /// `Ok(false)`, having written nothing, where the file cannot be written this way (the file
     /// system refuses it); the caller then writes through the cache.
     fn write_direct_at(&self, _buf: &[u8], _offset: u64) -> io::Result<bool> {

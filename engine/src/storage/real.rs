@@ -3,7 +3,9 @@
 use std::any::Any;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
+#[cfg(target_os = "linux")]
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,12 +42,15 @@ impl RealFile {
         })
     }
 
-    /// The `O_DIRECT` descriptor, opened if need be; `None` if the file system refuses it.
-    fn direct_file(&self) -> io::Result<Option<Arc<File>>> {
+    /// The `O_DIRECT` descriptor, opened if need be; `None` if the file system refuses it
+    /// (remembered) or the open fails otherwise (out of descriptors, say: tried again at the
+    /// next write). Either way the write goes through the cache, as it would without.
+    #[cfg(target_os = "linux")]
+    fn direct_file(&self) -> Option<Arc<File>> {
         let mut direct = self.direct.lock();
         match &*direct {
-            Direct::Open(file) => return Ok(Some(file.clone())),
-            Direct::Refused => return Ok(None),
+            Direct::Open(file) => return Some(file.clone()),
+            Direct::Refused => return None,
             Direct::Closed => {}
         }
         let opened = OpenOptions::new()
@@ -56,14 +61,21 @@ impl RealFile {
             Ok(file) => {
                 let file = Arc::new(file);
                 *direct = Direct::Open(file.clone());
-                Ok(Some(file))
+                Some(file)
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                *direct = Direct::Refused;
-                Ok(None)
+            Err(e) => {
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    *direct = Direct::Refused;
+                }
+                None
             }
-            Err(e) => Err(e),
         }
+    }
+
+    /// Elsewhere every write goes through the cache.
+    #[cfg(not(target_os = "linux"))]
+    fn direct_file(&self) -> Option<Arc<File>> {
+        None
     }
 }
 
@@ -144,7 +156,7 @@ impl StorageFile for RealFile {
     /// system that refuses the open or the write's alignment (`EINVAL`) is remembered, and the
     /// caller writes through the cache.
     fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<bool> {
-        let Some(direct) = self.direct_file()? else {
+        let Some(direct) = self.direct_file() else {
             return Ok(false);
         };
         match direct.write_all_at(buf, offset) {

@@ -972,6 +972,8 @@ impl Inner {
     fn seal(&self, seg: &Segment) -> Result<()> {
         seg.sync_written()
             .map_err(|SyncFailed(e)| self.fsync_failed(&seg.path, e))?;
+        // Nothing is placed in it any more.
+        seg.file.end_direct_writes();
         let end = seg.written_end.load(Ordering::Acquire);
         let scan = format::scan_records(
             seg.map.bytes(0, end),
@@ -985,7 +987,6 @@ impl Inner {
         );
         let entries: Vec<HintEntry> = scan.records.iter().map(HintEntry::from_scanned).collect();
         self.write_hint(seg.id, &entries)?;
-        seg.file.end_direct_writes();
         seg.sealed.store(true, Ordering::Release);
         release_if_unread(seg);
         Ok(())

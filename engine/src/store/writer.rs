@@ -247,8 +247,8 @@ impl DedicatedFile {
 /// sequence number and commit checksum into the header (FORMAT.md, record version 2).
 struct Placed {
     seg: Arc<Segment>,
-    /// Where whole chunks go on their way to the file: around the page cache, unless the store
-    /// writes through it (`Config::direct_writes`).
+    /// Where whole chunks go on their way to the file: their middle around the page cache,
+    /// unless the store writes through it (`Config::direct_writes`) or the payload is too short.
     run: Option<DirectRun>,
     /// Where the record starts in the segment.
     offset: u64,
@@ -327,10 +327,6 @@ impl Placed {
         if !self.chunk.is_empty() {
             self.write_chunk(hasher)?;
         }
-        if let Some(run) = &mut self.run {
-            run.flush(&*self.seg.file)
-                .map_err(|e| Error::io("write record to", &self.seg.path, e))?;
-        }
         let hash = match self.hashed {
             true => self.hash,
             false => std::mem::take(hasher).finalize(),
@@ -402,11 +398,13 @@ impl BlobWriter {
         payload_bytes: u64,
         hashed: bool,
     ) -> BlobWriter {
-        let run = store
-            .inner
-            .config
-            .direct_writes
-            .then(|| DirectRun::new(store.inner.take_direct_buffer()));
+        let payload_at = offset + RECORD_HEADER_BYTES;
+        let run = match store.inner.config.direct_writes {
+            true => DirectRun::for_payload(payload_at, payload_at + payload_bytes, || {
+                store.inner.take_direct_buffer()
+            }),
+            false => None,
+        };
         let mut writer = BlobWriter::new(store);
         writer.placed = Some(Placed {
             seg,
@@ -458,6 +456,8 @@ impl BlobWriter {
     pub fn hash(&self) -> Hash {
         let mut hasher = self.hasher.clone();
         match &self.placed {
+            // Its caller hashed the bytes (`Store::put`): the hasher was never fed.
+            Some(placed) if placed.hashed => return placed.hash,
             Some(placed) => hasher.update(&placed.chunk),
             None => hasher.update(self.buffer_unhashed()),
         }
