@@ -66,7 +66,7 @@ impl DirectRun {
         let align = DIRECT_WRITE_ALIGN_BYTES as u64;
         let direct_from = payload_at
             .checked_add(DIRECT_WRITE_GUARD_BYTES)?
-            .next_multiple_of(align);
+            .checked_next_multiple_of(align)?;
         let direct_to = payload_end.checked_sub(DIRECT_WRITE_GUARD_BYTES)?;
         let direct_to = direct_to - direct_to % align;
         (direct_from < direct_to).then(|| DirectRun {
@@ -91,6 +91,10 @@ impl DirectRun {
         mut data: &[u8],
         mut at: u64,
     ) -> io::Result<()> {
+        debug_assert!(
+            at < self.direct_to || self.filled == 0,
+            "gathered bytes skipped"
+        );
         if at < self.direct_from {
             let head = (self.direct_from - at).min(data.len() as u64) as usize;
             file.write_at(&data[..head], at)?;
@@ -134,9 +138,45 @@ impl DirectRun {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
 
     use super::*;
-    use crate::storage::{MemStorage, Storage};
+    use crate::storage::{Mapping, MemStorage, Storage};
+
+    /// A file that remembers the ranges written direct.
+    #[derive(Debug)]
+    struct Recording {
+        inner: Arc<dyn StorageFile>,
+        direct: Mutex<Vec<(u64, u64)>>,
+    }
+
+    impl StorageFile for Recording {
+        fn len(&self) -> io::Result<u64> {
+            self.inner.len()
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.inner.set_len(len)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            self.inner.write_at(buf, offset)
+        }
+        fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<bool> {
+            let end = offset + buf.len() as u64;
+            self.direct.lock().push((offset, end));
+            self.inner.write_direct_at(buf, offset)
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            self.inner.read_at(buf, offset)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            self.inner.sync_data()
+        }
+        fn map(&self) -> io::Result<Arc<dyn Mapping>> {
+            self.inner.map()
+        }
+    }
 
     /// Payloads at every alignment and of lengths around the guard bands and the buffer, written
     /// in uneven pieces: the file holds exactly the payload, and every direct write was aligned
@@ -158,9 +198,12 @@ mod tests {
         for payload_at in [0u64, 64, 4096, 4096 + 128, 65_536 - 1] {
             for len in lens {
                 case += 1;
-                let file = storage
-                    .create(&Path::new("/s").join(case.to_string()))
-                    .unwrap();
+                let file = Recording {
+                    inner: storage
+                        .create(&Path::new("/s").join(case.to_string()))
+                        .unwrap(),
+                    direct: Mutex::new(Vec::new()),
+                };
                 let payload: Vec<u8> = (0..len).map(|i| (i * 7 + case) as u8).collect();
                 let end = payload_at + len as u64;
                 let mut run = DirectRun::for_payload(payload_at, end, AlignedBuffer::new);
@@ -176,13 +219,34 @@ mod tests {
                     }
                     let (piece, after) = rest.split_at((*n).min(rest.len()));
                     match &mut run {
-                        Some(run) => run.write(&*file, piece, at).unwrap(),
+                        Some(run) => run.write(&file, piece, at).unwrap(),
                         None => file.write_at(piece, at).unwrap(),
                     }
                     at += piece.len() as u64;
                     rest = after;
                 }
                 assert_eq!(file.len().unwrap(), end, "{payload_at} + {len}");
+                // The middle went direct, one write after another, and nothing of the bands.
+                let direct = file.direct.lock().clone();
+                let direct_bytes: u64 = direct.iter().map(|(from, to)| to - from).sum();
+                let band = DIRECT_WRITE_GUARD_BYTES + DIRECT_WRITE_ALIGN_BYTES as u64;
+                if has_middle {
+                    assert!(
+                        direct_bytes + 2 * band >= len as u64,
+                        "{payload_at} + {len}: {direct:?}"
+                    );
+                }
+                for (from, to) in &direct {
+                    assert!(
+                        *from >= payload_at + DIRECT_WRITE_GUARD_BYTES
+                            && *to + DIRECT_WRITE_GUARD_BYTES <= end,
+                        "{payload_at} + {len}: {direct:?}"
+                    );
+                }
+                assert!(
+                    direct.windows(2).all(|w| w[0].1 == w[1].0),
+                    "{payload_at} + {len}: {direct:?}"
+                );
                 let mut back = vec![0u8; len];
                 file.read_at(&mut back, payload_at).unwrap();
                 assert!(back == payload, "{payload_at} + {len}");
