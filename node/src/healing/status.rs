@@ -42,9 +42,12 @@ pub(crate) fn report(state: &State) -> NodeReport {
 /// This node's view of itself and its peers.
 pub(crate) fn status(state: &State) -> NodeStatus {
     let now = clock::wall_ms();
+    // Membership first, then the healer: the order the heal loop takes them in. Taken the other
+    // way round, a status asked for while the loop ticked waited on the loop, which waited on
+    // it, and so did every heartbeat after them.
+    let membership = state.healing.membership.lock();
     let healer = state.healing.healer.lock();
     let progress = healer.progress();
-    let membership = state.healing.membership.lock();
     let peers: Vec<PeerStatus> = membership
         .view()
         .map(|v| PeerStatus {
