@@ -64,9 +64,9 @@ pub struct Config {
     /// segment) and writes it in place; a smaller one is gathered whole. The default is
     /// `PLACED_PAYLOAD_BYTES_MIN`; tests lower it to place small blobs too.
     pub placed_payload_bytes_min: u64,
-    /// A placed record's whole pages are written around the page cache (`O_DIRECT`) where the
-    /// file system allows it, and through the cache otherwise. On by default; off, every byte
-    /// goes through the cache (a benchmark's baseline).
+    /// A placed record's payload is written around the page cache (`O_DIRECT`) where the file
+    /// system allows it, all but `DIRECT_WRITE_GUARD_BYTES` at either end, which go through
+    /// it. On by default; off, every byte goes through the cache (a benchmark's baseline).
     pub direct_writes: bool,
 }
 
@@ -262,15 +262,46 @@ pub(crate) struct Inner {
     /// Segments compaction found damaged and leaves alone (for scrub and repair).
     compaction_damaged: Mutex<HashSet<u32>>,
     pub(crate) fsyncs: Arc<LatencyHistogram>,
-    /// Buffers of finished streaming writers, kept for the next ones (at most
-    /// `WRITE_BUFFERS_SPARE_MAX`).
-    spare_buffers: Mutex<Vec<Vec<u8>>>,
-    /// Direct-write buffers of committed placed records, kept for the next ones (at most
-    /// `DIRECT_BUFFERS_SPARE_MAX`).
-    direct_buffers: Mutex<Vec<direct::AlignedBuffer>>,
+    /// Buffers of finished streaming writers, kept for the next ones.
+    spare_buffers: Spares<Vec<u8>>,
+    /// Direct-write buffers of committed placed records, kept for the next ones.
+    direct_buffers: Spares<direct::AlignedBuffer>,
     recovery: RecoveryReport,
     _stop_syncer: Option<mpsc::Sender<()>>,
     _lock: Box<dyn Any + Send + Sync>,
+}
+
+/// Buffers kept for the next writer, at most `max` of them: a large buffer's pages are touched
+/// once, not once per write.
+struct Spares<T> {
+    kept: Mutex<Vec<T>>,
+    max: usize,
+}
+
+impl<T> Spares<T> {
+    fn new(max: usize) -> Spares<T> {
+        Spares {
+            kept: Mutex::new(Vec::new()),
+            max,
+        }
+    }
+
+    fn take(&self) -> Option<T> {
+        self.kept.lock().pop()
+    }
+
+    /// Keeps `spare` if there is room; frees it otherwise.
+    fn keep(&self, spare: T) {
+        let mut kept = self.kept.lock();
+        if kept.len() < self.max {
+            kept.push(spare);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.kept.lock().len()
+    }
 }
 
 fn segment_file_name(id: u32) -> String {
@@ -348,8 +379,8 @@ impl Store {
             compaction: Mutex::new(()),
             compaction_damaged: Mutex::new(HashSet::new()),
             fsyncs: Arc::new(LatencyHistogram::default()),
-            spare_buffers: Mutex::new(Vec::new()),
-            direct_buffers: Mutex::new(Vec::new()),
+            spare_buffers: Spares::new(WRITE_BUFFERS_SPARE_MAX),
+            direct_buffers: Spares::new(DIRECT_BUFFERS_SPARE_MAX),
             recovery: RecoveryReport::default(),
             _stop_syncer: None,
             _lock: lock,
@@ -392,9 +423,8 @@ impl Store {
         let hash = Hash::of(bytes);
         let len = bytes.len() as u64;
         if self.inner.config.direct_writes && self.places(len) && !self.inner.contains(&hash) {
-            // Placed, so that its whole pages go around the page cache, outside the append lock.
-            let (seg, offset) = self.inner.place(&hash, len)?;
-            let mut writer = BlobWriter::placed(self.clone(), seg, offset, hash, len, true);
+            // Placed, so that its pages go around the page cache, outside the append lock.
+            let mut writer = self.placed_writer(hash, len, true)?;
             writer.write(bytes)?;
             return writer.commit(Some(&hash));
         }
@@ -434,6 +464,12 @@ impl Store {
             writer.reserve(payload_bytes);
             return Ok(writer);
         }
+        self.placed_writer(hash, payload_bytes, false)
+    }
+
+    /// A writer into a record placed in the open segment; `hashed` says its caller has hashed
+    /// the bytes already.
+    fn placed_writer(&self, hash: Hash, payload_bytes: u64, hashed: bool) -> Result<BlobWriter> {
         let (seg, offset) = self.inner.place(&hash, payload_bytes)?;
         Ok(BlobWriter::placed(
             self.clone(),
@@ -441,7 +477,7 @@ impl Store {
             offset,
             hash,
             payload_bytes,
-            false,
+            hashed,
         ))
     }
 
@@ -705,7 +741,7 @@ impl Inner {
     /// one, so that every spare fits every large writer.
     pub(crate) fn take_buffer(&self, bytes: usize) -> Vec<u8> {
         if bytes as u64 >= WRITE_BUFFER_SPARE_BYTES_MIN {
-            if let Some(spare) = self.spare_buffers.lock().pop() {
+            if let Some(spare) = self.spare_buffers.take() {
                 return spare;
             }
             return Vec::with_capacity(self.config.stream_buffer_bytes as usize);
@@ -715,7 +751,7 @@ impl Inner {
 
     #[cfg(test)]
     pub(crate) fn spare_buffer_count(&self) -> usize {
-        self.spare_buffers.lock().len()
+        self.spare_buffers.len()
     }
 
     /// Keeps a writer's buffer for the next one if it is a large one (`take_buffer`'s) and
@@ -724,25 +760,20 @@ impl Inner {
     pub(crate) fn give_buffer(&self, mut buffer: Vec<u8>) {
         let capacity = buffer.capacity() as u64;
         if capacity >= WRITE_BUFFER_SPARE_BYTES_MIN && capacity == self.config.stream_buffer_bytes {
-            let mut spares = self.spare_buffers.lock();
-            if spares.len() < WRITE_BUFFERS_SPARE_MAX {
-                buffer.clear();
-                spares.push(buffer);
-            }
+            buffer.clear();
+            self.spare_buffers.keep(buffer);
         }
     }
 
     /// A buffer for a placed record's direct writes: a spare if there is one.
     pub(crate) fn take_direct_buffer(&self) -> direct::AlignedBuffer {
-        let spare = self.direct_buffers.lock().pop();
+        let spare = self.direct_buffers.take();
         spare.unwrap_or_else(direct::AlignedBuffer::new)
     }
 
+    /// Keeps a direct-write buffer for the next record, up to `DIRECT_BUFFERS_SPARE_MAX`.
     pub(crate) fn give_direct_buffer(&self, buffer: direct::AlignedBuffer) {
-        let mut spares = self.direct_buffers.lock();
-        if spares.len() < DIRECT_BUFFERS_SPARE_MAX {
-            spares.push(buffer);
-        }
+        self.direct_buffers.keep(buffer);
     }
 
     pub(crate) fn put_hashed(&self, hash: Hash, bytes: &[u8]) -> Result<()> {
