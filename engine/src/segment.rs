@@ -54,6 +54,11 @@ pub(crate) struct Segment {
     /// Set by every read; cleared by `Store::release_cold_mappings`, which lets go only of the
     /// mappings of segments nobody read since its last pass.
     pub read_since_release: AtomicBool,
+    /// Whether records placed in it write their payloads around the page cache: a shared
+    /// segment the store created with `Config::direct_writes`, whose reads do not read ahead
+    /// until it is sealed (`Mapping::read_ahead` says why). A segment reopened by recovery was
+    /// read ahead by its scan, and takes every byte through the cache.
+    pub takes_direct_writes: bool,
 }
 
 #[derive(Debug, Default)]
@@ -74,8 +79,13 @@ impl Segment {
         map: Arc<dyn Mapping>,
         written_end: u64,
         sealed: bool,
+        takes_direct_writes: bool,
         fsyncs: Arc<LatencyHistogram>,
     ) -> Segment {
+        if takes_direct_writes {
+            file.read_ahead(false);
+            map.read_ahead(false);
+        }
         Segment {
             id,
             path,
@@ -94,6 +104,17 @@ impl Segment {
             synced: Condvar::new(),
             fsyncs,
             read_since_release: AtomicBool::new(false),
+            takes_direct_writes,
+        }
+    }
+
+    /// Called when the segment takes no more records: closes what direct writes kept open, and
+    /// lets reads of it read ahead again, as reads of sealed segments do.
+    pub(crate) fn end_direct_writes(&self) {
+        self.file.end_direct_writes();
+        if self.takes_direct_writes {
+            self.file.read_ahead(true);
+            self.map.read_ahead(true);
         }
     }
 

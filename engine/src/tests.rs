@@ -1392,3 +1392,93 @@ fn a_placed_blob_goes_to_the_disk_around_the_page_cache_and_reads_back_whole() {
     assert_eq!(direct_cached, 0, "{cached_by_mode:?}");
     assert!(buffered_cached > pages / 2, "{cached_by_mode:?}");
 }
+
+/// Whether this process maps `path` with reads that do not read ahead (`VM_RAND_READ`, shown as
+/// `rr` among the mapping's flags in `/proc/self/smaps`); `None` if it does not map it.
+#[cfg(target_os = "linux")]
+fn maps_without_read_ahead(path: &Path) -> Option<bool> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let path = path.to_str().unwrap();
+    let mut lines = smaps.lines().skip_while(|l| !l.ends_with(path));
+    lines.next()?;
+    let flags = lines.find(|l| l.starts_with("VmFlags:")).unwrap();
+    Some(flags.split_whitespace().any(|f| f == "rr"))
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_without_read_ahead_caches_the_pages_read_alone() {
+    use crate::storage::RealStorage;
+    const MIB: u64 = 1024 * 1024;
+    let mut cached_by_mode = Vec::new();
+    for read_ahead in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        // A sparse file: its holes read as zeros, so what is cached is what the kernel read.
+        let file = RealStorage.create(&path).unwrap();
+        file.set_len(64 * MIB).unwrap();
+        let map = file.map().unwrap();
+        file.read_ahead(read_ahead);
+        map.read_ahead(read_ahead);
+        // A fault through the mapping, and reads of two pages one after the other through the
+        // descriptor (the kernel reads ahead of sequential reads, not of a lone small one).
+        assert_eq!(map.bytes(16 * MIB + 100, 1), [0]);
+        let mut page = [1u8; 4096];
+        file.read_at(&mut page, 48 * MIB).unwrap();
+        file.read_at(&mut page, 48 * MIB + 4096).unwrap();
+        assert_eq!(page, [0u8; 4096]);
+        let around_fault = cached_pages_of(&path, 15 * MIB, 17 * MIB).0;
+        let around_reads = cached_pages_of(&path, 47 * MIB, 50 * MIB).0;
+        cached_by_mode.push((read_ahead, around_fault, around_reads));
+    }
+    // Without read-ahead, the pages touched alone; with it (the kernel's default), more.
+    let [(false, 1, 2), (true, fault, reads)] = cached_by_mode[..] else {
+        panic!("pages cached (read ahead, around the fault, around the reads): {cached_by_mode:?}");
+    };
+    assert!(fault > 1 && reads > 2, "{cached_by_mode:?}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_segment_taking_direct_writes_reads_without_read_ahead_until_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = dir.path().join("segments");
+    let segment = |id: u32| segments.join(format!("{id:010}.seg"));
+    let config = Config {
+        segment_bytes: 4 * 1024 * 1024,
+        ..Config::default()
+    };
+    let store = Store::open(dir.path(), config).unwrap();
+    let first = store.put(&blob(1, 512 * 1024)).unwrap();
+    let names: Vec<String> = std::fs::read_dir(&segments)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["0000000001.seg"], "segment files");
+    assert_eq!(maps_without_read_ahead(&segment(1)), Some(true));
+    // Fill it: the next segment is created and the first sealed.
+    let mut seed = 2;
+    while !segment(2).exists() {
+        store.put(&blob(seed, 512 * 1024)).unwrap();
+        seed += 1;
+    }
+    assert_eq!(maps_without_read_ahead(&segment(1)), Some(false));
+    assert_eq!(maps_without_read_ahead(&segment(2)), Some(true));
+    assert_eq!(
+        &*store.get(&first).unwrap().unwrap(),
+        &blob(1, 512 * 1024)[..]
+    );
+    drop(store);
+    // Reopened, the unsealed segment was read by recovery and takes no direct writes: it reads
+    // ahead as any other.
+    let store = Store::open(
+        dir.path(),
+        Config {
+            segment_bytes: 4 * 1024 * 1024,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(maps_without_read_ahead(&segment(2)), Some(false));
+    drop(store);
+}

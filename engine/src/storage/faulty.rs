@@ -180,6 +180,10 @@ impl StorageFile for FaultyFile {
         self.inner.end_direct_writes();
     }
 
+    fn read_ahead(&self, on: bool) {
+        self.inner.read_ahead(on);
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.inner.read_at(buf, offset)
     }

@@ -59,6 +59,9 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Lets go of what `write_direct_at` keeps open (a second descriptor): the file takes no
     /// more direct writes for now. A later one opens it again.
     fn end_direct_writes(&self) {}
+    /// Whether reads of the file through this descriptor read ahead (on, the default) or read
+    /// the pages asked for alone (off: `POSIX_FADV_RANDOM`). See `Mapping::read_ahead`.
+    fn read_ahead(&self, _on: bool) {}
     /// Fills `buf` from `offset`.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Makes the file's data (and its size) durable: fdatasync.
@@ -89,4 +92,12 @@ pub trait Mapping: Send + Sync + fmt::Debug {
     /// in large reads (readahead), rather than page by page as they are touched. A hint; nothing
     /// changes for mappings whose bytes are always in memory.
     fn will_need(&self, _start: u64, _len: u64) {}
+    /// Whether a fault reads around the page it needs (on, the default) or that page alone
+    /// (off: `MADV_RANDOM`). A file taking direct writes has both this and
+    /// `StorageFile::read_ahead` off: the kernel's read-ahead caches a file in folios of many
+    /// pages, and one such folio over a direct write's range and a neighbour's buffered bytes
+    /// could not be dropped by the direct write while the neighbour keeps it dirty. With both
+    /// off, every cached folio is a single page read (`will_need`'s too) or what one buffered
+    /// write made of the pages it wrote.
+    fn read_ahead(&self, _on: bool) {}
 }

@@ -176,6 +176,19 @@ impl StorageFile for RealFile {
         }
     }
 
+    /// `posix_fadvise` on the whole file (from 0, length 0); it sets how this descriptor reads.
+    #[cfg(target_os = "linux")]
+    fn read_ahead(&self, on: bool) {
+        use std::os::fd::AsRawFd;
+        let advice = match on {
+            true => libc::POSIX_FADV_NORMAL,
+            false => libc::POSIX_FADV_RANDOM,
+        };
+        // SAFETY: a plain system call on a descriptor this file owns. It is advice: a failure
+        // leaves reads as they were, which is only slower or more cached, never wrong.
+        let _ = unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, advice) };
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
     }
@@ -226,6 +239,14 @@ impl Mapping for RealMapping {
         let _ = self
             .0
             .advise_range(memmap2::Advice::WillNeed, start as usize, len as usize);
+    }
+
+    fn read_ahead(&self, on: bool) {
+        let advice = match on {
+            true => memmap2::Advice::Normal,
+            false => memmap2::Advice::Random,
+        };
+        let _ = self.0.advise(advice);
     }
 
     fn release_range(&self, start: u64, len: u64) {

@@ -982,6 +982,7 @@ impl Inner {
                 map,
                 SEGMENT_HEADER_BYTES,
                 false,
+                self.config.direct_writes,
                 self.fsyncs.clone(),
             )))
         })();
@@ -1004,7 +1005,7 @@ impl Inner {
         seg.sync_written()
             .map_err(|SyncFailed(e)| self.fsync_failed(&seg.path, e))?;
         // Nothing is placed in it any more.
-        seg.file.end_direct_writes();
+        seg.end_direct_writes();
         let end = seg.written_end.load(Ordering::Acquire);
         let scan = format::scan_records(
             seg.map.bytes(0, end),
@@ -1597,6 +1598,7 @@ impl Inner {
                 map,
                 written_end,
                 sealed,
+                false,
                 self.fsyncs.clone(),
             );
             loaded.push((Arc::new(seg), entries));

@@ -211,6 +211,7 @@ impl DedicatedFile {
             map,
             file_bytes,
             true,
+            false,
             inner.fsyncs.clone(),
         ));
         seg.note_record(seq, format::record_bytes(self.payload_bytes));
@@ -248,7 +249,8 @@ impl DedicatedFile {
 struct Placed {
     seg: Arc<Segment>,
     /// Where whole chunks go on their way to the file: their middle around the page cache,
-    /// unless the store writes through it (`Config::direct_writes`) or the payload is too short.
+    /// unless the segment takes none (`Segment::takes_direct_writes`) or the payload is too
+    /// short.
     run: Option<DirectRun>,
     /// Where the record starts in the segment.
     offset: u64,
@@ -399,7 +401,7 @@ impl BlobWriter {
         hashed: bool,
     ) -> BlobWriter {
         let payload_at = offset + RECORD_HEADER_BYTES;
-        let run = match store.inner.config.direct_writes {
+        let run = match seg.takes_direct_writes {
             true => DirectRun::for_payload(payload_at, payload_at + payload_bytes, || {
                 store.inner.take_direct_buffer()
             }),
