@@ -1482,3 +1482,33 @@ fn a_segment_taking_direct_writes_reads_without_read_ahead_until_sealed() {
     assert_eq!(maps_without_read_ahead(&segment(2)), Some(false));
     drop(store);
 }
+
+#[test]
+fn a_placed_record_the_file_will_not_take_direct_goes_through_the_cache_and_is_counted() {
+    let mem = MemStorage::new();
+    let faulty = FaultyStorage::new(Arc::new(mem.clone()));
+    let faults = faulty.faults().clone();
+    let config = Config {
+        segment_bytes: 16 * 1024 * 1024,
+        ..Config::default()
+    };
+    let store = Store::open_with(Arc::new(faulty), Path::new(DIR), config.clone()).unwrap();
+    let len = 1024 * 1024 + 3;
+    faults.decline_direct.store(true, Ordering::Relaxed);
+    let declined = store.put(&blob(1, len)).unwrap();
+    assert_eq!(store.stats().direct_writes_declined, 1);
+    faults.decline_direct.store(false, Ordering::Relaxed);
+    let taken = store.put(&blob(2, len)).unwrap();
+    assert_eq!(store.stats().direct_writes_declined, 1);
+    // Both are whole, and stay so across a crash.
+    let crashed = mem.crash(7);
+    drop(store);
+    let store = Store::open_with(Arc::new(crashed), Path::new(DIR), config).unwrap();
+    assert_eq!(&*store.get(&declined).unwrap().unwrap(), &blob(1, len)[..]);
+    assert_eq!(&*store.get(&taken).unwrap().unwrap(), &blob(2, len)[..]);
+    assert_eq!(
+        store.stats().direct_writes_declined,
+        0,
+        "counted since open"
+    );
+}

@@ -21,6 +21,8 @@ pub struct Faults {
     pub space_left_bytes: AtomicU64,
     /// Every `sync_data` first sleeps this long, as a slow disk would.
     pub sync_delay_us: AtomicU64,
+    /// While set, direct writes are declined, as by a file system without `O_DIRECT`.
+    pub decline_direct: AtomicBool,
 }
 
 impl Default for Faults {
@@ -30,6 +32,7 @@ impl Default for Faults {
             fail_write: AtomicBool::new(false),
             space_left_bytes: AtomicU64::new(u64::MAX),
             sync_delay_us: AtomicU64::new(0),
+            decline_direct: AtomicBool::new(false),
         }
     }
 }
@@ -163,6 +166,9 @@ impl StorageFile for FaultyFile {
     /// As `write_at`, except that a write the space left cuts short writes nothing (a direct
     /// write of part of its pages would not be aligned).
     fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<bool> {
+        if self.faults.decline_direct.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
         let granted = self.grant(buf.len())?;
         if granted < buf.len() {
             self.give_back(granted);

@@ -5,7 +5,8 @@
 //! the kernel caches a file in folios of several pages, and a direct write drops the cached
 //! folios it overlaps, which fails for one that a neighbour's bytes, written through the cache
 //! at the same moment, keep dirty. So no folio up to the guard's size holds both a page written
-//! direct and a byte written through the cache by another writer.
+//! direct and a byte written through the cache by another writer. (Larger folios come from
+//! read-ahead, which a segment taking direct writes turns off: `Mapping::read_ahead`.)
 
 use std::io;
 
@@ -77,6 +78,12 @@ impl DirectRun {
             next_direct: direct_from,
             direct: true,
         })
+    }
+
+    /// Whether the file declined a direct write (it refuses `O_DIRECT`, or its descriptor could
+    /// not be opened), so that the rest of the payload went through the cache.
+    pub(crate) fn declined(&self) -> bool {
+        !self.direct
     }
 
     /// The buffer, for the next run, once this one is done with.

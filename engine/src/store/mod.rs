@@ -196,6 +196,10 @@ pub struct Stats {
     /// Bytes compaction would give back now: the file bytes of the sealed segments past the
     /// threshold (`Config::compact_live_ratio_below`), less the live bytes it would copy out.
     pub reclaimable_bytes: u64,
+    /// Placed records since the store opened whose bytes the file system would not take around
+    /// the page cache (it refuses `O_DIRECT`, or a descriptor could not be opened): they went
+    /// through the cache, which is slower for large writes and fills the cache with them.
+    pub direct_writes_declined: u64,
 }
 
 /// A segment file, as compaction names it.
@@ -266,6 +270,8 @@ pub(crate) struct Inner {
     spare_buffers: Spares<Vec<u8>>,
     /// Direct-write buffers of committed placed records, kept for the next ones.
     direct_buffers: Spares<direct::AlignedBuffer>,
+    /// Placed records whose direct writes the file declined (`Stats::direct_writes_declined`).
+    pub(crate) direct_writes_declined: AtomicU64,
     recovery: RecoveryReport,
     _stop_syncer: Option<mpsc::Sender<()>>,
     _lock: Box<dyn Any + Send + Sync>,
@@ -381,6 +387,7 @@ impl Store {
             fsyncs: Arc::new(LatencyHistogram::default()),
             spare_buffers: Spares::new(WRITE_BUFFERS_SPARE_MAX),
             direct_buffers: Spares::new(DIRECT_BUFFERS_SPARE_MAX),
+            direct_writes_declined: AtomicU64::new(0),
             recovery: RecoveryReport::default(),
             _stop_syncer: None,
             _lock: lock,
@@ -1275,6 +1282,7 @@ impl Inner {
             fsync_latency: self.fsyncs.snapshot(),
             read_only: self.read_only.lock().clone(),
             reclaimable_bytes,
+            direct_writes_declined: self.direct_writes_declined.load(Ordering::Relaxed),
         }
     }
 

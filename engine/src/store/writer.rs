@@ -8,6 +8,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::direct::DirectRun;
 use super::{Inner, Store};
@@ -269,6 +270,9 @@ impl Placed {
     /// Done with: its segment, and the direct-write buffer handed back to the store.
     fn finish(self, inner: &Inner) -> Arc<Segment> {
         if let Some(run) = self.run {
+            if run.declined() {
+                inner.direct_writes_declined.fetch_add(1, Ordering::Relaxed);
+            }
             inner.give_direct_buffer(run.into_buffer());
         }
         self.seg

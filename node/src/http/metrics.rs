@@ -309,6 +309,17 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
         e.sample(name, &[], value);
     }
     e.family(
+        "cairn_engine_direct_writes_declined_total",
+        "counter",
+        "Large records whose bytes the file system would not take around the page cache \
+         (no O_DIRECT), written through it instead, since the node started.",
+    );
+    e.sample(
+        "cairn_engine_direct_writes_declined_total",
+        &[],
+        stats.direct_writes_declined,
+    );
+    e.family(
         "cairn_engine_fsync_duration_seconds",
         "histogram",
         "Time the engine's fsyncs of segment files took.",
