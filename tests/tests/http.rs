@@ -218,6 +218,8 @@ async fn every_node_serves_every_blob_over_http() {
         "cairn_http_requests_total{operation=\"put\",status=\"422\"} 1\n",
         "cairn_http_request_duration_seconds_bucket{operation=\"get\",status=\"206\",le=\"+Inf\"} 4\n",
         "# TYPE cairn_engine_fsync_duration_seconds histogram\n",
+        // This file system takes direct writes.
+        "cairn_engine_direct_writes_declined_total 0\n",
         "cairn_peer_state{peer=\"n1\",zone=\"zone-a\",state=\"up\"} 1\n",
         "# TYPE cairn_hints_pending gauge\n",
         "# TYPE cairn_antientropy_rounds_total counter\n",
