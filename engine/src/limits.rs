@@ -41,6 +41,11 @@ pub const DIRECT_WRITE_BYTES: usize = 1024 * 1024;
 /// around it, or evicted) then comes from the disk in large reads, not a page at a time.
 pub const READ_AHEAD_BYTES_MIN: u64 = 256 * 1024;
 
+/// `Mapping::will_need` asks for a range in steps of this many bytes: Linux reads at most the
+/// larger of the device's read-ahead window and its largest IO for one request (128 KiB by
+/// default), and a segment read without read-ahead would fault the rest in a page at a time.
+pub const WILL_NEED_STEP_BYTES: u64 = 128 * 1024;
+
 /// A direct write's file offset, length and buffer address are multiples of this: 4 KiB,
 /// which covers every logical block size Linux file systems ask for.
 pub const DIRECT_WRITE_ALIGN_BYTES: usize = 4096;

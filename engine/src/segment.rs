@@ -54,11 +54,15 @@ pub(crate) struct Segment {
     /// Set by every read; cleared by `Store::release_cold_mappings`, which lets go only of the
     /// mappings of segments nobody read since its last pass.
     pub read_since_release: AtomicBool,
-    /// Whether records placed in it write their payloads around the page cache: a shared
-    /// segment the store created with `Config::direct_writes`, whose reads do not read ahead
-    /// until it is sealed (`Mapping::read_ahead` says why). A segment reopened by recovery was
-    /// read ahead by its scan, and takes every byte through the cache.
-    pub takes_direct_writes: bool,
+    /// Whether the segment was created to take direct writes (a shared segment the store
+    /// created with `Config::direct_writes`): its reads do not read ahead until it is sealed
+    /// (`Mapping::read_ahead` says why). A segment reopened by recovery was read ahead by its
+    /// scan, and takes every byte through the cache.
+    without_read_ahead: bool,
+    /// Whether records placed in it now write their payloads around the page cache: set with
+    /// `without_read_ahead`, cleared by a failed append, whose torn bytes the next records
+    /// overwrite through the cache and which may have left folios of many pages behind.
+    direct_writes: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +90,7 @@ impl Segment {
             file.read_ahead(false);
             map.read_ahead(false);
         }
+        let direct_writes = AtomicBool::new(takes_direct_writes);
         Segment {
             id,
             path,
@@ -104,15 +109,27 @@ impl Segment {
             synced: Condvar::new(),
             fsyncs,
             read_since_release: AtomicBool::new(false),
-            takes_direct_writes,
+            without_read_ahead: takes_direct_writes,
+            direct_writes,
         }
+    }
+
+    /// Whether a record placed now writes its payload around the page cache.
+    pub(crate) fn takes_direct_writes(&self) -> bool {
+        self.direct_writes.load(Ordering::Acquire)
+    }
+
+    /// After a failed append, under the append lock: the records placed from now on write
+    /// through the cache.
+    pub(crate) fn stop_direct_writes(&self) {
+        self.direct_writes.store(false, Ordering::Release);
     }
 
     /// Called when the segment takes no more records: closes what direct writes kept open, and
     /// lets reads of it read ahead again, as reads of sealed segments do.
     pub(crate) fn end_direct_writes(&self) {
         self.file.end_direct_writes();
-        if self.takes_direct_writes {
+        if self.without_read_ahead {
             self.file.read_ahead(true);
             self.map.read_ahead(true);
         }

@@ -1440,6 +1440,25 @@ fn a_file_without_read_ahead_caches_the_pages_read_alone() {
 
 #[cfg(target_os = "linux")]
 #[test]
+fn asking_for_a_long_range_ahead_reads_all_of_it_without_read_ahead() {
+    use crate::storage::RealStorage;
+    const MIB: u64 = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sparse");
+    let file = RealStorage.create(&path).unwrap();
+    file.set_len(64 * MIB).unwrap();
+    let map = file.map().unwrap();
+    file.read_ahead(false);
+    map.read_ahead(false);
+    // More than the kernel reads for one request on any setting of `read_ahead_kb` up to
+    // 16 MiB (this machine's is 8 MiB): asked whole, the rest would come a page per fault.
+    map.will_need(4 * MIB + 100, 40 * MIB);
+    let (cached, pages) = cached_pages_of(&path, 5 * MIB, 44 * MIB);
+    assert_eq!(cached, pages, "pages cached of the range asked for");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
 fn a_segment_taking_direct_writes_reads_without_read_ahead_until_sealed() {
     let dir = tempfile::tempdir().unwrap();
     let segments = dir.path().join("segments");
@@ -1493,7 +1512,8 @@ fn a_placed_record_the_file_will_not_take_direct_goes_through_the_cache_and_is_c
         ..Config::default()
     };
     let store = Store::open_with(Arc::new(faulty), Path::new(DIR), config.clone()).unwrap();
-    let len = 1024 * 1024 + 3;
+    // Several direct writes' worth: counted once per record.
+    let len = 3 * 1024 * 1024 + 3;
     faults.decline_direct.store(true, Ordering::Relaxed);
     let declined = store.put(&blob(1, len)).unwrap();
     assert_eq!(store.stats().direct_writes_declined, 1);
@@ -1511,4 +1531,31 @@ fn a_placed_record_the_file_will_not_take_direct_goes_through_the_cache_and_is_c
         0,
         "counted since open"
     );
+}
+
+#[test]
+fn after_a_failed_append_the_segment_takes_no_more_direct_writes() {
+    let faulty = FaultyStorage::new(Arc::new(MemStorage::new()));
+    let faults = faulty.faults().clone();
+    let config = Config {
+        segment_bytes: 16 * 1024 * 1024,
+        ..Config::default()
+    };
+    let store = Store::open_with(Arc::new(faulty), Path::new(DIR), config).unwrap();
+    let len = 1024 * 1024;
+    let before = store.put(&blob(1, len)).unwrap();
+    let direct = faults.direct_written_bytes.load(Ordering::Relaxed);
+    assert!(direct > 0, "the first placed record went direct");
+    // An append the disk cuts short leaves torn bytes where the next record goes.
+    faults.space_left_bytes.store(100, Ordering::Relaxed);
+    assert!(store.put(&blob(2, 1000)).is_err());
+    faults.space_left_bytes.store(u64::MAX, Ordering::Relaxed);
+    let after = store.put(&blob(3, len)).unwrap();
+    assert_eq!(
+        faults.direct_written_bytes.load(Ordering::Relaxed),
+        direct,
+        "a record over torn bytes went direct"
+    );
+    assert_eq!(&*store.get(&before).unwrap().unwrap(), &blob(1, len)[..]);
+    assert_eq!(&*store.get(&after).unwrap().unwrap(), &blob(3, len)[..]);
 }

@@ -23,6 +23,8 @@ pub struct Faults {
     pub sync_delay_us: AtomicU64,
     /// While set, direct writes are declined, as by a file system without `O_DIRECT`.
     pub decline_direct: AtomicBool,
+    /// Bytes written by direct writes so far.
+    pub direct_written_bytes: AtomicU64,
 }
 
 impl Default for Faults {
@@ -33,6 +35,7 @@ impl Default for Faults {
             space_left_bytes: AtomicU64::new(u64::MAX),
             sync_delay_us: AtomicU64::new(0),
             decline_direct: AtomicBool::new(false),
+            direct_written_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -175,9 +178,15 @@ impl StorageFile for FaultyFile {
             return Err(io::Error::from(io::ErrorKind::StorageFull));
         }
         let written = self.inner.write_direct_at(buf, offset);
-        if !matches!(written, Ok(true)) {
+        match written {
+            Ok(true) => {
+                let len = buf.len() as u64;
+                self.faults
+                    .direct_written_bytes
+                    .fetch_add(len, Ordering::Relaxed);
+            }
             // Nothing was written: the caller writes through the cache, which takes it again.
-            self.give_back(granted);
+            _ => self.give_back(granted),
         }
         written
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{Mapping, Storage, StorageFile};
+use crate::limits::WILL_NEED_STEP_BYTES;
 
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -231,14 +232,23 @@ impl Mapping for RealMapping {
     }
 
     /// `MADV_WILLNEED`: the kernel starts reading the range's pages that are not in the page
-    /// cache, and returns; pages already cached cost a lookup each.
+    /// cache, and returns; pages already cached cost a lookup each. Asked in steps of
+    /// `WILL_NEED_STEP_BYTES`, since the kernel reads only so much of one request.
     fn will_need(&self, start: u64, len: u64) {
-        if start.checked_add(len).is_none_or(|end| end > self.len()) || len == 0 {
+        let Some(end) = start
+            .checked_add(len)
+            .filter(|&end| end <= self.len() && len > 0)
+        else {
             return;
+        };
+        let mut at = start;
+        while at < end {
+            let step = (end - at).min(WILL_NEED_STEP_BYTES);
+            let _ = self
+                .0
+                .advise_range(memmap2::Advice::WillNeed, at as usize, step as usize);
+            at += step;
         }
-        let _ = self
-            .0
-            .advise_range(memmap2::Advice::WillNeed, start as usize, len as usize);
     }
 
     fn read_ahead(&self, on: bool) {

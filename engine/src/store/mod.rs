@@ -854,6 +854,8 @@ impl Inner {
             active.end = offset + record_bytes;
             seg.written_end.store(active.end, Ordering::Release);
             seg.min_seq.fetch_min(seq, Ordering::Relaxed);
+        } else {
+            seg.stop_direct_writes();
         }
         // On failure the append point stays put: the next record overwrites the torn bytes.
         drop(active);
@@ -909,6 +911,8 @@ impl Inner {
             seg.placing.lock().records += 1;
             active.end = offset + record_bytes;
             seg.written_end.store(active.end, Ordering::Release);
+        } else {
+            seg.stop_direct_writes();
         }
         drop(active);
         let sealed = full.map_or(Ok(()), |full| self.seal_when_placed(&full));

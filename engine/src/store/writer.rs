@@ -405,7 +405,7 @@ impl BlobWriter {
         hashed: bool,
     ) -> BlobWriter {
         let payload_at = offset + RECORD_HEADER_BYTES;
-        let run = match seg.takes_direct_writes {
+        let run = match seg.takes_direct_writes() {
             true => DirectRun::for_payload(payload_at, payload_at + payload_bytes, || {
                 store.inner.take_direct_buffer()
             }),
