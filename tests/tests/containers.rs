@@ -1762,14 +1762,20 @@ impl Cluster {
         let native = Arc::new(self.native_client(scratch.path()).await);
         let current_version = env!("CARGO_PKG_VERSION");
         let current_protocol = String::from_utf8_lossy(cairn_core::wire::ALPN).into_owned();
-        let previous_protocol =
-            String::from_utf8_lossy(cairn_core::wire::ALPN_PREVIOUS).into_owned();
 
         let before = self.versions(&upgrade.current).await;
         assert_eq!(
             before.len(),
             self.nodes.len(),
             "cairn status rows: {before:?}"
+        );
+        // The previous release speaks this version's protocol or the one before it.
+        let previous_protocol = before[0].2.clone();
+        assert!(
+            cairn_core::wire::ALPNS_SPOKEN
+                .iter()
+                .any(|alpn| **alpn == *previous_protocol.as_bytes()),
+            "the previous release speaks {previous_protocol}, which this version does not"
         );
         for (id, version, protocol) in &before {
             assert!(
@@ -1999,6 +2005,20 @@ impl Cluster {
             "cairn status after rolling {id} back: {versions:?}"
         );
         let r = self.check_reads("rollback", &[0]).await;
+        // What the rolled-back node reports of files it could not open (a release before this
+        // one's engine format sets them aside and gets their blobs from the replicas).
+        let status = self
+            .compose
+            .run_as(&upgrade.current, &["run", "--rm", "-T", "cli", "status"])
+            .await
+            .unwrap_or_else(|e| panic!("cairn status: {e}"));
+        let reported: Vec<&str> = status
+            .lines()
+            .filter(|l| l.contains("dropped") || l.contains("under-replicated"))
+            .collect();
+        let line = format!("rollback: cairn status reports {reported:?}");
+        self.log(t0, &line);
+        lines.push(line);
         let s3 = self.s3_client(0, s3_key);
         for object in &objects {
             let path = format!("/{UPGRADE_S3_BUCKET}/{}", object.key);
