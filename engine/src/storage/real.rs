@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
@@ -81,7 +82,11 @@ impl RealFile {
 }
 
 #[derive(Debug)]
-struct RealMapping(memmap2::Mmap);
+struct RealMapping {
+    map: memmap2::Mmap,
+    /// Whether faults read ahead (`Mapping::read_ahead`).
+    read_ahead: AtomicBool,
+}
 
 impl Storage for RealStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -204,17 +209,55 @@ impl StorageFile for RealFile {
         // locked against other Cairn processes. Another program changing the files underneath is
         // outside what any mmap-based store can defend against.
         let map = unsafe { memmap2::Mmap::map(&self.file)? };
-        Ok(Arc::new(RealMapping(map)))
+        Ok(Arc::new(RealMapping {
+            map,
+            read_ahead: AtomicBool::new(true),
+        }))
+    }
+}
+
+impl RealMapping {
+    /// Whether every page of the mapping from `start` to `end` is in the page cache
+    /// (`mincore`, in windows of `MINCORE_PAGES` pages); false if it cannot tell.
+    #[cfg(target_os = "linux")]
+    fn cached(&self, start: usize, end: usize) -> bool {
+        const MINCORE_PAGES: usize = 512;
+        // SAFETY: a query without side effects.
+        let Ok(page) = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }) else {
+            return false;
+        };
+        let base = self.map.as_ptr() as usize;
+        let mut at = (base + start) & !(page - 1);
+        let end = base + end;
+        let mut resident = [0u8; MINCORE_PAGES];
+        while at < end {
+            let pages = (end - at).div_ceil(page).min(MINCORE_PAGES);
+            // SAFETY: `at` is page-aligned and the `pages` pages from it lie within the mapping
+            // (its last page holds `end - 1`); `resident` has a byte for each.
+            let asked = unsafe {
+                libc::mincore(at as *mut libc::c_void, pages * page, resident.as_mut_ptr())
+            };
+            if asked != 0 || resident[..pages].iter().any(|&r| r & 1 == 0) {
+                return false;
+            }
+            at += pages * page;
+        }
+        true
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn cached(&self, _start: usize, _end: usize) -> bool {
+        false
     }
 }
 
 impl Mapping for RealMapping {
     fn len(&self) -> u64 {
-        self.0.len() as u64
+        self.map.len() as u64
     }
 
     fn bytes(&self, start: u64, len: u64) -> &[u8] {
-        &self.0[start as usize..(start + len) as usize]
+        &self.map[start as usize..(start + len) as usize]
     }
 
     /// `MADV_DONTNEED`: drops the process's page table entries for the mapping. The pages leave
@@ -222,18 +265,22 @@ impl Mapping for RealMapping {
     /// any file page. (Marking them cold as well, `MADV_COLD`, made a node under a container's
     /// memory limit evict pages readers were about to use: reads fell from 327 to 23 MB/s.)
     fn release(&self) {
-        if self.0.is_empty() {
+        if self.map.is_empty() {
             return;
         }
         // SAFETY: a read-only shared mapping of a file. Dropping its page table entries loses
         // nothing: the next access faults the same bytes in from the page cache or the file
         // (MADV_DONTNEED zeroes pages only of private and anonymous mappings).
-        let _ = unsafe { self.0.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        let _ = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
     }
 
     /// `MADV_WILLNEED`: the kernel starts reading the range's pages that are not in the page
-    /// cache, and returns; pages already cached cost a lookup each. Asked in steps of
-    /// `WILL_NEED_STEP_BYTES`, since the kernel reads only so much of one request.
+    /// cache, and returns; pages already cached cost a lookup each. The kernel reads only so
+    /// much of one request; past it, faults read around themselves, unless read-ahead is off:
+    /// then a range not wholly cached is asked for in steps of `WILL_NEED_STEP_BYTES`.
     fn will_need(&self, start: u64, len: u64) {
         let Some(end) = start
             .checked_add(len)
@@ -241,11 +288,16 @@ impl Mapping for RealMapping {
         else {
             return;
         };
+        let step_max = match self.read_ahead.load(Ordering::Relaxed) {
+            true => len,
+            false if self.cached(start as usize, end as usize) => return,
+            false => WILL_NEED_STEP_BYTES,
+        };
         let mut at = start;
         while at < end {
-            let step = (end - at).min(WILL_NEED_STEP_BYTES);
+            let step = (end - at).min(step_max);
             let _ = self
-                .0
+                .map
                 .advise_range(memmap2::Advice::WillNeed, at as usize, step as usize);
             at += step;
         }
@@ -256,7 +308,8 @@ impl Mapping for RealMapping {
             true => memmap2::Advice::Normal,
             false => memmap2::Advice::Random,
         };
-        let _ = self.0.advise(advice);
+        let _ = self.map.advise(advice);
+        self.read_ahead.store(on, Ordering::Relaxed);
     }
 
     fn release_range(&self, start: u64, len: u64) {
@@ -266,7 +319,7 @@ impl Mapping for RealMapping {
         // SAFETY: as `release`; memmap2 widens the range to whole pages, which loses nothing
         // for the same reason.
         let _ = unsafe {
-            self.0.unchecked_advise_range(
+            self.map.unchecked_advise_range(
                 memmap2::UncheckedAdvice::DontNeed,
                 start as usize,
                 len as usize,
