@@ -1406,20 +1406,35 @@ fn maps_without_read_ahead(path: &Path) -> Option<bool> {
 }
 
 #[cfg(target_os = "linux")]
+const MIB: u64 = 1024 * 1024;
+
+/// A sparse 64 MiB file in `dir`, mapped, its reads set to read ahead or not. Its holes read as
+/// zeros, so what is cached is what the kernel chose to read.
+#[cfg(target_os = "linux")]
+fn sparse_file(
+    dir: &Path,
+    read_ahead: bool,
+) -> (
+    std::path::PathBuf,
+    Arc<dyn crate::storage::StorageFile>,
+    Arc<dyn crate::storage::Mapping>,
+) {
+    let path = dir.join("sparse");
+    let file = crate::storage::RealStorage.create(&path).unwrap();
+    file.set_len(64 * MIB).unwrap();
+    let map = file.map().unwrap();
+    file.read_ahead(read_ahead);
+    map.read_ahead(read_ahead);
+    (path, file, map)
+}
+
+#[cfg(target_os = "linux")]
 #[test]
 fn a_file_without_read_ahead_caches_the_pages_read_alone() {
-    use crate::storage::RealStorage;
-    const MIB: u64 = 1024 * 1024;
     let mut cached_by_mode = Vec::new();
     for read_ahead in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sparse");
-        // A sparse file: its holes read as zeros, so what is cached is what the kernel read.
-        let file = RealStorage.create(&path).unwrap();
-        file.set_len(64 * MIB).unwrap();
-        let map = file.map().unwrap();
-        file.read_ahead(read_ahead);
-        map.read_ahead(read_ahead);
+        let (path, file, map) = sparse_file(dir.path(), read_ahead);
         // A fault through the mapping, and reads of two pages one after the other through the
         // descriptor (the kernel reads ahead of sequential reads, not of a lone small one).
         assert_eq!(map.bytes(16 * MIB + 100, 1), [0]);
@@ -1441,15 +1456,8 @@ fn a_file_without_read_ahead_caches_the_pages_read_alone() {
 #[cfg(target_os = "linux")]
 #[test]
 fn asking_for_a_long_range_ahead_reads_all_of_it_without_read_ahead() {
-    use crate::storage::RealStorage;
-    const MIB: u64 = 1024 * 1024;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sparse");
-    let file = RealStorage.create(&path).unwrap();
-    file.set_len(64 * MIB).unwrap();
-    let map = file.map().unwrap();
-    file.read_ahead(false);
-    map.read_ahead(false);
+    let (path, _file, map) = sparse_file(dir.path(), false);
     // More than the kernel reads for one request on any setting of `read_ahead_kb` up to
     // 16 MiB (this machine's is 8 MiB): asked whole, the rest would come a page per fault.
     map.will_need(4 * MIB + 100, 40 * MIB);
