@@ -43,9 +43,11 @@ pub(crate) struct Segment {
     pub min_seq: AtomicU64,
     /// Set once the segment takes no more records (its hint file is being or was written).
     pub sealed: AtomicBool,
-    /// Records placed in the segment whose bytes are still arriving, and whether the segment
-    /// is full: then the last of them to finish seals it (a hint file lists committed records
-    /// only, so sealing waits for every placed record to commit or be abandoned).
+    /// Records placed in the segment whose bytes are still arriving, or appended blob records
+    /// the index does not name yet, and whether the segment is full: then the last of them to
+    /// finish seals it (a hint file lists committed records only, so sealing waits for every
+    /// placed record to commit or be abandoned; and compaction, which keeps only the records
+    /// the index names, must not take a segment before its records are in the index).
     pub placing: Mutex<Placing>,
     sync: Mutex<SyncState>,
     synced: Condvar,

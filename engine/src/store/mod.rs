@@ -200,6 +200,10 @@ pub struct Stats {
     /// the page cache (it refuses `O_DIRECT`, or a descriptor could not be opened): they went
     /// through the cache, which is slower for large writes and fills the cache with them.
     pub direct_writes_declined: u64,
+    /// Index entries found pointing at a segment no longer there, since the store opened, and
+    /// dropped: each a blob that reads as absent here and is fetched again from its replicas.
+    /// Always 0 unless Cairn has a bug.
+    pub dangling_index_entries: u64,
 }
 
 /// A segment file, as compaction names it.
@@ -272,6 +276,8 @@ pub(crate) struct Inner {
     direct_buffers: Spares<direct::AlignedBuffer>,
     /// Placed records whose direct writes the file declined (`Stats::direct_writes_declined`).
     pub(crate) direct_writes_declined: AtomicU64,
+    /// `Stats::dangling_index_entries`.
+    dangling_index_entries: AtomicU64,
     recovery: RecoveryReport,
     _stop_syncer: Option<mpsc::Sender<()>>,
     _lock: Box<dyn Any + Send + Sync>,
@@ -388,6 +394,7 @@ impl Store {
             spare_buffers: Spares::new(WRITE_BUFFERS_SPARE_MAX),
             direct_buffers: Spares::new(DIRECT_BUFFERS_SPARE_MAX),
             direct_writes_declined: AtomicU64::new(0),
+            dangling_index_entries: AtomicU64::new(0),
             recovery: RecoveryReport::default(),
             _stop_syncer: None,
             _lock: lock,
@@ -806,11 +813,14 @@ impl Inner {
                 }
             };
         }
-        let (seg, loc, seq) = self.append(RecordKind::Blob, &hash, bytes, None)?;
+        let (seg, loc, seq) = self.append(RecordKind::Blob, &hash, bytes, None, true)?;
         seg.note_record(seq, format::record_bytes(len));
-        self.durable(&seg)?;
-        self.publish(hash, &seg, loc);
-        Ok(())
+        let durable = self.durable(&seg);
+        if durable.is_ok() {
+            self.publish(hash, &seg, loc);
+        }
+        let done = self.placed_done(&seg);
+        durable.and(done)
     }
 
     /// Makes a durable blob record visible to readers.
@@ -834,12 +844,17 @@ impl Inner {
 
     /// Appends a record to the open shared segment (opening a new one if it is full), under the
     /// append lock. `seq` is `None` for new records, the original for records compaction moves.
+    /// A record appended with `hold` counts as placed in its segment (`Segment::placing`) until
+    /// the caller's `placed_done`: a blob record is held until the index names it, so that its
+    /// segment is neither sealed nor compacted away meanwhile (compaction keeps only the records
+    /// the index names).
     fn append(
         &self,
         kind: RecordKind,
         hash: &Hash,
         payload: &[u8],
         seq: Option<u64>,
+        hold: bool,
     ) -> Result<(Arc<Segment>, Location, u64)> {
         let mut record = EncodedRecord::new(kind, hash, payload);
         let record_bytes = record.record_bytes();
@@ -854,6 +869,9 @@ impl Inner {
             active.end = offset + record_bytes;
             seg.written_end.store(active.end, Ordering::Release);
             seg.min_seq.fetch_min(seq, Ordering::Relaxed);
+            if hold {
+                seg.placing.lock().records += 1;
+            }
         } else {
             seg.stop_direct_writes();
         }
@@ -1078,6 +1096,7 @@ impl Inner {
                 }
             }
         }
+        let mut gone = None;
         for _ in 0..READ_RETRY_COUNT_MAX {
             let Some(loc) = self.index.get(hash, &|l| self.name_of(l)) else {
                 if self.quarantined.lock().contains(hash) {
@@ -1087,6 +1106,7 @@ impl Inner {
             };
             // Compaction may have moved the blob and removed the segment since; look again.
             let Some(seg) = self.segment(loc.segment_id) else {
+                gone = Some(loc);
                 continue;
             };
             return match seg.read_blob(u64::from(loc.offset), hash, range) {
@@ -1098,7 +1118,22 @@ impl Inner {
                 Err(e) => Err(e),
             };
         }
-        panic!("the index entry of {hash} keeps pointing at segments that are gone");
+        self.drop_dangling(hash, gone);
+        Ok(None)
+    }
+
+    /// An index entry that still points at a removed segment after `READ_RETRY_COUNT_MAX`
+    /// looks: compaction updates the index before it removes a segment, so this is a bug, not
+    /// a race. The entry is dropped and counted (`Stats::dangling_index_entries`): the blob is
+    /// then absent here, as its bytes are, and the healer fetches it again from its replicas.
+    fn drop_dangling(&self, hash: &Hash, gone: Option<Location>) {
+        let gone = gone.expect("only a removed segment makes a lookup retry");
+        let previous = self.index.update(hash, &|l| self.name_of(l), |cur| {
+            if cur == Some(gone) { None } else { cur }
+        });
+        if previous == Some(gone) {
+            self.dangling_index_entries.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn stat(&self, hash: &Hash) -> Result<BlobStat> {
@@ -1114,6 +1149,7 @@ impl Inner {
                 bytes: h.payload_bytes,
             });
         }
+        let mut gone = None;
         for _ in 0..READ_RETRY_COUNT_MAX {
             let Some(loc) = self.index.get(hash, &|l| self.name_of(l)) else {
                 if self.quarantined.lock().contains(hash) {
@@ -1122,6 +1158,7 @@ impl Inner {
                 return Ok(BlobStat::Absent);
             };
             let Some(seg) = self.segment(loc.segment_id) else {
+                gone = Some(loc);
                 continue;
             };
             return match seg.header_read(u64::from(loc.offset)) {
@@ -1143,7 +1180,8 @@ impl Inner {
                 Err(e) => Err(e),
             };
         }
-        panic!("the index entry of {hash} keeps pointing at segments that are gone");
+        self.drop_dangling(hash, gone);
+        Ok(BlobStat::Absent)
     }
 
     fn verify(&self, hash: &Hash) -> Result<Option<u64>> {
@@ -1202,7 +1240,7 @@ impl Inner {
         self.account_dead(loc);
         self.quarantined.lock().insert(*hash);
         if self.check_writable().is_ok()
-            && let Ok((seg, _, seq)) = self.append(RecordKind::Quarantine, hash, &[], None)
+            && let Ok((seg, _, seq)) = self.append(RecordKind::Quarantine, hash, &[], None, false)
         {
             seg.note_record(seq, 0);
             let _ = self.durable(&seg);
@@ -1223,7 +1261,7 @@ impl Inner {
         if !quarantined && !self.contains(hash) {
             return Ok(false);
         }
-        let (seg, _, seq) = self.append(RecordKind::Tombstone, hash, &[], None)?;
+        let (seg, _, seq) = self.append(RecordKind::Tombstone, hash, &[], None, false)?;
         seg.note_record(seq, 0);
         self.durable(&seg)?;
         // The tombstone's sequence number is higher than any record of this hash, so whatever
@@ -1287,6 +1325,7 @@ impl Inner {
             read_only: self.read_only.lock().clone(),
             reclaimable_bytes,
             direct_writes_declined: self.direct_writes_declined.load(Ordering::Relaxed),
+            dangling_index_entries: self.dangling_index_entries.load(Ordering::Relaxed),
         }
     }
 
@@ -1343,7 +1382,9 @@ impl Inner {
             return Ok(false);
         };
         if seg.placing.lock().records > 0 {
-            return Ok(false); // a record being written counts as dead until it commits
+            // A record being written, or appended and not yet in the index, counts as dead
+            // until it is: compaction would drop it.
+            return Ok(false);
         }
         let written = seg.written_bytes();
         let live = seg.live_bytes.load(Ordering::Relaxed);
@@ -1412,7 +1453,8 @@ impl Inner {
                             continue;
                         }
                     };
-                    let (seg, loc, _) = self.append(RecordKind::Blob, &hash, &blob, Some(seq))?;
+                    let (seg, loc, _) =
+                        self.append(RecordKind::Blob, &hash, &blob, Some(seq), true)?;
                     let record_bytes = format::record_bytes(payload_bytes);
                     seg.note_record(seq, record_bytes);
                     let previous = self.index.update(&hash, &|l| self.name_of(l), |cur| {
@@ -1428,6 +1470,7 @@ impl Inner {
                         // tombstone that killed it outlives it.
                         sub_saturating(&seg.live_bytes, record_bytes);
                     }
+                    self.placed_done(&seg)?;
                 }
                 RecordKind::Tombstone | RecordKind::Quarantine => {
                     let oldest_elsewhere = self
@@ -1441,7 +1484,7 @@ impl Inner {
                     if oldest_elsewhere > seq {
                         report.tombstones_dropped += 1;
                     } else {
-                        let (seg, _, _) = self.append(kind, &hash, &[], Some(seq))?;
+                        let (seg, _, _) = self.append(kind, &hash, &[], Some(seq), false)?;
                         seg.note_record(seq, 0);
                         report.tombstones_kept += 1;
                     }
@@ -1910,4 +1953,75 @@ pub(crate) fn sub_saturating(counter: &AtomicU64, n: u64) {
     let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
         Some(v.saturating_sub(n))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    #[test]
+    fn an_index_entry_pointing_at_a_removed_segment_is_dropped_and_counted() {
+        let store = Store::open_with(
+            Arc::new(MemStorage::new()),
+            Path::new("/s"),
+            Config::default(),
+        )
+        .unwrap();
+        let kept = store.put(b"a blob that stays").unwrap();
+        // An entry no segment backs, as a bug in compaction would leave.
+        let dangling = Hash::of(b"a blob whose segment is gone");
+        let nowhere = Location {
+            segment_id: 999,
+            offset: 64,
+        };
+        let inner = &store.inner;
+        inner
+            .index
+            .update(&dangling, &|l| inner.name_of(l), |_| Some(nowhere));
+        assert_eq!(store.stat(&dangling).unwrap(), BlobStat::Absent);
+        assert_eq!(store.stats().dangling_index_entries, 1);
+        inner
+            .index
+            .update(&dangling, &|l| inner.name_of(l), |_| Some(nowhere));
+        assert!(store.get(&dangling).unwrap().is_none());
+        assert_eq!(store.stats().dangling_index_entries, 2);
+        assert!(
+            store.get(&dangling).unwrap().is_none(),
+            "dropped, not found again"
+        );
+        assert_eq!(store.stats().dangling_index_entries, 2);
+        assert_eq!(&*store.get(&kept).unwrap().unwrap(), b"a blob that stays");
+    }
+
+    #[test]
+    fn a_blob_record_the_index_does_not_name_yet_keeps_its_segment_open() {
+        // Compaction keeps only the records the index names, and a put names its record after
+        // its fsync: until then its segment is neither sealed early nor compacted.
+        let store = Store::open_with(
+            Arc::new(MemStorage::new()),
+            Path::new("/s"),
+            Config::default(),
+        )
+        .unwrap();
+        // Mostly dead bytes, so that the open segment is worth sealing and compacting.
+        let dead = store.put(&[7u8; 200_000]).unwrap();
+        store.delete(&dead).unwrap();
+        let inner = &store.inner;
+        let bytes = b"appended, not yet in the index";
+        let hash = Hash::of(bytes);
+        let (seg, loc, _) = inner
+            .append(RecordKind::Blob, &hash, bytes, None, true)
+            .unwrap();
+        assert!(
+            !store.seal_open_segment_if_dead(0).unwrap(),
+            "sealed while held"
+        );
+        inner.publish(hash, &seg, loc);
+        inner.placed_done(&seg).unwrap();
+        assert!(store.seal_open_segment_if_dead(0).unwrap());
+        store.compact().unwrap();
+        assert_eq!(&*store.get(&hash).unwrap().unwrap(), bytes);
+        assert_eq!(store.stats().dangling_index_entries, 0);
+    }
 }

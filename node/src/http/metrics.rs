@@ -309,6 +309,17 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
         e.sample(name, &[], value);
     }
     e.family(
+        "cairn_engine_dangling_index_entries_total",
+        "counter",
+        "Index entries found pointing at a segment no longer there, dropped (a bug: the blobs \
+         read as absent here and are fetched again from their replicas), since the node started.",
+    );
+    e.sample(
+        "cairn_engine_dangling_index_entries_total",
+        &[],
+        stats.dangling_index_entries,
+    );
+    e.family(
         "cairn_engine_direct_writes_declined_total",
         "counter",
         "Large records whose bytes the file system would not take around the page cache \
