@@ -877,10 +877,15 @@ impl Inner {
         }
         // On failure the append point stays put: the next record overwrites the torn bytes.
         drop(active);
-        if let Some(full) = full {
-            self.seal_when_placed(&full)?;
-        }
+        let sealed = full.map_or(Ok(()), |full| self.seal_when_placed(&full));
         written.map_err(|e| Error::io("write record to", &seg.path, e))?;
+        if let Err(e) = sealed {
+            // The record will not be named: let go of it, as its caller will not.
+            if hold {
+                let _ = self.placed_done(&seg);
+            }
+            return Err(e);
+        }
         let loc = Location {
             segment_id: seg.id,
             offset: u32::try_from(offset).expect("segments are at most 4 GiB"),
