@@ -215,6 +215,9 @@ impl DedicatedFile {
             false,
             inner.fsyncs.clone(),
         ));
+        // Counted live before compaction can see it, so that compaction (which takes only
+        // segments whose live bytes are below a share of those written) leaves it alone until
+        // `publish` names its record.
         seg.note_record(seq, format::record_bytes(self.payload_bytes));
         inner.add_segment(seg.clone());
         // The reservation now belongs to the segment.
