@@ -866,26 +866,10 @@ impl Inner {
         };
         let written = record.write(seg.file.as_ref(), offset, seq);
         if written.is_ok() {
-            active.end = offset + record_bytes;
-            seg.written_end.store(active.end, Ordering::Release);
             seg.min_seq.fetch_min(seq, Ordering::Relaxed);
-            if hold {
-                seg.placing.lock().records += 1;
-            }
-        } else {
-            seg.stop_direct_writes();
         }
-        // On failure the append point stays put: the next record overwrites the torn bytes.
-        drop(active);
-        let sealed = full.map_or(Ok(()), |full| self.seal_when_placed(&full));
-        written.map_err(|e| Error::io("write record to", &seg.path, e))?;
-        if let Err(e) = sealed {
-            // The record will not be named: let go of it, as its caller will not.
-            if hold {
-                let _ = self.placed_done(&seg);
-            }
-            return Err(e);
-        }
+        let (seg, offset) =
+            self.end_append(active, (seg, offset, full), record_bytes, written, hold)?;
         let loc = Location {
             segment_id: seg.id,
             offset: u32::try_from(offset).expect("segments are at most 4 GiB"),
@@ -930,10 +914,29 @@ impl Inner {
         let mut active = self.active.lock();
         let (seg, offset, full) = self.room(&mut active, record_bytes)?;
         let written = seg.file.write_at(&identity, offset);
+        self.end_append(active, (seg, offset, full), record_bytes, written, true)
+    }
+
+    /// Ends a write of a record of `record_bytes` at the place `room` gave it, begun under the
+    /// append lock (`active`). Written, the append point moves past it and, with `hold`, the
+    /// record is held in its segment until its caller's `placed_done`. Torn, the append point
+    /// stays put: the next record overwrites the torn bytes, through the cache. Then, outside
+    /// the lock, the full segment `room` replaced is sealed; if that fails, a held record is let
+    /// go, as its caller will not.
+    fn end_append(
+        &self,
+        mut active: parking_lot::MutexGuard<'_, Active>,
+        (seg, offset, full): (Arc<Segment>, u64, Option<Arc<Segment>>),
+        record_bytes: u64,
+        written: std::io::Result<()>,
+        hold: bool,
+    ) -> Result<(Arc<Segment>, u64)> {
         if written.is_ok() {
-            seg.placing.lock().records += 1;
             active.end = offset + record_bytes;
             seg.written_end.store(active.end, Ordering::Release);
+            if hold {
+                seg.placing.lock().records += 1;
+            }
         } else {
             seg.stop_direct_writes();
         }
@@ -941,8 +944,9 @@ impl Inner {
         let sealed = full.map_or(Ok(()), |full| self.seal_when_placed(&full));
         written.map_err(|e| Error::io("write record to", &seg.path, e))?;
         if let Err(e) = sealed {
-            // The record is abandoned before anything is written to it.
-            let _ = self.placed_done(&seg);
+            if hold {
+                let _ = self.placed_done(&seg);
+            }
             return Err(e);
         }
         Ok((seg, offset))
@@ -1965,14 +1969,18 @@ mod tests {
     use super::*;
     use crate::storage::MemStorage;
 
-    #[test]
-    fn an_index_entry_pointing_at_a_removed_segment_is_dropped_and_counted() {
-        let store = Store::open_with(
+    fn mem_store() -> Store {
+        Store::open_with(
             Arc::new(MemStorage::new()),
             Path::new("/s"),
             Config::default(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn an_index_entry_pointing_at_a_removed_segment_is_dropped_and_counted() {
+        let store = mem_store();
         let kept = store.put(b"a blob that stays").unwrap();
         // An entry no segment backs, as a bug in compaction would leave.
         let dangling = Hash::of(b"a blob whose segment is gone");
@@ -2003,12 +2011,7 @@ mod tests {
     fn a_blob_record_the_index_does_not_name_yet_keeps_its_segment_open() {
         // Compaction keeps only the records the index names, and a put names its record after
         // its fsync: until then its segment is neither sealed early nor compacted.
-        let store = Store::open_with(
-            Arc::new(MemStorage::new()),
-            Path::new("/s"),
-            Config::default(),
-        )
-        .unwrap();
+        let store = mem_store();
         // Mostly dead bytes, so that the open segment is worth sealing and compacting.
         let dead = store.put(&[7u8; 200_000]).unwrap();
         store.delete(&dead).unwrap();
