@@ -336,22 +336,23 @@ pub const S3_BUCKET_INFO_OBJECTS_COUNTED_MAX: u64 = 100_000;
 /// nodes and any request's duration.
 pub const GC_GRACE_MS_MIN: u64 = 10_000;
 
-/// Marks waiting for the mark writer; beyond it, a put waits for room.
-pub const S3_MARK_QUEUE_MAX: usize = 16_384;
+/// The native API's holds waiting for the hold writer (`meta::marks`); beyond it, a put waits
+/// for room.
+pub const HOLD_QUEUE_MAX: usize = 16_384;
 
-/// Marks written in one go (grouped by partition).
-pub const S3_MARK_BATCH_MAX: usize = 512;
+/// Holds written in one go (grouped by partition).
+pub const HOLD_BATCH_MAX: usize = 512;
 
-/// Tries of one batch of marks before the writer gives up on it (its blobs are then never
-/// collected: space, never data).
-pub const S3_MARK_WRITE_ATTEMPTS: u32 = 5;
+/// Tries of one batch of holds before the writer gives up on it, saying so at WARN (its blobs
+/// are then kept from the collector only by their version, for the grace period).
+pub const HOLD_WRITE_ATTEMPTS: u32 = 5;
 
-/// How long the mark writer gathers marks after the first before writing them: under load,
-/// one write per partition carries many marks.
-pub const S3_MARK_LINGER_MS: u64 = 100;
+/// How long the hold writer gathers holds after the first before writing them: under load,
+/// one write per partition carries many holds.
+pub const HOLD_LINGER_MS: u64 = 100;
 
-/// Pause between tries of a batch of marks, times the try's number.
-pub const S3_MARK_RETRY_PAUSE_MS: u64 = 500;
+/// Pause between tries of a batch of holds, times the try's number.
+pub const HOLD_RETRY_PAUSE_MS: u64 = 500;
 
 // ---- The `cairn` command ----
 
@@ -401,8 +402,8 @@ const _: () = assert!(META_RETRY_PAUSE_MS_MAX < META_CALL_TIMEOUT_MS);
 const _: () = assert!(S3_FORGET_BATCH_ENTRIES_MAX * (S3_KEY_BYTES_MAX + 64) <= META_PAGE_BYTES_MAX);
 const _: () = assert!(META_PAGE_BYTES_MAX <= PEER_MESSAGE_BYTES_MAX);
 // A batch of marks (a 32-byte hash, a stamp and a touch time each) fits one metadata write.
-const _: () = assert!(S3_MARK_BATCH_MAX * (32 + 64) <= META_PAGE_BYTES_MAX);
-const _: () = assert!(S3_MARK_BATCH_MAX <= S3_MARK_QUEUE_MAX);
+const _: () = assert!(HOLD_BATCH_MAX * (33 + 64) <= META_PAGE_BYTES_MAX);
+const _: () = assert!(HOLD_BATCH_MAX <= HOLD_QUEUE_MAX);
 // A reference to a blob is in place within the collector's grace period: its commit starts
 // within a quarter of it (`s3::gc::reference_window_ms`) and a metadata write, new stamps
 // included, ends within `META_CALL_TIMEOUT_MS`; both well before a collection that could take

@@ -35,6 +35,7 @@ use crate::local::meta_store::{Meta, MetaStore};
 use crate::local::space::SpaceState;
 use crate::local::versions::VersionTable;
 use crate::meta::cluster::MetaError;
+use crate::meta::marks::HoldWriter;
 use crate::meta::sync::SyncReport;
 use crate::space;
 use crate::state::{GcHandle, HealingState, KeysDesk, State, StateParts, peer_ids};
@@ -188,6 +189,7 @@ impl Node {
                 ..Default::default()
             },
         );
+        let (holds, hold_queue) = HoldWriter::new();
         let state = Arc::new(State::new(StateParts {
             id: config.id.clone(),
             store,
@@ -212,6 +214,7 @@ impl Node {
             },
             cluster_client,
             meta,
+            holds,
             gc: config.s3.as_ref().map(|_| GcHandle::new()),
             keys_desk: config.s3.as_ref().map(|_| KeysDesk::new()),
             space,
@@ -232,6 +235,7 @@ impl Node {
             crate::task::spawn(meta::sync::sync_loop(state.clone(), sync_interval_ms)),
             crate::task::spawn(space::compaction_loop(state.clone())),
             crate::task::spawn(space::mapped_memory_loop(state.clone())),
+            crate::task::spawn(hold_queue.run(state.clone())),
         ];
         if let Some(settings) = &config.s3 {
             tasks.push(crate::task::spawn(s3::gc::collector_loop(

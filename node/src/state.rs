@@ -35,6 +35,7 @@ use crate::local::hint_log::HintLog;
 use crate::local::meta_store::Meta;
 use crate::local::space::SpaceState;
 use crate::local::versions::VersionTable;
+use crate::meta::marks::HoldWriter;
 
 /// What tasks report back to the heal loop (`crate::healing`).
 pub(crate) enum HealEvent {
@@ -210,6 +211,8 @@ pub(crate) struct State {
     pub(crate) cluster_client: cairn_client::Client,
     /// This node's replicas of the cluster's metadata, and its clock.
     pub(crate) meta: Meta,
+    /// Writes the native API's holds on blobs, in the background.
+    pub(crate) holds: HoldWriter,
     /// The garbage collector, when the S3 front is on.
     pub(crate) gc: Option<GcHandle>,
     /// Key and bucket administration, when the S3 front is on.
@@ -261,6 +264,7 @@ pub(crate) struct StateParts {
     pub healing: HealingState,
     pub cluster_client: cairn_client::Client,
     pub meta: Meta,
+    pub holds: HoldWriter,
     pub gc: Option<GcHandle>,
     pub keys_desk: Option<KeysDesk>,
     pub space: SpaceState,
@@ -295,6 +299,7 @@ impl State {
             healing: parts.healing,
             cluster_client: parts.cluster_client,
             meta: parts.meta,
+            holds: parts.holds,
             gc: parts.gc,
             keys_desk: parts.keys_desk,
             space: parts.space,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_client::{Hash, Routing};
 use cairn_core::meta::{Partition, Table};
-use cairn_tests::http::HttpResponse;
+use cairn_tests::http::{HttpClient, HttpResponse};
 use cairn_tests::s3::{S3Client, S3Signer, xml_values};
 use common::{TestCluster, metrics_of, seeded_bytes, stored_nowhere, wait_until};
 
@@ -585,6 +585,77 @@ async fn the_collector_removes_exactly_the_blobs_nothing_refers_to() {
         assert_eq!(got.status, 200, "{key}: {}", text(&got));
         assert!(got.body == *bytes, "{key}");
     }
+    cluster.shutdown().await;
+}
+
+/// Dedup makes one blob both an object's chunk and a blob stored through the native API: the
+/// collector keeps what the native API holds, and a native delete keeps what an object names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_shared_by_an_object_and_the_native_api_stays_for_each() {
+    let grace_ms = cairn_node::limits::GC_GRACE_MS_MIN;
+    let cluster = collector_cluster(60).await;
+    let n1 = s3(&cluster, "n1");
+    assert_eq!(
+        call(&n1, "PUT", "/dedup", &[], Bytes::new()).await.status,
+        200
+    );
+    let client = cluster.client().await;
+    let http = HttpClient::new(cluster.node("n2").http_addr(), None);
+    let by_client = seeded_bytes(30, 4_000);
+    let by_http = seeded_bytes(31, 4_000);
+    let named = seeded_bytes(32, 4_000);
+    // Stored through the native API, then as objects, which are then deleted.
+    client.put(by_client.clone()).await.unwrap();
+    let r = http.put("/v1/blobs", by_http.clone()).await.unwrap();
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    for (key, bytes) in [("a", &by_client), ("b", &by_http)] {
+        let path = format!("/dedup/{key}");
+        let r = call(&n1, "PUT", &path, &[], bytes.clone()).await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        let r = call(&n1, "DELETE", &path, &[], Bytes::new()).await;
+        assert_eq!(r.status, 204);
+    }
+    // An object whose bytes a client of the native API deletes.
+    let r = call(&n1, "PUT", "/dedup/c", &[], named.clone()).await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert!(client.delete(&Hash::of(&named)).await.unwrap());
+    let r = http
+        .delete(&format!("/v1/blobs/{}", Hash::of(&named)))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 204);
+
+    tokio::time::sleep(Duration::from_millis(grace_ms + 500)).await;
+    let node = cluster.node("n3");
+    let first = collect(node, "the first collection").await;
+    assert_eq!(first.errors, 0, "{first:?}");
+    assert_eq!(first.deleted, 0, "{first:?}");
+    for bytes in [&by_client, &by_http] {
+        let got = client.get(&Hash::of(bytes)).await;
+        assert!(
+            got.as_ref().is_ok_and(|got| got == bytes),
+            "the collector removed a blob the native API holds: {:?}",
+            got.err()
+        );
+    }
+    let got = call(&s3(&cluster, "n5"), "GET", "/dedup/c", &[], Bytes::new()).await;
+    assert_eq!(got.status, 200, "{}", text(&got));
+    assert!(got.body == named, "the object's bytes differ");
+
+    // Deleted through the native API too, the two blobs go in the next collection.
+    assert!(client.delete(&Hash::of(&by_client)).await.unwrap());
+    let r = http
+        .delete(&format!("/v1/blobs/{}", Hash::of(&by_http)))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 204);
+    tokio::time::sleep(Duration::from_millis(grace_ms + 500)).await;
+    let second = collect(node, "the second collection").await;
+    assert_eq!((second.errors, second.deleted), (0, 2), "{second:?}");
+    for gone in [&by_client, &by_http] {
+        assert!(stored_nowhere(&cluster, &Hash::of(gone)));
+    }
+    assert!(stored_somewhere(&cluster, &Hash::of(&named)));
     cluster.shutdown().await;
 }
 

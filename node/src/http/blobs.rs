@@ -55,11 +55,15 @@ impl Front {
         }
         // A PUT naming a large blob the cluster holds already is answered before its body is
         // read: with `Expect: 100-continue` the client never sends it.
+        // The blob's hold goes before each put, whose version it must follow closely
+        // (`meta::marks`); a put that then fails leaves a hold that costs nothing.
         if let (Some(named), Some(len)) = (named, expected.or(announced))
             && len >= REFRESH_BYTES_MIN
-            && self.state.cluster_client.put_if_held(named, len).await
         {
-            return Ok(stored_response(StatusCode::OK, &named, len));
+            self.hold(&named).await;
+            if self.state.cluster_client.put_if_held(named, len).await {
+                return Ok(stored_response(StatusCode::OK, &named, len));
+            }
         }
         let received = self.receive(request.into_body(), max).await?;
         if let Some(e) = expected
@@ -87,6 +91,7 @@ impl Front {
         }
         let client = &self.state.cluster_client;
         let (hash, len) = (received.hash, received.len);
+        self.hold(&hash).await;
         let outcome = received
             .bytes
             .put(client, hash, len)
@@ -97,6 +102,11 @@ impl Front {
             false => StatusCode::CREATED,
         };
         Ok(stored_response(status, &hash, len))
+    }
+
+    /// Keeps `hash` from the S3 front's collector: blobs stored here stay until deleted here.
+    async fn hold(&self, hash: &Hash) {
+        self.state.holds.hold(&self.state, hash.as_bytes()).await;
     }
 
     /// Reads a body to its end, hashing it, holding up to `HTTP_BODY_IN_MEMORY_BYTES_MAX` in

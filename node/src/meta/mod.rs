@@ -1,6 +1,6 @@
 //! Replicated metadata, the IO half: small versioned records (buckets, objects, uploads,
-//! parts, the collector's blob marks) kept beside the blobs and placed by the same zone-aware
-//! placement. Keys, stamps and merge rules are `cairn_core::meta`; each owner's records live in
+//! parts, the collector's blob marks and the native API's holds) kept beside the blobs and
+//! placed by the same zone-aware placement. Keys, stamps and merge rules are `cairn_core::meta`; each owner's records live in
 //! redb (`crate::local::meta_store`).
 //!
 //! - Writes go to every owner and succeed at the layout's write quorum; reads ask every owner
@@ -10,4 +10,5 @@
 //!   partition digests ([`sync`]).
 
 pub mod cluster;
+pub mod marks;
 pub mod sync;

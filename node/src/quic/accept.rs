@@ -98,6 +98,22 @@ async fn handle_stream(
         let layout = routing.layout.clone();
         return respond(&mut send, &Response::StaleLayout { layout }).await;
     }
+    // A client's put keeps its blob from the collector (`meta::marks`); the node's own fronts
+    // say for themselves (the HTTP front holds what it stores, the S3 front marks it).
+    if let Op::Put {
+        hash,
+        role: PutRole::Coordinate,
+        ..
+    }
+    | Op::Refresh {
+        hash,
+        role: PutRole::Coordinate,
+        ..
+    } = request.op
+        && !identity.is_node()
+    {
+        state.holds.hold(&state, &hash).await;
+    }
     match request.op {
         Op::Put { hash, len, role } => {
             let hash = Hash::from_bytes(hash);
@@ -126,7 +142,10 @@ async fn handle_stream(
             let hash = Hash::from_bytes(hash);
             match role {
                 DeleteRole::Coordinate => {
-                    coordinator::delete(&state, &routing, hash, version, send).await
+                    // Any delete but the collector's (a node's, conditional) is the native
+                    // API's.
+                    let native = version == 0 || !identity.is_node();
+                    coordinator::delete(&state, &routing, hash, version, native, send).await
                 }
                 DeleteRole::Replica => blobs::replica_delete(&state, hash, version, send).await,
             }

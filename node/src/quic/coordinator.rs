@@ -16,6 +16,7 @@ use cairn_core::coordinator::{DeleteAction, DeleteCoordinator, PutAction, PutCoo
 use cairn_core::hints::HintKind;
 use cairn_core::layout::NodeSpec;
 use cairn_core::limits::REQUEST_HEADER_BYTES_MAX;
+use cairn_core::meta::Entry;
 use cairn_core::wire::{self, Decision, DeleteRole, ErrorCode, Op, PutRole, Request, Response};
 use cairn_engine::{BlobStat, BlobWriter, Hash};
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +28,8 @@ use crate::limits::{
     BODY_STALL_TIMEOUT_MS, FORWARD_PENDING_BYTES_MAX, FORWARD_QUEUE_CHUNKS,
     REPLICA_RESPONSE_TIMEOUT_MS,
 };
+use crate::meta::cluster::{self as meta, MetaError};
+use crate::meta::marks;
 use crate::replica::{self, LocalError};
 use crate::state::State;
 
@@ -481,19 +484,40 @@ impl ReplicaLink {
 /// A delete from a client: delete on every replica, acknowledge at write quorum, hint the rest.
 /// The tombstone's version is the client's if it set one (a conditional delete, standing only
 /// where the blob was last written before it), else now.
+///
+/// A `native` delete (through `/v1/blobs` or a client, not the collector) first lets go of the
+/// native API's hold; if the S3 front has marked the blob, its bytes may back an object, so
+/// they stay for the collector to judge (`meta::marks`), and the delete is acknowledged.
 pub(super) async fn delete(
     state: &Arc<State>,
     routing: &Routing,
     hash: Hash,
     requested_version: u64,
+    native: bool,
     mut send: quinn::SendStream,
 ) {
+    // Taken before the mark is read: an S3 put whose mark that read missed writes its chunk
+    // after it, so a tombstone of this version does not stand over it.
+    let now = clock::wall_ms();
+    if native {
+        match release_hold(state, &hash).await {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::debug!(%hash, "native delete of a blob the S3 front marked: kept");
+                return respond(&mut send, &Response::Deleted { existed: true }).await;
+            }
+            Err(e) => {
+                let message = format!("the blob's hold could not be released: {e}; retry");
+                return fail(&mut send, ErrorCode::QuorumFailed, message).await;
+            }
+        }
+    }
     let replicas: Vec<NodeSpec> = routing.replicas(&hash).into_iter().cloned().collect();
     let local = replicas.iter().position(|n| n.id == state.id);
     let version = if requested_version > 0 {
         requested_version
     } else {
-        clock::wall_ms()
+        now
     };
     let (mut coordinator, mut actions) =
         DeleteCoordinator::new(replicas.len(), routing.layout.write_quorum, local);
@@ -565,6 +589,22 @@ pub(super) async fn delete(
             }
         }
     }
+}
+
+/// Removes the native API's hold on `hash`; whether the S3 front marked the blob (so that an
+/// object may name it).
+async fn release_hold(state: &Arc<State>, hash: &Hash) -> Result<bool, MetaError> {
+    let release = Entry {
+        stamp: meta::stamp(state),
+        value: None,
+    };
+    meta::write(
+        state,
+        vec![(marks::blob_hold_key(hash.as_bytes()), release)],
+    )
+    .await?;
+    let mark = meta::read(state, &marks::blob_mark_key(hash.as_bytes())).await?;
+    Ok(mark.is_some_and(|m| m.value.is_some()))
 }
 
 /// A put without its bytes (`Op::Refresh` from a client): every replica holding an intact copy

@@ -35,17 +35,27 @@ impl PeerIdentity {
 
     /// Whether the peer's certificate names `node` as a node of the cluster.
     pub(crate) fn speaks_for(&self, node: &str) -> bool {
+        self.names(&[node, SEED_SERVER_NAME])
+    }
+
+    /// Whether the peer's certificate is a node's (of any node): a node's requests come from
+    /// its fronts, its healing and its collector, a client's from outside.
+    pub(crate) fn is_node(&self) -> bool {
+        self.names(&[SEED_SERVER_NAME])
+    }
+
+    /// Whether the peer's certificate is valid for every one of `names`.
+    fn names(&self, names: &[&str]) -> bool {
         let Some(leaf) = &self.leaf else {
             return false;
         };
         let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
             return false;
         };
-        let names = |name: &str| {
-            ServerName::try_from(name)
+        names.iter().all(|name| {
+            ServerName::try_from(*name)
                 .is_ok_and(|n| cert.verify_is_valid_for_subject_name(&n).is_ok())
-        };
-        names(node) && names(SEED_SERVER_NAME)
+        })
     }
 
     /// Whether this is the connection's first refusal (to be logged: once, not per message).

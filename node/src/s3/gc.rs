@@ -5,14 +5,15 @@
 //! went; the collector decides from the whole picture:
 //!
 //! 1. At its start `S`, it lists the blob marks (`Table::Blobs`, written by every put, part
-//!    upload and copy) touched before `S - grace`: the candidates.
+//!    upload and copy) touched before `S - grace`: the candidates. A blob the native API
+//!    holds (`meta::marks`) is none: the native API keeps a blob until it is deleted there.
 //! 2. It then gathers every blob that an object or a part of an unfinished upload names, and
 //!    with each bucket's lifecycle configuration, what its rules make due.
 //! 3. It expires and aborts what is due, each record read again first and removed only if
 //!    unchanged, with a stamp just above the version judged (a newer write wins). Their blobs
 //!    were gathered in step 2, so they go in the next collection, as a deleted object's do.
 //! 4. For each candidate not named, it reads the mark again (a quorum read) and, if it is
-//!    still old, deletes the blob *conditionally*: the tombstone's version is `S - grace`, so
+//!    still old and no hold has appeared since, deletes the blob *conditionally*: the tombstone's version is `S - grace`, so
 //!    on every replica it stands only over copies written before then, and removes the mark
 //!    conditionally too (a stamp just above the one it read, so a newer touch wins).
 //!
@@ -20,16 +21,23 @@
 //! writes the blob (a put's version is its start time) or touches its mark and then reads its
 //! source again (a copy), and commits the reference within [`reference_window_ms`] (a quarter
 //! of the grace period, plus the commit's own bounded time) of that, or fails. A reference
-//! relying on a write or touch before `S - grace` was committed before `S`, so step 2 sees it. One relying on a later write keeps its blob,
-//! because the conditional tombstone does not stand over that write. One relying on a later
-//! touch is seen by step 4's second read, or its source was there at step 2. This holds while
+//! relying on a write or touch before `S - grace` was committed before `S`, so step 2 sees
+//! it. One relying on a later write keeps its blob, because the conditional tombstone does
+//! not stand over that write. One relying on a later touch is seen by step 4's second read, or its source was there at step 2. This holds while
 //! nodes' clocks agree to well within the grace period (which is at least
 //! `GC_GRACE_MS_MIN`).
+//!
+//! Why a blob the native API stored is kept: its put (or refresh) writes the blob with the
+//! put's start as version, and queues its hold, which the mark writer commits within its
+//! attempts (seconds, unless the metadata's owners are out of reach that long; it logs a hold
+//! it gave up on). A copy the conditional tombstone could stand over was written before
+//! `S - grace`, so its hold was in place before `S`, where step 1 sees it, and step 4 reads it
+//! again before deleting.
 //!
 //! The collector runs on a schedule on one node (the lowest-numbered node it sees up), and on
 //! demand (`cairn gc`); it is paced at `gc_deletes_per_sec` and reports its progress.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,11 +48,9 @@ use super::lifecycle::Lifecycle;
 use super::records::{self, BlobMark, ObjectRecord, PartRecord, UploadRecord};
 use crate::clock;
 use crate::config::S3Settings;
-use crate::limits::{
-    S3_FORGET_BATCH_ENTRIES_MAX, S3_LIFECYCLE_DUE_PER_RUN_MAX, S3_MARK_BATCH_MAX,
-    S3_MARK_LINGER_MS, S3_MARK_QUEUE_MAX, S3_MARK_RETRY_PAUSE_MS, S3_MARK_WRITE_ATTEMPTS,
-};
+use crate::limits::{S3_FORGET_BATCH_ENTRIES_MAX, S3_LIFECYCLE_DUE_PER_RUN_MAX};
 use crate::meta::cluster::{self as meta, MetaError, Walk};
+use crate::meta::marks;
 use crate::state::{GcHandle, State};
 
 /// Why a collection stopped.
@@ -176,23 +182,32 @@ impl Collector<'_> {
             };
         });
 
-        // 1. Candidates: marks older than the grace period.
+        // 1. Candidates: marks older than the grace period, but none the native API holds.
         let mut candidates: Vec<[u8; 32]> = Vec::new();
-        for index in 0..records::BLOB_MARK_PARTITIONS {
-            let part = Partition::new(Table::Blobs, records::blob_mark_partition(index));
+        for index in 0..marks::BLOB_MARK_PARTITIONS {
+            let part = Partition::new(Table::Blobs, marks::blob_mark_partition(index));
             let mut scanned = 0;
+            let mut held = HashSet::new();
+            let mut old = Vec::new();
             meta::walk(state, &part, None, b"", |key, entry| {
                 scanned += 1;
+                if let Some(hash) = marks::held_hash(key) {
+                    if entry.value.is_some() {
+                        held.insert(hash);
+                    }
+                    return Walk::Next;
+                }
                 let mark: Option<BlobMark> = entry.value.as_deref().and_then(records::decode);
                 if let (Ok(hash), Some(mark)) = (<[u8; 32]>::try_from(key), mark)
                     && mark.touched_ms < cutoff
                     && entry.stamp.wall_ms < cutoff
                 {
-                    candidates.push(hash);
+                    old.push(hash);
                 }
                 Walk::Next
             })
             .await?;
+            candidates.extend(old.into_iter().filter(|hash| !held.contains(hash)));
             let found = candidates.len() as u64;
             self.update(|s| {
                 s.marks_scanned += scanned;
@@ -221,12 +236,18 @@ impl Collector<'_> {
                 self.update(|s| s.kept += 1);
                 continue;
             }
-            let key = records::blob_mark_key(&hash);
+            let key = marks::blob_mark_key(&hash);
             let entry: Option<Entry> = meta::read(state, &key).await?;
             let Some(entry) = entry else { continue };
             let mark: Option<BlobMark> = entry.value.as_deref().and_then(records::decode);
             let Some(mark) = mark else { continue };
             if mark.touched_ms >= cutoff || entry.stamp.wall_ms >= cutoff {
+                self.update(|s| s.kept += 1);
+                continue;
+            }
+            // A hold whose write was slow to land, after step 1's walk.
+            let hold = meta::read(state, &marks::blob_hold_key(&hash)).await?;
+            if hold.is_some_and(|h| h.value.is_some()) {
                 self.update(|s| s.kept += 1);
                 continue;
             }
@@ -501,77 +522,17 @@ pub(crate) async fn write_upload_removal(
     write(vec![upload]).await
 }
 
-/// Writes the marks of blobs the S3 front stored, in batches: a mark only tells the collector
-/// which blobs are its to consider (a put's own version keeps its blob safe), so it need not
-/// delay the put's answer. A body's chunks are marked as they are stored, before any record
-/// names them, so that the chunks of a body refused part-way are collected too.
-#[derive(Clone)]
-pub(crate) struct MarkWriter {
-    queue: tokio::sync::mpsc::Sender<(MetaKey, Entry)>,
-}
-
-impl MarkWriter {
-    pub(crate) fn start(state: Arc<State>) -> MarkWriter {
-        let (queue, pending) = tokio::sync::mpsc::channel(S3_MARK_QUEUE_MAX);
-        crate::task::spawn(write_marks(state, pending));
-        MarkWriter { queue }
-    }
-
-    /// Notes that `blob` was written (or referred to) now.
-    pub(crate) async fn note(&self, state: &State, blob: &records::BlobRef) {
-        let entry = Entry {
-            stamp: meta::stamp(state),
-            value: Some(records::encode(&BlobMark {
-                touched_ms: clock::wall_ms(),
-                len: blob.len,
-            })),
-        };
-        let _ = self
-            .queue
-            .send((records::blob_mark_key(&blob.hash), entry))
-            .await;
-    }
-}
-
-async fn write_marks(
-    state: Arc<State>,
-    mut pending: tokio::sync::mpsc::Receiver<(MetaKey, Entry)>,
-) {
-    while let Some(first) = pending.recv().await {
-        let mut by_partition: BTreeMap<Partition, Vec<(MetaKey, Entry)>> = BTreeMap::new();
-        by_partition
-            .entry(first.0.part.clone())
-            .or_default()
-            .push(first);
-        let mut taken = 1;
-        let linger = tokio::time::sleep(Duration::from_millis(S3_MARK_LINGER_MS));
-        tokio::pin!(linger);
-        while taken < S3_MARK_BATCH_MAX {
-            let mark = tokio::select! {
-                mark = pending.recv() => mark,
-                _ = &mut linger => None,
-            };
-            let Some(mark) = mark else { break };
-            by_partition
-                .entry(mark.0.part.clone())
-                .or_default()
-                .push(mark);
-            taken += 1;
-        }
-        for (part, marks) in by_partition {
-            for attempt in 1..=S3_MARK_WRITE_ATTEMPTS {
-                match meta::write(&state, marks.clone()).await {
-                    Ok(()) => break,
-                    Err(e) if attempt == S3_MARK_WRITE_ATTEMPTS => {
-                        tracing::warn!(partition = ?part, error = %e, marks = marks.len(),
-                            "blob marks not written; their blobs will not be collected");
-                    }
-                    Err(_) => {
-                        let pause = S3_MARK_RETRY_PAUSE_MS * u64::from(attempt);
-                        tokio::time::sleep(Duration::from_millis(pause)).await;
-                    }
-                }
-            }
-        }
-    }
+/// Marks `blob` as written (or referred to) by the S3 front now, before it is stored: the mark
+/// tells the collector which blobs are its to consider, and a native delete which bytes an
+/// object may hold (`meta::marks`). A body's chunks are marked as they are stored, before any
+/// record names them, so that the chunks of a body refused part-way are collected too.
+pub(crate) async fn mark(state: &Arc<State>, blob: &records::BlobRef) -> Result<(), MetaError> {
+    let entry = Entry {
+        stamp: meta::stamp(state),
+        value: Some(records::encode(&BlobMark {
+            touched_ms: clock::wall_ms(),
+            len: blob.len,
+        })),
+    };
+    meta::write(state, vec![(marks::blob_mark_key(&blob.hash), entry)]).await
 }

@@ -72,8 +72,6 @@ pub(crate) struct S3Front {
     /// Buckets found to exist, and when: a put checks its bucket at most once per
     /// `S3_BUCKET_SEEN_MS` through this node.
     buckets_seen: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
-    /// Notes the blobs this front wrote for the collector, in the background.
-    marks: gc::MarkWriter,
     /// The access keys and what each may do.
     keys: Arc<keys::Keyring>,
     /// Chunk buffers kept for the next bodies.
@@ -206,12 +204,10 @@ pub(crate) async fn start(state: Arc<State>, settings: &S3Settings) -> Result<S3
     // Versions before 0.3 spooled large bodies here; none does now.
     let _ = std::fs::remove_dir_all(state.data_dir.join("s3-spool"));
     let (listener, addr) = crate::front::bind(settings.listen).await?;
-    let marks = gc::MarkWriter::start(state.clone());
     let ids = Arc::new(RequestIds::new(&state.id));
     let front_state = state.clone();
     let admin_state = state.clone();
     let front = S3Front {
-        marks,
         state,
         settings: settings.clone(),
         buckets_seen: Default::default(),

@@ -491,24 +491,6 @@ pub fn part_number_of(sort_key: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(tail))
 }
 
-/// Blob marks are spread over `BLOB_MARK_PARTITIONS` partitions by the first four bits of
-/// the hash: enough to spread them over the cluster, few enough that a batch of marks is a few
-/// writes.
-pub const BLOB_MARK_PARTITIONS: u8 = 16;
-
-pub fn blob_mark_key(hash: &[u8; 32]) -> MetaKey {
-    MetaKey::new(
-        Table::Blobs,
-        blob_mark_partition(hash[0] >> 4),
-        hash.to_vec(),
-    )
-}
-
-/// The name of mark partition `index` (below `BLOB_MARK_PARTITIONS`).
-pub fn blob_mark_partition(index: u8) -> String {
-    format!("{index:x}")
-}
-
 /// Hex MD5 of a multipart object: MD5 of the parts' binary MD5s, `-`, the part count.
 pub fn multipart_etag(part_etags: &[String]) -> Option<String> {
     use md5::Digest;

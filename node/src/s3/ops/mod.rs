@@ -25,7 +25,6 @@ use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Front;
 use super::body::{self, ChunkBuffers, ChunkStore, Claimed, Received};
-use super::gc::MarkWriter;
 use super::records::{self, BlobRef, BucketRecord, ObjectRecord};
 use super::rules::{client_error, condition_matches, meta_error, segments};
 use crate::clock;
@@ -101,22 +100,25 @@ fn inline_range(record: &ObjectRecord, offset: u64, len: u64) -> S3Result<Bytes>
 #[derive(Clone)]
 struct ChunkSink {
     state: Arc<State>,
-    marks: MarkWriter,
     buffers: Arc<ChunkBuffers>,
 }
 
 impl ChunkStore for ChunkSink {
-    /// The mark goes first, so that a chunk is marked whatever becomes of the put (it fails
-    /// after some replicas wrote it, or the request goes away): a mark without its blob costs
-    /// the collector one read, and the put's own version, later than the mark, keeps its blob
-    /// from a collection decided before.
+    /// The mark goes first, and is written before the chunk is: so that a chunk is marked
+    /// whatever becomes of the put (it fails after some replicas wrote it, or the request goes
+    /// away), and so that a native delete that finds no mark does not stand over the chunk
+    /// (`meta::marks`). A mark without its blob costs the collector one read, and the put's own
+    /// version, later than the mark, keeps its blob from a collection decided before.
     async fn store(&self, bytes: Bytes) -> S3Result<BlobRef> {
         let hash = Hash::from(blake3::hash(&bytes));
         let blob = BlobRef {
             hash: *hash.as_bytes(),
             len: bytes.len() as u64,
         };
-        self.marks.note(&self.state, &blob).await;
+        if let Err(e) = super::gc::mark(&self.state, &blob).await {
+            self.buffers.give(bytes);
+            return Err(meta_error(e));
+        }
         let put = self
             .state
             .cluster_client
@@ -261,7 +263,6 @@ impl S3Front {
         };
         let sink = ChunkSink {
             state: self.state.clone(),
-            marks: self.marks.clone(),
             buffers: self.chunk_buffers.clone(),
         };
         body::receive(

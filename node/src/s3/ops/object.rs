@@ -378,7 +378,7 @@ impl S3Front {
             .iter()
             .map(|b| {
                 (
-                    records::blob_mark_key(&b.hash),
+                    crate::meta::marks::blob_mark_key(&b.hash),
                     Entry {
                         stamp,
                         value: Some(records::encode(&BlobMark {

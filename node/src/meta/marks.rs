@@ -1,0 +1,170 @@
+//! What the collector knows of a blob, in the metadata's blob table (`Table::Blobs`):
+//!
+//! - a **mark** (`hash` → `s3::records::BlobMark`): the S3 front wrote or referred to the blob,
+//!   so the collector may remove it once no object or upload names it;
+//! - a **hold** (`hash` + `HOLD_SUFFIX` → [`BlobHold`]): the native API (the HTTP front's
+//!   `/v1/blobs`, or a client of the node protocol) stored the blob, so the collector never
+//!   removes it; a native delete lets go of it.
+//!
+//! Dedup makes one blob both an object's chunk and a blob stored through the native API when
+//! their bytes are equal. The mark and the hold keep each side's claim, so that the collector
+//! does not remove a blob the native API stored, and a native delete does not remove an
+//! object's bytes (`quic::coordinator::delete`).
+//!
+//! - A mark is written before its chunk is stored, and the put waits for it (`s3::gc::mark`):
+//!   a native delete that finds no mark then knows every S3 put of those bytes yet to come
+//!   writes them after the delete began.
+//! - Holds go through one [`HoldWriter`], in batches and off the answer's path: the put's own
+//!   version keeps its blob from any collection decided within the grace period, and the
+//!   writer commits within seconds (`s3::gc` gives the reasoning).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_core::meta::{Entry, MetaKey, Partition, Table};
+use serde::{Deserialize, Serialize};
+
+use crate::clock;
+use crate::limits::{
+    HOLD_BATCH_MAX, HOLD_LINGER_MS, HOLD_QUEUE_MAX, HOLD_RETRY_PAUSE_MS, HOLD_WRITE_ATTEMPTS,
+};
+use crate::state::State;
+
+/// Marks and holds are spread over `BLOB_MARK_PARTITIONS` partitions by the first four bits of
+/// the hash: enough to spread them over the cluster, few enough that a batch is a few writes.
+/// A blob's mark and hold share its partition.
+pub const BLOB_MARK_PARTITIONS: u8 = 16;
+
+/// What follows the hash in a hold's key. Releases before holds existed read only keys of 32
+/// bytes in this table, so they pass over holds.
+pub const HOLD_SUFFIX: &[u8] = b"h";
+
+/// The name of mark partition `index` (below `BLOB_MARK_PARTITIONS`).
+pub fn blob_mark_partition(index: u8) -> String {
+    format!("{index:x}")
+}
+
+pub fn blob_mark_key(hash: &[u8; 32]) -> MetaKey {
+    MetaKey::new(
+        Table::Blobs,
+        blob_mark_partition(hash[0] >> 4),
+        hash.to_vec(),
+    )
+}
+
+pub fn blob_hold_key(hash: &[u8; 32]) -> MetaKey {
+    let mut key = hash.to_vec();
+    key.extend_from_slice(HOLD_SUFFIX);
+    MetaKey::new(Table::Blobs, blob_mark_partition(hash[0] >> 4), key)
+}
+
+/// The blob a hold's key names, or `None` for any other key of the table (a mark's).
+pub fn held_hash(key: &[u8]) -> Option<[u8; 32]> {
+    let hash = key.strip_suffix(HOLD_SUFFIX)?;
+    hash.try_into().ok()
+}
+
+/// A hold's value: when the native API last stored the blob. Only its presence counts; the
+/// time is for whoever reads the table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobHold {
+    pub held_ms: u64,
+}
+
+/// Writes holds in batches, one write per partition. Cloned freely: every clone feeds the same
+/// queue.
+#[derive(Clone)]
+pub(crate) struct HoldWriter {
+    queue: tokio::sync::mpsc::Sender<(MetaKey, Entry)>,
+}
+
+/// The receiving end of a [`HoldWriter`], run by [`HoldQueue::run`] once the node's state is
+/// built.
+pub(crate) struct HoldQueue {
+    pending: tokio::sync::mpsc::Receiver<(MetaKey, Entry)>,
+}
+
+impl HoldWriter {
+    pub(crate) fn new() -> (HoldWriter, HoldQueue) {
+        let (queue, pending) = tokio::sync::mpsc::channel(HOLD_QUEUE_MAX);
+        (HoldWriter { queue }, HoldQueue { pending })
+    }
+
+    /// Notes that the native API stores `hash` now; waits for room when `HOLD_QUEUE_MAX` are
+    /// waiting.
+    pub(crate) async fn hold(&self, state: &State, hash: &[u8; 32]) {
+        let value = postcard::to_allocvec(&BlobHold {
+            held_ms: clock::wall_ms(),
+        })
+        .expect("a hold encodes");
+        let entry = Entry {
+            stamp: super::cluster::stamp(state),
+            value: Some(value),
+        };
+        let _ = self.queue.send((blob_hold_key(hash), entry)).await;
+    }
+}
+
+impl HoldQueue {
+    /// Writes what the writers queue until every writer is gone.
+    pub(crate) async fn run(mut self, state: Arc<State>) {
+        while let Some(first) = self.pending.recv().await {
+            let mut by_partition: BTreeMap<Partition, Vec<(MetaKey, Entry)>> = BTreeMap::new();
+            by_partition
+                .entry(first.0.part.clone())
+                .or_default()
+                .push(first);
+            let mut taken = 1;
+            let linger = tokio::time::sleep(Duration::from_millis(HOLD_LINGER_MS));
+            tokio::pin!(linger);
+            while taken < HOLD_BATCH_MAX {
+                let hold = tokio::select! {
+                    hold = self.pending.recv() => hold,
+                    _ = &mut linger => None,
+                };
+                let Some(hold) = hold else { break };
+                by_partition
+                    .entry(hold.0.part.clone())
+                    .or_default()
+                    .push(hold);
+                taken += 1;
+            }
+            for (part, holds) in by_partition {
+                write_batch(&state, &part, holds).await;
+            }
+        }
+    }
+}
+
+async fn write_batch(state: &Arc<State>, part: &Partition, holds: Vec<(MetaKey, Entry)>) {
+    for attempt in 1..=HOLD_WRITE_ATTEMPTS {
+        match super::cluster::write(state, holds.clone()).await {
+            Ok(()) => return,
+            Err(e) if attempt == HOLD_WRITE_ATTEMPTS => {
+                tracing::warn!(partition = ?part, error = %e, holds = holds.len(),
+                    "holds of blobs stored through the native API not written: a blob whose \
+                     bytes an object shares may be collected once the object is gone");
+            }
+            Err(_) => {
+                let pause = HOLD_RETRY_PAUSE_MS * u64::from(attempt);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_shares_its_marks_partition_and_is_told_from_it() {
+        let hash = [0xa7; 32];
+        let (mark, hold) = (blob_mark_key(&hash), blob_hold_key(&hash));
+        assert_eq!(mark.part, hold.part);
+        assert_eq!(held_hash(&hold.key), Some(hash));
+        assert_eq!(held_hash(&mark.key), None);
+        assert_eq!(held_hash(b"h"), None);
+    }
+}
