@@ -60,7 +60,7 @@ impl Front {
         if let (Some(named), Some(len)) = (named, expected.or(announced))
             && len >= REFRESH_BYTES_MIN
         {
-            self.hold(&named).await;
+            self.hold(&named);
             if self.state.cluster_client.put_if_held(named, len).await {
                 return Ok(stored_response(StatusCode::OK, &named, len));
             }
@@ -91,7 +91,7 @@ impl Front {
         }
         let client = &self.state.cluster_client;
         let (hash, len) = (received.hash, received.len);
-        self.hold(&hash).await;
+        self.hold(&hash);
         let outcome = received
             .bytes
             .put(client, hash, len)
@@ -105,8 +105,8 @@ impl Front {
     }
 
     /// Keeps `hash` from the S3 front's collector: blobs stored here stay until deleted here.
-    async fn hold(&self, hash: &Hash) {
-        self.state.holds.hold(&self.state, hash.as_bytes()).await;
+    fn hold(&self, hash: &Hash) {
+        self.state.holds.hold(&self.state, hash.as_bytes());
     }
 
     /// Reads a body to its end, hashing it, holding up to `HTTP_BODY_IN_MEMORY_BYTES_MAX` in

@@ -398,6 +398,12 @@ pub(crate) fn render(state: &State, http: &HttpMetrics, requests_in_flight: usiz
             status.tombstones,
         ),
         (
+            "cairn_holds_not_written_total",
+            "counter",
+            "Holds on blobs stored through the native API that were dropped (queue full) or given up on (the metadata out of reach): such a blob is kept from the S3 collector only for the grace period.",
+            state.holds.not_written(),
+        ),
+        (
             "cairn_impersonations_refused_total",
             "counter",
             "Node-protocol messages refused because the connection's certificate does not name the node they claim to come from.",

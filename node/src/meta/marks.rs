@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_core::meta::{Entry, MetaKey, Partition, Table};
@@ -74,26 +75,60 @@ pub struct BlobHold {
 
 /// Writes holds in batches, one write per partition. Cloned freely: every clone feeds the same
 /// queue.
+///
+/// A put never waits for its hold: with the queue full (the metadata's owners out of reach for
+/// a while), the hold is dropped. A hold dropped or given up on is counted
+/// (`cairn_holds_not_written_total`) and said at WARN once per spell: its blob is kept from the
+/// collector only by its version, for the grace period, which matters only if an object shares
+/// its bytes and then goes.
 #[derive(Clone)]
 pub(crate) struct HoldWriter {
     queue: tokio::sync::mpsc::Sender<(MetaKey, Entry)>,
+    lost: Arc<HoldsLost>,
+}
+
+/// Holds never written, and whether that was said since the last batch written.
+#[derive(Default)]
+struct HoldsLost {
+    count: AtomicU64,
+    said: AtomicBool,
+}
+
+impl HoldsLost {
+    fn add(&self, holds: usize, why: &str) {
+        self.count.fetch_add(holds as u64, Ordering::Relaxed);
+        if !self.said.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                holds,
+                why,
+                "holds of blobs stored through the native API not written: until holds are \
+                 written again, a blob whose bytes an object shares may be collected once the \
+                 object is gone"
+            );
+        }
+    }
 }
 
 /// The receiving end of a [`HoldWriter`], run by [`HoldQueue::run`] once the node's state is
 /// built.
 pub(crate) struct HoldQueue {
     pending: tokio::sync::mpsc::Receiver<(MetaKey, Entry)>,
+    lost: Arc<HoldsLost>,
 }
 
 impl HoldWriter {
     pub(crate) fn new() -> (HoldWriter, HoldQueue) {
         let (queue, pending) = tokio::sync::mpsc::channel(HOLD_QUEUE_MAX);
-        (HoldWriter { queue }, HoldQueue { pending })
+        let lost = Arc::new(HoldsLost::default());
+        let queue_end = HoldQueue {
+            pending,
+            lost: lost.clone(),
+        };
+        (HoldWriter { queue, lost }, queue_end)
     }
 
-    /// Notes that the native API stores `hash` now; waits for room when `HOLD_QUEUE_MAX` are
-    /// waiting.
-    pub(crate) async fn hold(&self, state: &State, hash: &[u8; 32]) {
+    /// Notes that the native API stores `hash` now.
+    pub(crate) fn hold(&self, state: &State, hash: &[u8; 32]) {
         let value = postcard::to_allocvec(&BlobHold {
             held_ms: clock::wall_ms(),
         })
@@ -102,7 +137,14 @@ impl HoldWriter {
             stamp: super::cluster::stamp(state),
             value: Some(value),
         };
-        let _ = self.queue.send((blob_hold_key(hash), entry)).await;
+        if self.queue.try_send((blob_hold_key(hash), entry)).is_err() {
+            self.lost.add(1, "the hold queue is full");
+        }
+    }
+
+    /// Holds dropped or given up on since the node started.
+    pub(crate) fn not_written(&self) -> u64 {
+        self.lost.count.load(Ordering::Relaxed)
     }
 }
 
@@ -130,25 +172,24 @@ impl HoldQueue {
                     .push(hold);
                 taken += 1;
             }
-            for (part, holds) in by_partition {
-                write_batch(&state, &part, holds).await;
+            for holds in by_partition.into_values() {
+                self.write_batch(&state, holds).await;
             }
         }
     }
-}
 
-async fn write_batch(state: &Arc<State>, part: &Partition, holds: Vec<(MetaKey, Entry)>) {
-    for attempt in 1..=HOLD_WRITE_ATTEMPTS {
-        match super::cluster::write(state, holds.clone()).await {
-            Ok(()) => return,
-            Err(e) if attempt == HOLD_WRITE_ATTEMPTS => {
-                tracing::warn!(partition = ?part, error = %e, holds = holds.len(),
-                    "holds of blobs stored through the native API not written: a blob whose \
-                     bytes an object shares may be collected once the object is gone");
-            }
-            Err(_) => {
-                let pause = HOLD_RETRY_PAUSE_MS * u64::from(attempt);
-                tokio::time::sleep(Duration::from_millis(pause)).await;
+    async fn write_batch(&self, state: &Arc<State>, holds: Vec<(MetaKey, Entry)>) {
+        for attempt in 1..=HOLD_WRITE_ATTEMPTS {
+            match super::cluster::write(state, holds.clone()).await {
+                Ok(()) => {
+                    self.lost.said.store(false, Ordering::Relaxed);
+                    return;
+                }
+                Err(_) if attempt < HOLD_WRITE_ATTEMPTS => {
+                    let pause = HOLD_RETRY_PAUSE_MS * u64::from(attempt);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(e) => self.lost.add(holds.len(), &e.to_string()),
             }
         }
     }
