@@ -356,6 +356,13 @@ pub const HOLD_LINGER_MS: u64 = 1_000;
 /// Pause between tries of a batch of holds, times the try's number.
 pub const HOLD_RETRY_PAUSE_MS: u64 = 500;
 
+/// How often a stopping node looks whether its queued holds are written.
+pub const HOLD_FLUSH_POLL_MS: u64 = 50;
+
+/// How long a stopping node waits for its queued holds to be written: one linger and one
+/// metadata write.
+pub const HOLD_FLUSH_WAIT_MS: u64 = HOLD_LINGER_MS + 2_000;
+
 // ---- The `cairn` command ----
 
 /// How often `cairn gc` asks for progress.

@@ -25,8 +25,8 @@ use tokio::task::JoinHandle;
 use crate::config::{META_SYNC_INTERVAL_MS_DEFAULT, NodeConfig};
 use crate::error::NodeError;
 use crate::limits::{
-    CONNECTIONS_MAX, REQUESTS_IN_FLIGHT_MAX, SHUTDOWN_IDLE_WAIT_MS, SHUTDOWN_WAIT_STEP_MS,
-    SHUTDOWN_WAIT_STEPS,
+    CONNECTIONS_MAX, HOLD_FLUSH_WAIT_MS, REQUESTS_IN_FLIGHT_MAX, SHUTDOWN_IDLE_WAIT_MS,
+    SHUTDOWN_WAIT_STEP_MS, SHUTDOWN_WAIT_STEPS,
 };
 use crate::local::catalog::NodeCatalog;
 use crate::local::files;
@@ -35,10 +35,9 @@ use crate::local::meta_store::{Meta, MetaStore};
 use crate::local::space::SpaceState;
 use crate::local::versions::VersionTable;
 use crate::meta::cluster::MetaError;
-use crate::meta::marks::HoldWriter;
 use crate::meta::sync::SyncReport;
 use crate::space;
-use crate::state::{GcHandle, HealingState, KeysDesk, State, StateParts, peer_ids};
+use crate::state::{GcHandle, HealingState, HoldQueue, KeysDesk, State, StateParts, peer_ids};
 use crate::{clock, healing, hints, http, meta, quic, s3};
 use tracing::Instrument;
 
@@ -189,7 +188,6 @@ impl Node {
                 ..Default::default()
             },
         );
-        let (holds, hold_queue) = HoldWriter::new();
         let state = Arc::new(State::new(StateParts {
             id: config.id.clone(),
             store,
@@ -214,7 +212,7 @@ impl Node {
             },
             cluster_client,
             meta,
-            holds,
+            holds: HoldQueue::new(),
             gc: config.s3.as_ref().map(|_| GcHandle::new()),
             keys_desk: config.s3.as_ref().map(|_| KeysDesk::new()),
             space,
@@ -235,7 +233,7 @@ impl Node {
             crate::task::spawn(meta::sync::sync_loop(state.clone(), sync_interval_ms)),
             crate::task::spawn(space::compaction_loop(state.clone())),
             crate::task::spawn(space::mapped_memory_loop(state.clone())),
-            crate::task::spawn(hold_queue.run(state.clone())),
+            crate::task::spawn(meta::marks::write_holds(state.clone())),
         ];
         if let Some(settings) = &config.s3 {
             tasks.push(crate::task::spawn(s3::gc::collector_loop(
@@ -329,6 +327,7 @@ impl Node {
         if let Some(s3) = &self.s3 {
             s3.stop();
         }
+        self.state.holds.flush(HOLD_FLUSH_WAIT_MS).await;
         for task in &self.tasks {
             task.abort();
         }

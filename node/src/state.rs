@@ -8,8 +8,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use cairn_core::Routing;
 use cairn_core::heal::{Healer, Scrubber};
@@ -17,6 +17,7 @@ use cairn_core::hints::{Hint, HintKind};
 use cairn_core::keys::{KeysAnswer, KeysRequest};
 use cairn_core::layout::Layout;
 use cairn_core::membership::Membership;
+use cairn_core::meta::{Entry, MetaKey};
 use cairn_core::status::GcStatus;
 use cairn_engine::{Hash, Store};
 use parking_lot::{Mutex, RwLock};
@@ -27,7 +28,8 @@ use cairn_core::status::RateWindow;
 use crate::clock;
 use crate::error::NodeError;
 use crate::limits::{
-    ADOPT_RETRY_MS_MAX, ADOPT_RETRY_MS_MIN, ENTRY_LOCK_STRIPES, KEYS_DESK_CALLS_MAX,
+    ADOPT_RETRY_MS_MAX, ADOPT_RETRY_MS_MIN, ENTRY_LOCK_STRIPES, HOLD_FLUSH_POLL_MS, HOLD_QUEUE_MAX,
+    KEYS_DESK_CALLS_MAX,
 };
 use crate::local::catalog::NodeCatalog;
 use crate::local::files;
@@ -35,7 +37,6 @@ use crate::local::hint_log::HintLog;
 use crate::local::meta_store::Meta;
 use crate::local::space::SpaceState;
 use crate::local::versions::VersionTable;
-use crate::meta::marks::HoldWriter;
 
 /// What tasks report back to the heal loop (`crate::healing`).
 pub(crate) enum HealEvent {
@@ -131,6 +132,94 @@ impl KeysDesk {
     }
 }
 
+/// The native API's holds on their way to the metadata (`meta::marks` makes and writes them):
+/// the fronts and the node protocol queue them here without waiting, so a put never waits for
+/// its hold. A hold dropped (the queue full), given up on, or still queued a while into a
+/// shutdown is counted (`cairn_holds_not_written_total`) and said at WARN once per spell.
+pub(crate) struct HoldQueue {
+    queue: mpsc::Sender<(MetaKey, Entry)>,
+    inbox: Mutex<Option<mpsc::Receiver<(MetaKey, Entry)>>>,
+    /// Queued and not yet written or given up on.
+    pending: AtomicUsize,
+    lost: AtomicU64,
+    /// Whether a loss was said since the last batch written.
+    said: AtomicBool,
+}
+
+impl HoldQueue {
+    pub(crate) fn new() -> HoldQueue {
+        let (queue, inbox) = mpsc::channel(HOLD_QUEUE_MAX);
+        HoldQueue {
+            queue,
+            inbox: Mutex::new(Some(inbox)),
+            pending: AtomicUsize::new(0),
+            lost: AtomicU64::new(0),
+            said: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues a hold; drops and counts it if the queue is full.
+    pub(crate) fn push(&self, key: MetaKey, entry: Entry) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        if self.queue.try_send((key, entry)).is_err() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.lose(1, "the hold queue is full");
+        }
+    }
+
+    /// The queued holds, for the writer (once).
+    pub(crate) fn take_inbox(&self) -> Option<mpsc::Receiver<(MetaKey, Entry)>> {
+        self.inbox.lock().take()
+    }
+
+    /// `holds` were written (`lost: None`) or given up on.
+    pub(crate) fn done(&self, holds: usize, lost: Option<&str>) {
+        match lost {
+            None => self.said.store(false, Ordering::Relaxed),
+            Some(why) => self.lose(holds, why),
+        }
+        // Saturating: a shutdown's flush may have counted these as lost already.
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(holds))
+            });
+    }
+
+    /// Holds dropped or given up on since the node started.
+    pub(crate) fn not_written(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Waits, at most `wait_ms`, for the holds queued so far to be written or given up on;
+    /// counts those still waiting then as lost (the node is stopping).
+    pub(crate) async fn flush(&self, wait_ms: u64) {
+        for _ in 0..wait_ms / HOLD_FLUSH_POLL_MS {
+            if self.pending.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(HOLD_FLUSH_POLL_MS)).await;
+        }
+        let left = self.pending.swap(0, Ordering::Relaxed);
+        if left > 0 {
+            self.lose(left, "the node stopped before they were written");
+        }
+    }
+
+    fn lose(&self, holds: usize, why: &str) {
+        self.lost.fetch_add(holds as u64, Ordering::Relaxed);
+        if !self.said.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                holds,
+                why,
+                "holds of blobs stored through the native API not written: until holds are \
+                 written again, a blob whose bytes an object shares may be collected once the \
+                 object is gone"
+            );
+        }
+    }
+}
+
 /// The garbage collector's controls and progress: the node protocol (`cairn gc`) and the node
 /// start it and read it here, without knowing the S3 front that runs it.
 pub(crate) struct GcHandle {
@@ -212,7 +301,7 @@ pub(crate) struct State {
     /// This node's replicas of the cluster's metadata, and its clock.
     pub(crate) meta: Meta,
     /// Writes the native API's holds on blobs, in the background.
-    pub(crate) holds: HoldWriter,
+    pub(crate) holds: HoldQueue,
     /// The garbage collector, when the S3 front is on.
     pub(crate) gc: Option<GcHandle>,
     /// Key and bucket administration, when the S3 front is on.
@@ -264,7 +353,7 @@ pub(crate) struct StateParts {
     pub healing: HealingState,
     pub cluster_client: cairn_client::Client,
     pub meta: Meta,
-    pub holds: HoldWriter,
+    pub holds: HoldQueue,
     pub gc: Option<GcHandle>,
     pub keys_desk: Option<KeysDesk>,
     pub space: SpaceState,

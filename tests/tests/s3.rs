@@ -589,7 +589,8 @@ async fn the_collector_removes_exactly_the_blobs_nothing_refers_to() {
 }
 
 /// Dedup makes one blob both an object's chunk and a blob stored through the native API: the
-/// collector keeps what the native API holds, and a native delete keeps what an object names.
+/// collector keeps what the native API holds, a native delete keeps what an object names, and
+/// a hold that lands after its blob's delete does not stand.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_shared_by_an_object_and_the_native_api_stays_for_each() {
     let grace_ms = cairn_node::limits::GC_GRACE_MS_MIN;
@@ -656,6 +657,26 @@ async fn a_blob_shared_by_an_object_and_the_native_api_stays_for_each() {
         assert!(stored_nowhere(&cluster, &Hash::of(gone)));
     }
     assert!(stored_somewhere(&cluster, &Hash::of(&named)));
+
+    // A blob deleted right after its put: its hold, written later, does not stand over the
+    // delete's release.
+    let brief = client.put(seeded_bytes(33, 4_000)).await.unwrap();
+    assert!(client.delete(&brief).await.unwrap());
+    let hold_ms = cairn_node::limits::HOLD_LINGER_MS;
+    tokio::time::sleep(Duration::from_millis(hold_ms + 1_500)).await;
+    let key = cairn_node::meta::marks::blob_hold_key(brief.as_bytes());
+    for id in owners(&cluster, &key.part) {
+        let page = cluster
+            .node(&id)
+            .meta_store()
+            .scan(&key.part, None, b"", usize::MAX, usize::MAX)
+            .unwrap();
+        let entry = page.entries.iter().find(|(k, _)| *k == key.key);
+        assert!(
+            entry.is_some_and(|(_, e)| e.value.is_none()),
+            "{id}: the hold of a deleted blob came back: {entry:?}"
+        );
+    }
     cluster.shutdown().await;
 }
 

@@ -106,7 +106,7 @@ impl Front {
 
     /// Keeps `hash` from the S3 front's collector: blobs stored here stay until deleted here.
     fn hold(&self, hash: &Hash) {
-        self.state.holds.hold(&self.state, hash.as_bytes());
+        crate::meta::marks::hold(&self.state, hash.as_bytes());
     }
 
     /// Reads a body to its end, hashing it, holding up to `HTTP_BODY_IN_MEMORY_BYTES_MAX` in

@@ -361,6 +361,39 @@ async fn write_once(
 /// tombstone included). Owners found behind are sent the winner.
 pub(crate) async fn read(state: &Arc<State>, key: &MetaKey) -> Result<Option<Entry>, MetaError> {
     let (owners, quorums) = owners(state, &key.part);
+    read_from(state, key, owners, quorums).await
+}
+
+/// [`read`], and while a layout change moves partitions, also from a read quorum of the
+/// previous layout's owners (which may still hold writes the new ones have not received):
+/// the newer entry of the two.
+pub(crate) async fn read_either_layout(
+    state: &Arc<State>,
+    key: &MetaKey,
+) -> Result<Option<Entry>, MetaError> {
+    let current = read(state, key).await?;
+    let Some(previous) = state.routing().previous.clone() else {
+        return Ok(current);
+    };
+    let owners: Vec<NodeSpec> = previous
+        .replicas(&key.part.placement_hash())
+        .into_iter()
+        .cloned()
+        .collect();
+    let quorums = Quorums::of(&previous.layout, owners.len());
+    let before = read_from(state, key, owners, quorums).await?;
+    Ok([current, before]
+        .into_iter()
+        .flatten()
+        .max_by_key(|e| e.stamp))
+}
+
+async fn read_from(
+    state: &Arc<State>,
+    key: &MetaKey,
+    owners: Vec<NodeSpec>,
+    quorums: Quorums,
+) -> Result<Option<Entry>, MetaError> {
     let msg = MetaMsg::Read { key: key.clone() };
     let deadline = call_deadline();
     let seen = gather(

@@ -14,22 +14,20 @@
 //! - A mark is written before its chunk is stored, and the put waits for it (`s3::gc::mark`):
 //!   a native delete that finds no mark then knows every S3 put of those bytes yet to come
 //!   writes them after the delete began.
-//! - Holds go through one [`HoldWriter`], in batches and off the answer's path: the put's own
-//!   version keeps its blob from any collection decided within the grace period, and the
-//!   writer commits within seconds (`s3::gc` gives the reasoning).
+//! - Holds are queued on the node's `State::holds` and written by [`write_holds`], in batches
+//!   and off the answer's path: the put's own version keeps its blob from any collection
+//!   decided within the grace period, and the writer commits within seconds (`s3::gc` gives
+//!   the reasoning).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_core::meta::{Entry, MetaKey, Partition, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::clock;
-use crate::limits::{
-    HOLD_BATCH_MAX, HOLD_LINGER_MS, HOLD_QUEUE_MAX, HOLD_RETRY_PAUSE_MS, HOLD_WRITE_ATTEMPTS,
-};
+use crate::limits::{HOLD_BATCH_MAX, HOLD_LINGER_MS, HOLD_RETRY_PAUSE_MS, HOLD_WRITE_ATTEMPTS};
 use crate::state::State;
 
 /// Marks and holds are spread over `BLOB_MARK_PARTITIONS` partitions by the first four bits of
@@ -73,124 +71,67 @@ pub struct BlobHold {
     pub held_ms: u64,
 }
 
-/// Writes holds in batches, one write per partition. Cloned freely: every clone feeds the same
-/// queue.
-///
-/// A put never waits for its hold: with the queue full (the metadata's owners out of reach for
-/// a while), the hold is dropped. A hold dropped or given up on is counted
-/// (`cairn_holds_not_written_total`) and said at WARN once per spell: its blob is kept from the
-/// collector only by its version, for the grace period, which matters only if an object shares
-/// its bytes and then goes.
-#[derive(Clone)]
-pub(crate) struct HoldWriter {
-    queue: tokio::sync::mpsc::Sender<(MetaKey, Entry)>,
-    lost: Arc<HoldsLost>,
+/// Queues a hold: the native API stores `hash` now (`State::holds`; a put never waits for it).
+pub(crate) fn hold(state: &State, hash: &[u8; 32]) {
+    let value = postcard::to_allocvec(&BlobHold {
+        held_ms: clock::wall_ms(),
+    })
+    .expect("a hold encodes");
+    let entry = Entry {
+        stamp: super::cluster::stamp(state),
+        value: Some(value),
+    };
+    state.holds.push(blob_hold_key(hash), entry);
 }
 
-/// Holds never written, and whether that was said since the last batch written.
-#[derive(Default)]
-struct HoldsLost {
-    count: AtomicU64,
-    said: AtomicBool,
-}
-
-impl HoldsLost {
-    fn add(&self, holds: usize, why: &str) {
-        self.count.fetch_add(holds as u64, Ordering::Relaxed);
-        if !self.said.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                holds,
-                why,
-                "holds of blobs stored through the native API not written: until holds are \
-                 written again, a blob whose bytes an object shares may be collected once the \
-                 object is gone"
-            );
-        }
-    }
-}
-
-/// The receiving end of a [`HoldWriter`], run by [`HoldQueue::run`] once the node's state is
-/// built.
-pub(crate) struct HoldQueue {
-    pending: tokio::sync::mpsc::Receiver<(MetaKey, Entry)>,
-    lost: Arc<HoldsLost>,
-}
-
-impl HoldWriter {
-    pub(crate) fn new() -> (HoldWriter, HoldQueue) {
-        let (queue, pending) = tokio::sync::mpsc::channel(HOLD_QUEUE_MAX);
-        let lost = Arc::new(HoldsLost::default());
-        let queue_end = HoldQueue {
-            pending,
-            lost: lost.clone(),
-        };
-        (HoldWriter { queue, lost }, queue_end)
-    }
-
-    /// Notes that the native API stores `hash` now.
-    pub(crate) fn hold(&self, state: &State, hash: &[u8; 32]) {
-        let value = postcard::to_allocvec(&BlobHold {
-            held_ms: clock::wall_ms(),
-        })
-        .expect("a hold encodes");
-        let entry = Entry {
-            stamp: super::cluster::stamp(state),
-            value: Some(value),
-        };
-        if self.queue.try_send((blob_hold_key(hash), entry)).is_err() {
-            self.lost.add(1, "the hold queue is full");
-        }
-    }
-
-    /// Holds dropped or given up on since the node started.
-    pub(crate) fn not_written(&self) -> u64 {
-        self.lost.count.load(Ordering::Relaxed)
-    }
-}
-
-impl HoldQueue {
-    /// Writes what the writers queue until every writer is gone.
-    pub(crate) async fn run(mut self, state: Arc<State>) {
-        while let Some(first) = self.pending.recv().await {
-            let mut by_partition: BTreeMap<Partition, Vec<(MetaKey, Entry)>> = BTreeMap::new();
+/// Writes the queued holds in batches gathered for `HOLD_LINGER_MS`, one write per partition,
+/// the partitions at once. A hold is written to stand only over older entries, so a native
+/// delete's release stamped after it wins, however late the hold lands.
+pub(crate) async fn write_holds(state: Arc<State>) {
+    let Some(mut pending) = state.holds.take_inbox() else {
+        return;
+    };
+    while let Some(first) = pending.recv().await {
+        let mut by_partition: BTreeMap<Partition, Vec<(MetaKey, Entry)>> = BTreeMap::new();
+        by_partition
+            .entry(first.0.part.clone())
+            .or_default()
+            .push(first);
+        let mut taken = 1;
+        let linger = tokio::time::sleep(Duration::from_millis(HOLD_LINGER_MS));
+        tokio::pin!(linger);
+        while taken < HOLD_BATCH_MAX {
+            let hold = tokio::select! {
+                hold = pending.recv() => hold,
+                _ = &mut linger => None,
+            };
+            let Some(hold) = hold else { break };
             by_partition
-                .entry(first.0.part.clone())
+                .entry(hold.0.part.clone())
                 .or_default()
-                .push(first);
-            let mut taken = 1;
-            let linger = tokio::time::sleep(Duration::from_millis(HOLD_LINGER_MS));
-            tokio::pin!(linger);
-            while taken < HOLD_BATCH_MAX {
-                let hold = tokio::select! {
-                    hold = self.pending.recv() => hold,
-                    _ = &mut linger => None,
-                };
-                let Some(hold) = hold else { break };
-                by_partition
-                    .entry(hold.0.part.clone())
-                    .or_default()
-                    .push(hold);
-                taken += 1;
-            }
-            for holds in by_partition.into_values() {
-                self.write_batch(&state, holds).await;
-            }
+                .push(hold);
+            taken += 1;
+        }
+        // One partition out of reach does not hold back the others.
+        let writes: Vec<_> = by_partition
+            .into_values()
+            .map(|holds| crate::task::spawn(write_batch(state.clone(), holds)))
+            .collect();
+        for write in writes {
+            let _ = write.await;
         }
     }
+}
 
-    async fn write_batch(&self, state: &Arc<State>, holds: Vec<(MetaKey, Entry)>) {
-        for attempt in 1..=HOLD_WRITE_ATTEMPTS {
-            match super::cluster::write(state, holds.clone()).await {
-                Ok(()) => {
-                    self.lost.said.store(false, Ordering::Relaxed);
-                    return;
-                }
-                Err(_) if attempt < HOLD_WRITE_ATTEMPTS => {
-                    let pause = HOLD_RETRY_PAUSE_MS * u64::from(attempt);
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                }
-                Err(e) => self.lost.add(holds.len(), &e.to_string()),
+async fn write_batch(state: Arc<State>, holds: Vec<(MetaKey, Entry)>) {
+    for attempt in 1..=HOLD_WRITE_ATTEMPTS {
+        match super::cluster::write_conditional(&state, holds.clone()).await {
+            Ok(()) => return state.holds.done(holds.len(), None),
+            Err(_) if attempt < HOLD_WRITE_ATTEMPTS => {
+                let pause = HOLD_RETRY_PAUSE_MS * u64::from(attempt);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
             }
+            Err(e) => state.holds.done(holds.len(), Some(&e.to_string())),
         }
     }
 }

@@ -112,7 +112,7 @@ async fn handle_stream(
     } = request.op
         && !identity.is_node()
     {
-        state.holds.hold(&state, &hash);
+        crate::meta::marks::hold(&state, &hash);
     }
     match request.op {
         Op::Put { hash, len, role } => {

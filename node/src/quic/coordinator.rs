@@ -504,7 +504,9 @@ pub(super) async fn delete(
             Ok(false) => {}
             Ok(true) => {
                 tracing::debug!(%hash, "native delete of a blob the S3 front marked: kept");
-                return respond(&mut send, &Response::Deleted { existed: true }).await;
+                // Whether there was a blob to delete, as a delete that removed it would say.
+                let existed = !matches!(state.cluster_client.head(&hash).await, Ok(None));
+                return respond(&mut send, &Response::Deleted { existed }).await;
             }
             Err(e) => {
                 let message = format!("the blob's hold could not be released: {e}; retry");
@@ -592,19 +594,35 @@ pub(super) async fn delete(
 }
 
 /// Removes the native API's hold on `hash`; whether the S3 front marked the blob (so that an
-/// object may name it).
+/// object may name it). The release stands only over older holds (a put's hold stamped after
+/// it wins, however late it lands). A mark found is written again with a new stamp: the
+/// collector then waits a whole grace period from this delete, after which the conditional
+/// tombstone stands over every copy the native API wrote, rather than dropping the mark while
+/// the copy is still too young and leaving the bytes to nobody. While a layout change moves
+/// partitions, the mark is looked for under both layouts.
 async fn release_hold(state: &Arc<State>, hash: &Hash) -> Result<bool, MetaError> {
     let release = Entry {
         stamp: meta::stamp(state),
         value: None,
     };
-    meta::write(
+    meta::write_conditional(
         state,
         vec![(marks::blob_hold_key(hash.as_bytes()), release)],
     )
     .await?;
-    let mark = meta::read(state, &marks::blob_mark_key(hash.as_bytes())).await?;
-    Ok(mark.is_some_and(|m| m.value.is_some()))
+    let key = marks::blob_mark_key(hash.as_bytes());
+    let Some(mark) = meta::read_either_layout(state, &key).await? else {
+        return Ok(false);
+    };
+    if mark.value.is_none() {
+        return Ok(false);
+    }
+    let touched = Entry {
+        stamp: meta::stamp(state),
+        value: mark.value,
+    };
+    meta::write(state, vec![(key, touched)]).await?;
+    Ok(true)
 }
 
 /// A put without its bytes (`Op::Refresh` from a client): every replica holding an intact copy

@@ -28,11 +28,11 @@
 //! `GC_GRACE_MS_MIN`).
 //!
 //! Why a blob the native API stored is kept: its put (or refresh) writes the blob with the
-//! put's start as version, and queues its hold, which the mark writer commits within its
-//! attempts (seconds, unless the metadata's owners are out of reach that long; it logs a hold
-//! it gave up on). A copy the conditional tombstone could stand over was written before
-//! `S - grace`, so its hold was in place before `S`, where step 1 sees it, and step 4 reads it
-//! again before deleting.
+//! put's start as version, and queues its hold, which the hold writer commits within a second
+//! or a few (`meta::marks`; it counts and logs a hold it gave up on). A copy the conditional
+//! tombstone could stand over was written before `S - grace`, so its hold was in place before
+//! `S`, where step 1 sees it, and step 4 reads it again before deleting. This needs the
+//! metadata to take the hold within the grace period: a day by default, 10 s at the least.
 //!
 //! The collector runs on a schedule on one node (the lowest-numbered node it sees up), and on
 //! demand (`cairn gc`); it is paced at `gc_deletes_per_sec` and reports its progress.
