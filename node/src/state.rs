@@ -135,14 +135,14 @@ impl KeysDesk {
 /// The native API's holds on their way to the metadata (`meta::marks` makes and writes them):
 /// the fronts and the node protocol queue them here without waiting, so a put never waits for
 /// its hold. A hold dropped (the queue full), given up on, or still queued a while into a
-/// shutdown is counted (`cairn_holds_not_written_total`) and said at WARN once per spell.
+/// shutdown is counted (`cairn_holds_not_written_total`); the first is said at WARN.
 pub(crate) struct HoldQueue {
     queue: mpsc::Sender<(MetaKey, Entry)>,
     inbox: Mutex<Option<mpsc::Receiver<(MetaKey, Entry)>>>,
     /// Queued and not yet written or given up on.
     pending: AtomicUsize,
     lost: AtomicU64,
-    /// Whether a loss was said since the last batch written.
+    /// Whether a loss was said (once: the counter and its alert tell of later ones).
     said: AtomicBool,
 }
 
@@ -161,10 +161,23 @@ impl HoldQueue {
     /// Queues a hold; drops and counts it if the queue is full.
     pub(crate) fn push(&self, key: MetaKey, entry: Entry) {
         self.pending.fetch_add(1, Ordering::Relaxed);
-        if self.queue.try_send((key, entry)).is_err() {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
-            self.lose(1, "the hold queue is full");
+        if let Err(e) = self.queue.try_send((key, entry)) {
+            self.forget_pending(1);
+            let why = match e {
+                mpsc::error::TrySendError::Full(_) => "the hold queue is full",
+                mpsc::error::TrySendError::Closed(_) => "the hold writer has stopped",
+            };
+            self.lose(1, why);
         }
+    }
+
+    /// Saturating: a shutdown's flush may have counted these as lost already.
+    fn forget_pending(&self, holds: usize) {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(holds))
+            });
     }
 
     /// The queued holds, for the writer (once).
@@ -174,16 +187,10 @@ impl HoldQueue {
 
     /// `holds` were written (`lost: None`) or given up on.
     pub(crate) fn done(&self, holds: usize, lost: Option<&str>) {
-        match lost {
-            None => self.said.store(false, Ordering::Relaxed),
-            Some(why) => self.lose(holds, why),
+        if let Some(why) = lost {
+            self.lose(holds, why);
         }
-        // Saturating: a shutdown's flush may have counted these as lost already.
-        let _ = self
-            .pending
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
-                Some(p.saturating_sub(holds))
-            });
+        self.forget_pending(holds);
     }
 
     /// Holds dropped or given up on since the node started.
@@ -212,9 +219,9 @@ impl HoldQueue {
             tracing::warn!(
                 holds,
                 why,
-                "holds of blobs stored through the native API not written: until holds are \
-                 written again, a blob whose bytes an object shares may be collected once the \
-                 object is gone"
+                "holds of blobs stored through the native API not written (said once; \
+                 cairn_holds_not_written_total counts them all): such a blob whose bytes an \
+                 object shares may be collected once the object is gone"
             );
         }
     }

@@ -364,14 +364,17 @@ pub(crate) async fn read(state: &Arc<State>, key: &MetaKey) -> Result<Option<Ent
     read_from(state, key, owners, quorums).await
 }
 
-/// [`read`], and while a layout change moves partitions, also from a read quorum of the
-/// previous layout's owners (which may still hold writes the new ones have not received):
-/// the newer entry of the two.
+/// [`read`], and, if that finds no value while a layout change moves partitions, also from a
+/// read quorum of the previous layout's owners (which may still hold writes the new ones have
+/// not received): the newer entry of the two.
 pub(crate) async fn read_either_layout(
     state: &Arc<State>,
     key: &MetaKey,
 ) -> Result<Option<Entry>, MetaError> {
     let current = read(state, key).await?;
+    if current.as_ref().is_some_and(|e| e.value.is_some()) {
+        return Ok(current);
+    }
     let Some(previous) = state.routing().previous.clone() else {
         return Ok(current);
     };

@@ -112,13 +112,10 @@ pub(crate) async fn write_holds(state: Arc<State>) {
                 .push(hold);
             taken += 1;
         }
-        // One partition out of reach does not hold back the others.
-        let writes: Vec<_> = by_partition
-            .into_values()
-            .map(|holds| crate::task::spawn(write_batch(state.clone(), holds)))
-            .collect();
-        for write in writes {
-            let _ = write.await;
+        // Each partition's write runs on its own, and the next batch is gathered meanwhile: one
+        // partition out of reach (its tries take up to half a minute) holds back no other.
+        for holds in by_partition.into_values() {
+            crate::task::spawn(write_batch(state.clone(), holds));
         }
     }
 }

@@ -509,7 +509,8 @@ pub(super) async fn delete(
                 return respond(&mut send, &Response::Deleted { existed }).await;
             }
             Err(e) => {
-                let message = format!("the blob's hold could not be released: {e}; retry");
+                let message =
+                    format!("the blob's hold and mark could not be read or written: {e}; retry");
                 return fail(&mut send, ErrorCode::QuorumFailed, message).await;
             }
         }
