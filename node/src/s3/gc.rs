@@ -13,9 +13,10 @@
 //!    unchanged, with a stamp just above the version judged (a newer write wins). Their blobs
 //!    were gathered in step 2, so they go in the next collection, as a deleted object's do.
 //! 4. For each candidate not named, it reads the mark again (a quorum read) and, if it is
-//!    still old and no hold has appeared since, deletes the blob *conditionally*: the tombstone's version is `S - grace`, so
-//!    on every replica it stands only over copies written before then, and removes the mark
-//!    conditionally too (a stamp just above the one it read, so a newer touch wins).
+//!    still old and no hold has appeared since, deletes the blob *conditionally*: the
+//!    tombstone's version is `S - grace`, so on every replica it stands only over copies
+//!    written before then, and removes the mark conditionally too (a stamp just above the one
+//!    it read, so a newer touch wins).
 //!
 //! Why a put racing the collector cannot lose data: an operation that adds a reference either
 //! writes the blob (a put's version is its start time) or touches its mark and then reads its
@@ -23,9 +24,9 @@
 //! of the grace period, plus the commit's own bounded time) of that, or fails. A reference
 //! relying on a write or touch before `S - grace` was committed before `S`, so step 2 sees
 //! it. One relying on a later write keeps its blob, because the conditional tombstone does
-//! not stand over that write. One relying on a later touch is seen by step 4's second read, or its source was there at step 2. This holds while
-//! nodes' clocks agree to well within the grace period (which is at least
-//! `GC_GRACE_MS_MIN`).
+//! not stand over that write. One relying on a later touch is seen by step 4's second read,
+//! or its source was there at step 2. This holds while nodes' clocks agree to well within the
+//! grace period (which is at least `GC_GRACE_MS_MIN`).
 //!
 //! Why a blob the native API stored is kept: its put (or refresh) writes the blob with the
 //! put's start as version, and queues its hold, which the hold writer commits within a second
@@ -187,13 +188,12 @@ impl Collector<'_> {
         for index in 0..marks::BLOB_MARK_PARTITIONS {
             let part = Partition::new(Table::Blobs, marks::blob_mark_partition(index));
             let mut scanned = 0;
-            let mut held = HashSet::new();
-            let mut old = Vec::new();
             meta::walk(state, &part, None, b"", |key, entry| {
                 scanned += 1;
+                // The walk goes in key order, and a hold's key follows its mark's.
                 if let Some(hash) = marks::held_hash(key) {
-                    if entry.value.is_some() {
-                        held.insert(hash);
+                    if entry.value.is_some() && candidates.last() == Some(&hash) {
+                        candidates.pop();
                     }
                     return Walk::Next;
                 }
@@ -202,12 +202,11 @@ impl Collector<'_> {
                     && mark.touched_ms < cutoff
                     && entry.stamp.wall_ms < cutoff
                 {
-                    old.push(hash);
+                    candidates.push(hash);
                 }
                 Walk::Next
             })
             .await?;
-            candidates.extend(old.into_iter().filter(|hash| !held.contains(hash)));
             let found = candidates.len() as u64;
             self.update(|s| {
                 s.marks_scanned += scanned;
