@@ -29,6 +29,8 @@
 //!   CAIRN_CONTAINER_BLOBS  blobs written before the faults (default 2000)
 //!   CAIRN_IMAGE            the image the compose file runs (default `cairn:dev`)
 //!   CAIRN_PREVIOUS_IMAGE   the previous release's image (the upgrade test)
+//!   CAIRN_SUBNET           the network's /24 as three octets (default: the first of
+//!                          10.231.7.0/24, 10.231.8.0/24, ... no Docker network overlaps)
 //! The cluster's containers, network and volumes are removed at the end, passed or failed.
 
 use std::future::Future;
@@ -134,6 +136,9 @@ async fn docker(args: &[&str]) -> String {
 struct Compose {
     project: String,
     file: PathBuf,
+    /// Its network's /24 as the first three octets (`CAIRN_SUBNET` in the compose file), shared
+    /// by every clone: chosen by `first_up`.
+    subnet: Arc<Mutex<String>>,
 }
 
 impl Compose {
@@ -148,19 +153,48 @@ impl Compose {
         args
     }
 
-    async fn run(&self, rest: &[&str]) -> String {
-        run("docker-compose", self.args(rest))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
     /// `docker-compose` with the services' image set to `image` (`CAIRN_IMAGE`).
     async fn run_as(&self, image: &str, rest: &[&str]) -> Result<String, String> {
         let args = self.args(rest);
-        let env = vec![("CAIRN_IMAGE".to_string(), image.to_string())];
+        let env = vec![
+            ("CAIRN_IMAGE".to_string(), image.to_string()),
+            ("CAIRN_SUBNET".to_string(), self.subnet.lock().clone()),
+        ];
         tokio::task::spawn_blocking(move || run_blocking_with("docker-compose", &args, &env))
             .await
             .expect("command thread")
+    }
+
+    /// The project's first `up`, the one that makes its network: on `CAIRN_SUBNET` if that is
+    /// set, else on the first /24 of 10.231.0.0/16 from 10.231.7 that no Docker network
+    /// overlaps (another project or run may hold one), tried again on the next free one when
+    /// another run took it meanwhile.
+    async fn first_up(&self, image: &str, rest: &[&str]) -> String {
+        let fixed = std::env::var("CAIRN_SUBNET").ok();
+        let mut tried = Vec::new();
+        loop {
+            let subnet = match &fixed {
+                Some(subnet) => subnet.clone(),
+                None => free_subnet(&tried).await,
+            };
+            *self.subnet.lock() = subnet.clone();
+            match self.run_as(image, rest).await {
+                Ok(out) => {
+                    eprintln!("compose network on {subnet}.0/24");
+                    return out;
+                }
+                Err(e)
+                    if fixed.is_none()
+                        && e.contains("Pool overlaps")
+                        && tried.len() + 1 < SUBNET_ATTEMPTS_MAX =>
+                {
+                    eprintln!("{subnet}.0/24 was taken meanwhile; trying the next free one");
+                    let _ = self.run_as(image, &["down", "-v", "-t", "5"]).await;
+                    tried.push(subnet);
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     fn label(&self) -> String {
@@ -593,7 +627,8 @@ impl Cluster {
     async fn start(compose: Compose) -> Cluster {
         // A project left over by an earlier run of the same name goes first.
         let _ = run("docker-compose", compose.args(&["down", "-v", "-t", "5"])).await;
-        compose.run(&["up", "-d"]).await;
+        let image = std::env::var("CAIRN_IMAGE").unwrap_or_else(|_| "cairn:dev".to_string());
+        compose.first_up(&image, &["up", "-d"]).await;
         Cluster::started(compose).await
     }
 
@@ -1292,6 +1327,48 @@ impl Cluster {
     }
 }
 
+/// How many /24s `Compose::first_up` tries when other runs keep taking the free one it found.
+const SUBNET_ATTEMPTS_MAX: usize = 8;
+
+/// The first /24 of 10.231.0.0/16 from 10.231.7 (the compose file's default) that neither
+/// overlaps a Docker network nor is in `tried`, as its first three octets.
+async fn free_subnet(tried: &[String]) -> String {
+    let ids = docker(&["network", "ls", "-q"]).await;
+    let mut args = vec![
+        "network",
+        "inspect",
+        "--format",
+        "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+    ];
+    args.extend(ids.split_whitespace());
+    let taken: Vec<(u32, u32)> = docker(&args)
+        .await
+        .split_whitespace()
+        .filter_map(|cidr| {
+            let (addr, bits) = cidr.split_once('/')?;
+            let addr: std::net::Ipv4Addr = addr.parse().ok()?; // IPv6 networks cannot overlap
+            let bits: u32 = bits.parse().ok()?;
+            let size = 1u64 << (32 - bits.min(32));
+            let first = u32::from(addr) & !((size - 1) as u32);
+            Some((first, (u64::from(first) + size - 1) as u32))
+        })
+        .collect();
+    (7..=u8::MAX)
+        .map(|third| format!("10.231.{third}"))
+        .find(|prefix| {
+            let first = u32::from(
+                format!("{prefix}.0")
+                    .parse::<std::net::Ipv4Addr>()
+                    .expect("an IPv4 address"),
+            );
+            let last = first + 255;
+            !tried.contains(prefix) && taken.iter().all(|&(s, e)| e < first || last < s)
+        })
+        .unwrap_or_else(|| {
+            panic!("no /24 of 10.231.0.0/16 is free of Docker's networks: {taken:?}")
+        })
+}
+
 fn compose_from_env() -> Compose {
     let file = std::env::var_os("CAIRN_COMPOSE_FILE")
         .map(PathBuf::from)
@@ -1301,7 +1378,12 @@ fn compose_from_env() -> Compose {
         .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let project = std::env::var("CAIRN_COMPOSE_PROJECT")
         .unwrap_or_else(|_| format!("cairntest{}", std::process::id()));
-    Compose { project, file }
+    let subnet = std::env::var("CAIRN_SUBNET").unwrap_or_else(|_| "10.231.7".to_string());
+    Compose {
+        project,
+        file,
+        subnet: Arc::new(Mutex::new(subnet)),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1477,11 +1559,9 @@ impl Cluster {
     async fn start_previous(compose: Compose, upgrade: &Upgrade) -> (Cluster, (String, String)) {
         let _ = run("docker-compose", compose.args(&["down", "-v", "-t", "5"])).await;
         let must = |r: Result<String, String>| r.unwrap_or_else(|e| panic!("{e}"));
-        must(
-            compose
-                .run_as(&upgrade.current, &["up", "-d", "--no-deps", "certs"])
-                .await,
-        );
+        compose
+            .first_up(&upgrade.current, &["up", "-d", "--no-deps", "certs"])
+            .await;
         let certs = compose.container("certs").await;
         let exit = docker(&["wait", &certs]).await;
         assert_eq!(exit.trim(), "0", "the certs service failed");
