@@ -800,6 +800,7 @@ async fn s3_round(
         );
         let wanted = [
             ("http", "put"),
+            ("http_named", "put"),
             ("http", "get"),
             ("s3", "put"),
             ("s3", "get"),
@@ -831,6 +832,26 @@ async fn s3_round(
             stored_http.extend(sample.succeeded.iter().map(|&i| hashes[i]));
             let label = format!("{} put {size}, HTTP fronts", cluster.label);
             results.record(&key("http", "put"), &label, in_flight, sample);
+        }
+        // The same sizes through the HTTP fronts with each request naming its blob
+        // (`PUT /v1/blobs/{hash}`): a body over the in-memory bound goes to the cluster as it
+        // arrives instead of to a spool file first. Blobs of their own, as for S3 below.
+        if scale.wants(&key("http_named", "put")) {
+            let (b, h) = fresh_blobs(blob_bytes, puts);
+            let f = fronts.clone();
+            let sample = measure(puts, in_flight, scale.budget, blob_bytes as u64, move |i| {
+                let (f, blob, hash) = (f.clone(), b[i].clone(), h[i]);
+                async move {
+                    let path = format!("/v1/blobs/{hash}");
+                    match f.request(i, "PUT", &path, blob).await?.status {
+                        200 | 201 => Ok(()),
+                        s => Err(format!("put answered {s}")),
+                    }
+                }
+            })
+            .await;
+            let label = format!("{} put {size} naming it, HTTP fronts", cluster.label);
+            results.record(&key("http_named", "put"), &label, in_flight, sample);
         }
         // The same bytes again through S3: dedup would make its puts cheaper, so S3 stores
         // blobs of its own (the same sizes, other contents).
@@ -1168,6 +1189,12 @@ fn goals(results: &Results) -> Vec<Goal> {
             s.mb_per_s() / 3.0
         }),
     );
+    let http_named_put_4m = results.per_round_ratios(
+        (&format!("factor3_http_named_put_4MiB_x{IN_FLIGHT}"), mb),
+        (&format!("raw_bulk_1MiB_streams_x{BULK_STREAMS}"), |s| {
+            s.mb_per_s() / 3.0
+        }),
+    );
     let put_4k = results.case("factor3_put_4KiB_x1");
     let get_4k = results.per_round_ratios(
         (&format!("factor3_get_4KiB_x{IN_FLIGHT}"), ops),
@@ -1241,6 +1268,14 @@ fn goals(results: &Results) -> Vec<Goal> {
             ),
             GOAL_PUT_4MIB_FRACTION_OF_RAW_THIRD,
             put_4m,
+        ),
+        ratio_goal(
+            &format!(
+                "(i) 4 MiB puts naming each blob through the HTTP fronts, factor 3, \
+                 {IN_FLIGHT} in flight: MB/s over (raw QUIC {BULK_STREAMS}-stream MB/s / 3)"
+            ),
+            GOAL_PUT_4MIB_FRACTION_OF_RAW_THIRD,
+            http_named_put_4m,
         ),
         below_goal(
             "(ii) 4 KiB puts, factor 3 quorum 2, sequential: p50 ms",

@@ -58,11 +58,30 @@ impl Default for ClientOptions {
     }
 }
 
-/// What a put uploads: bytes in memory or a file, both re-readable for retries.
+/// What a put uploads: bytes in memory or a file, both re-readable for retries, or pieces
+/// that arrive while they are sent, readable once.
 enum Body<'a> {
     Bytes(Bytes),
     /// A file, and what to tell of each attempt's progress (bytes of the file sent so far).
     File(&'a Path, Option<Progress<'a>>),
+    Pieces(&'a PiecesOnce),
+}
+
+impl Body<'_> {
+    /// True once an attempt took a piece of a body that cannot be read again.
+    fn spent(&self) -> bool {
+        match self {
+            Body::Pieces(pieces) => pieces.rx.lock().is_none(),
+            Body::Bytes(_) | Body::File(..) => false,
+        }
+    }
+}
+
+/// The pieces of a body that arrives while it is sent (see [`Client::put_known_pieces`]). An
+/// attempt takes the receiver and gives it back only if it took no piece from it, so a put
+/// fails over to another replica only before its first byte left.
+struct PiecesOnce {
+    rx: parking_lot::Mutex<Option<tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>>>,
 }
 
 /// Told how many bytes of an upload have been sent (counting from 0 again on a retry).
@@ -354,6 +373,31 @@ impl Client {
         })
     }
 
+    /// Stores the `len` bytes that `pieces` yields, in order, under `hash`, which the caller
+    /// computed or was given; like [`Client::put_known`], but each piece goes out as it
+    /// arrives and nothing is held whole. The coordinator stores nothing unless exactly `len`
+    /// bytes arrive and hash to `hash`: an `Err` piece, or the channel closing short, fails the
+    /// put (the error is the piece's, as `ClientError::Io`). The pieces cannot be read twice,
+    /// so the put fails over to another replica only until its first piece was taken; after
+    /// that a failure is returned, for the caller to try again with the body. It does not
+    /// offer the put without its bytes first: call [`Client::put_if_held`] before reading them.
+    pub async fn put_known_pieces(
+        &self,
+        hash: Hash,
+        len: u64,
+        pieces: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    ) -> Result<PutOutcome, ClientError> {
+        let pieces = PiecesOnce {
+            rx: parking_lot::Mutex::new(Some(pieces)),
+        };
+        let (existed, sent) = self.put_body(hash, len, Body::Pieces(&pieces)).await?;
+        Ok(PutOutcome {
+            hash,
+            existed,
+            sent,
+        })
+    }
+
     /// [`Client::put_file_known`], telling `progress` how much of the file has been sent.
     pub async fn put_file_known_with_progress(
         &self,
@@ -379,7 +423,9 @@ impl Client {
         body: Body<'_>,
     ) -> Result<(bool, bool), ClientError> {
         let mut attempts = Attempts::new(self.inner.options.deadline_ms);
-        if len >= REFRESH_BYTES_MIN && self.refresh(hash, len, &attempts).await {
+        // Pieces are offered by their caller (`put_if_held`) before they are read, if at all.
+        let offer = !matches!(body, Body::Pieces(_));
+        if offer && len >= REFRESH_BYTES_MIN && self.refresh(hash, len, &attempts).await {
             return Ok((true, false));
         }
         loop {
@@ -388,6 +434,9 @@ impl Client {
             let mut stale = false;
             // The first live replica coordinates; the others are tried in order if it fails.
             for node in self.live_first(routing.replicas(&hash)) {
+                if body.spent() {
+                    return Err(last.unwrap_or_else(|| no_replicas(&hash)));
+                }
                 let request = self.request(
                     &routing,
                     Op::Put {
@@ -402,6 +451,16 @@ impl Client {
                     Ok(Response::StaleLayout { layout }) => {
                         self.adopt(layout)?;
                         stale = true;
+                        if body.spent() {
+                            // Its pieces went to a node that did not read them.
+                            last = Some(ClientError::Remote {
+                                node: node.id.clone(),
+                                code: ErrorCode::Busy,
+                                message: "the layout changed while the body was sent; \
+                                          send it again"
+                                    .into(),
+                            });
+                        }
                         break;
                     }
                     Ok(Response::Error { code, message }) => {
@@ -415,6 +474,9 @@ impl Client {
                     Err(e) if e.is_transient() => last = Some(e),
                     Err(e) => return Err(e),
                 }
+            }
+            if body.spent() {
+                return Err(last.unwrap_or_else(|| no_replicas(&hash)));
             }
             if !stale {
                 attempts
@@ -471,6 +533,11 @@ impl Client {
         // A node may answer before reading the body (a stale layout, a full disk); its answer
         // counts more than the write error that stopping our stream causes.
         let sent = send_body(&node.id, &mut send, body).await;
+        if let Err(ClientError::Io(e)) = sent {
+            // The body's own source failed: the stream is cut, so that nothing is stored.
+            let _ = send.reset(quinn::VarInt::from_u32(0));
+            return Err(ClientError::Io(e));
+        }
         let _ = send.finish();
         let answer_wait = time_left.max(Duration::from_millis(ANSWER_AFTER_BODY_MS));
         let answer = async { read_response(&node.id, &mut recv).await };
@@ -1208,6 +1275,30 @@ async fn send_body(
                     progress(sent);
                 }
             }
+        }
+        Body::Pieces(pieces) => {
+            let Some(mut rx) = pieces.rx.lock().take() else {
+                return Err(
+                    std::io::Error::other("the body was taken by an earlier attempt").into(),
+                );
+            };
+            let mut took = false;
+            let result = async {
+                while let Some(piece) = rx.recv().await {
+                    took = true;
+                    let piece = piece?;
+                    tokio::time::timeout(stall, send.write_chunk(piece))
+                        .await
+                        .map_err(|_| stalled())?
+                        .map_err(fail)?;
+                }
+                Ok(())
+            }
+            .await;
+            if !took {
+                *pieces.rx.lock() = Some(rx);
+            }
+            result
         }
     }
 }

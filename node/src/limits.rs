@@ -166,8 +166,14 @@ pub const HTTP_HEADERS_COUNT_MAX: usize = 64;
 pub const HTTP_PATH_BYTES_MAX: usize = 1024;
 
 /// Request bodies up to this size are held in memory on their way to the cluster; larger ones
-/// are spooled to a file in the data directory.
+/// go to it as they arrive when the request names the blob and its length, and are spooled to
+/// a file in the data directory otherwise (the blob's hash places it, so it must be known
+/// before the first byte is sent).
 pub const HTTP_BODY_IN_MEMORY_BYTES_MAX: u64 = 2 * 1024 * 1024;
+
+/// Pieces of a body (as they came off the connection, each at most hyper's read buffer of
+/// some hundred KiB) queued between the connection and the cluster on a put that streams.
+pub const HTTP_STREAM_PIECES_QUEUED_MAX: usize = 4;
 
 /// The `Retry-After` a 503 carries.
 pub const HTTP_RETRY_AFTER_SECS: u64 = 1;

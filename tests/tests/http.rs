@@ -592,3 +592,119 @@ async fn a_slow_download_outlives_the_deadline() {
     );
     cluster.shutdown().await;
 }
+
+/// A chunked body of `pieces`, one HTTP chunk each, and its end.
+fn chunked(pieces: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in pieces {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_naming_its_blob_streams_to_the_cluster_unspooled() {
+    let cluster = TestCluster::start(46).await;
+    let addr = cluster.node("n1").http_addr();
+    let spool = cluster.configs[cluster.index("n1")]
+        .data_dir
+        .join("http-spool");
+    let spooled = || std::fs::read_dir(&spool).map_or(0, |d| d.count());
+    let six_mib = common::seeded_bytes(46, 6 << 20);
+    let hash = Hash::of(&six_mib);
+
+    // Two thirds of the body sent, the rest held back: nothing is spooled meanwhile (a body
+    // over 2 MiB used to go to a file first), and the rest completes the put.
+    let head = format!(
+        "PUT /v1/blobs/{hash} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        six_mib.len()
+    );
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&six_mib[..4 << 20]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(spooled(), 0, "n1 spooled a body that names its blob");
+    tcp.write_all(&six_mib[4 << 20..]).await.unwrap();
+    let answer = read_all(&mut tcp, Duration::from_secs(30)).await;
+    assert_eq!(status_of(&answer), 201, "{answer}");
+    assert!(answer.contains(&hash.to_string()), "{answer}");
+    let got = front(&cluster, "n2", None)
+        .get(&format!("/v1/blobs/{hash}"))
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200);
+    assert!(
+        got.body == six_mib,
+        "the streamed blob reads back otherwise"
+    );
+
+    // A body that hashes otherwise than its name: 422, and neither name nor body is stored.
+    let other = common::seeded_bytes(47, 3 << 20);
+    let never = Hash::of(&common::seeded_bytes(48, 3 << 20));
+    let head = format!(
+        "PUT /v1/blobs/{never} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        other.len()
+    );
+    let answer = raw(
+        addr,
+        &[head.as_bytes(), &other].concat(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(status_of(&answer), 422, "{answer}");
+    assert!(answer.contains("\"hash_mismatch\""), "{answer}");
+
+    // A chunked body running past its announced length, or ending short of it: 400. The one
+    // running long holds its named blob whole in its first bytes and its excess comes a second
+    // later, so only holding the last piece back until the body ends keeps it from being
+    // stored meanwhile.
+    let exact = common::seeded_bytes(49, 3 << 20);
+    let named = Hash::of(&exact);
+    let (first, second) = exact.split_at(2 << 20);
+    for (before, after, what) in [
+        (vec![first, second], vec![&b"past the end"[..]], "long"),
+        (vec![first, &second[..1000]], vec![], "short"),
+    ] {
+        let head = format!(
+            "PUT /v1/blobs/{named} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
+             transfer-encoding: chunked\r\nx-cairn-length: {}\r\n\r\n",
+            exact.len()
+        );
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let before = chunked(&before);
+        tcp.write_all(&before[..before.len() - 5]).await.unwrap(); // not the last chunk
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            stored_nowhere(&cluster, &named),
+            "{what}: stored before its end"
+        );
+        tcp.write_all(&chunked(&after)).await.unwrap();
+        let answer = read_all(&mut tcp, Duration::from_secs(30)).await;
+        assert_eq!(status_of(&answer), 400, "{what}: {answer}");
+        assert!(answer.contains("\"length_mismatch\""), "{what}: {answer}");
+    }
+
+    // A body cut off part-way: the client goes away.
+    let cut = common::seeded_bytes(50, 5 << 20);
+    let head = format!(
+        "PUT /v1/blobs/{} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        Hash::of(&cut),
+        cut.len()
+    );
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&cut[..3 << 20]).await.unwrap();
+    drop(tcp);
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for refused in [&other[..], &exact, &cut] {
+        assert!(stored_nowhere(&cluster, &Hash::of(refused)));
+    }
+    assert!(stored_nowhere(&cluster, &never));
+    assert_eq!(spooled(), 0);
+    cluster.shutdown().await;
+}

@@ -1,5 +1,6 @@
-//! Blob requests: put (hashing and holding the body until it is whole), get and head (with one
-//! range), delete, and which replicas hold a blob. Each goes through the cluster with the
+//! Blob requests: put (streamed to the cluster when the request names the blob and its
+//! length, else hashed and held until it is whole), get and head (with one range), delete,
+//! and which replicas hold a blob. Each goes through the cluster with the
 //! node's [`cairn_client::Client`]; its errors become HTTP status codes here.
 
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use hyper::{Request, Response, StatusCode};
 use super::range::{self, RangeRequest};
 use super::{Body, Front, HttpError, json_response};
 use crate::front::spool::{Held, Spool};
-use crate::limits::HTTP_BODY_IN_MEMORY_BYTES_MAX;
+use crate::limits::{HTTP_BODY_IN_MEMORY_BYTES_MAX, HTTP_STREAM_PIECES_QUEUED_MAX};
 
 /// The optional request header that states a put's length in bytes.
 pub const EXPECTED_LENGTH_HEADER: &str = "x-cairn-length";
@@ -65,6 +66,14 @@ impl Front {
                 return Ok(stored_response(StatusCode::OK, &named, len));
             }
         }
+        if let (Some(named), Some(len)) = (named, expected.or(announced))
+            && len > HTTP_BODY_IN_MEMORY_BYTES_MAX
+        {
+            if len < REFRESH_BYTES_MIN {
+                self.hold(&named); // held above otherwise
+            }
+            return self.put_streamed(request.into_body(), named, len).await;
+        }
         let received = self.receive(request.into_body(), max).await?;
         if let Some(e) = expected
             && e != received.len
@@ -102,6 +111,93 @@ impl Front {
             false => StatusCode::CREATED,
         };
         Ok(stored_response(status, &hash, len))
+    }
+
+    /// A put that names its blob and length: the body goes to the cluster as it arrives, never
+    /// held whole. The coordinator checks the hash and stores nothing on a mismatch; the last
+    /// piece waits until the body has ended at exactly `len` bytes, so a body cut short or
+    /// running long never completes the upload. Once a piece has left, a failure of the
+    /// coordinator cannot be retried elsewhere with this body: it is answered 503.
+    async fn put_streamed(
+        &self,
+        mut body: Incoming,
+        named: Hash,
+        len: u64,
+    ) -> Result<Response<Body>, HttpError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(HTTP_STREAM_PIECES_QUEUED_MAX);
+        let feed = async move {
+            let mut held: Option<Bytes> = None;
+            let mut got = 0u64;
+            let ended = loop {
+                let Some(frame) = body.frame().await else {
+                    break match got == len {
+                        true => Ok(()),
+                        false => Err(HttpError::bad_request(
+                            "length_mismatch",
+                            format!(
+                                "the body had {got} bytes, not the {len} announced; nothing \
+                                 was stored"
+                            ),
+                        )),
+                    };
+                };
+                let data = match frame.map(|f| f.into_data()) {
+                    Ok(Ok(data)) => data,
+                    Ok(Err(_trailers)) => continue,
+                    Err(e) => {
+                        break Err(HttpError::bad_request(
+                            "truncated",
+                            format!(
+                                "the body ended early after {got} bytes: {e}; nothing was \
+                                 stored"
+                            ),
+                        ));
+                    }
+                };
+                got += data.len() as u64;
+                if got > len {
+                    break Err(HttpError::bad_request(
+                        "length_mismatch",
+                        format!("the body runs past the {len} bytes announced; nothing was stored"),
+                    ));
+                }
+                self.metrics
+                    .received_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let Some(piece) = held.replace(data)
+                    && tx.send(Ok(piece)).await.is_err()
+                {
+                    break Ok(()); // the put ended early; its outcome says why
+                }
+            };
+            match &ended {
+                Ok(()) => {
+                    if let Some(last) = held {
+                        let _ = tx.send(Ok(last)).await;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.message.clone()))).await;
+                }
+            }
+            ended
+        };
+        let client = &self.state.cluster_client;
+        let put = client.put_known_pieces(named, len, rx);
+        let (ended, stored) = tokio::join!(feed, put);
+        ended?;
+        let outcome = stored.map_err(|e| match e {
+            ClientError::Io(e) => HttpError::unavailable(format!(
+                "the upload to the cluster failed part-way ({e}); nothing was stored, send it \
+                 again"
+            )),
+            other => from_client(other),
+        })?;
+        let status = match outcome.existed {
+            true => StatusCode::OK,
+            false => StatusCode::CREATED,
+        };
+        Ok(stored_response(status, &named, len))
     }
 
     /// Keeps `hash` from the S3 front's collector: blobs stored here stay until deleted here.
