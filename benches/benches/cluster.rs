@@ -650,7 +650,8 @@ impl Fronts {
     }
 
     /// One request to front `i % fronts` (spread as a load balancer would), on an idle
-    /// connection when there is one.
+    /// connection when there is one still open (a front closes one idle for its
+    /// `idle_timeout_ms`, as the oldest in this pool may be between rounds).
     async fn request(
         &self,
         i: usize,
@@ -659,7 +660,11 @@ impl Fronts {
         body: Bytes,
     ) -> Result<HttpResponse, String> {
         let front = i % self.clients.len();
-        let idle = self.idle[front].lock().expect("pool lock").pop();
+        let idle = {
+            let mut idle = self.idle[front].lock().expect("pool lock");
+            idle.retain(|c| !c.is_closed());
+            idle.pop()
+        };
         let mut connection = match idle {
             Some(c) => c,
             None => self.clients[front]

@@ -532,12 +532,14 @@ impl Client {
         let (mut send, mut recv) = self.bounded(node, time_left, open).await?;
         // A node may answer before reading the body (a stale layout, a full disk); its answer
         // counts more than the write error that stopping our stream causes.
-        let sent = send_body(&node.id, &mut send, body).await;
-        if let Err(ClientError::Io(e)) = sent {
-            // The body's own source failed: the stream is cut, so that nothing is stored.
-            let _ = send.reset(quinn::VarInt::from_u32(0));
-            return Err(ClientError::Io(e));
-        }
+        let sent = match send_body(&node.id, &mut send, body).await {
+            Err(ClientError::Io(e)) if matches!(body, Body::Pieces(_)) => {
+                // The pieces' source failed: the stream is cut, so that nothing is stored.
+                let _ = send.reset(quinn::VarInt::from_u32(0));
+                return Err(ClientError::Io(e));
+            }
+            sent => sent,
+        };
         let _ = send.finish();
         let answer_wait = time_left.max(Duration::from_millis(ANSWER_AFTER_BODY_MS));
         let answer = async { read_response(&node.id, &mut recv).await };
@@ -1282,17 +1284,33 @@ async fn send_body(
                     std::io::Error::other("the body was taken by an earlier attempt").into(),
                 );
             };
+            // Watched while the next piece is awaited: a node that answers before reading the
+            // body (a newer layout) or is lost is seen at once, and before the first piece is
+            // taken the put can still go elsewhere.
+            let stopped = send.stopped();
+            tokio::pin!(stopped);
             let mut took = false;
             let result = async {
-                while let Some(piece) = rx.recv().await {
+                loop {
+                    let piece = tokio::select! {
+                        biased;
+                        _ = &mut stopped => {
+                            return Err(ClientError::Unreachable {
+                                node: node.to_string(),
+                                message: "the node stopped taking the body".into(),
+                            });
+                        }
+                        piece = rx.recv() => piece,
+                    };
+                    let Some(piece) = piece else {
+                        return Ok(());
+                    };
                     took = true;
-                    let piece = piece?;
-                    tokio::time::timeout(stall, send.write_chunk(piece))
+                    tokio::time::timeout(stall, send.write_chunk(piece?))
                         .await
                         .map_err(|_| stalled())?
                         .map_err(fail)?;
                 }
-                Ok(())
             }
             .await;
             if !took {

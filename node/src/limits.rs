@@ -438,5 +438,8 @@ const _: () = assert!(
 );
 // A chunk of an S3 body is taken in whole by a replica.
 const _: () = assert!(S3_CHUNK_BYTES <= cairn_engine::limits::STREAM_BUFFER_BYTES_MAX);
+// An HTTP put that streams is over the size from which the front offers it without its bytes,
+// and holds its blob then.
+const _: () = assert!(HTTP_BODY_IN_MEMORY_BYTES_MAX >= cairn_client::limits::REFRESH_BYTES_MIN);
 // The in-memory part of a front's body is far below what a blob may be.
 const _: () = assert!(HTTP_BODY_IN_MEMORY_BYTES_MAX <= LOCAL_READ_BYTES_MAX);

@@ -60,6 +60,22 @@ pub(crate) fn note_if_full(state: &State, e: &LocalError) {
     }
 }
 
+/// Refuses a repair's copy (from a peer's healer, a hint, a hand-off, or this node's own
+/// fetch) while the disk counts as full (`SpaceState::is_full`), as the node tells its peers:
+/// space that comes back then goes first to the node's own files (a layout it could not
+/// write), not to copies that fill it again at once. Not counted as a new full disk, so the
+/// refusals do not keep the node full.
+pub(crate) fn refuse_copy_if_full(state: &State) -> Result<(), String> {
+    let free_bytes = crate::local::fs_available_bytes(&state.data_dir).unwrap_or(u64::MAX);
+    match state.space.is_full(free_bytes) {
+        true => Err(format!(
+            "this node's disk is full ({free_bytes} bytes free): it takes no copies until \
+             space comes back"
+        )),
+        false => Ok(()),
+    }
+}
+
 /// A writer for a blob of `len` bytes named `hash` (`Store::writer_for`). Placing a large one
 /// in its segment may create a segment or seal a full one (fsyncs), so that runs off the async
 /// threads.

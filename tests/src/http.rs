@@ -100,6 +100,11 @@ impl HttpClient {
 }
 
 impl HttpConnection {
+    /// True once the connection has ended (the server closed it, say after its idle timeout).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     pub async fn request(
         &mut self,
         method: &str,

@@ -43,6 +43,9 @@ fn ticks_per_sec() -> u64 {
 }
 
 /// Fills the file system under `dir` to the last byte with one file.
+/// What another tenant of n4's small file system holds until space comes back.
+const TENANT_BYTES: usize = 2 * 1024 * 1024;
+
 fn fill(dir: &Path) -> PathBuf {
     use std::io::Write;
     let path = dir.join("filler");
@@ -84,6 +87,11 @@ async fn a_full_disk_is_shown_keeps_serving_reads_and_does_not_spin() {
         std::fs::write(n4_config, text).unwrap();
     });
     let client = cluster.client(10_000).await;
+
+    // Another tenant of the disk holds some of it, given back at the end: what n4's failed
+    // writes leave free when the disk fills (and the filler below takes) may be a page or two.
+    let tenant = small.join("tenant");
+    std::fs::write(&tenant, vec![0x5Au8; TENANT_BYTES]).unwrap();
 
     // Writes go on past the point where n4's disk is full (two copies are a quorum).
     let mut acked: Vec<(Hash, Vec<u8>)> = Vec::new();
@@ -174,17 +182,36 @@ async fn a_full_disk_is_shown_keeps_serving_reads_and_does_not_spin() {
     assert_eq!(got.status, 200, "the full node still serves reads");
 
     // Space comes back: the layout is adopted without anyone's help.
+    let filler_bytes = std::fs::metadata(&filler).unwrap().len();
+    println!("the filler held {filler_bytes} bytes; the other tenant {TENANT_BYTES}");
     std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(&tenant).unwrap();
     let version = cairn_client::Layout::from_toml_str(&new_layout)
         .unwrap()
         .version;
-    common::wait_until("n4 to adopt the new layout", || {
+    let log_tail = || {
+        let log = cluster.log("n4");
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "; {}; n4's data: {}; its store: {}; n4's last log lines:\n{}",
+            std::process::Command::new("df")
+                .arg("-B1")
+                .arg(&n4_data)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default(),
+            bytes_under(&n4_data),
+            bytes_under(&n4_data.join("store")),
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
+    };
+    let adopted = || {
         std::fs::read_to_string(n4_data.join("layout.toml"))
             .ok()
             .and_then(|t| cairn_client::Layout::from_toml_str(&t).ok())
             .is_some_and(|l| l.version == version)
-    })
-    .await;
+    };
+    common::wait_until_showing("n4 to adopt the new layout", adopted, log_tail).await;
     assert!(
         cluster
             .log("n4")
@@ -194,4 +221,26 @@ async fn a_full_disk_is_shown_keeps_serving_reads_and_does_not_spin() {
         assert_eq!(&client.get(hash).await.unwrap()[..], &bytes[..], "{hash}");
     }
     client.close().await;
+}
+
+/// Bytes under each entry of `dir` (its files, and what each subdirectory holds in all).
+fn bytes_under(dir: &std::path::Path) -> String {
+    fn total(path: &std::path::Path) -> u64 {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(path)
+                .map(|d| d.flatten().map(|e| total(&e.path())).sum())
+                .unwrap_or(0),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        }
+    }
+    let mut entries: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| format!("{} {}", e.file_name().to_string_lossy(), total(&e.path())))
+                .collect()
+        })
+        .unwrap_or_default();
+    entries.sort();
+    entries.join(", ")
 }

@@ -69,9 +69,7 @@ impl Front {
         if let (Some(named), Some(len)) = (named, expected.or(announced))
             && len > HTTP_BODY_IN_MEMORY_BYTES_MAX
         {
-            if len < REFRESH_BYTES_MIN {
-                self.hold(&named); // held above otherwise
-            }
+            // Held above: such a body is over `REFRESH_BYTES_MIN` (checked in `limits`).
             return self.put_streamed(request.into_body(), named, len).await;
         }
         let received = self.receive(request.into_body(), max).await?;
@@ -154,6 +152,9 @@ impl Front {
                         ));
                     }
                 };
+                if data.is_empty() {
+                    continue; // held back must be the last bytes, not an empty frame
+                }
                 got += data.len() as u64;
                 if got > len {
                     break Err(HttpError::bad_request(

@@ -52,6 +52,9 @@ pub enum CopyError {
     NotInLayout { node: String },
     #[error("{node}: no answer within {ms} ms")]
     Timeout { node: String, ms: u64 },
+    /// This node's disk counts as full: it takes no copies (`replica::refuse_copy_if_full`).
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 /// Copies a blob held here to one node as a copy (`Store`), with the version this node
@@ -108,6 +111,7 @@ pub(crate) async fn fetch_copy(
     hash: Hash,
     version: u64,
 ) -> Result<u64, CopyError> {
+    replica::refuse_copy_if_full(state).map_err(CopyError::DiskFull)?;
     let request = Request {
         layout_version: routing.layout.version,
         op: Op::Get {

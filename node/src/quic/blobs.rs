@@ -211,6 +211,9 @@ pub(super) async fn store_copy(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
+    if let Err(message) = replica::refuse_copy_if_full(state) {
+        return fail(&mut send, ErrorCode::StoreFull, message).await;
+    }
     let writer = match receive(state, hash, len, &mut recv).await {
         Ok(writer) => writer,
         Err(e) => return fail(&mut send, e.code(), e.to_string()).await,
