@@ -61,18 +61,17 @@ pub(crate) fn note_if_full(state: &State, e: &LocalError) {
 }
 
 /// Refuses a repair's copy (from a peer's healer, a hint, a hand-off, or this node's own
-/// fetch) while the disk counts as full (`SpaceState::is_full`), as the node tells its peers:
-/// space that comes back then goes first to the node's own files (a layout it could not
-/// write), not to copies that fill it again at once. Not counted as a new full disk, so the
-/// refusals do not keep the node full.
-pub(crate) fn refuse_copy_if_full(state: &State) -> Result<(), String> {
-    let free_bytes = crate::local::fs_available_bytes(&state.data_dir).unwrap_or(u64::MAX);
-    match state.space.is_full(free_bytes) {
-        true => Err(format!(
-            "this node's disk is full ({free_bytes} bytes free): it takes no copies until \
-             space comes back"
+/// fetch) while the node has a layout it could not write (a full disk cannot take the layout
+/// file): space that comes back then goes first to that layout, whose retry is up to
+/// `ADOPT_RETRY_MS_MAX` away, not to copies that fill the disk again at once. Copies come back
+/// with the layout's adoption; client puts are not refused this way.
+pub(crate) fn refuse_copy_while_layout_unadopted(state: &State) -> Result<(), String> {
+    match state.layout_unadopted() {
+        Some((version, error)) => Err(format!(
+            "this node takes no copies until it has written layout version {version} \
+             ({error})"
         )),
-        false => Ok(()),
+        None => Ok(()),
     }
 }
 

@@ -422,6 +422,13 @@ impl State {
         clock::since_ms(self.started)
     }
 
+    /// The layout version this node failed to adopt and has not adopted since, with why (a
+    /// full disk cannot take the layout file).
+    pub(crate) fn layout_unadopted(&self) -> Option<(u64, String)> {
+        let failure = self.adopt_failure.lock();
+        failure.as_ref().map(|f| (f.version, f.error.clone()))
+    }
+
     /// Adopts a newer layout, keeping it (and the one it replaces) durably for restarts first.
     /// A layout without this node is adopted too: the node then hands off what it holds.
     ///

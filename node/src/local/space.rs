@@ -67,19 +67,13 @@ impl SpaceState {
         }
     }
 
-    /// Whether the disk counts as full: writes failed for lack of space lately
-    /// (`DISK_FULL_REMEMBERED_MS`), or less than a segment's worth is free.
-    pub fn is_full(&self, free_bytes: u64) -> bool {
+    /// How full the disk is: `Full` when writes failed for lack of space lately or less than a
+    /// segment's worth is free, `NearlyFull` under `nearly_full_free_percent`.
+    pub fn disk(&self, free_bytes: u64, total_bytes: u64) -> DiskState {
         let last_full = self.last_full_ms.load(Ordering::Relaxed);
         let recently_full =
             last_full > 0 && clock::wall_ms().saturating_sub(last_full) < DISK_FULL_REMEMBERED_MS;
-        recently_full || free_bytes < self.segment_bytes
-    }
-
-    /// How full the disk is: `Full` as [`SpaceState::is_full`] says, `NearlyFull` under
-    /// `nearly_full_free_percent`.
-    pub fn disk(&self, free_bytes: u64, total_bytes: u64) -> DiskState {
-        if self.is_full(free_bytes) {
+        if recently_full || free_bytes < self.segment_bytes {
             DiskState::Full
         } else if u128::from(free_bytes) * 100
             < u128::from(total_bytes) * u128::from(self.settings.nearly_full_free_percent)

@@ -11,7 +11,7 @@ use cairn_client::framing;
 use cairn_core::Routing;
 use cairn_core::hints::HintKind;
 use cairn_core::limits::{REPAIR_TARGETS_MAX, REQUEST_HEADER_BYTES_MAX, RESPONSE_HEADER_BYTES_MAX};
-use cairn_core::wire::{ByteRange, Decision, ErrorCode, Response};
+use cairn_core::wire::{self, ByteRange, Decision, ErrorCode, Response};
 use cairn_engine::{BlobStat, BlobWriter, Hash};
 
 use super::body::receive;
@@ -211,7 +211,8 @@ pub(super) async fn store_copy(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    if let Err(message) = replica::refuse_copy_if_full(state) {
+    if let Err(message) = replica::refuse_copy_while_layout_unadopted(state) {
+        let _ = recv.stop(wire::STREAM_ABORT_CODE.into());
         return fail(&mut send, ErrorCode::StoreFull, message).await;
     }
     let writer = match receive(state, hash, len, &mut recv).await {
