@@ -65,14 +65,19 @@ pub(crate) fn note_if_full(state: &State, e: &LocalError) {
 /// file): space that comes back then goes first to that layout, whose retry is up to
 /// `ADOPT_RETRY_MS_MAX` away, not to copies that fill the disk again at once. Copies come back
 /// with the layout's adoption; client puts are not refused this way.
-pub(crate) fn refuse_copy_while_layout_unadopted(state: &State) -> Result<(), String> {
+pub(crate) fn refuse_copy_while_layout_unadopted(state: &State) -> Result<(), CopyRefused> {
     match state.layout_unadopted() {
-        Some((version, error)) => Err(format!(
-            "this node takes no copies until it has written layout version {version} \
-             ({error})"
-        )),
+        Some((version, error)) => Err(CopyRefused { version, error }),
         None => Ok(()),
     }
+}
+
+/// Why this node takes no copies now (`refuse_copy_while_layout_unadopted`).
+#[derive(Debug, thiserror::Error)]
+#[error("this node takes no copies until it has written layout version {version} ({error})")]
+pub struct CopyRefused {
+    pub version: u64,
+    pub error: String,
 }
 
 /// A writer for a blob of `len` bytes named `hash` (`Store::writer_for`). Placing a large one

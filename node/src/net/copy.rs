@@ -52,9 +52,8 @@ pub enum CopyError {
     NotInLayout { node: String },
     #[error("{node}: no answer within {ms} ms")]
     Timeout { node: String, ms: u64 },
-    /// This node takes no copies now (`replica::refuse_copy_while_layout_unadopted`).
-    #[error("{0}")]
-    Refused(String),
+    #[error(transparent)]
+    Refused(#[from] replica::CopyRefused),
 }
 
 /// Copies a blob held here to one node as a copy (`Store`), with the version this node
@@ -111,7 +110,7 @@ pub(crate) async fn fetch_copy(
     hash: Hash,
     version: u64,
 ) -> Result<u64, CopyError> {
-    replica::refuse_copy_while_layout_unadopted(state).map_err(CopyError::Refused)?;
+    replica::refuse_copy_while_layout_unadopted(state)?;
     let request = Request {
         layout_version: routing.layout.version,
         op: Op::Get {

@@ -211,9 +211,9 @@ pub(super) async fn store_copy(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    if let Err(message) = replica::refuse_copy_while_layout_unadopted(state) {
+    if let Err(refused) = replica::refuse_copy_while_layout_unadopted(state) {
         let _ = recv.stop(wire::STREAM_ABORT_CODE.into());
-        return fail(&mut send, ErrorCode::StoreFull, message).await;
+        return fail(&mut send, ErrorCode::StoreFull, refused.to_string()).await;
     }
     let writer = match receive(state, hash, len, &mut recv).await {
         Ok(writer) => writer,
